@@ -1,0 +1,37 @@
+# Everything a fresh machine needs is installed by these targets: Go modules (go build fetches them),
+# onnxruntime 1.30.0 (npm pack onnxruntime-node, checksummed, into .deps/), nothing else.
+SHELL := bash
+ORT_DIR   ?= $(CURDIR)/.deps/onnxruntime
+ORT_LIB   ?= $(ORT_DIR)/libonnxruntime.so.1
+SHARED    ?= $(abspath $(CURDIR)/../shared)
+ARGS      ?=
+GO        ?= go
+export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
+export PIPELINE_SHARED_DIR ?= $(SHARED)
+export CGO_ENABLED := 1
+
+.PHONY: run test build ort bench vet clean
+
+## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
+run: ort build
+	./bin/pipeline run $(ARGS)
+
+## test: vet and every test, with onnxruntime and ../shared provided
+test: ort
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+build:
+	$(GO) build -o bin/pipeline ./cmd/pipeline
+
+ort: $(ORT_LIB)
+
+$(ORT_LIB):
+	./scripts/install-onnxruntime.sh $(ORT_DIR)
+
+## bench: speed benchmarks (feature extraction, head training), JSON in runs/bench.json
+bench: ort build
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+clean:
+	rm -rf bin .deps
