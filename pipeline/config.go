@@ -1,0 +1,198 @@
+package pipeline
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every knob of `pipeline run`. The zero value is not useful: start from DefaultConfig.
+// It is read from YAML (unknown keys are errors) and written, resolved, into the run folder.
+type Config struct {
+	// Data is an image folder (root/<class>/<image>), a CSV manifest (path,label[,split]) or a
+	// folder holding manifest.csv.
+	Data string `yaml:"data" json:"data"`
+	// TrainClasses is the number of classes (in sorted label order) trained on; the rest are
+	// evaluated. 0 means half of the classes, rounded down.
+	TrainClasses int `yaml:"train_classes" json:"train_classes"`
+	// ValidationClasses are carved out of the training classes for model selection.
+	ValidationClasses int    `yaml:"validation_classes" json:"validation_classes"`
+	Out               string `yaml:"out" json:"out"`
+	Cache             string `yaml:"cache" json:"cache"`
+	Seed              int64  `yaml:"seed" json:"seed"`
+	Threads           int    `yaml:"threads" json:"threads"`
+	// OnnxRuntime is the path of libonnxruntime.so; empty means $ONNXRUNTIME_SHARED_LIBRARY_PATH,
+	// then .deps/onnxruntime.
+	OnnxRuntime string `yaml:"onnxruntime" json:"onnxruntime"`
+
+	Backbone   BackboneConfig   `yaml:"backbone" json:"backbone"`
+	Preprocess PreprocessConfig `yaml:"preprocess" json:"preprocess"`
+	Head       HeadConfig       `yaml:"head" json:"head"`
+	Loss       LossConfig       `yaml:"loss" json:"loss"`
+	Sampler    SamplerConfig    `yaml:"sampler" json:"sampler"`
+	Optimizer  OptimizerConfig  `yaml:"optimizer" json:"optimizer"`
+	Eval       EvalConfig       `yaml:"eval" json:"eval"`
+}
+
+// BackboneConfig selects the ONNX backbone and where it is cut.
+type BackboneConfig struct {
+	Path string `yaml:"path" json:"path"`
+	// Feature is the tensor to cut at; empty means the penultimate pooled features.
+	Feature   string `yaml:"feature" json:"feature"`
+	BatchSize int    `yaml:"batch_size" json:"batch_size"`
+	// Flip also extracts the features of each training image's horizontal mirror, used as
+	// augmentation when training the head.
+	Flip bool `yaml:"flip" json:"flip"`
+}
+
+// PreprocessConfig is how images become network input.
+type PreprocessConfig struct {
+	Size          [2]int     `yaml:"size" json:"size"` // height, width
+	Resize        string     `yaml:"resize" json:"resize"`
+	ResizeShorter int        `yaml:"resize_shorter" json:"resize_shorter"`
+	Mean          [3]float32 `yaml:"mean" json:"mean"`
+	Std           [3]float32 `yaml:"std" json:"std"`
+	Scale         float32    `yaml:"scale" json:"scale"`
+	ChannelOrder  string     `yaml:"channel_order" json:"channel_order"`
+	Workers       int        `yaml:"workers" json:"workers"`
+}
+
+// HeadConfig is the trainable embedding and classifier on top of the features.
+type HeadConfig struct {
+	EmbeddingDim int `yaml:"embedding_dim" json:"embedding_dim"`
+	// Center subtracts the training features' mean; Normalize L2-normalizes the features before
+	// the embedding layer. Both are exported into the ONNX model.
+	Center    bool `yaml:"center" json:"center"`
+	Normalize bool `yaml:"normalize" json:"normalize"`
+	// Init is "pca" (embedding layer = top principal directions of the training features) or
+	// "random" (PyTorch's nn.Linear default).
+	Init string `yaml:"init" json:"init"`
+}
+
+// LossConfig holds the Group Loss hyperparameters.
+type LossConfig struct {
+	Name            string  `yaml:"name" json:"name"`
+	Temperature     float64 `yaml:"temperature" json:"temperature"`
+	Iterations      int     `yaml:"iterations" json:"iterations"`
+	Scaling         float64 `yaml:"scaling" json:"scaling"`
+	AnchorsPerClass int     `yaml:"anchors_per_class" json:"anchors_per_class"`
+}
+
+// SamplerConfig is the classes x samples-per-class batch sampler.
+type SamplerConfig struct {
+	ClassesPerBatch int `yaml:"classes_per_batch" json:"classes_per_batch"`
+	SamplesPerClass int `yaml:"samples_per_class" json:"samples_per_class"`
+}
+
+// OptimizerConfig is the optimizer and its learning-rate schedule.
+type OptimizerConfig struct {
+	Name        string  `yaml:"name" json:"name"`
+	LR          float64 `yaml:"lr" json:"lr"`
+	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay"`
+	Epochs      int     `yaml:"epochs" json:"epochs"`
+	// LRSteps are the epochs (1-based) after which the learning rate is multiplied by LRGamma.
+	LRSteps []int   `yaml:"lr_steps" json:"lr_steps"`
+	LRGamma float64 `yaml:"lr_gamma" json:"lr_gamma"`
+}
+
+// EvalConfig controls evaluation.
+type EvalConfig struct {
+	KMeansRestarts int `yaml:"kmeans_restarts" json:"kmeans_restarts"`
+}
+
+// DefaultConfig is the CUB-100 protocol of ../shared/reference/RESULTS.md: the shared int8
+// MobileNetV2, train on labels 0-49, evaluate on 50-99.
+func DefaultConfig() Config {
+	shared := SharedDir()
+	return Config{
+		Data:              filepath.Join(shared, "data", "cub100"),
+		TrainClasses:      0,
+		ValidationClasses: 10,
+		Cache:             ".cache/features",
+		Seed:              1,
+		Threads:           2,
+		Backbone:          BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32},
+		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
+			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
+		Head:      HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: "pca"},
+		Loss:      LossConfig{Name: "group", Temperature: 24, Iterations: 1, Scaling: 1, AnchorsPerClass: 2},
+		Sampler:   SamplerConfig{ClassesPerBatch: 6, SamplesPerClass: 9},
+		Optimizer: OptimizerConfig{Name: "radam", LR: 3e-5, WeightDecay: 6e-6, Epochs: 20, LRGamma: 0.1},
+		Eval:      EvalConfig{KMeansRestarts: 10},
+	}
+}
+
+// SharedDir is $PIPELINE_SHARED_DIR, else ../shared.
+func SharedDir() string {
+	if d := os.Getenv("PIPELINE_SHARED_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join("..", "shared")
+}
+
+// LoadConfig reads a YAML config over the defaults. Unknown keys and wrong types are errors naming
+// the file and line.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("pipeline: config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("pipeline: config %q: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return cfg, nil
+}
+
+// Validate checks the config before anything runs.
+func (c *Config) Validate() error {
+	var errs []string
+	if c.Data == "" {
+		errs = append(errs, "data is empty")
+	}
+	if c.Backbone.Path == "" {
+		errs = append(errs, "backbone.path is empty")
+	}
+	if c.TrainClasses < 0 {
+		errs = append(errs, fmt.Sprintf("train_classes %d < 0", c.TrainClasses))
+	}
+	if c.ValidationClasses < 0 {
+		errs = append(errs, fmt.Sprintf("validation_classes %d < 0", c.ValidationClasses))
+	}
+	if c.Head.EmbeddingDim < 1 {
+		errs = append(errs, fmt.Sprintf("head.embedding_dim %d < 1", c.Head.EmbeddingDim))
+	}
+	if c.Head.Init != "pca" && c.Head.Init != "random" {
+		errs = append(errs, fmt.Sprintf("head.init %q: want pca or random", c.Head.Init))
+	}
+	if c.Loss.Name != "group" {
+		errs = append(errs, fmt.Sprintf("loss.name %q: only group is available", c.Loss.Name))
+	}
+	if c.Sampler.ClassesPerBatch < 2 || c.Sampler.SamplesPerClass < 2 {
+		errs = append(errs, fmt.Sprintf("sampler: need at least 2 classes x 2 samples per batch, got %d x %d", c.Sampler.ClassesPerBatch, c.Sampler.SamplesPerClass))
+	}
+	if c.Loss.AnchorsPerClass >= c.Sampler.SamplesPerClass {
+		errs = append(errs, fmt.Sprintf("loss.anchors_per_class %d must be below sampler.samples_per_class %d", c.Loss.AnchorsPerClass, c.Sampler.SamplesPerClass))
+	}
+	if c.Optimizer.LR <= 0 {
+		errs = append(errs, fmt.Sprintf("optimizer.lr %g must be > 0", c.Optimizer.LR))
+	}
+	if c.Optimizer.Epochs < 1 {
+		errs = append(errs, fmt.Sprintf("optimizer.epochs %d < 1", c.Optimizer.Epochs))
+	}
+	if c.Backbone.BatchSize < 1 {
+		errs = append(errs, fmt.Sprintf("backbone.batch_size %d < 1", c.Backbone.BatchSize))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("pipeline: invalid config: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+// Package train implements the training loop of the embedding head: the classes x samples
+// sampler, Adam/RAdam, learning-rate steps, model selection on held-out classes and the
+// non-finite guard. It knows nothing of files; the pipeline package does the orchestration.
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand"
+	"time"
+)
+
+// ErrNonFinite is returned when the loss or a parameter becomes NaN or Inf.
+var ErrNonFinite = errors.New("train: non-finite value")
+
+// Model is what Fit trains.
+type Model interface {
+	// Tensors returns the trainable parameters; Step fills their Grad.
+	Tensors() []Tensor
+	// Step computes the loss of one batch (x is n rows of features, labels are class ids in
+	// [0, classes), anchors marks the samples pinned to their labels) and its gradients.
+	Step(x []float32, n int, labels []int, anchors []bool) (loss float64, err error)
+}
+
+// Options are the loop's settings.
+type Options struct {
+	Epochs          int
+	LR              float64
+	LRSteps         []int   // epochs after which lr *= LRGamma
+	LRGamma         float64 // default 0.1
+	AnchorsPerClass int
+	Seed            int64
+	// Patience stops training when the validation score has not improved for this many epochs
+	// (0: never stop early).
+	Patience int
+}
+
+// Batch fills dst with the features of the samples idx (row-major, len(idx) rows) for one
+// training step; rng may be used for augmentation.
+type Batch func(idx []int, dst []float32, rng *rand.Rand)
+
+// Hooks connect the loop to validation, checkpoints and progress reporting. Any may be nil.
+type Hooks struct {
+	// Validate returns the model-selection score of the current parameters (higher is better).
+	// It is called before training (epoch 0) and after every epoch.
+	Validate func(epoch int) (float64, error)
+	// Best is called when the score improved, after the parameters were snapshotted.
+	Best func(epoch int, score float64) error
+	// Epoch is called after each epoch with its statistics.
+	Epoch func(EpochStats)
+}
+
+// EpochStats records one epoch.
+type EpochStats struct {
+	Epoch   int     `json:"epoch"`
+	Loss    float64 `json:"loss"`
+	LR      float64 `json:"lr"`
+	Score   float64 `json:"validation_score"`
+	Seconds float64 `json:"seconds"`
+	Steps   int     `json:"steps"`
+}
+
+// Result is what Fit returns.
+type Result struct {
+	BestEpoch int          `json:"best_epoch"`
+	BestScore float64      `json:"best_score"`
+	Epochs    int          `json:"epochs"`
+	Steps     int          `json:"steps"`
+	History   []EpochStats `json:"history"`
+	Seconds   float64      `json:"train_seconds"`
+}
+
+// Fit trains m and leaves it holding the parameters of the best validated epoch (the last epoch
+// when there is no Validate hook). labels are the classifier ids of the training samples;
+// dim is the number of features per sample.
+func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, labels []int, dim int, o Options, h Hooks) (Result, error) {
+	if o.LRGamma == 0 {
+		o.LRGamma = 0.1
+	}
+	rng := rand.New(rand.NewSource(o.Seed))
+	var res Result
+	params := m.Tensors()
+	best := snapshot(params, nil)
+	res.BestScore = math.Inf(-1)
+	if h.Validate != nil {
+		score, err := h.Validate(0)
+		if err != nil {
+			return res, err
+		}
+		res.BestScore = score
+		res.History = append(res.History, EpochStats{Epoch: 0, Score: score})
+		if h.Best != nil {
+			if err := h.Best(0, score); err != nil {
+				return res, err
+			}
+		}
+	}
+	start := time.Now()
+	lr := o.LR
+	var x []float32
+	since := 0
+	for epoch := 1; epoch <= o.Epochs; epoch++ {
+		t0 := time.Now()
+		var sum float64
+		var n int
+		for _, b := range s.Epoch(rng) {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+			if need := len(b) * dim; cap(x) < need {
+				x = make([]float32, need)
+			}
+			x = x[:len(b)*dim]
+			batch(b, x, rng)
+			y := make([]int, len(b))
+			for i, idx := range b {
+				y[i] = labels[idx]
+			}
+			loss, err := m.Step(x, len(b), y, Anchors(y, o.AnchorsPerClass))
+			if err != nil {
+				return res, fmt.Errorf("train: epoch %d step %d: %w", epoch, res.Steps+1, err)
+			}
+			if math.IsNaN(loss) || math.IsInf(loss, 0) {
+				return res, fmt.Errorf("%w: loss is %g at epoch %d step %d", ErrNonFinite, loss, epoch, res.Steps+1)
+			}
+			opt.Step(params, lr)
+			if name, ok := finite(params); !ok {
+				return res, fmt.Errorf("%w: parameter %q after epoch %d step %d", ErrNonFinite, name, epoch, res.Steps+1)
+			}
+			sum += loss
+			n++
+			res.Steps++
+		}
+		st := EpochStats{Epoch: epoch, LR: lr, Steps: n}
+		if n > 0 {
+			st.Loss = sum / float64(n)
+		}
+		res.Epochs = epoch
+		improved := h.Validate == nil
+		if h.Validate != nil {
+			score, err := h.Validate(epoch)
+			if err != nil {
+				return res, err
+			}
+			st.Score = score
+			improved = score > res.BestScore
+		}
+		st.Seconds = time.Since(t0).Seconds()
+		res.History = append(res.History, st)
+		if improved {
+			res.BestEpoch, res.BestScore = epoch, st.Score
+			best = snapshot(params, best)
+			since = 0
+			if h.Best != nil {
+				if err := h.Best(epoch, st.Score); err != nil {
+					return res, err
+				}
+			}
+		} else {
+			since++
+		}
+		if h.Epoch != nil {
+			h.Epoch(st)
+		}
+		for _, s := range o.LRSteps {
+			if s == epoch {
+				lr *= o.LRGamma
+			}
+		}
+		if o.Patience > 0 && since >= o.Patience {
+			break
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	for i, p := range params {
+		copy(p.Value, best[i])
+	}
+	return res, nil
+}
+
+// Anchors marks the first perClass samples of each class in labels, as the reference does.
+func Anchors(labels []int, perClass int) []bool {
+	a := make([]bool, len(labels))
+	seen := map[int]int{}
+	for i, l := range labels {
+		if seen[l] < perClass {
+			a[i] = true
+		}
+		seen[l]++
+	}
+	return a
+}
+
+func snapshot(params []Tensor, into [][]float64) [][]float64 {
+	if into == nil {
+		into = make([][]float64, len(params))
+	}
+	for i, p := range params {
+		into[i] = append(into[i][:0], p.Value...)
+	}
+	return into
+}
+
+func finite(params []Tensor) (string, bool) {
+	for _, p := range params {
+		for _, v := range p.Value {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return p.Name, false
+			}
+		}
+	}
+	return "", true
+}
