@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/grouploss/pipeline/pipeline/data"
 )
 
 // Config is every knob of `pipeline run`. The zero value is not useful: start from DefaultConfig.
@@ -195,4 +197,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pipeline: invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// toData converts the config's preprocessing to the data package's.
+func (p PreprocessConfig) toData() (data.Preprocess, error) {
+	d := data.Preprocess{Height: p.Size[0], Width: p.Size[1], Resize: p.Resize, ResizeShorter: p.ResizeShorter,
+		Mean: p.Mean, Std: p.Std, Scale: p.Scale, ChannelOrder: p.ChannelOrder}
+	return d, d.Validate()
 }

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/grouploss/pipeline/pipeline"
+)
+
+// runOptions are the flags of `pipeline run`; only flags given on the command line override the
+// config file.
+type runOptions struct {
+	config       string
+	data         string
+	backbone     string
+	feature      string
+	out          string
+	cache        string
+	onnxruntime  string
+	trainClasses int
+	valClasses   int
+	epochs       int
+	lr           float64
+	seed         int64
+	threads      int
+	jsonOut      bool
+	verbose      bool
+}
+
+func (o *runOptions) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.config, "config", "", "YAML config `FILE` (defaults: the CUB-100 protocol)")
+	fs.StringVar(&o.data, "data", "", "image folder (root/<class>/<image>), CSV manifest (path,label[,split]) or folder with manifest.csv")
+	fs.StringVar(&o.backbone, "backbone", "", "ONNX backbone `FILE` (default ../shared/models/mobilenetv2-12-int8.onnx)")
+	fs.StringVar(&o.feature, "feature", "", "feature tensor to cut the backbone at (default: the penultimate pooled features)")
+	fs.StringVar(&o.out, "out", "", "run folder `DIR` (default runs/<date-time>)")
+	fs.StringVar(&o.cache, "cache", "", "feature cache `DIR` (default .cache/features)")
+	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	fs.IntVar(&o.trainClasses, "train-classes", 0, "train on the first `N` classes (sorted), evaluate on the rest (default half)")
+	fs.IntVar(&o.valClasses, "validation-classes", 0, "training classes held out for model selection")
+	fs.IntVar(&o.epochs, "epochs", 0, "training epochs")
+	fs.Float64Var(&o.lr, "lr", 0, "learning rate")
+	fs.Int64Var(&o.seed, "seed", 0, "random seed")
+	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the run summary as JSON on stdout")
+	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+}
+
+// apply overrides cfg with the flags that were set.
+func (o *runOptions) apply(fs *flag.FlagSet, cfg *pipeline.Config) {
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data":
+			cfg.Data = o.data
+		case "backbone":
+			cfg.Backbone.Path = o.backbone
+		case "feature":
+			cfg.Backbone.Feature = o.feature
+		case "out":
+			cfg.Out = o.out
+		case "cache":
+			cfg.Cache = o.cache
+		case "onnxruntime":
+			cfg.OnnxRuntime = o.onnxruntime
+		case "train-classes":
+			cfg.TrainClasses = o.trainClasses
+		case "validation-classes":
+			cfg.ValidationClasses = o.valClasses
+		case "epochs":
+			cfg.Optimizer.Epochs = o.epochs
+		case "lr":
+			cfg.Optimizer.LR = o.lr
+		case "seed":
+			cfg.Seed = o.seed
+		case "threads":
+			cfg.Threads = o.threads
+		}
+	})
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o runOptions
+	fs := flag.NewFlagSet("pipeline run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.addFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]\n\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nExit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg := pipeline.DefaultConfig()
+	if o.config != "" {
+		var err error
+		if cfg, err = pipeline.LoadConfig(o.config); err != nil {
+			return err
+		}
+	}
+	o.apply(fs, &cfg)
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	sum, err := pipeline.Run(ctx, cfg, pipeline.RunEnv{Log: logger, Progress: stderr})
+	if sum != nil {
+		if o.jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if e := enc.Encode(sum); e != nil && err == nil {
+				err = e
+			}
+		} else {
+			sum.PrintTable(stdout)
+		}
+	}
+	return err
+}

@@ -1,0 +1,88 @@
+// Command pipeline fine-tunes image embeddings with the Group Loss: ONNX backbone in, ONNX
+// embedding model out.
+//
+// Usage:
+//
+//	pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]
+//	pipeline version
+//
+// Exit codes:
+//
+//	0  success
+//	1  the run failed (bad input, a failed step, a quality check)
+//	2  bad usage (unknown command or flag, invalid config)
+//	3  training stopped on a non-finite value (NaN/Inf); the last good checkpoint is kept
+//	130 interrupted (Ctrl-C); the run folder keeps the last checkpoint
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/train"
+)
+
+const usage = `pipeline: Group Loss metric learning on ONNX backbones.
+
+Commands:
+  run       import an ONNX backbone, fine-tune with the Group Loss, evaluate, export ONNX
+  version   print the version
+
+Run 'pipeline run --help' for the flags of run.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.
+`
+
+// errUsage marks errors that are the caller's fault (exit code 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, pipeline.Version)
+	default:
+		fmt.Fprintf(stderr, "pipeline: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	return exitCode(err, stderr)
+}
+
+// exitCode maps an error to the documented exit codes, in one place.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "error:", err)
+	switch {
+	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
+		return 2
+	case errors.Is(err, train.ErrNonFinite):
+		return 3
+	case errors.Is(err, context.Canceled):
+		return 130
+	default:
+		return 1
+	}
+}

@@ -1,0 +1,99 @@
+package head
+
+import (
+	"runtime"
+	"sync"
+
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// The input layer (the largest: In×out weights against a small batch) runs outside the gorgonia
+// graph with these kernels. gonum's Sgemm splits every dimension into 64-wide blocks, which for
+// (54×1280)·(1280×512) and its weight gradient leaves dot/axpy calls of length 64 and costs about
+// 2.3× the CPU time of long dot products (forward) and long axpy rows (weight gradient) below.
+
+var blasImpl gonum.Implementation
+
+// parallelMin is the multiply-add count below which a kernel runs on one goroutine.
+const parallelMin = 1 << 18
+
+// parallelRows runs f over [0, rows) split into GOMAXPROCS contiguous ranges.
+func parallelRows(rows, work int, f func(lo, hi int)) {
+	p := runtime.GOMAXPROCS(0)
+	if work < parallelMin || p == 1 || rows < 2 {
+		f(0, rows)
+		return
+	}
+	p = min(p, rows)
+	var wg sync.WaitGroup
+	for k := 0; k < p; k++ {
+		lo, hi := k*rows/p, (k+1)*rows/p
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+type float interface{ ~float32 | ~float64 }
+
+func dot32(n int, x, y []float32) float32 { return blasImpl.Sdot(n, x, 1, y, 1) }
+func dot64(n int, x, y []float64) float64 { return blasImpl.Ddot(n, x, 1, y, 1) }
+func axpy32(n int, a float32, x, y []float32) {
+	blasImpl.Saxpy(n, a, x, 1, y, 1)
+}
+func axpy64(n int, a float64, x, y []float64) {
+	blasImpl.Daxpy(n, a, x, 1, y, 1)
+}
+
+// linearKernel computes y = x Wᵀ + b for x (n, in) row-major of type T and float64 W (out, in),
+// b (out), writing y[i][o] to dst[o*so+i*si] (so=n, si=1 gives the (out, n) transpose; so=1,
+// si=out gives (n, out)). Each goroutine converts its rows of W to T just before using them.
+// It panics on short slices (a programmer bug).
+func linearKernel[T float](dst []T, w, b []float64, x []T, out, in, n, so, si int, dot func(int, []T, []T) T) {
+	_ = w[out*in-1]
+	_ = x[n*in-1]
+	_ = b[out-1]
+	parallelRows(out, out*in*n, func(lo, hi int) {
+		wo := make([]T, in)
+		for o := lo; o < hi; o++ {
+			for k, v := range w[o*in : (o+1)*in] {
+				wo[k] = T(v)
+			}
+			bo := T(b[o])
+			for i := 0; i < n; i++ {
+				dst[o*so+i*si] = dot(in, wo, x[i*in:(i+1)*in]) + bo
+			}
+		}
+	})
+}
+
+// weightGradKernel computes the weight and bias gradients of a linear layer from the gradient g
+// of its output (element [i][o] at g[o*so+i*si], as in linearKernel) and its input x (n, in):
+// dw (out, in) = gᵀ x and db (out) = column sums of g, accumulated in T and stored as float64.
+// It overwrites dw and db.
+func weightGradKernel[T float](dw, db []float64, g, x []T, out, in, n, so, si int, axpy func(int, T, []T, []T)) {
+	_ = dw[out*in-1]
+	_ = x[n*in-1]
+	_ = g[(out-1)*so+(n-1)*si]
+	parallelRows(out, out*in*n, func(lo, hi int) {
+		row := make([]T, in)
+		for o := lo; o < hi; o++ {
+			clear(row)
+			var s T
+			for i := 0; i < n; i++ {
+				gi := g[o*so+i*si]
+				s += gi
+				if gi != 0 {
+					axpy(in, gi, x[i*in:(i+1)*in], row)
+				}
+			}
+			for k, v := range row {
+				dw[o*in+k] = float64(v)
+			}
+			db[o] = float64(s)
+		}
+	})
+}

@@ -1,0 +1,217 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand"
+	"path/filepath"
+
+	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/metrics"
+	"github.com/grouploss/pipeline/pipeline/train"
+)
+
+// headModel is the trained part of the pipeline: a fixed feature transform (centering on the
+// training mean, L2 normalization) followed by the gorgonia head. It adapts head.Head to
+// train.Model.
+type headModel struct {
+	h         *head.Head
+	gl        head.GroupLoss
+	center    []float32
+	normalize bool
+	classes   []int // dataset label of each classifier output
+	tensors   []train.Tensor
+}
+
+func (m *headModel) Tensors() []train.Tensor { return m.tensors }
+
+func (m *headModel) Step(x []float32, n int, labels []int, anchors []bool) (float64, error) {
+	res, err := m.h.Step(x, n, labels, anchors, m.gl)
+	return res.Loss, err
+}
+
+func (m *headModel) dim() int { return m.h.Config().Emb }
+
+// transform applies the feature transform to n rows of x in place.
+func (m *headModel) transform(x []float32, n int) {
+	d := len(x) / max(n, 1)
+	for i := 0; i < n; i++ {
+		row := x[i*d : (i+1)*d]
+		if m.center != nil {
+			for j := range row {
+				row[j] -= m.center[j]
+			}
+		}
+		if m.normalize {
+			var s float64
+			for _, v := range row {
+				s += float64(v) * float64(v)
+			}
+			if s > 0 {
+				inv := float32(1 / math.Sqrt(s))
+				for j := range row {
+					row[j] *= inv
+				}
+			}
+		}
+	}
+}
+
+// embed returns the (un-normalized) n x dim embeddings of raw features x.
+func (m *headModel) embed(x []float32, n int) []float32 {
+	t := append([]float32(nil), x...)
+	m.transform(t, n)
+	out := make([]float32, n*m.dim())
+	m.h.Embed(t, n, out)
+	return out
+}
+
+func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split classSplit) (*headModel, error) {
+	cfg, d := r.cfg, r.bb.Dim()
+	m := &headModel{normalize: cfg.Head.Normalize, classes: split.fit,
+		gl: head.GroupLoss{Temperature: cfg.Loss.Temperature, Iterations: cfg.Loss.Iterations,
+			Scaling: cfg.Loss.Scaling, AnchorsPerClass: cfg.Loss.AnchorsPerClass}}
+	if err := m.gl.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	fitX := gather(feats, d, split.fitIdx)
+	n := len(split.fitIdx)
+	if cfg.Head.Center {
+		m.center = make([]float32, d)
+		var acc = make([]float64, d)
+		for i := 0; i < n; i++ {
+			for j, v := range fitX[i*d : (i+1)*d] {
+				acc[j] += float64(v)
+			}
+		}
+		for j := range acc {
+			m.center[j] = float32(acc[j] / float64(n))
+		}
+	}
+	m.transform(fitX, n)
+	var fitFlip []float32
+	if flips != nil {
+		fitFlip = gather(flips, d, split.fitIdx)
+		m.transform(fitFlip, n)
+	}
+	classOf := map[int]int{}
+	for i, l := range split.fit {
+		classOf[l] = i
+	}
+	labels := make([]int, n)
+	for i, k := range split.fitIdx {
+		labels[i] = classOf[r.ds.Items[k].Label]
+	}
+	rng := rand.New(rand.NewSource(cfg.Seed))
+	emb := cfg.Head.EmbeddingDim
+	h, err := head.New(head.Config{In: d, Emb: emb, Classes: len(split.fit), DType: head.Float32}, rng)
+	if err != nil {
+		return nil, err
+	}
+	m.h = h
+	if cfg.Head.Init == "pca" {
+		if emb > d || emb > n {
+			return nil, fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", ErrConfig, emb, d, n)
+		}
+		comp, mean, err := train.PCA(fitX, n, d, emb)
+		if err != nil {
+			return nil, err
+		}
+		bias := make([]float64, emb)
+		for k := 0; k < emb; k++ {
+			var s float64
+			for j := 0; j < d; j++ {
+				s += comp[k*d+j] * mean[j]
+			}
+			bias[k] = -s
+		}
+		if err := h.SetParam(paramEmbWeight, comp); err != nil {
+			return nil, err
+		}
+		if err := h.SetParam(paramEmbBias, bias); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range h.Params() {
+		m.tensors = append(m.tensors, train.Tensor{Name: p.Name, Value: p.Value, Grad: p.Grad})
+	}
+	sampler, notes, err := train.NewClassSampler(labels, cfg.Sampler.ClassesPerBatch, cfg.Sampler.SamplesPerClass,
+		func(c int) string { return r.ds.Classes[split.fit[c]] })
+	if err != nil {
+		return nil, err
+	}
+	for _, note := range notes {
+		r.env.Log.Warn("sampler: " + note)
+	}
+	r.sum.Training.SamplerNotes = notes
+	r.sum.Training.BatchSize = sampler.BatchSize()
+	opt, err := train.NewOptimizer(train.OptimizerKind(cfg.Optimizer.Name), cfg.Optimizer.WeightDecay)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	batch := func(idx []int, dst []float32, rng *rand.Rand) {
+		for i, k := range idx {
+			src := fitX
+			if fitFlip != nil && rng.Intn(2) == 1 {
+				src = fitFlip
+			}
+			copy(dst[i*d:(i+1)*d], src[k*d:(k+1)*d])
+		}
+	}
+	var hooks train.Hooks
+	r.sum.Training.Selection = "none (last epoch)"
+	if len(split.val) > 0 {
+		r.sum.Training.Selection = "map_at_r on validation classes"
+		valX := gather(feats, d, split.valIdx)
+		valY := r.ds.Labels(split.valIdx)
+		hooks.Validate = func(epoch int) (float64, error) {
+			e := m.embed(valX, len(split.valIdx))
+			res, err := metrics.Evaluate(e, len(split.valIdx), emb, valY, metrics.Options{SkipClustering: true})
+			if err != nil {
+				return 0, err
+			}
+			r.env.Log.Debug("validation", "epoch", epoch, "recall_at_1", res.RecallAt1, "map_at_r", res.MAPAtR)
+			return res.MAPAtR, nil
+		}
+	}
+	ckpt := filepath.Join(r.cfg.Out, "checkpoint.ckpt")
+	hooks.Best = func(epoch int, score float64) error {
+		return SaveCheckpoint(ckpt, m.checkpoint(epoch, score, opt, cfg))
+	}
+	prog := data.NewProgress(r.env.Progress, "train (epochs)", cfg.Optimizer.Epochs)
+	defer prog.Done()
+	hooks.Epoch = func(st train.EpochStats) {
+		prog.Add(1)
+		r.env.Log.Info("epoch", "epoch", st.Epoch, "loss", st.Loss, "validation", st.Score, "lr", st.LR, "seconds", st.Seconds)
+	}
+	res, err := train.Fit(ctx, m, opt, sampler, batch, labels, d, train.Options{Epochs: cfg.Optimizer.Epochs,
+		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
+		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed}, hooks)
+	r.sum.Training.History = res.History
+	r.sum.Training.BestEpoch, r.sum.Training.BestScore, r.sum.Training.Steps = res.BestEpoch, res.BestScore, res.Steps
+	r.sum.Timing.TrainSeconds, r.sum.Timing.Epochs = res.Seconds, res.Epochs
+	if res.Epochs > 0 {
+		r.sum.Timing.SecondsPerEpoch = res.Seconds / float64(res.Epochs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (the last good checkpoint is %s)", err, ckpt)
+	}
+	return m, nil
+}
+
+func (m *headModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint {
+	c := &Checkpoint{Epoch: epoch, Score: score, Center: m.center, Normalize: m.normalize, Classes: m.classes,
+		Optimizer: opt.State(), Config: cfg}
+	for _, p := range m.h.Params() {
+		c.Params = append(c.Params, NamedTensor{Name: p.Name, Shape: p.Shape, Value: append([]float64(nil), p.Value...)})
+	}
+	return c
+}
+
+// Names of the embedding layer's parameters in head.Head.
+const (
+	paramEmbWeight = "emb.weight"
+	paramEmbBias   = "emb.bias"
+)

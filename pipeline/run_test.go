@@ -1,0 +1,189 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/data"
+)
+
+// sharedDir returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
+func sharedDir(t testing.TB) string {
+	t.Helper()
+	d := os.Getenv("PIPELINE_SHARED_DIR")
+	if d == "" {
+		wd, _ := os.Getwd()
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				d = filepath.Join(dir, "..", "shared")
+				break
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d, "models", "mobilenetv2-12-int8.onnx")); err != nil {
+		t.Skipf("../shared is absent (%v): run `make test` beside ../shared to enable this test", err)
+	}
+	return d
+}
+
+func needORT(t testing.TB) {
+	t.Helper()
+	p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
+	if _, err := os.Stat(p); p == "" || err != nil {
+		t.Skip("onnxruntime library not found: run `make test` (it installs it and sets ONNXRUNTIME_SHARED_LIBRARY_PATH)")
+	}
+}
+
+// smallCUB writes a manifest of the first `per` images of the first `classes` CUB-100 classes.
+func smallCUB(t testing.TB, shared string, classes, per int) string {
+	t.Helper()
+	root := filepath.Join(shared, "data", "cub100")
+	f, err := os.Open(filepath.Join(root, "manifest.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("path,label\n")
+	count := map[int]int{}
+	for _, r := range rows[1:] {
+		l, _ := strconv.Atoi(r[1])
+		if l < classes && count[l] < per {
+			count[l]++
+			b.WriteString(filepath.Join(root, r[0]) + "," + r[1] + "\n")
+		}
+	}
+	p := filepath.Join(t.TempDir(), "small.csv")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRunEndToEndSmall(t *testing.T) {
+	shared := sharedDir(t)
+	needORT(t)
+	cfg := DefaultConfig()
+	cfg.Data = smallCUB(t, shared, 8, 12)
+	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
+	cfg.Out = filepath.Join(t.TempDir(), "run")
+	cfg.Cache = filepath.Join(t.TempDir(), "cache")
+	cfg.ValidationClasses = 1
+	cfg.Head.EmbeddingDim = 32
+	cfg.Optimizer.Epochs = 3
+	cfg.Optimizer.LR = 1e-4
+	cfg.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
+	var logs bytes.Buffer
+	env := RunEnv{Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	sum, err := Run(context.Background(), cfg, env)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, logs.String())
+	}
+	if sum.Data.TrainClasses != 4 || sum.Data.EvalClasses != 4 || sum.Data.ValidationClasses != 1 || sum.Data.EvalImages != 48 {
+		t.Fatalf("split: %+v", sum.Data)
+	}
+	if sum.Export.MaxAbsDiff > 1e-4 || sum.Export.CheckedRows != 32 {
+		t.Fatalf("export check: %+v", sum.Export)
+	}
+	if sum.Timing.FeatureCacheHit || sum.Timing.ExtractImagesPerS <= 0 || sum.Timing.Epochs != 3 {
+		t.Fatalf("timing: %+v", sum.Timing)
+	}
+	for _, m := range []float64{sum.Baseline.RecallAt1, sum.Baseline.NMI, sum.Trained.RecallAt1, sum.Trained.MAPAtR} {
+		if m <= 0 || m > 1 {
+			t.Fatalf("metric out of (0,1]: baseline %+v trained %+v", sum.Baseline, sum.Trained)
+		}
+	}
+	// metrics.json holds the documented keys.
+	raw, err := os.ReadFile(filepath.Join(cfg.Out, "metrics.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Baseline, Trained, Timing, Export map[string]any
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for sec, m := range map[string]map[string]any{"baseline": doc.Baseline, "trained": doc.Trained} {
+		for _, k := range []string{"recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "nmi", "map_at_r", "r_precision"} {
+			if _, ok := m[k]; !ok {
+				t.Fatalf("metrics.json %s lacks %s", sec, k)
+			}
+		}
+	}
+	for _, k := range []string{"extract_images_per_s", "train_seconds", "epochs"} {
+		if _, ok := doc.Timing[k]; !ok {
+			t.Fatalf("metrics.json timing lacks %s", k)
+		}
+	}
+	for _, k := range []string{"path", "max_abs_diff"} {
+		if _, ok := doc.Export[k]; !ok {
+			t.Fatalf("metrics.json export lacks %s", k)
+		}
+	}
+	for _, f := range []string{"model.onnx", "config.yaml", "checkpoint.ckpt"} {
+		if _, err := os.Stat(filepath.Join(cfg.Out, f)); err != nil {
+			t.Fatalf("run folder lacks %s", f)
+		}
+	}
+	ck, err := LoadCheckpoint(filepath.Join(cfg.Out, "checkpoint.ckpt"))
+	if err != nil || ck.Epoch != sum.Training.BestEpoch {
+		t.Fatalf("checkpoint: %v epoch %v want %d", err, ck, sum.Training.BestEpoch)
+	}
+
+	// A second run reuses the feature cache and, with the same seed, reproduces the metrics.
+	cfg.Out = filepath.Join(t.TempDir(), "run2")
+	sum2, err := Run(context.Background(), cfg, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum2.Timing.FeatureCacheHit {
+		t.Fatal("second run did not use the feature cache")
+	}
+	if sum2.Trained != sum.Trained || sum2.Baseline != sum.Baseline {
+		t.Fatalf("same seed, different metrics:\n%+v\n%+v", sum.Trained, sum2.Trained)
+	}
+}
+
+func TestSplitClassesDefaultHalf(t *testing.T) {
+	shared := sharedDir(t)
+	cfg := DefaultConfig()
+	cfg.Data = filepath.Join(shared, "data", "cub100")
+	ds, err := data.Load(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := splitClasses(ds, 0, 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.fit)+len(s.val) != 50 || len(s.val) != 10 || len(s.eval) != 50 || s.eval[0] != 50 || s.eval[49] != 99 {
+		t.Fatalf("CUB-100 protocol split wrong: fit %v val %v eval %d..%d", s.fit, s.val, s.eval[0], s.eval[len(s.eval)-1])
+	}
+	for _, l := range s.val {
+		if l >= 50 {
+			t.Fatalf("validation class %d is a test class", l)
+		}
+	}
+	if len(s.evalIdx) != 2953 {
+		t.Fatalf("%d evaluation images, want 2953", len(s.evalIdx))
+	}
+	if _, err := splitClasses(ds, 100, 0, 1); err == nil {
+		t.Fatal("train_classes = all classes accepted")
+	}
+}

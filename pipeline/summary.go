@@ -1,0 +1,96 @@
+package pipeline
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/grouploss/pipeline/pipeline/metrics"
+	"github.com/grouploss/pipeline/pipeline/train"
+)
+
+// Version is the tool's version, recorded in exported models and metrics.json.
+const Version = "0.1.0"
+
+// Summary is the outcome of a run, written as metrics.json in the run folder.
+type Summary struct {
+	RunDir   string         `json:"run_dir"`
+	Baseline metrics.Result `json:"baseline"`
+	Trained  metrics.Result `json:"trained"`
+	Export   ExportSummary  `json:"export"`
+	Timing   Timing         `json:"timing"`
+	Machine  Machine        `json:"machine"`
+	Data     DataSummary    `json:"data"`
+	Training TrainSummary   `json:"training"`
+	Warnings []string       `json:"warnings,omitempty"`
+	Version  string         `json:"tool_version"`
+}
+
+// ExportSummary describes the exported ONNX model and its check against onnxruntime.
+type ExportSummary struct {
+	Path         string  `json:"path"`
+	MaxAbsDiff   float64 `json:"max_abs_diff"`
+	CheckedRows  int     `json:"checked_images"`
+	EmbeddingDim int     `json:"embedding_dim"`
+}
+
+// Timing holds the speed numbers of a run.
+type Timing struct {
+	ExtractImagesPerS float64 `json:"extract_images_per_s"`
+	ExtractSeconds    float64 `json:"extract_seconds"`
+	FeatureCacheHit   bool    `json:"feature_cache_hit"`
+	TrainSeconds      float64 `json:"train_seconds"`
+	Epochs            int     `json:"epochs"`
+	SecondsPerEpoch   float64 `json:"seconds_per_epoch"`
+	TotalSeconds      float64 `json:"total_seconds"`
+}
+
+// Machine records where the numbers were measured: int8 results depend on the CPU.
+type Machine struct {
+	CPU         string `json:"cpu"`
+	AVX2        bool   `json:"avx2"`
+	AVX512VNNI  bool   `json:"avx512_vnni"`
+	AVXVNNI     bool   `json:"avx_vnni"`
+	Cores       int    `json:"cores"`
+	OnnxRuntime string `json:"onnxruntime_version"`
+	GoVersion   string `json:"go_version"`
+}
+
+// DataSummary describes the split.
+type DataSummary struct {
+	Source            string `json:"source"`
+	Images            int    `json:"images"`
+	Classes           int    `json:"classes"`
+	TrainClasses      int    `json:"train_classes"`
+	ValidationClasses int    `json:"validation_classes"`
+	EvalClasses       int    `json:"eval_classes"`
+	TrainImages       int    `json:"train_images"`
+	EvalImages        int    `json:"eval_images"`
+	FeatureDim        int    `json:"feature_dim"`
+	FeatureTensor     string `json:"feature_tensor"`
+}
+
+// TrainSummary is the training history and the model selection.
+type TrainSummary struct {
+	BestEpoch    int                `json:"best_epoch"`
+	BestScore    float64            `json:"best_validation_score"`
+	Selection    string             `json:"selection_metric"`
+	Steps        int                `json:"steps"`
+	BatchSize    int                `json:"batch_size"`
+	SamplerNotes []string           `json:"sampler_notes,omitempty"`
+	History      []train.EpochStats `json:"history"`
+}
+
+// PrintTable writes a short human-readable table of the results.
+func (s *Summary) PrintTable(w io.Writer) {
+	fmt.Fprintf(w, "\n%-10s %7s %7s %7s %7s %7s %7s %7s\n", "", "R@1", "R@2", "R@4", "R@8", "NMI", "MAP@R", "RP")
+	for _, r := range []struct {
+		name string
+		m    metrics.Result
+	}{{"baseline", s.Baseline}, {"trained", s.Trained}} {
+		fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n", r.name, 100*r.m.RecallAt1, 100*r.m.RecallAt2,
+			100*r.m.RecallAt4, 100*r.m.RecallAt8, 100*r.m.NMI, 100*r.m.MAPAtR, 100*r.m.RPrecision)
+	}
+	fmt.Fprintf(w, "\nbest epoch %d of %d, train %.1fs, extraction %.1f images/s, export max |diff| %.2g\n",
+		s.Training.BestEpoch, s.Timing.Epochs, s.Timing.TrainSeconds, s.Timing.ExtractImagesPerS, s.Export.MaxAbsDiff)
+	fmt.Fprintf(w, "cpu: %s\nmodel: %s\nrun folder: %s\n", s.Machine.CPU, s.Export.Path, s.RunDir)
+}
