@@ -19,6 +19,18 @@
 // 1e-12 on the golden cases). ReLU has gradient 0 at exactly 0, as in PyTorch.
 //
 // The loss is built as a gorgonia expression graph and differentiated symbolically; gorgonia types
-// never appear in this package's API. Graphs are built per batch size and cached; a Head is not
-// safe for concurrent use. Evaluation-time embedding (Embed) runs in plain Go with gonum BLAS.
+// never appear in this package's API, and gorgonia panics are returned as errors. Graphs are built
+// per batch size and loss configuration and cached; a Head is not safe for concurrent use.
+//
+// Speed: the input layer (In×out weights against a batch of ~54 rows, most of a step's
+// arithmetic) runs outside the graph in parallel Go kernels (kernels.go) built on gonum's
+// assembly dot/axpy, about 2.3× less CPU than gonum's blocked Sgemm for these shapes; its output
+// is a leaf of the graph. Evaluation-time embedding (Embed) uses the same kernels, in float64.
+//
+// gorgonia v0.9.18 / tensor v0.9.24 problems worked around here: OuterProd's gradient is wrong
+// (replaced by two broadcast divisions); SoftMax/LogSoftMax shift rows by a value from the first
+// row instead of the row maximum (a max-shifted log-sum-exp is composed from basic ops instead);
+// Rectify passes gradient at exactly 0 (ReLU is x ⊙ (x > 0), as PyTorch); the tape machine
+// reuses node memory, so outputs are captured with Read nodes; Transpose copies element by element
+// (the graph keeps weights pre-transposed instead).
 package head

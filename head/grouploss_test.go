@@ -297,3 +297,30 @@ func TestRecoverErr(t *testing.T) {
 		t.Errorf("err = %v, want an internal panic error naming the test function", err)
 	}
 }
+
+func TestFinite(t *testing.T) {
+	for _, c := range []struct {
+		v    []float64
+		want bool
+	}{
+		{nil, true}, {[]float64{1, -2, 0, 1e308, -1e308}, true},
+		{[]float64{1, 2, 3, 4, math.NaN()}, false}, {[]float64{math.Inf(-1)}, false},
+		{[]float64{0, 0, math.Inf(1), 0, 0, 0}, false},
+	} {
+		if got := finite(c.v); got != c.want {
+			t.Errorf("finite(%v) = %v, want %v", c.v, got, c.want)
+		}
+	}
+}
+
+// Rows are shifted by their own maximum: gorgonia's SoftMax gives NaN for [[0, 0], [1000, 0]].
+func TestEvalLossLargeLogits(t *testing.T) {
+	gl := GroupLoss{Temperature: 1, Iterations: 1, Scaling: 1}
+	r, err := EvalLoss(gl, [][]float64{{1, 2}, {2, 1}}, [][]float64{{0, 0}, {1000, 0}}, []int{0, 0}, nil, Float64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := math.Ln2 / 2; math.Abs(r.CE-want) > 1e-12 {
+		t.Errorf("CE = %.15g, want %.15g", r.CE, want)
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -32,6 +35,13 @@ type Config struct {
 	// OnnxRuntime is the path of libonnxruntime.so; empty means $ONNXRUNTIME_SHARED_LIBRARY_PATH,
 	// then .deps/onnxruntime.
 	OnnxRuntime string `yaml:"onnxruntime" json:"onnxruntime"`
+	// OnBadImage is what an image that does not decode does: "fail" stops the run before training
+	// with an error naming the file; "skip" leaves it out, lists it in skipped_images.txt in the
+	// run folder and counts it in metrics.json.
+	OnBadImage string `yaml:"on_bad_image" json:"on_bad_image"`
+	// Force lets Run reuse a non-empty run folder (the --force flag; not a config-file key). The
+	// new run is built beside it and replaces it only when it succeeds.
+	Force bool `yaml:"-" json:"-"`
 
 	Backbone   BackboneConfig   `yaml:"backbone" json:"backbone"`
 	Preprocess PreprocessConfig `yaml:"preprocess" json:"preprocess"`
@@ -119,6 +129,7 @@ func DefaultConfig() Config {
 		Cache:             ".cache/features",
 		Seed:              1,
 		Threads:           2,
+		OnBadImage:        "fail",
 		Backbone:          BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
@@ -138,23 +149,164 @@ func SharedDir() string {
 	return filepath.Join("..", "shared")
 }
 
-// LoadConfig reads a YAML config over the defaults. Unknown keys and wrong types are errors naming
-// the file and line.
+// LoadConfig reads a YAML config over the defaults. Errors wrap ErrConfig; unknown keys and
+// wrong types name the file, the line and the key, with a hint (see Hint).
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
-	data, err := os.ReadFile(path)
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, fmt.Errorf("pipeline: config: %w", err)
+		return cfg, withHint(fmt.Errorf("%w: %w", ErrConfig, err), "check the --config path")
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("pipeline: config %q: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return cfg, yamlError(path, raw, err)
 	}
 	return cfg, nil
 }
 
-// Validate checks the config before anything runs.
+var (
+	reUnknownKey = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
+	reWrongType  = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
+)
+
+// yamlError rewrites a yaml.v3 decoding error of the config file path (content raw) so that it
+// names the key and the line, and attaches a hint.
+func yamlError(path string, raw []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) { // syntax error: yaml.v3 names the line
+		return withHint(fmt.Errorf("%w: %q: %s", ErrConfig, path, strings.TrimPrefix(err.Error(), "yaml: ")),
+			"fix the YAML syntax at that line")
+	}
+	keys := keyLines(raw)
+	var msgs, hints []string
+	for _, e := range te.Errors {
+		if m := reUnknownKey.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			key := keys[line]
+			if key == "" {
+				key = m[2]
+			}
+			parent, known := "", configKeys(reflect.TypeOf(Config{}), "")
+			if i := strings.LastIndexByte(key, '.'); i >= 0 {
+				parent = key[:i]
+				known = configKeys(reflect.TypeOf(Config{}), parent)
+			}
+			msgs = append(msgs, fmt.Sprintf("line %d: unknown key %q", line, key))
+			where := "at the top level"
+			if parent != "" {
+				where = "under " + parent
+			}
+			hints = append(hints, fmt.Sprintf("the keys %s are: %s", where, strings.Join(known, ", ")))
+			continue
+		}
+		if m := reWrongType.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			got := yamlKind[m[2]]
+			if got == "" {
+				got = m[2]
+			}
+			if m[3] != "" {
+				got += " " + strconv.Quote(m[3])
+			}
+			want := goKind[m[4]]
+			if want == "" {
+				want = m[4]
+			}
+			key := keys[line]
+			if key == "" {
+				key = "value"
+			}
+			msgs = append(msgs, fmt.Sprintf("line %d: %s: got %s, want %s", line, key, got, want))
+			continue
+		}
+		msgs = append(msgs, e)
+	}
+	hints = append(hints, "every key with a valid value is in config.yaml of any run folder")
+	return withHint(fmt.Errorf("%w: %q %s", ErrConfig, path, strings.Join(msgs, "; ")), strings.Join(hints, "; "))
+}
+
+var yamlKind = map[string]string{"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
+	"seq": "a list", "map": "a mapping", "null": "null", "timestamp": "a timestamp"}
+
+var goKind = map[string]string{"int": "an integer", "int64": "an integer", "float64": "a number", "float32": "a number",
+	"bool": "true or false", "string": "a string", "[]int": "a list of integers", "[2]int": "a list of 2 integers",
+	"[3]float32": "a list of 3 numbers"}
+
+// keyLines maps each line of a YAML document to the dotted key ("optimizer.lr") written or valued
+// on it; when a line holds several, the innermost, last one wins.
+func keyLines(raw []byte) map[int]string {
+	keys := map[int]string{}
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil {
+		return keys
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				keys[k.Line] = p
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			keys[n.Line] = path
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		default:
+			if path != "" {
+				keys[n.Line] = path
+			}
+		}
+	}
+	walk(&doc, "")
+	return keys
+}
+
+// configKeys lists the YAML keys of the struct reached from t by the dotted path of keys.
+func configKeys(t reflect.Type, path string) []string {
+	if path != "" {
+		for _, name := range strings.Split(path, ".") {
+			found := false
+			for i := 0; i < t.NumField(); i++ {
+				if f := t.Field(i); yamlName(f) == name && f.Type.Kind() == reflect.Struct {
+					t, found = f.Type, true
+					break
+				}
+			}
+			if !found {
+				return nil
+			}
+		}
+	}
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		if n := yamlName(t.Field(i)); n != "" {
+			keys = append(keys, n)
+		}
+	}
+	return keys
+}
+
+func yamlName(f reflect.StructField) string {
+	n, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if n == "-" {
+		return ""
+	}
+	return n
+}
+
+// Validate checks the config before anything runs. Errors wrap ErrConfig.
 func (c *Config) Validate() error {
 	var errs []string
 	if c.Data == "" {
@@ -165,6 +317,12 @@ func (c *Config) Validate() error {
 	}
 	if c.TrainClasses < 0 {
 		errs = append(errs, fmt.Sprintf("train_classes %d < 0", c.TrainClasses))
+	}
+	if c.TrainClasses == 1 {
+		errs = append(errs, "train_classes 1: the Group Loss needs at least 2 training classes")
+	}
+	if c.OnBadImage != "fail" && c.OnBadImage != "skip" {
+		errs = append(errs, fmt.Sprintf("on_bad_image %q: want fail or skip", c.OnBadImage))
 	}
 	if c.ValidationClasses < 0 {
 		errs = append(errs, fmt.Sprintf("validation_classes %d < 0", c.ValidationClasses))
@@ -194,7 +352,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("backbone.batch_size %d < 1", c.Backbone.BatchSize))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("pipeline: invalid config: %s", strings.Join(errs, "; "))
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -59,7 +59,7 @@ func (r *runner) export(ctx context.Context, m *headModel, evalIdx []int) error 
 	}
 	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version,
 		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(m.classes))}}
-	path := filepath.Join(r.cfg.Out, "model.onnx")
+	path := filepath.Join(r.dir, "model.onnx")
 	if err := export.Write(path, r.bb.Cut(), r.bb.CutInfo(), layers, meta); err != nil {
 		return err
 	}

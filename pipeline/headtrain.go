@@ -176,7 +176,7 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 			return res.MAPAtR, nil
 		}
 	}
-	ckpt := filepath.Join(r.cfg.Out, "checkpoint.ckpt")
+	ckpt := filepath.Join(r.dir, "checkpoint.ckpt")
 	hooks.Best = func(epoch int, score float64) error {
 		return SaveCheckpoint(ckpt, m.checkpoint(epoch, score, opt, cfg))
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
@@ -32,8 +34,16 @@ type RunEnv struct {
 
 // Run is `pipeline run`: extract features with the frozen backbone, train the head with the Group
 // Loss, evaluate raw and trained embeddings on the held-out classes, export backbone + head as one
-// ONNX model and check it in onnxruntime. The summary is returned (and written as metrics.json)
-// also when a later step fails, with what was done up to there.
+// ONNX model and check it in onnxruntime.
+//
+// The run folder (cfg.Out) is touched only after the config, the dataset, the class split and the
+// backbone have been checked, so those errors leave no file behind. An existing non-empty run
+// folder is refused (ErrConfig) unless cfg.Force is set; then the new run is built in a sibling
+// folder "<out>.partial-*" that replaces the old one only when the run succeeds: a failed or
+// interrupted run leaves the old folder untouched and its own files in the sibling, which the
+// error names. Every file is written atomically. Once the run folder exists, the summary is
+// returned and written as metrics.json (with status "ok", "failed" or "interrupted") also when a
+// later step fails, with what was done up to there. Errors may carry a hint (see Hint).
 func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
 	start := time.Now()
 	if env.Log == nil {
@@ -43,41 +53,130 @@ func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
 		env.Progress = io.Discard
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, err
 	}
 	if cfg.Out == "" {
 		cfg.Out = filepath.Join("runs", time.Now().Format("20060102-150405"))
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("pipeline: run folder: %w", err)
-	}
-	if err := writeYAML(filepath.Join(cfg.Out, "config.yaml"), cfg); err != nil {
+	reuse, err := checkRunFolder(cfg.Out, cfg.Force)
+	if err != nil {
 		return nil, err
 	}
-	sum := &Summary{RunDir: cfg.Out, Version: Version}
+	sum := &Summary{Version: Version, Status: "failed"}
 	r := &runner{cfg: cfg, env: env, sum: sum}
-	err := r.run(ctx)
+	if err := r.prepare(); err != nil {
+		return nil, err
+	}
+	defer r.bb.Close()
+	r.dir = cfg.Out
+	if reuse {
+		if r.dir, err = os.MkdirTemp(filepath.Dir(cfg.Out), filepath.Base(cfg.Out)+".partial-"); err != nil {
+			return nil, fmt.Errorf("pipeline: run folder: %w", err)
+		}
+		r.dir = filepath.Clean(r.dir)
+		if err := os.Chmod(r.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("pipeline: run folder: %w", err)
+		}
+	} else if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("pipeline: run folder: %w", err)
+	}
+	sum.RunDir = r.dir
+	if err := writeYAML(filepath.Join(r.dir, "config.yaml"), cfg); err != nil {
+		return nil, err
+	}
+	err = r.run(ctx)
+	if reuse && err == nil { // the paths the files will have once the staged folder replaces the old one
+		sum.RunDir, sum.Export.Path = cfg.Out, filepath.Join(cfg.Out, filepath.Base(sum.Export.Path))
+	}
 	sum.Timing.TotalSeconds = time.Since(start).Seconds()
-	if werr := writeJSON(filepath.Join(cfg.Out, "metrics.json"), sum); werr != nil && err == nil {
+	switch {
+	case err == nil:
+		sum.Status = "ok"
+	case ctx.Err() != nil:
+		sum.Status, sum.Error = "interrupted", err.Error()
+	default:
+		sum.Error = err.Error()
+	}
+	if werr := writeJSON(filepath.Join(r.dir, "metrics.json"), sum); werr != nil && err == nil {
 		err = werr
+	}
+	if reuse {
+		if err == nil {
+			err = replaceFolder(r.dir, cfg.Out)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w (this run's files are in %q; the previous run in %q is unchanged)", err, r.dir, cfg.Out)
+		}
 	}
 	return sum, err
 }
 
-type runner struct {
-	cfg Config
-	env RunEnv
-	sum *Summary
-	bb  *backbone.Backbone
-	ds  *data.Dataset
-	pre data.Preprocess
+// checkRunFolder reports whether out is an existing non-empty folder, which is an error unless
+// force is set.
+func checkRunFolder(out string, force bool) (reuse bool, err error) {
+	entries, err := os.ReadDir(out)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, withHint(fmt.Errorf("%w: run folder: %w", ErrConfig, err), "pass a folder as --out")
+	case len(entries) == 0:
+		return false, nil
+	case !force:
+		return false, withHint(fmt.Errorf("%w: run folder %q is not empty (it holds %q)", ErrConfig, out, entries[0].Name()),
+			"choose a new --out folder, or pass --force to replace it; with --force the old files stay until the new run succeeds")
+	}
+	return true, nil
 }
 
-func (r *runner) run(ctx context.Context) error {
+// replaceFolder moves the finished run folder staged over old: old is renamed aside, staged takes
+// its name, and the old copy is removed; on failure the old folder is put back.
+func replaceFolder(staged, old string) error {
+	aside := staged + ".old"
+	if err := os.Rename(old, aside); err != nil {
+		return fmt.Errorf("pipeline: replace run folder %q: %w", old, err)
+	}
+	if err := os.Rename(staged, old); err != nil {
+		if rerr := os.Rename(aside, old); rerr != nil {
+			return fmt.Errorf("pipeline: replace run folder %q: %w (the previous run is in %q)", old, err, aside)
+		}
+		return fmt.Errorf("pipeline: replace run folder %q: %w", old, err)
+	}
+	if err := os.RemoveAll(aside); err != nil {
+		return fmt.Errorf("pipeline: remove the previous run folder %q: %w", aside, err)
+	}
+	syncDir(filepath.Dir(old))
+	return nil
+}
+
+// syncDir makes renames in dir durable; best effort.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+type runner struct {
+	cfg   Config
+	env   RunEnv
+	sum   *Summary
+	dir   string // the folder the run writes to: cfg.Out, or its staging sibling with Force
+	bb    *backbone.Backbone
+	ds    *data.Dataset
+	pre   data.Preprocess
+	split classSplit
+	// skipped are the images left out with on_bad_image skip, in item order.
+	skipped []skippedImage
+}
+
+// prepare loads and checks everything a run needs before anything is written: the dataset, the
+// preprocessing, the class split and the backbone (with onnxruntime).
+func (r *runner) prepare() error {
 	cfg, log := r.cfg, r.env.Log
 	ds, err := data.Load(cfg.Data)
 	if err != nil {
-		return err
+		return dataHint(err)
 	}
 	r.ds = ds
 	pre, err := cfg.Preprocess.toData()
@@ -85,10 +184,10 @@ func (r *runner) run(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	r.pre = pre
-	split, err := splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed)
-	if err != nil {
+	if r.split, err = splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed); err != nil {
 		return err
 	}
+	split := r.split
 	r.sum.Data = DataSummary{Source: ds.Source, Images: len(ds.Items), Classes: len(ds.Classes),
 		TrainClasses: len(split.fit) + len(split.val), ValidationClasses: len(split.val), EvalClasses: len(split.eval),
 		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx)}
@@ -98,10 +197,14 @@ func (r *runner) run(ctx context.Context) error {
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
 		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads})
 	if err != nil {
-		return err
+		return backboneHint(err)
 	}
-	defer bb.Close()
 	r.bb = bb
+	return nil
+}
+
+func (r *runner) run(ctx context.Context) error {
+	cfg, log, ds, bb := r.cfg, r.env.Log, r.ds, r.bb
 	cpu := backbone.CPU()
 	r.sum.Machine = Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
 		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
@@ -116,6 +219,10 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.dropSkipped(); err != nil {
+		return err
+	}
+	split := r.split
 	d := bb.Dim()
 
 	// Baseline: the raw backbone features of the evaluated classes.
@@ -139,6 +246,37 @@ func (r *runner) run(ctx context.Context) error {
 	return r.export(ctx, model, split.evalIdx)
 }
 
+// dataHint attaches what to do to a data.Load error.
+func dataHint(err error) error {
+	var me *data.ManifestError
+	switch {
+	case errors.As(err, &me) && me.Line > 0:
+		return withHint(err, fmt.Sprintf("fix line %d of %s: each line is path,label[,split], labels all integers >= 0 or all class names", me.Line, me.Path))
+	case errors.As(err, &me):
+		return withHint(err, fmt.Sprintf("fix %s: a header line path,label[,split] then one line per image", me.Path))
+	case errors.Is(err, fs.ErrNotExist):
+		return withHint(err, "check --data (or data in the config): an image folder root/<class>/<image>, a .csv manifest path,label[,split], or a folder holding manifest.csv")
+	}
+	return withHint(err, "--data must be an image folder root/<class>/<image>, a .csv manifest path,label[,split], or a folder holding manifest.csv")
+}
+
+// backboneHint attaches what to do to a backbone.Open error.
+func backboneHint(err error) error {
+	var fe *backbone.FeatureError
+	var le *ort.LibraryError
+	switch {
+	case errors.As(err, &le): // its message says how to fix it
+		return err
+	case errors.As(err, &fe):
+		return withHint(err, "pass one of the candidates with --feature (or backbone.feature), or leave it empty for the automatic choice")
+	case errors.Is(err, fs.ErrNotExist):
+		return withHint(err, "check --backbone (or backbone.path in the config): it must name an ONNX model file")
+	case errors.Is(err, onnxpb.ErrInvalid):
+		return withHint(err, "the file is not a complete ONNX model: download or export it again, then check its size and checksum")
+	}
+	return err
+}
+
 // classSplit is the partition of a dataset's classes: fit (trained on), val (held out of the
 // training classes for model selection) and eval (never seen in training).
 type classSplit struct {
@@ -159,17 +297,30 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 	}
 	if trainClasses == 0 {
 		trainClasses = len(present) / 2
-	}
-	if trainClasses < 2 {
-		return s, fmt.Errorf("pipeline: %d training classes in %q; the Group Loss needs at least 2", trainClasses, ds.Source)
+		if trainClasses < 2 {
+			hint := "pass --train-classes 2 to train on 2 classes and evaluate on the others"
+			if len(present) < 3 {
+				hint = "add classes: the Group Loss trains on at least 2 and at least 1 more is needed to evaluate on"
+			}
+			return s, withHint(fmt.Errorf("pipeline: %q has %d classes: half of them, %d, are too few training classes for the Group Loss (it needs at least 2)",
+				ds.Source, len(present), trainClasses), hint)
+		}
 	}
 	if trainClasses >= len(present) {
-		return s, fmt.Errorf("pipeline: train_classes %d leaves no class of the %d in %q to evaluate on", trainClasses, len(present), ds.Source)
+		return s, withHint(fmt.Errorf("%w: train_classes %d leaves no class of the %d in %q to evaluate on", ErrConfig, trainClasses, len(present), ds.Source),
+			fmt.Sprintf("pass --train-classes between 2 and %d", len(present)-1))
 	}
 	trainL := append([]int(nil), present[:trainClasses]...)
 	s.eval = present[trainClasses:]
 	if valClasses > 0 && trainClasses-valClasses < 2 {
-		return s, fmt.Errorf("pipeline: %d validation classes leave fewer than 2 of the %d training classes to train on", valClasses, trainClasses)
+		return s, withHint(fmt.Errorf("%w: %d validation classes leave fewer than 2 of the %d training classes to train on", ErrConfig, valClasses, trainClasses),
+			fmt.Sprintf("pass --validation-classes %d or less (0 disables model selection)", trainClasses-2))
+	}
+	for _, l := range trainL {
+		if counts[l] < 2 {
+			return s, withHint(fmt.Errorf("pipeline: training class %q (label %d) of %q has a single image; metric learning needs at least 2 per class",
+				ds.Classes[l], l, ds.Source), "add images of that class, or remove it from the dataset")
+		}
 	}
 	perm := rand.New(rand.NewSource(seed)).Perm(len(trainL))
 	isVal := map[int]bool{}

@@ -13,6 +13,9 @@ const Version = "0.1.0"
 
 // Summary is the outcome of a run, written as metrics.json in the run folder.
 type Summary struct {
+	// Status is "ok", "failed" or "interrupted"; Error is the error of a run that did not succeed.
+	Status   string         `json:"status"`
+	Error    string         `json:"error,omitempty"`
 	RunDir   string         `json:"run_dir"`
 	Baseline metrics.Result `json:"baseline"`
 	Trained  metrics.Result `json:"trained"`
@@ -65,6 +68,7 @@ type DataSummary struct {
 	EvalClasses       int    `json:"eval_classes"`
 	TrainImages       int    `json:"train_images"`
 	EvalImages        int    `json:"eval_images"`
+	SkippedImages     int    `json:"skipped_images"` // undecodable images left out (on_bad_image skip)
 	FeatureDim        int    `json:"feature_dim"`
 	FeatureTensor     string `json:"feature_tensor"`
 }

@@ -1,0 +1,277 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/data"
+)
+
+func TestLoadConfigBadInput(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, yaml string
+		want       []string // substrings of the error
+		hint       string   // substring of Hint(err)
+	}{
+		{"unknown top-level key", "seed: 2\nepochs: 3\n",
+			[]string{`line 2: unknown key "epochs"`}, "the keys at the top level are: data, train_classes,"},
+		{"unknown nested key", "head:\n  embedding_dim: 8\n  embeding_dim: 8\n",
+			[]string{`line 3: unknown key "head.embeding_dim"`}, "the keys under head are: embedding_dim, center, normalize, init"},
+		{"unknown key two levels down", "optimizer:\n  lr: 0.1\n  momentum: 0.9\n",
+			[]string{`line 3: unknown key "optimizer.momentum"`}, "the keys under optimizer are: name, lr, weight_decay, epochs, lr_steps, lr_gamma"},
+		{"string for an integer", "seed: 1\noptimizer:\n  epochs: ten\n",
+			[]string{`line 3: optimizer.epochs: got a string "ten", want an integer`}, "config.yaml of any run folder"},
+		{"list for a number", "optimizer: {lr: [0.1]}\n",
+			[]string{"line 1: optimizer.lr: got a list, want a number"}, "config.yaml"},
+		{"bad item of a block list", "optimizer:\n  lr_steps:\n    - 5\n    - later\n",
+			[]string{`line 4: optimizer.lr_steps: got a string "later", want an integer`}, "config.yaml"},
+		{"scalar for a fixed-size list", "preprocess:\n  size: 224\n",
+			[]string{`line 2: preprocess.size: got an integer "224", want a list of 2 integers`}, "config.yaml"},
+		{"string for a boolean", "head:\n  center: maybe\n",
+			[]string{`line 2: head.center: got a string "maybe", want true or false`}, "config.yaml"},
+		{"two errors", "seed: x\nthreads: y\n",
+			[]string{`line 1: seed: got a string "x", want an integer; line 2: threads: got a string "y", want an integer`}, "config.yaml"},
+		{"syntax error", "seed: [1\n", []string{"line 1:", "did not find expected"}, "fix the YAML syntax"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, fmt.Sprintf("c%d.yaml", i))
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(p)
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v does not wrap ErrConfig", err)
+			}
+			for _, w := range append(tc.want, fmt.Sprintf("%q", p)) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if h := Hint(err); !strings.Contains(h, tc.hint) {
+				t.Errorf("hint %q lacks %q", h, tc.hint)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		p := filepath.Join(dir, "nope.yaml")
+		_, err := LoadConfig(p)
+		if !errors.Is(err, ErrConfig) || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), p) || Hint(err) != "check the --config path" {
+			t.Fatalf("error %v, hint %q", err, Hint(err))
+		}
+	})
+	t.Run("valid", func(t *testing.T) {
+		p := filepath.Join(dir, "ok.yaml")
+		if err := os.WriteFile(p, []byte("on_bad_image: skip\noptimizer:\n  lr_steps: [3, 5]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(p)
+		if err != nil || cfg.OnBadImage != "skip" || len(cfg.Optimizer.LRSteps) != 2 || cfg.Optimizer.Epochs != DefaultConfig().Optimizer.Epochs {
+			t.Fatalf("LoadConfig = %+v, %v", cfg, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		cfg.OnBadImage = "ignore"
+		if err := cfg.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `on_bad_image "ignore": want fail or skip`) {
+			t.Fatalf("Validate = %v", err)
+		}
+	})
+}
+
+func TestCheckRunFolder(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	full := filepath.Join(dir, "full")
+	file := filepath.Join(dir, "file")
+	for _, d := range []string{empty, full} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(full, "metrics.json"), file} {
+		if err := os.WriteFile(f, []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name, out string
+		force     bool
+		reuse     bool
+		err, hint string
+	}{
+		{"new", filepath.Join(dir, "new"), false, false, "", ""},
+		{"empty", empty, false, false, "", ""},
+		{"non-empty", full, false, false, fmt.Sprintf(`run folder %q is not empty (it holds "metrics.json")`, full), "pass --force"},
+		{"non-empty with force", full, true, true, "", ""},
+		{"a file", file, true, false, "not a directory", "pass a folder as --out"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reuse, err := checkRunFolder(tc.out, tc.force)
+			if reuse != tc.reuse {
+				t.Errorf("reuse = %v, want %v", reuse, tc.reuse)
+			}
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.err) || !strings.Contains(Hint(err), tc.hint) {
+				t.Errorf("error %v (hint %q), want ErrConfig with %q and hint %q", err, Hint(err), tc.err, tc.hint)
+			}
+		})
+	}
+}
+
+func TestReplaceFolder(t *testing.T) {
+	dir := t.TempDir()
+	old, staged := filepath.Join(dir, "run"), filepath.Join(dir, "run.partial-1")
+	for d, content := range map[string]string{old: "old", staged: "new"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "metrics.json"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := replaceFolder(staged, old); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(old, "metrics.json")); string(b) != "new" {
+		t.Errorf("run folder holds %q after the swap", b)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("left beside the run folder: %v", entries)
+	}
+	// A staged folder that vanished: the old run stays in place.
+	if err := replaceFolder(filepath.Join(dir, "gone"), old); err == nil {
+		t.Fatal("replacing with a missing folder succeeded")
+	}
+	if b, _ := os.ReadFile(filepath.Join(old, "metrics.json")); string(b) != "new" {
+		t.Errorf("the run folder was lost after a failed swap: %q", b)
+	}
+}
+
+// memDataset is a dataset of counts[c] images of class c, named "class<c>".
+func memDataset(counts ...int) *data.Dataset {
+	ds := &data.Dataset{Source: "mem.csv"}
+	line := 2
+	for c, n := range counts {
+		ds.Classes = append(ds.Classes, fmt.Sprintf("class%d", c))
+		for i := 0; i < n; i++ {
+			ds.Items = append(ds.Items, data.Item{Path: fmt.Sprintf("%d/%d.png", c, i), Label: c, Class: ds.Classes[c], Line: line})
+			line++
+		}
+	}
+	return ds
+}
+
+func TestSplitClassesBadInput(t *testing.T) {
+	cases := []struct {
+		name          string
+		ds            *data.Dataset
+		train, val    int
+		config        bool // wraps ErrConfig (exit code 2)
+		err, hint     string
+		fit, evalImgs int // on success
+	}{
+		{"default half of 4", memDataset(2, 3, 2, 2), 0, 0, false, "", "", 2, 4},
+		{"single-image training class", memDataset(3, 1, 3, 3), 0, 0, false,
+			`training class "class1" (label 1) of "mem.csv" has a single image`, "add images of that class", 0, 0},
+		{"single-image evaluation class is fine", memDataset(3, 3, 3, 1), 0, 0, false, "", "", 2, 4},
+		{"three classes: half is one", memDataset(2, 2, 2), 0, 0, false,
+			`"mem.csv" has 3 classes: half of them, 1, are too few`, "pass --train-classes 2", 0, 0},
+		{"two classes in all", memDataset(2, 2), 0, 0, false, "has 2 classes", "add classes", 0, 0},
+		{"train classes = all", memDataset(2, 2, 2, 2), 4, 0, true,
+			`train_classes 4 leaves no class of the 4 in "mem.csv" to evaluate on`, "between 2 and 3", 0, 0},
+		{"train classes > all", memDataset(2, 2, 2, 2), 9, 0, true, "train_classes 9 leaves no class of the 4", "between 2 and 3", 0, 0},
+		{"validation leaves one", memDataset(2, 2, 2, 2, 2, 2), 3, 2, true,
+			"2 validation classes leave fewer than 2 of the 3 training classes", "--validation-classes 1 or less", 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := splitClasses(tc.ds, tc.train, tc.val, 1)
+			if tc.err == "" {
+				if err != nil || len(s.fit) != tc.fit || len(s.evalIdx) != tc.evalImgs {
+					t.Fatalf("split fit %v eval images %d, err %v; want %d, %d", s.fit, len(s.evalIdx), err, tc.fit, tc.evalImgs)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(Hint(err), tc.hint) {
+				t.Fatalf("error %v (hint %q), want %q and hint %q", err, Hint(err), tc.err, tc.hint)
+			}
+			if errors.Is(err, ErrConfig) != tc.config {
+				t.Errorf("errors.Is(err, ErrConfig) = %v, want %v", !tc.config, tc.config)
+			}
+		})
+	}
+}
+
+// TestRunEarlyErrorsWriteNothing: errors found before the backbone is loaded (config, folder,
+// data, split) leave no run folder behind, and a non-empty run folder is refused untouched.
+func TestRunEarlyErrorsWriteNothing(t *testing.T) {
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.csv")
+	if err := os.WriteFile(manifest, []byte("path,label\na.png,0\nb.png,0\nc.png,zebra\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	full := filepath.Join(dir, "full")
+	if err := os.Mkdir(full, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(full, "metrics.json")
+	if err := os.WriteFile(keep, []byte(`{"status":"ok"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		edit    func(*Config)
+		isCfg   bool
+		want    string
+		outFile string // a file that must exist after (else: cfg.Out must not exist)
+	}{
+		{"invalid config", func(c *Config) { c.Optimizer.Epochs = 0 }, true, "optimizer.epochs 0 < 1", ""},
+		{"missing data", func(c *Config) { c.Data = filepath.Join(dir, "none") }, false, "no such file", ""},
+		{"bad manifest", func(c *Config) { c.Data = manifest }, false, `line 4: bad label "zebra"`, ""},
+		{"non-empty run folder", func(c *Config) { c.Out = full }, true, "is not empty", keep},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Data = manifest
+			cfg.Backbone.Path = filepath.Join(dir, "missing.onnx")
+			cfg.Out = filepath.Join(dir, fmt.Sprint("run", i))
+			tc.edit(&cfg)
+			sum, err := Run(context.Background(), cfg, RunEnv{})
+			if err == nil || sum != nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, ErrConfig) != tc.isCfg {
+				t.Fatalf("Run = %v, %v; want an error with %q (config error %v)", sum, err, tc.want, tc.isCfg)
+			}
+			if tc.outFile != "" {
+				if b, _ := os.ReadFile(tc.outFile); string(b) != `{"status":"ok"}` {
+					t.Errorf("%s changed to %q", tc.outFile, b)
+				}
+			} else if _, err := os.Stat(cfg.Out); !os.IsNotExist(err) {
+				t.Errorf("run folder %s created (%v)", cfg.Out, err)
+			}
+		})
+	}
+}
+
+func TestHint(t *testing.T) {
+	base := errors.New("x")
+	if Hint(nil) != "" || Hint(base) != "" || withHint(nil, "h") != nil {
+		t.Fatal("hint of nil or of a plain error")
+	}
+	err := fmt.Errorf("outer: %w", withHint(base, "do y"))
+	if Hint(err) != "do y" || !errors.Is(err, base) || err.Error() != "outer: x" {
+		t.Fatalf("Hint(%v) = %q", err, Hint(err))
+	}
+}
