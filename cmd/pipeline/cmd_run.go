@@ -27,6 +27,8 @@ type runOptions struct {
 	lr           float64
 	seed         int64
 	threads      int
+	onBadImage   string
+	force        bool
 	jsonOut      bool
 	verbose      bool
 }
@@ -45,6 +47,8 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.lr, "lr", 0, "learning rate")
 	fs.Int64Var(&o.seed, "seed", 0, "random seed")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads")
+	fs.StringVar(&o.onBadImage, "on-bad-image", "", "what an image that does not decode does: `fail` (stop before training) or skip (leave it out, list it in skipped_images.txt) (default fail)")
+	fs.BoolVar(&o.force, "force", false, "reuse a non-empty --out folder: the new run replaces it only if it succeeds")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the run summary as JSON on stdout")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
 }
@@ -77,6 +81,10 @@ func (o *runOptions) apply(fs *flag.FlagSet, cfg *pipeline.Config) {
 			cfg.Seed = o.seed
 		case "threads":
 			cfg.Threads = o.threads
+		case "on-bad-image":
+			cfg.OnBadImage = o.onBadImage
+		case "force":
+			cfg.Force = o.force
 		}
 	})
 }
@@ -89,7 +97,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]\n\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nExit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.\n")
+		fmt.Fprintf(stderr, "\nA non-empty --out folder is refused unless --force; with --force the new run replaces it only if it succeeds.\n")
+		fmt.Fprintf(stderr, "Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -114,7 +123,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	sum, err := pipeline.Run(ctx, cfg, pipeline.RunEnv{Log: logger, Progress: stderr})
-	if sum != nil {
+	// The results are printed for a successful run only; a failed one has its partial summary in
+	// the run folder's metrics.json.
+	if sum != nil && err == nil {
 		if o.jsonOut {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")

@@ -4,6 +4,7 @@
 // Usage:
 //
 //	pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]
+//	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
 //	pipeline version
 //
 // Exit codes:
@@ -32,9 +33,10 @@ const usage = `pipeline: Group Loss metric learning on ONNX backbones.
 
 Commands:
   run       import an ONNX backbone, fine-tune with the Group Loss, evaluate, export ONNX
+  bench     measure extraction (pipeline vs bare onnxruntime) and head training speed, as JSON
   version   print the version
 
-Run 'pipeline run --help' for the flags of run.
+Run 'pipeline run --help' or 'pipeline bench --help' for their flags.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.
 `
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, pipeline.Version)
 	default:
@@ -75,6 +79,9 @@ func exitCode(err error, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintln(stderr, "error:", err)
+	if h := pipeline.Hint(err); h != "" {
+		fmt.Fprintln(stderr, "hint:", h)
+	}
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
 		return 2

@@ -1,0 +1,545 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/train"
+)
+
+// benchOptions are the flags of `pipeline bench`. Sizes left at 0 come from the run config
+// (--config, else the defaults of `pipeline run`).
+type benchOptions struct {
+	config      string
+	out         string
+	data        string
+	backbone    string
+	onnxruntime string
+	images      int
+	batch       int
+	threads     int
+	workers     int
+	rounds      int
+	headSteps   int
+	refPython   string
+	refScript   string
+	refEpochs   int
+}
+
+func (o *benchOptions) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.config, "config", "", "YAML run config `FILE` for the data, backbone, batch, threads and workers (default: the defaults of run)")
+	fs.StringVar(&o.out, "out", "", "write the JSON report to `FILE` (atomically) instead of stdout")
+	fs.StringVar(&o.data, "data", "", "dataset (default: the config's, ../shared/data/cub100)")
+	fs.StringVar(&o.backbone, "backbone", "", "ONNX backbone `FILE` (default: the config's, the shared int8 MobileNetV2)")
+	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	fs.IntVar(&o.images, "images", 256, "images extracted per round (the first `N` of the dataset)")
+	fs.IntVar(&o.batch, "batch", 0, "extraction batch size (default: the config's backbone.batch_size, 32)")
+	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the config's threads, 2)")
+	fs.IntVar(&o.workers, "workers", 0, "image decoding goroutines (default: the config's preprocess.workers, 2)")
+	fs.IntVar(&o.rounds, "rounds", 3, "extraction rounds, alternating bare and pipeline; the best of each is reported")
+	fs.IntVar(&o.headSteps, "head-steps", 100, "timed head training steps")
+	fs.StringVar(&o.refPython, "reference-python", "", "Python `INTERPRETER` with torch and sklearn (e.g. /usr/bin/python3): also time the PyTorch reference head")
+	fs.StringVar(&o.refScript, "reference-script", "", "the reference timing script (default scripts/bench_ref_head.py of the repository)")
+	fs.IntVar(&o.refEpochs, "reference-epochs", 3, "timed epochs of the reference (50 steps each)")
+}
+
+// benchReport is the JSON written by `pipeline bench`.
+type benchReport struct {
+	Machine pipeline.Machine `json:"machine"`
+	// LoadAverage is /proc/loadavg's 1, 5 and 15 minute load when the benchmark started: other
+	// work on the machine lowers images/s and steps/s (empty when unreadable).
+	LoadAverage []float64       `json:"load_average,omitempty"`
+	Extract     extractBench    `json:"extract"`
+	Head        headBench       `json:"head"`
+	Reference   *referenceBench `json:"reference,omitempty"`
+}
+
+// extractBench compares feature extraction through the pipeline (decoding by the data package's
+// goroutines while onnxruntime runs, as pipeline/extract.go does) with a bare onnxruntime session
+// fed already decoded tensors, on the same images in the same process.
+type extractBench struct {
+	Model     string  `json:"model"`
+	Images    int     `json:"images"`
+	Batch     int     `json:"batch"`
+	Threads   int     `json:"threads"`
+	Workers   int     `json:"workers"`
+	Rounds    int     `json:"rounds"`
+	Pipeline  float64 `json:"pipeline_images_per_s"`         // best round
+	Bare      float64 `json:"bare_onnxruntime_images_per_s"` // best round
+	Ratio     float64 `json:"ratio"`                         // Pipeline / Bare; the goal is >= 0.9
+	MeetsGoal bool    `json:"within_10_percent"`
+	// Decode is the throughput of decoding and preprocessing alone (Workers goroutines, no
+	// onnxruntime), best round: the pipeline cannot beat 1/(1/Bare + 1/Decode) when both need
+	// all the cores.
+	Decode float64 `json:"decode_images_per_s"`
+	// Process CPU time (user+system, all threads) per image, the lowest of the rounds: unlike
+	// images/s it hardly depends on other load on the machine. The pipeline's CPU time is about
+	// the sum of the other two; with Threads onnxruntime threads on as many cores, the pipeline
+	// stays within 10% of bare only if decoding costs under ~11% of inference.
+	BareCPU        float64   `json:"bare_cpu_ms_per_image"`
+	DecodeCPU      float64   `json:"decode_cpu_ms_per_image"`
+	PipelineCPU    float64   `json:"pipeline_cpu_ms_per_image"`
+	PipelineRounds []float64 `json:"pipeline_rounds_images_per_s"`
+	BareRounds     []float64 `json:"bare_rounds_images_per_s"`
+}
+
+// headBench is the speed of one training step of the head: head.Step (Group Loss forward and
+// backward) plus the optimizer update, on random L2-normalized features.
+type headBench struct {
+	StepsPerS   float64 `json:"steps_per_s"`
+	MsPerStep   float64 `json:"ms_per_step"`
+	Steps       int     `json:"steps"`
+	Batch       int     `json:"batch"`
+	In          int     `json:"in"`
+	Emb         int     `json:"emb"`
+	Classes     int     `json:"classes"`
+	Optimizer   string  `json:"optimizer"`
+	Temperature float64 `json:"temperature"`
+	Iterations  int     `json:"iterations"`
+	Anchors     int     `json:"anchors_per_class"`
+	Procs       int     `json:"gomaxprocs"`
+}
+
+// referenceBench is what scripts/bench_ref_head.py measured, plus the comparison.
+type referenceBench struct {
+	Python    string         `json:"python"`
+	Script    string         `json:"script"`
+	StepsPerS float64        `json:"steps_per_s"`
+	MsPerStep float64        `json:"ms_per_step"`
+	Speedup   float64        `json:"head_speedup"` // our steps/s over the reference's; the goal is >= 1
+	MeetsGoal bool           `json:"head_at_least_as_fast"`
+	Raw       map[string]any `json:"raw"` // the script's whole output
+}
+
+// The head benchmark's sizes: those of ../shared/reference/ref_heads.py (6 classes x 9 samples,
+// 1280 -> 512, 50 training classes, Adam lr 1e-3, weight decay 6e-6).
+const (
+	benchClassesPerBatch = 6
+	benchSamplesPerClass = 9
+	benchIn              = 1280
+	benchEmb             = 512
+	benchClasses         = 50
+	benchLR              = 1e-3
+	benchWeightDecay     = 6e-6
+)
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o benchOptions
+	fs := flag.NewFlagSet("pipeline bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.addFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]\n\n"+
+			"Measures feature extraction (pipeline vs bare onnxruntime, same images, same process) and head\n"+
+			"training steps/s, optionally against the PyTorch reference head, and writes a JSON report.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	rep, err := runBench(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	js = append(js, '\n')
+	if o.out == "" {
+		_, err = stdout.Write(js)
+		return err
+	}
+	if dir := filepath.Dir(o.out); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	if err := onnxpb.WriteFileAtomic(o.out, js); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	fmt.Fprintf(stderr, "bench: wrote %s\n", o.out)
+	return nil
+}
+
+// runBench runs the extraction and head benchmarks (and the reference, with o.refPython) and
+// logs one line per measurement to logw.
+func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport, error) {
+	cfg := pipeline.DefaultConfig()
+	if o.config != "" {
+		var err error
+		if cfg, err = pipeline.LoadConfig(o.config); err != nil {
+			return nil, err
+		}
+	}
+	setStr := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	setInt := func(dst *int, v int) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	setStr(&cfg.Data, o.data)
+	setStr(&cfg.Backbone.Path, o.backbone)
+	setStr(&cfg.OnnxRuntime, o.onnxruntime)
+	setInt(&cfg.Backbone.BatchSize, o.batch)
+	setInt(&cfg.Threads, o.threads)
+	setInt(&cfg.Preprocess.Workers, o.workers)
+	if o.images < 1 || o.rounds < 1 || o.headSteps < 1 || o.refEpochs < 1 {
+		return nil, fmt.Errorf("%w: --images, --rounds, --head-steps and --reference-epochs must be positive", errUsage)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", pipeline.ErrConfig, err)
+	}
+	rep := &benchReport{LoadAverage: loadAverage()}
+	var err error
+	if rep.Extract, err = benchExtract(ctx, cfg, o.images, o.rounds, logw); err != nil {
+		return nil, err
+	}
+	cpu := backbone.CPU()
+	rep.Machine = pipeline.Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
+		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
+	if rep.Head, err = benchHead(ctx, o.headSteps); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(logw, "bench: head %.1f steps/s (%.1f ms/step)\n", rep.Head.StepsPerS, rep.Head.MsPerStep)
+	if o.refPython != "" {
+		if rep.Reference, err = benchReference(ctx, o, rep.Head.StepsPerS); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(logw, "bench: reference head %.1f steps/s (%.1f ms/step); ours is %.2fx\n",
+			rep.Reference.StepsPerS, rep.Reference.MsPerStep, rep.Reference.Speedup)
+	}
+	return rep, nil
+}
+
+// preprocessOf converts the run config's preprocessing to the data package's.
+func preprocessOf(p pipeline.PreprocessConfig) data.Preprocess {
+	return data.Preprocess{Height: p.Size[0], Width: p.Size[1], Resize: p.Resize, ResizeShorter: p.ResizeShorter,
+		Mean: p.Mean, Std: p.Std, Scale: p.Scale, ChannelOrder: p.ChannelOrder}
+}
+
+// benchExtract measures the first n images of cfg.Data, rounds times each way.
+func benchExtract(ctx context.Context, cfg pipeline.Config, n, rounds int, logw io.Writer) (extractBench, error) {
+	res := extractBench{Model: cfg.Backbone.Path, Batch: cfg.Backbone.BatchSize, Threads: cfg.Threads,
+		Workers: cfg.Preprocess.Workers, Rounds: rounds}
+	ds, err := data.Load(cfg.Data)
+	if err != nil {
+		return res, err
+	}
+	if n > len(ds.Items) {
+		return res, fmt.Errorf("%w: --images %d but %q has %d images", errUsage, n, ds.Source, len(ds.Items))
+	}
+	res.Images = n
+	sub := &data.Dataset{Root: ds.Root, Items: ds.Items[:n], Classes: ds.Classes, Source: ds.Source}
+	items := make([]int, n)
+	for i := range items {
+		items[i] = i
+	}
+	pre := preprocessOf(cfg.Preprocess)
+	if err := pre.Validate(); err != nil {
+		return res, fmt.Errorf("%w: %v", pipeline.ErrConfig, err)
+	}
+	chw := pre.Size()
+	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
+		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads})
+	if err != nil {
+		return res, err
+	}
+	defer bb.Close()
+	d := bb.Dim()
+	model, err := onnxpb.Marshal(bb.Cut())
+	if err != nil {
+		return res, fmt.Errorf("bench: %w", err)
+	}
+	bare, err := ort.NewSession(model, ort.Options{Threads: cfg.Threads})
+	if err != nil {
+		return res, fmt.Errorf("bench: bare session: %w", err)
+	}
+	defer bare.Close()
+
+	// Decode once (untimed) for the bare session; this also warms the page cache for every side.
+	loader := data.Loader{Preprocess: pre, BatchSize: cfg.Backbone.BatchSize, Workers: cfg.Preprocess.Workers}
+	var decoded []data.Batch
+	if err := loader.Each(ctx, sub, items, func(b data.Batch) error {
+		decoded = append(decoded, b)
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	out := make([]float32, cfg.Backbone.BatchSize*d)
+	for _, b := range []data.Batch{decoded[0], decoded[len(decoded)-1]} { // bind every batch size once
+		if err := bare.Run(b.Data[:b.N*chw], b.N, out); err != nil {
+			return res, fmt.Errorf("bench: bare session: %w", err)
+		}
+		if err := bb.Features(b.Data[:b.N*chw], b.N, out); err != nil {
+			return res, err
+		}
+	}
+
+	runBare := func() (float64, error) {
+		start := time.Now()
+		for _, b := range decoded {
+			if err := bare.Run(b.Data[:b.N*chw], b.N, out); err != nil {
+				return 0, fmt.Errorf("bench: bare session: %w", err)
+			}
+		}
+		return float64(n) / time.Since(start).Seconds(), nil
+	}
+	runDecode := func() (float64, error) { // the loader alone
+		start := time.Now()
+		for b := range data.Batches(ctx, sub, items, pre, cfg.Backbone.BatchSize, cfg.Preprocess.Workers) {
+			if b.Err != nil {
+				return 0, b.Err
+			}
+			b.Release()
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return float64(n) / time.Since(start).Seconds(), nil
+	}
+	all := make([]float32, n*d)
+	runPipeline := func() (float64, error) { // the loop of pipeline/extract.go, without the cache
+		start := time.Now()
+		for b := range data.Batches(ctx, sub, items, pre, cfg.Backbone.BatchSize, cfg.Preprocess.Workers) {
+			if b.Err != nil {
+				return 0, b.Err
+			}
+			if err := bb.Features(b.Data[:b.N*chw], b.N, all[b.Start*d:(b.Start+b.N)*d]); err != nil {
+				return 0, err
+			}
+			b.Release()
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return float64(n) / time.Since(start).Seconds(), nil
+	}
+	res.BareCPU, res.PipelineCPU, res.DecodeCPU = math.Inf(1), math.Inf(1), math.Inf(1)
+	var decodeRounds []float64
+	for r := range rounds {
+		order := []struct {
+			name string
+			fn   func() (float64, error)
+			dst  *[]float64
+			cpu  *float64
+		}{{"bare onnxruntime", runBare, &res.BareRounds, &res.BareCPU}, {"pipeline", runPipeline, &res.PipelineRounds, &res.PipelineCPU},
+			{"decoding alone", runDecode, &decodeRounds, &res.DecodeCPU}}
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, s := range order {
+			c0 := cpuSeconds()
+			v, err := s.fn()
+			if err != nil {
+				return res, err
+			}
+			cpu := (cpuSeconds() - c0) * 1000 / float64(n)
+			*s.dst = append(*s.dst, v)
+			*s.cpu = min(*s.cpu, cpu)
+			fmt.Fprintf(logw, "bench: round %d: %s %.1f images/s, %.2f CPU ms/image\n", r+1, s.name, v, cpu)
+		}
+	}
+	res.Pipeline, res.Bare, res.Decode = slices.Max(res.PipelineRounds), slices.Max(res.BareRounds), slices.Max(decodeRounds)
+	res.Ratio = res.Pipeline / res.Bare
+	res.MeetsGoal = res.Ratio >= 0.9
+	fmt.Fprintf(logw, "bench: extraction pipeline %.1f vs bare %.1f images/s (ratio %.3f); decoding alone %.1f images/s, %.2f CPU ms/image\n",
+		res.Pipeline, res.Bare, res.Ratio, res.Decode, res.DecodeCPU)
+	return res, nil
+}
+
+// benchHead times steps head training steps (head.Step + Adam) after a few untimed ones.
+func benchHead(ctx context.Context, steps int) (headBench, error) {
+	gl := head.DefaultGroupLoss()
+	n := benchClassesPerBatch * benchSamplesPerClass
+	res := headBench{Steps: steps, Batch: n, In: benchIn, Emb: benchEmb, Classes: benchClasses,
+		Optimizer: string(train.OptAdam), Temperature: gl.Temperature, Iterations: gl.Iterations,
+		Anchors: gl.AnchorsPerClass, Procs: runtime.GOMAXPROCS(0)}
+	rng := rand.New(rand.NewSource(1))
+	h, err := head.New(head.Config{In: benchIn, Emb: benchEmb, Classes: benchClasses, DType: head.Float32}, rng)
+	if err != nil {
+		return res, err
+	}
+	var params []train.Tensor
+	for _, p := range h.Params() {
+		params = append(params, train.Tensor{Name: p.Name, Value: p.Value, Grad: p.Grad})
+	}
+	opt, err := train.NewOptimizer(train.OptAdam, benchWeightDecay)
+	if err != nil {
+		return res, err
+	}
+	// A few distinct batches of random unit-length features, 6 random classes x 9 samples each.
+	const pool = 8
+	xs, ys := make([][]float32, pool), make([][]int, pool)
+	for k := range pool {
+		x := make([]float32, n*benchIn)
+		for i := range n {
+			row, s := x[i*benchIn:(i+1)*benchIn], 0.0
+			for j := range row {
+				row[j] = float32(rng.NormFloat64())
+				s += float64(row[j]) * float64(row[j])
+			}
+			for j := range row {
+				row[j] /= float32(math.Sqrt(s))
+			}
+		}
+		classes := rng.Perm(benchClasses)[:benchClassesPerBatch]
+		y := make([]int, 0, n)
+		for _, c := range classes {
+			for range benchSamplesPerClass {
+				y = append(y, c)
+			}
+		}
+		xs[k], ys[k] = x, y
+	}
+	step := func(i int) error {
+		if _, err := h.Step(xs[i%pool], n, ys[i%pool], nil, gl); err != nil {
+			return err
+		}
+		opt.Step(params, benchLR)
+		return nil
+	}
+	for i := range 3 { // builds and caches the graph
+		if err := step(i); err != nil {
+			return res, err
+		}
+	}
+	start := time.Now()
+	for i := range steps {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := step(i); err != nil {
+			return res, err
+		}
+	}
+	secs := time.Since(start).Seconds()
+	res.StepsPerS = float64(steps) / secs
+	res.MsPerStep = 1000 * secs / float64(steps)
+	return res, nil
+}
+
+// benchReference runs scripts/bench_ref_head.py with o.refPython and parses its JSON line.
+func benchReference(ctx context.Context, o benchOptions, ours float64) (*referenceBench, error) {
+	script := o.refScript
+	if script == "" {
+		script = findRepoFile(filepath.Join("scripts", "bench_ref_head.py"))
+		if script == "" {
+			return nil, errors.New("bench: scripts/bench_ref_head.py not found above the working directory or the executable; pass --reference-script")
+		}
+	}
+	ref := filepath.Join(pipeline.SharedDir(), "reference", "ref_heads.py")
+	if abs, err := filepath.Abs(ref); err == nil {
+		ref = abs
+	}
+	cmd := exec.CommandContext(ctx, o.refPython, script, "--ref", ref, "--epochs", fmt.Sprint(o.refEpochs))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("bench: reference %q %q: %w\n%s", o.refPython, script, err, tail(stderr.String(), 2000))
+	}
+	var raw map[string]any
+	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
+	if err := json.Unmarshal(lines[len(lines)-1], &raw); err != nil {
+		return nil, fmt.Errorf("bench: reference %q printed no JSON line: %w\n%s", script, err, tail(stdout.String(), 2000))
+	}
+	sps, _ := raw["steps_per_s"].(float64)
+	ms, _ := raw["ms_per_step"].(float64)
+	if !(sps > 0) || !(ms > 0) {
+		return nil, fmt.Errorf("bench: reference %q: bad steps_per_s %v / ms_per_step %v", script, raw["steps_per_s"], raw["ms_per_step"])
+	}
+	return &referenceBench{Python: o.refPython, Script: script, StepsPerS: sps, MsPerStep: ms,
+		Speedup: ours / sps, MeetsGoal: ours >= sps, Raw: raw}, nil
+}
+
+// cpuSeconds returns the CPU time (user + system) used so far by every thread of the process,
+// onnxruntime's included (0 if the system does not say).
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages, or nil.
+func loadAverage() []float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	var l [3]float64
+	if _, err := fmt.Sscan(string(b), &l[0], &l[1], &l[2]); err != nil {
+		return nil
+	}
+	return l[:]
+}
+
+// findRepoFile returns rel under the first folder holding go.mod at or above the working
+// directory or the executable's directory, or "".
+func findRepoFile(rel string) string {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, dir := range starts {
+		for ; ; dir = filepath.Dir(dir) {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				if p := filepath.Join(dir, rel); fileExists(p) {
+					return p
+				}
+				break
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// tail returns the last max bytes of s.
+func tail(s string, max int) string {
+	if len(s) > max {
+		return "..." + s[len(s)-max:]
+	}
+	return s
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// benchShared returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
+func benchShared(t *testing.T) string {
+	t.Helper()
+	d := os.Getenv("PIPELINE_SHARED_DIR")
+	if d == "" {
+		wd, _ := os.Getwd()
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				d = filepath.Join(dir, "..", "shared")
+				break
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d, "models", "mobilenetv2-12-int8.onnx")); err != nil {
+		t.Skipf("../shared is absent (%v): run `make test` beside ../shared to enable this test", err)
+	}
+	return d
+}
+
+func benchNeedORT(t *testing.T) {
+	t.Helper()
+	p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
+	if _, err := os.Stat(p); p == "" || err != nil {
+		t.Skip("onnxruntime library not found: run `make test` (it installs it and sets ONNXRUNTIME_SHARED_LIBRARY_PATH)")
+	}
+}
+
+// TestBenchSmall runs `pipeline bench` on 8 images and a few head steps and checks the report.
+func TestBenchSmall(t *testing.T) {
+	shared := benchShared(t)
+	benchNeedORT(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "sub", "bench.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"bench", "--images", "8", "--batch", "3", "--rounds", "2", "--head-steps", "2",
+		"--data", filepath.Join(shared, "data", "cub100"),
+		"--backbone", filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), "--out", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q, want nothing with --out", stdout.String())
+	}
+	js, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := json.Unmarshal(js, &top); err != nil {
+		t.Fatalf("%v in %s", err, js)
+	}
+	rep := map[string]map[string]any{}
+	for _, sec := range []string{"machine", "extract", "head"} {
+		m, ok := top[sec].(map[string]any)
+		if !ok {
+			t.Fatalf("no %q object in %s", sec, js)
+		}
+		rep[sec] = m
+	}
+	if _, ok := top["reference"]; ok {
+		t.Error("reference present without --reference-python")
+	}
+	if m := rep["machine"]; m["cpu"] == "" || m["cpu"] == nil || m["onnxruntime_version"] == "" || m["onnxruntime_version"] == nil {
+		t.Errorf("machine %v: want cpu and onnxruntime_version", m)
+	}
+	positive := map[string][]string{
+		"machine": {"cores"},
+		"extract": {"pipeline_images_per_s", "bare_onnxruntime_images_per_s", "ratio", "decode_images_per_s",
+			"bare_cpu_ms_per_image", "pipeline_cpu_ms_per_image"},
+		"head": {"steps_per_s", "ms_per_step"},
+	}
+	for sec, keys := range positive {
+		for _, k := range keys {
+			if v, ok := rep[sec][k].(float64); !ok || !(v > 0) {
+				t.Errorf("%s.%s = %v, want a number > 0", sec, k, rep[sec][k])
+			}
+		}
+	}
+	ex := rep["extract"]
+	if r, want := ex["ratio"].(float64), ex["pipeline_images_per_s"].(float64)/ex["bare_onnxruntime_images_per_s"].(float64); r != want {
+		t.Errorf("ratio %v, want pipeline/bare = %v", r, want)
+	}
+	for k, want := range map[string]float64{"images": 8, "batch": 3, "rounds": 2} {
+		if ex[k] != want {
+			t.Errorf("extract.%s = %v, want %v", k, ex[k], want)
+		}
+	}
+	for _, k := range []string{"pipeline_rounds_images_per_s", "bare_rounds_images_per_s"} {
+		if v, _ := ex[k].([]any); len(v) != 2 {
+			t.Errorf("extract.%s = %v, want 2 rounds", k, ex[k])
+		}
+	}
+	for k, want := range map[string]float64{"batch": 54, "in": 1280, "emb": 512, "classes": 50, "steps": 2} {
+		if rep["head"][k] != want {
+			t.Errorf("head.%s = %v, want %v", k, rep["head"][k], want)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Dir(out))
+	if len(ents) != 1 {
+		t.Errorf("output folder holds %d entries, want only bench.json (no temporary file left)", len(ents))
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--images", "0"},
+		{"bench", "--head-steps", "-1"},
+		{"bench", "--no-such-flag"},
+		{"bench", "extra"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, stderr.String())
+		}
+	}
+}
+
+// TestBenchReferenceParse runs benchReference with a stand-in script that prints what
+// scripts/bench_ref_head.py prints, and one that prints nothing usable.
+func TestBenchReferenceParse(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	dir := t.TempDir()
+	script := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := script("good.sh", `echo "torch warning on stdout"
+echo '{"steps_per_s": 10, "ms_per_step": 100, "steps": 150, "args": "'"$*"'"}'
+`)
+	bad := script("bad.sh", "echo oops; echo 'Traceback: boom' >&2; exit 1\n")
+	zero := script("zero.sh", "echo '{\"steps_per_s\": 0}'\n")
+
+	ref, err := benchReference(context.Background(), benchOptions{refPython: sh, refScript: good, refEpochs: 2}, 25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.StepsPerS != 10 || ref.MsPerStep != 100 || ref.Speedup != 2.5 || !ref.MeetsGoal {
+		t.Errorf("got %+v, want 10 steps/s, 100 ms, speedup 2.5, meets goal", ref)
+	}
+	if args, _ := ref.Raw["args"].(string); !strings.Contains(args, "--epochs 2") || !strings.Contains(args, "ref_heads.py") {
+		t.Errorf("script arguments %q, want --ref .../ref_heads.py --epochs 2", args)
+	}
+	if ref, err := benchReference(context.Background(), benchOptions{refPython: sh, refScript: good, refEpochs: 1}, 5); err != nil || ref.MeetsGoal {
+		t.Errorf("5 vs 10 steps/s: %+v, %v; want not meeting the goal", ref, err)
+	}
+	if _, err := benchReference(context.Background(), benchOptions{refPython: sh, refScript: bad, refEpochs: 1}, 5); err == nil ||
+		!strings.Contains(err.Error(), "Traceback: boom") {
+		t.Errorf("failing script: err %v, want it to carry the script's stderr", err)
+	}
+	if _, err := benchReference(context.Background(), benchOptions{refPython: sh, refScript: zero, refEpochs: 1}, 5); err == nil {
+		t.Error("script reporting 0 steps/s: want an error")
+	}
+}
+
+// TestBenchReferenceTorch times the real PyTorch reference for one epoch (skipped with -short or
+// without /usr/bin/python3 with torch and sklearn).
+func TestBenchReferenceTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	shared := benchShared(t)
+	const py = "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch, sklearn").Run(); err != nil {
+		t.Skipf("%s cannot import torch and sklearn (%v): install python3-torch and python3-sklearn", py, err)
+	}
+	t.Setenv("PIPELINE_SHARED_DIR", shared)
+	ref, err := benchReference(context.Background(), benchOptions{refPython: py, refEpochs: 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(ref.StepsPerS > 0) || ref.Raw["steps"] != float64(50) || ref.Raw["threads"] != float64(2) {
+		t.Errorf("reference %+v: want steps/s > 0, 50 steps (one epoch of 50 classes x 59 samples), 2 threads", ref)
+	}
+}

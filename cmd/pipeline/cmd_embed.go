@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/data"
+)
+
+// embedderFlags are the flags shared by the commands that run an embedding model.
+type embedderFlags struct {
+	model       string
+	data        string
+	onnxruntime string
+	batchSize   int
+	threads     int
+	workers     int
+}
+
+func (o *embedderFlags) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.model, "model", "", "embedding model `FILE` (model.onnx of a run folder, or any model with preprocess.* metadata)")
+	fs.StringVar(&o.data, "data", "", "image folder (root/<class>/<image>), CSV manifest (path,label[,split]) or folder with manifest.csv")
+	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	fs.IntVar(&o.batchSize, "batch-size", 32, "images per onnxruntime run")
+	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+	fs.IntVar(&o.workers, "workers", 0, "image-decoding goroutines (0: one per CPU)")
+}
+
+// embedData loads the dataset and computes its embeddings (n x dim, in dataset order), drawing
+// progress on progress.
+func (o *embedderFlags) embedData(ctx context.Context, progress io.Writer) (ds *data.Dataset, emb []float32, dim int, err error) {
+	ds, err = data.Load(o.data)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%w (--data must be an image folder root/<class>/<image>, a .csv manifest path,label[,split], or a folder holding manifest.csv)", err)
+	}
+	e, err := pipeline.OpenEmbedder(o.model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
+		pipeline.WithThreads(o.threads), pipeline.WithWorkers(o.workers))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer e.Close()
+	emb, err = e.EmbedDataset(ctx, ds, progress)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return ds, emb, e.Dim(), nil
+}
+
+// embedOptions are the flags of `pipeline embed`.
+type embedOptions struct {
+	embedderFlags
+	out string
+}
+
+func (o *embedOptions) addFlags(fs *flag.FlagSet) {
+	o.embedderFlags.addFlags(fs)
+	fs.StringVar(&o.out, "out", "", "output `FILE.npy`: float32 (N, D) embeddings; FILE.csv beside it lists path,label,class per row")
+}
+
+// embedSummary describes what `pipeline embed` wrote.
+type embedSummary struct {
+	Embeddings string
+	Labels     string
+	Images     int
+	Dim        int
+	Seconds    float64
+}
+
+func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o embedOptions
+	fs := flag.NewFlagSet("pipeline embed", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.addFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]\n\n"+
+			"Writes the embeddings of every image as a NumPy float32 (N, D) array and FILE.csv (path,label,class,\n"+
+			"one line per row), preprocessing the images as the model's metadata says.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	sum, err := runEmbed(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %d embeddings of dim %d to %s (labels in %s) in %.1fs\n",
+		sum.Images, sum.Dim, sum.Embeddings, sum.Labels, sum.Seconds)
+	return nil
+}
+
+// runEmbed is `pipeline embed`: embeddings of o.data with o.model written to o.out (.npy) and
+// the matching labels beside it (.csv), each atomically.
+func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSummary, error) {
+	switch {
+	case o.model == "" || o.data == "" || o.out == "":
+		return nil, fmt.Errorf("%w: embed needs --model, --data and --out", errUsage)
+	case !strings.EqualFold(filepath.Ext(o.out), ".npy"):
+		return nil, fmt.Errorf("%w: --out %q must end in .npy", errUsage, o.out)
+	case o.batchSize < 1:
+		return nil, fmt.Errorf("%w: --batch-size %d, want >= 1", errUsage, o.batchSize)
+	}
+	start := time.Now()
+	ds, emb, dim, err := o.embedData(ctx, progress)
+	if err != nil {
+		return nil, err
+	}
+	if dir := filepath.Dir(o.out); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("embed: %w", err)
+		}
+	}
+	labels := labelsPath(o.out)
+	if err := writeLabels(labels, ds); err != nil {
+		return nil, err
+	}
+	if err := pipeline.WriteNPY(o.out, emb, len(ds.Items), dim); err != nil {
+		return nil, err
+	}
+	return &embedSummary{Embeddings: o.out, Labels: labels, Images: len(ds.Items), Dim: dim,
+		Seconds: time.Since(start).Seconds()}, nil
+}
+
+// labelsPath is the .csv beside an .npy file.
+func labelsPath(npy string) string {
+	return strings.TrimSuffix(npy, filepath.Ext(npy)) + ".csv"
+}
+
+// writeLabels writes the dataset's items as a CSV manifest path,label,class (absolute paths,
+// integer labels, class names), one line per embedding row, atomically.
+func writeLabels(path string, ds *data.Dataset) error {
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	w.Write([]string{"path", "label", "class"})
+	for i, it := range ds.Items {
+		p, err := filepath.Abs(ds.Resolve(i))
+		if err != nil {
+			return fmt.Errorf("embed: %w", err)
+		}
+		w.Write([]string{filepath.ToSlash(p), strconv.Itoa(it.Label), it.Class})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		return fmt.Errorf("embed: %s: %w", path, err)
+	}
+	if err := onnxpb.WriteFileAtomic(path, b.Bytes()); err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	return nil
+}
+
+// readLabels reads the labels of a CSV manifest (path,label[,...]), one per row, in order.
+func readLabels(path string) ([]int, error) {
+	ds, err := data.LoadManifest(path)
+	if err != nil {
+		var me *data.ManifestError
+		if errors.As(err, &me) || errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w (--labels must be a CSV with a header path,label, as `pipeline embed` writes)", err)
+		}
+		return nil, err
+	}
+	return ds.Labels(allItems(len(ds.Items))), nil
+}
+
+func allItems(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
