@@ -5,6 +5,7 @@ package export
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,10 +41,17 @@ type Linear struct {
 // ReLU is max(x, 0) (ONNX Relu).
 type ReLU struct{}
 
+// FlipAverage, allowed only as the first layer, makes the features of an image the mean of the
+// backbone features of the image and of its horizontal mirror (test-time flip augmentation): the
+// batch and its mirror (Slice with step -1 along the width) run through the backbone together as
+// one batch of 2N, then the two halves are averaged (Reshape to [2, N, D] and ReduceMean).
+type FlipAverage struct{}
+
 func (Center) layer()      {}
 func (L2Normalize) layer() {}
 func (Linear) layer()      {}
 func (ReLU) layer()        {}
+func (FlipAverage) layer() {}
 
 // Metadata is recorded in the model's metadata_props.
 type Metadata struct {
@@ -113,6 +121,15 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 	for i := 1; hasPrefix(used, prefix+"."); i++ {
 		prefix = "head" + strconv.Itoa(i)
 	}
+	if len(head) > 0 {
+		if _, ok := deref(head[0]).(FlipAverage); ok {
+			var err error
+			if cur, err = addFlipAverage(m, used, prefix+".flip", dim); err != nil {
+				return nil, err
+			}
+			head = head[1:]
+		}
+	}
 	for i, l := range head {
 		base := fmt.Sprintf("%s.%d", prefix, i)
 		out := base + ".out"
@@ -146,6 +163,8 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 			dim = l.Out
 		case ReLU:
 			g.Node = append(g.Node, onnxpb.Node("Relu", base+".relu", []string{cur}, []string{out}))
+		case FlipAverage:
+			return nil, fmt.Errorf("export: head layer %d: FlipAverage must be the first layer", i)
 		default:
 			return nil, fmt.Errorf("export: head layer %d has unsupported type %T", i, l)
 		}
@@ -175,6 +194,49 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 		onnxpb.SetMetadata(m, k, meta.Extra[k])
 	}
 	return m, nil
+}
+
+// addFlipAverage rewires m so that the backbone sees [images; mirrored images] and returns the name
+// of the averaged [batch, dim] features.
+func addFlipAverage(m *onnx.ModelProto, used map[string]bool, base string, dim int) (string, error) {
+	g := m.Graph
+	opset := onnxpb.OpsetVersion(m, "")
+	if opset < 10 {
+		return "", fmt.Errorf("export: flip averaging needs opset >= 10 (Slice with steps), the model has %d", opset)
+	}
+	both := unique(used, base+".input")
+	used[both] = true
+	// Every backbone node now reads the doubled batch; the graph input stays "images".
+	for _, n := range g.Node {
+		for i, in := range n.Input {
+			if in == InputName {
+				n.Input[i] = both
+			}
+		}
+	}
+	mirror := base + ".mirror"
+	pre := []*onnx.NodeProto{
+		onnxpb.Node("Slice", base+".slice", []string{InputName, base + ".starts", base + ".ends", base + ".axes", base + ".steps"}, []string{mirror}),
+		onnxpb.Node("Concat", base+".concat", []string{InputName, mirror}, []string{both}, onnxpb.AttrInt("axis", 0)),
+	}
+	g.Initializer = append(g.Initializer,
+		onnxpb.Int64Tensor(base+".starts", []int64{1}, []int64{-1}),
+		onnxpb.Int64Tensor(base+".ends", []int64{1}, []int64{math.MinInt64}),
+		onnxpb.Int64Tensor(base+".axes", []int64{1}, []int64{3}),
+		onnxpb.Int64Tensor(base+".steps", []int64{1}, []int64{-1}),
+		onnxpb.Int64Tensor(base+".shape", []int64{3}, []int64{2, -1, int64(dim)}))
+	g.Node = append(pre, g.Node...)
+	pairs, out := base+".pairs", base+".mean"
+	g.Node = append(g.Node, onnxpb.Node("Reshape", base+".reshape", []string{backbone.OutputName, base + ".shape"}, []string{pairs}))
+	if opset >= 18 {
+		g.Initializer = append(g.Initializer, onnxpb.Int64Tensor(base+".reduce_axes", []int64{1}, []int64{0}))
+		g.Node = append(g.Node, onnxpb.Node("ReduceMean", base+".reduce", []string{pairs, base + ".reduce_axes"}, []string{out},
+			onnxpb.AttrInt("keepdims", 0)))
+	} else {
+		g.Node = append(g.Node, onnxpb.Node("ReduceMean", base+".reduce", []string{pairs}, []string{out},
+			onnxpb.AttrInts("axes", 0), onnxpb.AttrInt("keepdims", 0)))
+	}
+	return out, nil
 }
 
 func deref(l Layer) Layer {

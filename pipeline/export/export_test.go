@@ -290,3 +290,71 @@ func TestBuildErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestExportFlipAverage checks the test-time flip layer: the exported model's embedding of an
+// image is the head applied to the mean of the backbone features of the image and its mirror.
+func TestExportFlipAverage(t *testing.T) {
+	ortLib(t)
+	for _, tc := range []struct {
+		model string
+		n     int
+	}{{tinyModel, 3}, {int8Model(t), 2}} {
+		b, err := backbone.Open(tc.model, backbone.Options{Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		d := b.Dim()
+		r := rand.New(rand.NewPCG(5, 6))
+		rest := []Layer{L2Normalize{}, Linear{In: d, Out: 8, W: randFloats(r, d*8, 0.3), B: randFloats(r, 8, 0.1)}}
+		path := filepath.Join(t.TempDir(), "flip.onnx")
+		meta := Metadata{ToolVersion: "test", SourceSHA256: b.Info().SHA256}
+		if err := Write(path, b.Cut(), b.CutInfo(), append([]Layer{FlipAverage{}}, rest...), meta); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := ort.NewSession(data, ort.Options{Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.Close()
+		c, h, w := b.InputShape()[0], b.InputShape()[1], b.InputShape()[2]
+		imgs := randFloats(r, tc.n*c*h*w, 2)
+		mirror := make([]float32, len(imgs))
+		for row := 0; row < tc.n*c*h; row++ {
+			for x := 0; x < w; x++ {
+				mirror[row*w+w-1-x] = imgs[row*w+x]
+			}
+		}
+		f1, f2 := make([]float32, tc.n*d), make([]float32, tc.n*d)
+		if err := b.Features(imgs, tc.n, f1); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Features(mirror, tc.n, f2); err != nil {
+			t.Fatal(err)
+		}
+		var asym float64
+		for i := range f1 {
+			asym = math.Max(asym, math.Abs(float64(f1[i]-f2[i])))
+			f1[i] = (f1[i] + f2[i]) / 2
+		}
+		if asym == 0 {
+			t.Fatal("mirrored images gave identical features: the test cannot tell flip averaging from none")
+		}
+		want, dim := applyHead(f1, tc.n, d, rest)
+		got := make([]float32, tc.n*dim)
+		if err := sess.Run(imgs, tc.n, got); err != nil {
+			t.Fatal(err)
+		}
+		var maxDiff float64
+		for i := range want {
+			maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[i])))
+		}
+		if maxDiff > 1e-5 {
+			t.Errorf("%s: flip-averaged export differs from Go by %g", filepath.Base(tc.model), maxDiff)
+		}
+	}
+}
