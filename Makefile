@@ -29,8 +29,11 @@ ort: $(ORT_LIB)
 $(ORT_LIB):
 	./scripts/install-onnxruntime.sh $(ORT_DIR)
 
-## bench: speed benchmarks (feature extraction, head training), JSON in runs/bench.json
+## bench: speed benchmarks: `pipeline bench` (extraction: pipeline vs bare onnxruntime; head step: ours vs
+## the PyTorch reference when Debian's python3-torch is installed) into runs/bench.json, then the Go benchmarks
 bench: ort build
+	mkdir -p runs
+	./bin/pipeline bench --out runs/bench.json $$( [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch, sklearn' 2>/dev/null && echo --reference-python /usr/bin/python3 )
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
 clean:

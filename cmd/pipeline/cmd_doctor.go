@@ -206,7 +206,7 @@ func doctorBackbone(path string) doctorCheck {
 	f, err := os.Open(path)
 	if err != nil {
 		c.Status, c.Detail = statusProblem, fmt.Sprintf("%s: %v", abs, errors.Unwrap(err))
-		c.Fix = "set PIPELINE_SHARED_DIR to the shared folder holding models/" + filepath.Base(path) + ", or pass --backbone"
+		c.Fix = "set PIPELINE_SHARED_DIR to the shared folder holding models/" + filepath.Base(path)
 		return c
 	}
 	defer f.Close()

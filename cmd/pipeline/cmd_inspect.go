@@ -170,7 +170,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 			}
 			dtype := "float32"
 			if c.Quantized {
-				dtype = fmt.Sprintf("int8 (scale %s, zero point %s)", c.Scale, c.ZeroPoint)
+				dtype = fmt.Sprintf("8-bit quantized (scale %s, zero point %s)", c.Scale, c.ZeroPoint)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, c.Tensor, c.Op, role, shape, dim, dtype)
 		}

@@ -5,6 +5,10 @@
 //
 //	pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]
 //	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
+//	pipeline inspect MODEL.onnx [--json]
+//	pipeline doctor [--onnxruntime FILE] [--json]
+//	pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]
+//	pipeline eval --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] [flags]
 //	pipeline version
 //
 // Exit codes:
@@ -34,9 +38,13 @@ const usage = `pipeline: Group Loss metric learning on ONNX backbones.
 Commands:
   run       import an ONNX backbone, fine-tune with the Group Loss, evaluate, export ONNX
   bench     measure extraction (pipeline vs bare onnxruntime) and head training speed, as JSON
+  inspect   describe an ONNX model: inputs, outputs, opsets, metadata, ops, candidate feature tensors
+  doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
+  embed     write the embeddings of a dataset as .npy (+ .csv labels) with an exported model
+  eval      Recall@K, NMI, MAP@R, R-precision of a model on a dataset, or of .npy embeddings
   version   print the version
 
-Run 'pipeline run --help' or 'pipeline bench --help' for their flags.
+Run 'pipeline COMMAND --help' for the flags of a command.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.
 `
@@ -64,6 +72,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "inspect":
+		err = cmdInspect(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		err = cmdDoctor(ctx, args[1:], stdout, stderr)
+	case "embed":
+		err = cmdEmbed(ctx, args[1:], stdout, stderr)
+	case "eval":
+		err = cmdEval(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, pipeline.Version)
 	default:

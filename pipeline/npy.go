@@ -1,0 +1,127 @@
+package pipeline
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/grouploss/pipeline/internal/onnxpb"
+)
+
+// npyMagic starts every NumPy .npy file; the format version follows it.
+const npyMagic = "\x93NUMPY"
+
+// WriteNPY writes the (rows, cols) row-major float32 matrix x (len rows*cols) to path as a NumPy
+// .npy file, format version 1.0: dtype '<f4' (little-endian float32), C order, shape (rows, cols),
+// header padded so that the data starts at a multiple of 64 bytes. numpy.load reads it. The file is
+// written atomically (temporary file in the same folder, fsync, rename).
+func WriteNPY(path string, x []float32, rows, cols int) error {
+	if rows < 0 || cols < 0 || len(x) != rows*cols {
+		return fmt.Errorf("pipeline: npy %q: %d values for shape (%d, %d)", path, len(x), rows, cols)
+	}
+	dict := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols)
+	// magic (6) + version (2) + header length (2) + dict + padding + '\n' is a multiple of 64.
+	pre := len(npyMagic) + 4
+	total := (pre + len(dict) + 1 + 63) / 64 * 64
+	hdrLen := total - pre
+	if hdrLen > math.MaxUint16 {
+		return fmt.Errorf("pipeline: npy %q: header of %d bytes does not fit format 1.0", path, hdrLen)
+	}
+	buf := make([]byte, total+4*len(x))
+	copy(buf, npyMagic)
+	buf[6], buf[7] = 1, 0
+	binary.LittleEndian.PutUint16(buf[8:], uint16(hdrLen))
+	h := buf[pre:total]
+	copy(h, dict)
+	for i := len(dict); i < len(h)-1; i++ {
+		h[i] = ' '
+	}
+	h[len(h)-1] = '\n'
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(buf[total+4*i:], math.Float32bits(v))
+	}
+	if err := onnxpb.WriteFileAtomic(path, buf); err != nil {
+		return fmt.Errorf("pipeline: npy: %w", err)
+	}
+	return nil
+}
+
+var (
+	reNPYDescr   = regexp.MustCompile(`'descr'\s*:\s*'([^']*)'`)
+	reNPYFortran = regexp.MustCompile(`'fortran_order'\s*:\s*(True|False)`)
+	reNPYShape   = regexp.MustCompile(`'shape'\s*:\s*\(([^)]*)\)`)
+)
+
+// ReadNPY reads a 2-D float32 NumPy .npy file (format 1.x, 2.x or 3.x, dtype '<f4', C order) and
+// returns its (rows, cols) row-major values. Other dtypes, Fortran order, other ranks and files
+// whose size does not match the header are errors naming the file.
+func ReadNPY(path string) (x []float32, rows, cols int, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("pipeline: npy: %w", err)
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("pipeline: npy %q: %s", path, fmt.Sprintf(format, args...))
+	}
+	if len(b) < 10 || string(b[:6]) != npyMagic {
+		return nil, 0, 0, bad("not a NumPy .npy file (no \\x93NUMPY magic)")
+	}
+	var start, hdrLen int
+	switch b[6] {
+	case 1:
+		start, hdrLen = 10, int(binary.LittleEndian.Uint16(b[8:]))
+	case 2, 3:
+		if len(b) < 12 {
+			return nil, 0, 0, bad("truncated header")
+		}
+		start, hdrLen = 12, int(binary.LittleEndian.Uint32(b[8:]))
+	default:
+		return nil, 0, 0, bad("format version %d.%d, want 1.x, 2.x or 3.x", b[6], b[7])
+	}
+	if hdrLen > len(b)-start {
+		return nil, 0, 0, bad("header of %d bytes but the file has %d", hdrLen, len(b))
+	}
+	hdr := string(b[start : start+hdrLen])
+	m := reNPYDescr.FindStringSubmatch(hdr)
+	if m == nil {
+		return nil, 0, 0, bad("header %q has no descr", strings.TrimSpace(hdr))
+	}
+	if m[1] != "<f4" {
+		return nil, 0, 0, bad("dtype %q, want '<f4' (little-endian float32; use numpy's astype('<f4'))", m[1])
+	}
+	if m := reNPYFortran.FindStringSubmatch(hdr); m == nil || m[1] != "False" {
+		return nil, 0, 0, bad("Fortran order or no fortran_order in the header, want C order (numpy.ascontiguousarray)")
+	}
+	m = reNPYShape.FindStringSubmatch(hdr)
+	if m == nil {
+		return nil, 0, 0, bad("header %q has no shape", strings.TrimSpace(hdr))
+	}
+	var dims []int
+	for _, f := range strings.Split(m[1], ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 0 {
+			return nil, 0, 0, bad("bad shape (%s)", m[1])
+		}
+		dims = append(dims, v)
+	}
+	if len(dims) != 2 {
+		return nil, 0, 0, bad("shape (%s) has %d axes, want 2 (rows, dim)", m[1], len(dims))
+	}
+	rows, cols = dims[0], dims[1]
+	payload := b[start+hdrLen:]
+	if rows > 0 && cols > len(payload)/4/rows || len(payload) != 4*rows*cols {
+		return nil, 0, 0, bad("%d data bytes, want %d for shape (%d, %d) float32", len(payload), 4*rows*cols, rows, cols)
+	}
+	x = make([]float32, rows*cols)
+	for i := range x {
+		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(payload[4*i:]))
+	}
+	return x, rows, cols, nil
+}
