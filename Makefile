@@ -10,14 +10,14 @@ export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
 export PIPELINE_SHARED_DIR ?= $(SHARED)
 export CGO_ENABLED := 1
 
-.PHONY: run test build ort bench vet clean
+.PHONY: run test build ort onnx-testdata bench vet clean
 
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: ort build
 	./bin/pipeline run $(ARGS)
 
-## test: vet and every test, with onnxruntime and ../shared provided
-test: ort
+## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
+test: ort onnx-testdata
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 
@@ -25,6 +25,13 @@ build:
 	$(GO) build -o bin/pipeline ./cmd/pipeline
 
 ort: $(ORT_LIB)
+
+# ONNX's own per-operator test cases (Debian's libonnx-testdata), for the conformance tests of the
+# trainable-graph decoder. Installed with apt when missing (CI runs as root).
+onnx-testdata:
+	@dpkg -s libonnx-testdata >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libonnx-testdata) >/dev/null; \
+	  else echo "make: libonnx-testdata is missing: run 'sudo apt-get install libonnx-testdata' (the conformance tests skip without it)"; fi; }
 
 $(ORT_LIB):
 	./scripts/install-onnxruntime.sh $(ORT_DIR)

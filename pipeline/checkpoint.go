@@ -25,6 +25,7 @@ type Checkpoint struct {
 	Params    []NamedTensor
 	Center    []float32 // subtracted from the features before the head (may be empty)
 	Normalize bool      // features L2-normalized before the head
+	FlipTTA   bool      // features are the mean of the image's and its mirror's
 	Classes   []int     // dataset labels of the classifier's outputs
 	Optimizer train.OptimizerState
 	Config    Config

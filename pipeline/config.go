@@ -61,6 +61,9 @@ type BackboneConfig struct {
 	// Flip also extracts the features of each training image's horizontal mirror, used as
 	// augmentation when training the head.
 	Flip bool `yaml:"flip" json:"flip"`
+	// FlipTTA embeds every image as the head applied to the mean of the features of the image and
+	// of its mirror, in evaluation and in the exported model (whose backbone then runs twice).
+	FlipTTA bool `yaml:"flip_tta" json:"flip_tta"`
 }
 
 // PreprocessConfig is how images become network input.
@@ -85,6 +88,11 @@ type HeadConfig struct {
 	// Init is "pca" (embedding layer = top principal directions of the training features) or
 	// "random" (PyTorch's nn.Linear default).
 	Init string `yaml:"init" json:"init"`
+	// ClassifierInit is "means" (each class's weight row is the normalized mean embedding of its
+	// training images times ClassifierScale, bias 0: the logits are scaled cosine similarities
+	// to the class means from the first step) or "random" (nn.Linear default).
+	ClassifierInit  string  `yaml:"classifier_init" json:"classifier_init"`
+	ClassifierScale float64 `yaml:"classifier_scale" json:"classifier_scale"`
 }
 
 // LossConfig holds the Group Loss hyperparameters.
@@ -133,7 +141,7 @@ func DefaultConfig() Config {
 		Backbone:          BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
-		Head:      HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: "pca"},
+		Head:      HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: "pca", ClassifierInit: "random", ClassifierScale: 16},
 		Loss:      LossConfig{Name: "group", Temperature: 24, Iterations: 1, Scaling: 1, AnchorsPerClass: 2},
 		Sampler:   SamplerConfig{ClassesPerBatch: 6, SamplesPerClass: 9},
 		Optimizer: OptimizerConfig{Name: "radam", LR: 3e-5, WeightDecay: 6e-6, Epochs: 20, LRGamma: 0.1},
@@ -332,6 +340,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Head.Init != "pca" && c.Head.Init != "random" {
 		errs = append(errs, fmt.Sprintf("head.init %q: want pca or random", c.Head.Init))
+	}
+	if c.Head.ClassifierInit != "means" && c.Head.ClassifierInit != "random" {
+		errs = append(errs, fmt.Sprintf("head.classifier_init %q: want means or random", c.Head.ClassifierInit))
+	}
+	if c.Head.ClassifierInit == "means" && !(c.Head.ClassifierScale > 0) {
+		errs = append(errs, fmt.Sprintf("head.classifier_scale %g must be > 0 with classifier_init means", c.Head.ClassifierScale))
 	}
 	if c.Loss.Name != "group" {
 		errs = append(errs, fmt.Sprintf("loss.name %q: only group is available", c.Loss.Name))

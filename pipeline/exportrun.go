@@ -19,6 +19,9 @@ const exportCheckImages = 32
 // layers returns the head as export layers: feature transform, embedding layer.
 func (m *headModel) layers() ([]export.Layer, error) {
 	var ls []export.Layer
+	if m.flipTTA {
+		ls = append(ls, export.FlipAverage{})
+	}
 	if m.center != nil {
 		ls = append(ls, export.Center{Mean: m.center})
 	}
@@ -90,6 +93,13 @@ func (r *runner) export(ctx context.Context, m *headModel, evalIdx []int) error 
 		feats := make([]float32, batch.N*d)
 		if err := r.bb.Features(in, batch.N, feats); err != nil {
 			return err
+		}
+		if m.flipTTA {
+			mirrored := make([]float32, batch.N*d)
+			if err := r.bb.Features(flipNCHW(in, batch.N, r.pre.Height, r.pre.Width, nil), batch.N, mirrored); err != nil {
+				return err
+			}
+			feats = meanRows(feats, mirrored)
 		}
 		want := m.embed(feats, batch.N)
 		for i := 0; i < batch.N; i++ {

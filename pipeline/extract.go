@@ -23,7 +23,7 @@ import (
 func (r *runner) features(ctx context.Context) (feats, flips []float32, err error) {
 	n, d := len(r.ds.Items), r.bb.Dim()
 	skip := r.cfg.OnBadImage == "skip"
-	key := data.CacheKey(r.bb.Hash(), r.pre.Key(), r.ds.Fingerprint(), "flip="+strconv.FormatBool(r.cfg.Backbone.Flip))
+	key := data.CacheKey(r.bb.Hash(), r.pre.Key(), r.ds.Fingerprint(), "flip="+strconv.FormatBool(r.mirrors()))
 	path := filepath.Join(r.cfg.Cache, key+".feat")
 	if f, ok := r.cachedFeatures(path, n*r.copies(), d, skip); ok {
 		return r.splitCopies(f, n, d)
@@ -70,7 +70,7 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 			if err := out(b.Data[:b.N*chw], 0); err != nil {
 				return nil, nil, err
 			}
-			if r.cfg.Backbone.Flip {
+			if r.mirrors() {
 				flipped = flipNCHW(b.Data[:b.N*chw], b.N, r.pre.Height, r.pre.Width, flipped)
 				if err := out(flipped, n*d); err != nil {
 					return nil, nil, err
@@ -202,15 +202,18 @@ func (r *runner) dropSkipped() error {
 	return nil
 }
 
+// mirrors says whether the features of the mirrored images are needed.
+func (r *runner) mirrors() bool { return r.cfg.Backbone.Flip || r.cfg.Backbone.FlipTTA }
+
 func (r *runner) copies() int {
-	if r.cfg.Backbone.Flip {
+	if r.mirrors() {
 		return 2
 	}
 	return 1
 }
 
 func (r *runner) splitCopies(all []float32, n, d int) ([]float32, []float32, error) {
-	if r.cfg.Backbone.Flip {
+	if r.mirrors() {
 		return all[:n*d], all[n*d:], nil
 	}
 	return all, nil, nil

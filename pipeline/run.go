@@ -234,6 +234,16 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	log.Info("baseline (raw features)", "recall_at_1", r.sum.Baseline.RecallAt1, "nmi", r.sum.Baseline.NMI)
 
+	if cfg.Backbone.FlipTTA {
+		evalFeats = meanRows(evalFeats, gather(flips, d, split.evalIdx))
+		res, err := metrics.Evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt)
+		if err != nil {
+			return err
+		}
+		r.sum.BaselineTTA = &res
+		log.Info("baseline (raw features, flip averaged)", "recall_at_1", res.RecallAt1, "nmi", res.NMI)
+	}
+
 	model, err := r.trainHead(ctx, feats, flips, split)
 	if err != nil {
 		return err
@@ -349,6 +359,15 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 		*dst = append(*dst, i)
 	}
 	return s, nil
+}
+
+// meanRows returns (a + b) / 2 elementwise.
+func meanRows(a, b []float32) []float32 {
+	out := make([]float32, len(a))
+	for i := range a {
+		out[i] = (a[i] + b[i]) / 2
+	}
+	return out
 }
 
 // gather copies the rows idx of the n x d matrix x.

@@ -8,9 +8,12 @@ import (
 
 // PCA returns the top k principal directions of the n x d row-major matrix x as a k x d row-major
 // matrix (rows are unit vectors, by decreasing variance) and the column means (length d).
+// With center false the directions are those of the second-moment matrix x^T x / n (PCA about the
+// origin): the mean direction is kept, which preserves the cosine geometry of non-negative
+// features such as pooled ReLU activations; mean is then all zeros.
 // The sign of each direction is fixed so that its largest-magnitude entry is positive, which makes
 // the result deterministic.
-func PCA(x []float32, n, d, k int) (components []float64, mean []float64, err error) {
+func PCA(x []float32, n, d, k int, center bool) (components []float64, mean []float64, err error) {
 	if n < 2 || d < 1 || len(x) != n*d {
 		return nil, nil, fmt.Errorf("train: PCA needs an n x d matrix with n >= 2, got n=%d d=%d len=%d", n, d, len(x))
 	}
@@ -18,14 +21,16 @@ func PCA(x []float32, n, d, k int) (components []float64, mean []float64, err er
 		return nil, nil, fmt.Errorf("train: PCA of %d dimensions to %d components is impossible", d, k)
 	}
 	mean = make([]float64, d)
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && center; i++ {
 		row := x[i*d : (i+1)*d]
 		for j, v := range row {
 			mean[j] += float64(v)
 		}
 	}
-	for j := range mean {
-		mean[j] /= float64(n)
+	if center {
+		for j := range mean {
+			mean[j] /= float64(n)
+		}
 	}
 	c := mat.NewDense(n, d, nil)
 	for i := 0; i < n; i++ {
