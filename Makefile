@@ -29,7 +29,7 @@ ort: $(ORT_LIB)
 # ONNX's own per-operator test cases (Debian's libonnx-testdata), for the conformance tests of the
 # trainable-graph decoder. Installed with apt when missing (CI runs as root).
 onnx-testdata:
-	@dpkg -s libonnx-testdata >/dev/null 2>&1 || { \
+	@test -d /usr/share/libonnx-testdata/data/node || dpkg -s libonnx-testdata >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libonnx-testdata) >/dev/null; \
 	  else echo "make: libonnx-testdata is missing: run 'sudo apt-get install libonnx-testdata' (the conformance tests skip without it)"; fi; }
 

@@ -1,0 +1,329 @@
+package graph
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// A packed, blocked matrix product C = alpha·A·B + beta·C on matrices given by offset tables.
+//
+// Convolutions over NCHW batches need products whose operands are not plain row-major matrices:
+// a 1x1 convolution over a batch multiplies the weight (M×C) by the activations viewed as a
+// C×(N·H·W) matrix whose column (n, p) lives at n·C·H·W + p. A view describes any matrix whose
+// element (i, j) is at d[ro[i]+co[j]], so one product covers the whole batch. Operands are
+// packed into 6-row and 16-column panels (zero-padded) and multiplied by a 6×16 micro-kernel:
+// AVX2/FMA assembly for float32 on amd64 processors that have it, portable Go otherwise.
+
+const (
+	mr    = 6   // micro-kernel rows
+	nr    = 16  // micro-kernel columns
+	kcMax = 256 // depth of a packed block
+	mcMax = 144 // rows of A packed per job (a multiple of mr)
+)
+
+// view is a matrix of len(ro) rows and len(co) columns: element (i, j) is d[ro[i]+co[j]].
+type view[T float] struct {
+	d      []T
+	ro, co []int
+}
+
+func seq(n, stride int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i * stride
+	}
+	return s
+}
+
+// dense returns the row-major rows×cols matrix at d[off:] with leading dimension ld.
+func dense[T float](d []T, off, rows, cols, ld int) view[T] {
+	ro := seq(rows, ld)
+	for i := range ro {
+		ro[i] += off
+	}
+	return view[T]{d: d, ro: ro, co: seq(cols, 1)}
+}
+
+// t returns the transpose of v (no copy).
+func (v view[T]) t() view[T] { return view[T]{d: v.d, ro: v.co, co: v.ro} }
+
+// batched returns offsets for an index (b, p), b < nb, p < np, at b·bs + p·ps, b-major.
+func batched(nb, bs, np, ps int) []int {
+	s := make([]int, 0, nb*np)
+	for b := 0; b < nb; b++ {
+		for p := 0; p < np; p++ {
+			s = append(s, b*bs+p*ps)
+		}
+	}
+	return s
+}
+
+func shift(s []int, off int) []int {
+	r := make([]int, len(s))
+	for i, v := range s {
+		r[i] = v + off
+	}
+	return r
+}
+
+type microKernel[T float] func(kb int, ap, bp []T, acc *[mr * nr]T)
+
+func kernelGo[T float](kb int, ap, bp []T, acc *[mr * nr]T) {
+	var c [mr * nr]T
+	for p := 0; p < kb; p++ {
+		a := ap[p*mr : p*mr+mr]
+		b := bp[p*nr : p*nr+nr]
+		for i := 0; i < mr; i++ {
+			ai := a[i]
+			row := c[i*nr : i*nr+nr]
+			for j, bj := range b {
+				row[j] += ai * bj
+			}
+		}
+	}
+	*acc = c
+}
+
+func pickKernel[T float]() microKernel[T] {
+	var z T
+	if _, ok := any(z).(float32); ok && useAsm {
+		f := microKernel[float32](func(kb int, ap, bp []float32, acc *[mr * nr]float32) {
+			if kb > 0 {
+				sgemmKernel6x16(kb, &ap[0], &bp[0], &acc[0])
+			} else {
+				*acc = [mr * nr]float32{}
+			}
+		})
+		return any(f).(microKernel[T])
+	}
+	return kernelGo[T]
+}
+
+// Packing buffers and im2col matrices are recycled through sync.Pools (fresh large buffers cost
+// page faults on every call). Their contents are not zeroed.
+var scratch32, scratch64 sync.Pool
+
+func scratchPool[T float]() *sync.Pool {
+	var z T
+	if _, ok := any(z).(float32); ok {
+		return &scratch32
+	}
+	return &scratch64
+}
+
+func getScratch[T float](n int) *[]T {
+	if v := scratchPool[T]().Get(); v != nil {
+		if s := v.(*[]T); cap(*s) >= n {
+			*s = (*s)[:n]
+			return s
+		}
+	}
+	s := make([]T, n)
+	return &s
+}
+
+func putScratch[T float](s *[]T) { scratchPool[T]().Put(s) }
+
+// parallelMinWork is the multiply-add count below which gemm runs on one goroutine.
+const parallelMinWork = 1 << 17
+
+// parallelFor runs f(i) for i in [0, n) on up to GOMAXPROCS goroutines when work is large.
+func parallelFor(n, work int, f func(i int)) {
+	p := runtime.GOMAXPROCS(0)
+	if p <= 1 || n <= 1 || work < parallelMinWork {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	p = min(p, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < p; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// gemm computes c = alpha·a·b + beta·c. a is m×k, b is k×n, c is m×n; c must not overlap a or
+// b. It panics on mismatched dimensions (a programmer bug).
+func gemm[T float](alpha T, a, b view[T], beta T, c view[T]) {
+	m, k, n := len(a.ro), len(a.co), len(b.co)
+	if len(b.ro) != k || len(c.ro) != m || len(c.co) != n {
+		panic("graph: gemm dimension mismatch")
+	}
+	if beta != 1 {
+		for _, r := range c.ro {
+			for _, o := range c.co {
+				if beta == 0 {
+					c.d[r+o] = 0
+				} else {
+					c.d[r+o] *= beta
+				}
+			}
+		}
+	}
+	if m == 0 || n == 0 || k == 0 || alpha == 0 {
+		return
+	}
+	kern := pickKernel[T]()
+	workers := runtime.GOMAXPROCS(0)
+	if m*n*k < parallelMinWork {
+		workers = 1
+	}
+	mc := min(mcMax, roundUp((m+workers-1)/workers, mr))
+	mChunks := (m + mc - 1) / mc
+	nPanels := (n + nr - 1) / nr
+	nParts := 1
+	if mChunks < workers {
+		nParts = min(workers, nPanels)
+	}
+	kb0 := min(kcMax, k)
+	bpBuf := getScratch[T](nPanels * nr * kb0)
+	defer putScratch(bpBuf)
+	bp := *bpBuf
+	bSpans, cSpans := panelSpans(b.co), panelSpans(c.co)
+	for k0 := 0; k0 < k; k0 += kcMax {
+		kb := min(kcMax, k-k0)
+		// Pack b[k0:k0+kb, :] into column panels of nr, each kb×nr row-major, zero-padded.
+		parallelFor(nPanels, kb*n*4, func(jp int) {
+			dst := bp[jp*nr*kb : (jp+1)*nr*kb]
+			j0 := jp * nr
+			jn := min(nr, n-j0)
+			co := b.co[j0 : j0+jn]
+			for p := 0; p < kb; p++ {
+				r := b.ro[k0+p]
+				row := dst[p*nr : p*nr+nr]
+				for _, sp := range bSpans[jp] {
+					o := r + co[sp.j]
+					copy(row[sp.j:sp.j+sp.n], b.d[o:o+sp.n])
+				}
+				for j := jn; j < nr; j++ {
+					row[j] = 0
+				}
+			}
+		})
+		aContig := contiguous(a.co[k0 : k0+kb])
+		parallelFor(mChunks*nParts, m*n*kb, func(job int) {
+			mi, ni := job/nParts, job%nParts
+			i0 := mi * mc
+			i1 := min(m, i0+mc)
+			jp0, jp1 := ni*nPanels/nParts, (ni+1)*nPanels/nParts
+			rows := i1 - i0
+			aPanels := (rows + mr - 1) / mr
+			apBuf := getScratch[T](aPanels * mr * kb)
+			defer putScratch(apBuf)
+			ap := *apBuf
+			for ip := 0; ip < aPanels; ip++ {
+				dst := ap[ip*mr*kb : (ip+1)*mr*kb]
+				ib := i0 + ip*mr
+				in := min(mr, i1-ib)
+				if in == mr && contiguous(a.ro[ib:ib+mr]) {
+					// rows contiguous (a transposed matrix): copy mr values per depth step
+					r := a.ro[ib]
+					for p := 0; p < kb; p++ {
+						o := r + a.co[k0+p]
+						copy(dst[p*mr:p*mr+mr], a.d[o:o+mr])
+					}
+					continue
+				}
+				for i := 0; i < in; i++ {
+					r := a.ro[ib+i]
+					if aContig {
+						src := a.d[r+a.co[k0] : r+a.co[k0]+kb]
+						for p, v := range src {
+							dst[p*mr+i] = v
+						}
+						continue
+					}
+					for p := 0; p < kb; p++ {
+						dst[p*mr+i] = a.d[r+a.co[k0+p]]
+					}
+				}
+				for i := in; i < mr; i++ {
+					for p := 0; p < kb; p++ {
+						dst[p*mr+i] = 0
+					}
+				}
+			}
+			var acc [mr * nr]T
+			for jp := jp0; jp < jp1; jp++ {
+				bpan := bp[jp*nr*kb : (jp+1)*nr*kb]
+				j0 := jp * nr
+				jn := min(nr, n-j0)
+				co := c.co[j0 : j0+jn]
+				for ip := 0; ip < aPanels; ip++ {
+					kern(kb, ap[ip*mr*kb:(ip+1)*mr*kb], bpan, &acc)
+					ib := i0 + ip*mr
+					in := min(mr, i1-ib)
+					for i := 0; i < in; i++ {
+						r := c.ro[ib+i]
+						arow := acc[i*nr : i*nr+jn]
+						if alpha == 1 {
+							for _, sp := range cSpans[jp] {
+								o := r + co[sp.j]
+								crow := c.d[o : o+sp.n]
+								for j, v := range arow[sp.j : sp.j+sp.n] {
+									crow[j] += v
+								}
+							}
+						} else {
+							for j, o := range co {
+								c.d[r+o] += alpha * arow[j]
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// contiguous reports whether offsets s are consecutive integers.
+func contiguous(s []int) bool {
+	for i := 1; i < len(s); i++ {
+		if s[i] != s[i-1]+1 {
+			return false
+		}
+	}
+	return true
+}
+
+// span is a run of n consecutive offsets starting at index j (relative to its panel).
+type span struct{ j, n int }
+
+// panelSpans splits each nr-wide panel of the offsets co into maximal runs of consecutive
+// offsets (one run for a contiguous panel; a panel straddling two samples of a batched view
+// has two).
+func panelSpans(co []int) [][]span {
+	r := make([][]span, (len(co)+nr-1)/nr)
+	for jp := range r {
+		p := co[jp*nr : min(len(co), (jp+1)*nr)]
+		start := 0
+		for j := 1; j <= len(p); j++ {
+			if j == len(p) || p[j] != p[j-1]+1 {
+				r[jp] = append(r[jp], span{start, j - start})
+				start = j
+			}
+		}
+	}
+	return r
+}
+
+func roundUp(x, m int) int {
+	if x < m {
+		return m
+	}
+	return (x + m - 1) / m * m
+}

@@ -1,0 +1,30 @@
+package graph
+
+// sgemmKernel6x16 computes acc (6×16, row-major) = Σ_p ap[p·6+i]·bp[p·16+j] over k ≥ 1 steps
+// using AVX2 and FMA (gemm_amd64.s).
+//
+//go:noescape
+func sgemmKernel6x16(k int, ap, bp, acc *float32)
+
+func cpuid(op, op2 uint32) (eax, ebx, ecx, edx uint32)
+func xgetbv() (eax, edx uint32)
+
+// useAsm reports whether the processor and OS support AVX2 and FMA (ymm state enabled).
+var useAsm = hasAVX2FMA()
+
+func hasAVX2FMA() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, ecx1, _ := cpuid(1, 0)
+	const fma, osxsave, avx = 1 << 12, 1 << 27, 1 << 28
+	if ecx1&fma == 0 || ecx1&osxsave == 0 || ecx1&avx == 0 {
+		return false
+	}
+	if xcr0, _ := xgetbv(); xcr0&6 != 6 {
+		return false
+	}
+	_, ebx7, _, _ := cpuid(7, 0)
+	return ebx7&(1<<5) != 0
+}

@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package graph
+
+var useAsm = false
+
+func sgemmKernel6x16(k int, ap, bp, acc *float32) {
+	panic("graph: no assembly kernel on this architecture")
+}
