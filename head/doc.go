@@ -18,6 +18,15 @@
 // that row, instead of NaN. For rows with ||x||² ≫ ε it changes W by a relative ε/||x||² (below
 // 1e-12 on the golden cases). ReLU has gradient 0 at exactly 0, as in PyTorch.
 //
+// Baseline losses train the same head through StepLoss with a LossConfig (LossKind "group", the
+// default, "softmax", "triplet", "contrastive", "proxy_anchor"; see the LossKind constants for the
+// formulas). The metric losses work on L2-normalized embeddings z / sqrt(||z||² + 1e-12) (a zero
+// row stays zero) and on distances d = u / sqrt(u + 1e-12), u = ReLU(squared distance from the
+// Gram matrix): d is exactly 0 for identical rows and has a finite gradient there. Proxy-Anchor
+// uses the classifier's weight rows as the class proxies, so the parameter set (and checkpoints,
+// export) is the same for every loss. Values and gradients match PyTorch
+// (testdata/make_loss_golden.py).
+//
 // The loss is built as a gorgonia expression graph and differentiated symbolically; gorgonia types
 // never appear in this package's API, and gorgonia panics are returned as errors. Graphs are built
 // per batch size and loss configuration and cached; a Head is not safe for concurrent use.

@@ -216,17 +216,21 @@ func recoverErr(err *error) {
 	*err = fmt.Errorf("head: internal panic in %s: %v", where, r)
 }
 
-// batchInputs are the per-batch label tensors of a loss graph, all (n, c) except eye (n, n).
+// batchInputs are the per-batch label tensors of a loss graph: y, notA, aY are (n, c); eye, pos
+// and neg are (n, n): ε·I, the positive-pair mask [i ≠ j, y_i = y_j] and the negative-pair mask
+// [y_i ≠ y_j].
 type batchInputs struct {
-	n, c               int
-	y, notA, aY, eye   *gg.Node
-	yt, notAt, aYt     *tensor.Dense
-	yv, notAv, aYv, ev []float64 // staging in float64, copied into the tensors by fill
+	n, c                       int
+	y, notA, aY, eye, pos, neg *gg.Node
+	yt, notAt, aYt, post, negt *tensor.Dense
+	yv, notAv, aYv, ev         []float64 // staging in float64, copied into the tensors by fill
+	posv, negv                 []float64
 }
 
 func newBatchInputs(g *gg.ExprGraph, dt DType, n, c int) (*batchInputs, error) {
 	bi := &batchInputs{n: n, c: c,
-		yv: make([]float64, n*c), notAv: make([]float64, n*c), aYv: make([]float64, n*c), ev: make([]float64, n*n)}
+		yv: make([]float64, n*c), notAv: make([]float64, n*c), aYv: make([]float64, n*c), ev: make([]float64, n*n),
+		posv: make([]float64, n*n), negv: make([]float64, n*n)}
 	mk := func(name string, rows, cols int) (*gg.Node, *tensor.Dense) {
 		t := newDense(dt, rows, cols)
 		return gg.NewMatrix(g, dt.tensor(), gg.WithShape(rows, cols), gg.WithName(name), gg.WithValue(t)), t
@@ -234,6 +238,8 @@ func newBatchInputs(g *gg.ExprGraph, dt DType, n, c int) (*batchInputs, error) {
 	bi.y, bi.yt = mk("labels_onehot", n, c)
 	bi.notA, bi.notAt = mk("not_anchor", n, c)
 	bi.aY, bi.aYt = mk("anchor_onehot", n, c)
+	bi.pos, bi.post = mk("positive_pairs", n, n)
+	bi.neg, bi.negt = mk("negative_pairs", n, n)
 	var et *tensor.Dense
 	bi.eye, et = mk("eps_eye", n, n)
 	for i := 0; i < n; i++ {
@@ -265,13 +271,29 @@ func (bi *batchInputs) fill(labels []int, anchors []bool) error {
 			bi.notAv[i*c+j] = na
 		}
 	}
+	for i, yi := range labels {
+		for j, yj := range labels {
+			bi.posv[i*n+j] = b2f64(i != j && yi == yj)
+			bi.negv[i*n+j] = b2f64(yi != yj)
+		}
+	}
 	setData(bi.yt, bi.yv)
 	setData(bi.notAt, bi.notAv)
 	setData(bi.aYt, bi.aYv)
+	setData(bi.post, bi.posv)
+	setData(bi.negt, bi.negv)
 	return nil
 }
 
-// lossNodes are the outputs of buildLoss.
+func b2f64(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// lossNodes are the outputs of buildLoss and buildLossConfig; nll, w and p are nil for losses
+// other than the Group Loss, ce for losses without a cross-entropy term.
 type lossNodes struct {
 	loss, nll, ce *gg.Node // scalars
 	w, p          *gg.Node // (n, n) and (n, c)

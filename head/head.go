@@ -44,7 +44,8 @@ type Param struct {
 	Value, Grad []float64
 }
 
-// StepResult is the loss of one training batch: Loss = Scaling·NLL + CE.
+// StepResult is the loss of one training batch. For the Group Loss, Loss = Scaling·NLL + CE; for
+// LossSoftmax, Loss = CE and NLL = 0; for the other losses NLL = CE = 0.
 type StepResult struct {
 	Loss, NLL, CE float64
 }
@@ -136,12 +137,23 @@ func (h *Head) SetParam(name string, values []float64) error {
 // row-major features, labels are in [0, Classes), anchors flags the anchor samples (nil means
 // Anchors(labels, gl.AnchorsPerClass)). It overwrites every Param's Grad with dLoss/dValue. n must
 // be at least 2. A NaN or infinity in the loss or a gradient returns an error wrapping ErrNonFinite.
+// It is StepLoss with LossConfig{Kind: LossGroup, Group: gl}.
 //
 // The input layer runs outside the graph (kernels.go) for speed; its output is a leaf of the graph
 // and its weight gradient is formed from the graph's gradient with respect to that leaf.
-func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLoss) (res StepResult, err error) {
+func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLoss) (StepResult, error) {
+	return h.StepLoss(x, n, labels, anchors, LossConfig{Kind: LossGroup, Group: gl})
+}
+
+// StepLoss is Step with any loss: x is (n, In) float32 row-major features, labels are in
+// [0, Classes), anchors (used by LossGroup only; nil means Anchors(labels, l.Group.AnchorsPerClass))
+// flags the anchor samples. It overwrites every Param's Grad with dLoss/dValue; parameters the loss
+// does not depend on (the classifier for the triplet and contrastive losses, cls.bias for
+// Proxy-Anchor) get a zero gradient. StepResult.NLL is set by LossGroup only, CE by LossGroup and
+// LossSoftmax. Graphs are cached per batch size and loss setting.
+func (h *Head) StepLoss(x []float32, n int, labels []int, anchors []bool, l LossConfig) (res StepResult, err error) {
 	defer recoverErr(&err)
-	if err := gl.Validate(); err != nil {
+	if err := l.Validate(); err != nil {
 		return res, err
 	}
 	if n < 2 {
@@ -151,9 +163,13 @@ func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLo
 		return res, fmt.Errorf("head: step: %d feature values for %d rows of %d", len(x), n, h.cfg.In)
 	}
 	if anchors == nil {
-		anchors = Anchors(labels, gl.AnchorsPerClass)
+		perClass := 0
+		if l.kind() == LossGroup {
+			perClass = l.Group.AnchorsPerClass
+		}
+		anchors = Anchors(labels, perClass)
 	}
-	sg, err := h.graph(n, gl)
+	sg, err := h.graph(n, l)
 	if err != nil {
 		return res, err
 	}
@@ -171,9 +187,12 @@ func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLo
 		}
 		linearKernel(a0, l0.w.Value, l0.b.Value, sg.x64, l0.out, l0.in, n, 1, l0.out, dot64)
 	}
-	for i, l := range sg.layers {
-		setDataT(sg.wvals[i], l.w.Value, l.out, l.in)
-		setData(sg.bvals[i], l.b.Value)
+	for _, gp := range sg.params {
+		if gp.transposed {
+			setDataT(gp.val, gp.p.Value, gp.p.Shape[0], gp.p.Shape[1])
+		} else {
+			setData(gp.val, gp.p.Value)
+		}
 	}
 	sg.vm.Reset()
 	if err := sg.vm.RunAll(); err != nil {
@@ -185,6 +204,9 @@ func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLo
 		v    *gg.Value
 		name string
 	}{{&res.Loss, &sg.out[0], "loss"}, {&res.NLL, &sg.out[1], "nll"}, {&res.CE, &sg.out[2], "ce"}} {
+		if *o.v == nil {
+			continue // a term this loss does not have
+		}
 		getData(s[:], *o.v)
 		*o.dst = s[0]
 		if !finite(s[:]) {
@@ -199,9 +221,15 @@ func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLo
 	default:
 		panic(fmt.Sprintf("head: unexpected gradient data %T", g0))
 	}
-	for i, l := range sg.layers {
-		getDataT(l.w.Grad, sg.wgrads[i], l.in, l.out)
-		getData(l.b.Grad, sg.bgrads[i])
+	for _, p := range sg.unused {
+		clear(p.Grad)
+	}
+	for _, gp := range sg.params {
+		if gp.transposed {
+			getDataT(gp.p.Grad, gp.grad, gp.p.Shape[1], gp.p.Shape[0])
+		} else {
+			getData(gp.p.Grad, gp.grad)
+		}
 	}
 	for _, p := range h.params {
 		if !finite(p.Grad) {
@@ -212,8 +240,8 @@ func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLo
 }
 
 type graphKey struct {
-	n  int
-	gl GroupLoss
+	n    int
+	loss LossConfig // LossConfig.key()
 }
 
 // stepGraph is the compiled training graph for one batch size and loss configuration.
@@ -221,22 +249,28 @@ type stepGraph struct {
 	vm     gg.VM
 	a0     *tensor.Dense // (n, out0) input layer output: a leaf of the graph
 	x64    []float64     // float64 copy of the features (Float64 heads)
-	layers []layer       // the layers inside the graph (all but the input layer)
-	wvals  []*tensor.Dense
-	bvals  []*tensor.Dense // weights (transposed, [in, out]) and biases of layers
+	params []graphParam  // the parameters inside the graph (all but the input layer's)
+	unused []*Param      // parameters the loss does not depend on (zero gradient)
 	bi     *batchInputs
-	out    [3]gg.Value // loss, nll, ce (copied out by Read nodes)
+	out    [3]gg.Value // loss, nll, ce (copied out by Read nodes; nil for absent terms)
 	g0     gg.Value    // dLoss/da0, (n, out0)
-	wgrads []gg.Value  // gradients of the transposed weights of layers, [in, out]
-	bgrads []gg.Value  // gradients of the biases of layers
 }
 
-func (h *Head) graph(n int, gl GroupLoss) (*stepGraph, error) {
-	key := graphKey{n, gl}
+// graphParam is a parameter inside a training graph. A weight [out, in] is held transposed
+// ([in, out]) so that the graph needs no gorgonia Transpose (slow, element by element).
+type graphParam struct {
+	p          *Param
+	transposed bool
+	val        *tensor.Dense
+	grad       gg.Value // dLoss/d(val), copied out by a Read node
+}
+
+func (h *Head) graph(n int, l LossConfig) (*stepGraph, error) {
+	key := graphKey{n, l.key()}
 	if sg, ok := h.graphs[key]; ok {
 		return sg, nil
 	}
-	sg, err := h.build(n, gl)
+	sg, err := h.build(n, l)
 	if err != nil {
 		return nil, err
 	}
@@ -252,8 +286,8 @@ func (h *Head) graph(n int, gl GroupLoss) (*stepGraph, error) {
 
 // build constructs the training graph from the input layer's output a0 to the loss. Inside the
 // graph each layer is a (n, in) · Wt (in, out) + b with Wt the transposed weight, copied in and
-// out by Step, so that the graph needs no gorgonia Transpose (slow, element by element).
-func (h *Head) build(n int, gl GroupLoss) (*stepGraph, error) {
+// out by StepLoss. The classifier is built only when the loss uses it.
+func (h *Head) build(n int, l LossConfig) (*stepGraph, error) {
 	dt := h.cfg.DType
 	g := gg.NewGraph()
 	b := &builder{dt: dt}
@@ -264,34 +298,54 @@ func (h *Head) build(n int, gl GroupLoss) (*stepGraph, error) {
 	if l0.relu {
 		a = b.relu(a)
 	}
-	var pnodes gg.Nodes // weight, bias of each layer in sg.layers
-	linear := func(l layer, a *gg.Node) *gg.Node {
-		wt, bt := newDense(dt, l.in, l.out), newDense(dt, l.out)
-		w := gg.NewMatrix(g, dt.tensor(), gg.WithShape(l.in, l.out), gg.WithName(l.w.Name+"_T"), gg.WithValue(wt))
-		bias := gg.NewVector(g, dt.tensor(), gg.WithShape(l.out), gg.WithName(l.b.Name), gg.WithValue(bt))
-		sg.layers = append(sg.layers, l)
-		sg.wvals, sg.bvals = append(sg.wvals, wt), append(sg.bvals, bt)
-		pnodes = append(pnodes, w, bias)
+	var pnodes gg.Nodes // node of each sg.params entry
+	used := map[*Param]bool{l0.w: true, l0.b: true}
+	weightT := func(ly layer) *gg.Node {
+		wt := newDense(dt, ly.in, ly.out)
+		w := gg.NewMatrix(g, dt.tensor(), gg.WithShape(ly.in, ly.out), gg.WithName(ly.w.Name+"_T"), gg.WithValue(wt))
+		sg.params = append(sg.params, graphParam{p: ly.w, transposed: true, val: wt})
+		pnodes = append(pnodes, w)
+		used[ly.w] = true
+		return w
+	}
+	linear := func(ly layer, a *gg.Node) *gg.Node {
+		w := weightT(ly)
+		bt := newDense(dt, ly.out)
+		bias := gg.NewVector(g, dt.tensor(), gg.WithShape(ly.out), gg.WithName(ly.b.Name), gg.WithValue(bt))
+		sg.params = append(sg.params, graphParam{p: ly.b, val: bt})
+		pnodes = append(pnodes, bias)
+		used[ly.b] = true
 		out := b.do(gg.BroadcastAdd(b.do(gg.Mul(a, w)), bias, nil, []byte{0}))
-		if l.relu {
+		if ly.relu {
 			out = b.relu(out)
 		}
 		return out
 	}
-	for _, l := range h.layers[1:] {
-		a = linear(l, a)
+	for _, ly := range h.layers[1:] {
+		a = linear(ly, a)
 	}
 	z := a
-	logits := linear(h.cls, z)
+	var logits, proxiesT *gg.Node
+	if l.usesLogits() {
+		logits = linear(h.cls, z)
+	}
+	if l.usesProxies() {
+		proxiesT = weightT(h.cls)
+	}
 	if b.err != nil {
 		return nil, fmt.Errorf("head: building the head graph: %w", b.err)
+	}
+	for _, p := range h.params {
+		if !used[p] {
+			sg.unused = append(sg.unused, p)
+		}
 	}
 	bi, err := newBatchInputs(g, dt, n, h.cfg.Classes)
 	if err != nil {
 		return nil, err
 	}
 	sg.bi = bi
-	ln, err := buildLoss(z, logits, bi, gl, dt)
+	ln, err := buildLossConfig(z, logits, proxiesT, bi, l, dt)
 	if err != nil {
 		return nil, err
 	}
@@ -303,13 +357,13 @@ func (h *Head) build(n int, gl GroupLoss) (*stepGraph, error) {
 	// value read after the run may have been overwritten.
 	var roots gg.Nodes
 	for i, nd := range []*gg.Node{ln.loss, ln.nll, ln.ce} {
-		roots = append(roots, gg.Read(nd, &sg.out[i]))
+		if nd != nil {
+			roots = append(roots, gg.Read(nd, &sg.out[i]))
+		}
 	}
 	roots = append(roots, gg.Read(gnodes[0], &sg.g0))
-	sg.wgrads = make([]gg.Value, len(sg.layers))
-	sg.bgrads = make([]gg.Value, len(sg.layers))
-	for i := range sg.layers {
-		roots = append(roots, gg.Read(gnodes[1+2*i], &sg.wgrads[i]), gg.Read(gnodes[2+2*i], &sg.bgrads[i]))
+	for i := range sg.params {
+		roots = append(roots, gg.Read(gnodes[1+i], &sg.params[i].grad))
 	}
 	// Compile only what the outputs need (gradients of the leaf inputs are not).
 	sg.vm = gg.NewTapeMachine(g.SubgraphRoots(roots...))

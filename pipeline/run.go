@@ -259,7 +259,10 @@ func (r *runner) run(ctx context.Context) error {
 // dataHint attaches what to do to a data.Load error.
 func dataHint(err error) error {
 	var me *data.ManifestError
+	var le *data.ListError
 	switch {
+	case errors.As(err, &le) && le.Line > 0:
+		return withHint(err, fmt.Sprintf("fix line %d of %s (%s list format)", le.Line, le.Path, le.Format))
 	case errors.As(err, &me) && me.Line > 0:
 		return withHint(err, fmt.Sprintf("fix line %d of %s: each line is path,label[,split], labels all integers >= 0 or all class names", me.Line, me.Path))
 	case errors.As(err, &me):

@@ -22,8 +22,8 @@ type Item struct {
 	Path  string // file path, absolute or relative to Dataset.Root (OS separators)
 	Label int    // class id, an index into Dataset.Classes
 	Class string // class name, Dataset.Classes[Label]
-	Split string // value of the manifest's optional "split" column, else ""
-	Line  int    // 1-based manifest line of the item, 0 for image folders
+	Split string // the manifest's optional "split" column or the format's own split, else ""
+	Line  int    // 1-based line of the item in its manifest or list file, 0 for image folders
 }
 
 // Dataset is a list of labelled images.
@@ -31,7 +31,7 @@ type Dataset struct {
 	Root    string   // folder that relative Item.Path values are relative to
 	Items   []Item   // in manifest order, or by class then file name for image folders
 	Classes []string // class names; index = label
-	Source  string   // the manifest file or image folder the dataset was loaded from
+	Source  string   // the manifest or list file, or folder, the dataset was loaded from
 }
 
 // imageExts are the file extensions (lower case) of the image formats this package decodes.
@@ -41,9 +41,12 @@ func isImageFile(name string) bool {
 	return imageExts[strings.ToLower(filepath.Ext(name))]
 }
 
-// Load loads a dataset from path: a .csv file is read as a manifest (see LoadManifest), a folder
-// holding a manifest.csv is read through that manifest, and any other folder as an image folder
-// (see LoadImageFolder).
+// Load loads a dataset from path: a .csv file is read as a manifest (see LoadManifest). A folder is
+// read, by the first of these it holds: manifest.csv, through that manifest (it wins over the lists
+// below, so a folder with both loads as before); images.txt and image_class_labels.txt, as
+// CUB-200-2011 (LoadCUB); Ebay_train.txt or Ebay_test.txt, as Stanford Online Products (LoadSOP);
+// cars_annos.csv or cars_annos.txt, as a Cars196 list (LoadCars196); else as an image folder
+// (LoadImageFolder).
 func Load(path string) (*Dataset, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -55,9 +58,18 @@ func Load(path string) (*Dataset, error) {
 		}
 		return nil, fmt.Errorf("data: load %q: not a folder or a .csv manifest", path)
 	}
-	manifest := filepath.Join(path, "manifest.csv")
-	if mi, err := os.Stat(manifest); err == nil && mi.Mode().IsRegular() {
-		return LoadManifest(manifest)
+	has := func(name string) bool { return fileExists(filepath.Join(path, name)) }
+	switch {
+	case has("manifest.csv"):
+		return LoadManifest(filepath.Join(path, "manifest.csv"))
+	case has("images.txt") && has("image_class_labels.txt"):
+		return LoadCUB(path)
+	case has("Ebay_train.txt") || has("Ebay_test.txt"):
+		return LoadSOP(path)
+	case has("cars_annos.csv"):
+		return LoadCars196(filepath.Join(path, "cars_annos.csv"))
+	case has("cars_annos.txt"):
+		return LoadCars196(filepath.Join(path, "cars_annos.txt"))
 	}
 	return LoadImageFolder(path)
 }
