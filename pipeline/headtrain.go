@@ -18,7 +18,7 @@ import (
 // train.Model.
 type headModel struct {
 	h         *head.Head
-	gl        head.GroupLoss
+	loss      head.LossConfig
 	center    []float32
 	normalize bool
 	flipTTA   bool  // inputs are the mean of an image's and its mirror's features
@@ -29,7 +29,7 @@ type headModel struct {
 func (m *headModel) Tensors() []train.Tensor { return m.tensors }
 
 func (m *headModel) Step(x []float32, n int, labels []int, anchors []bool) (float64, error) {
-	res, err := m.h.Step(x, n, labels, anchors, m.gl)
+	res, err := m.h.StepLoss(x, n, labels, anchors, m.loss)
 	return res.Loss, err
 }
 
@@ -72,9 +72,8 @@ func (m *headModel) embed(x []float32, n int) []float32 {
 func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split classSplit) (*headModel, error) {
 	cfg, d := r.cfg, r.bb.Dim()
 	m := &headModel{normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: split.fit,
-		gl: head.GroupLoss{Temperature: cfg.Loss.Temperature, Iterations: cfg.Loss.Iterations,
-			Scaling: cfg.Loss.Scaling, AnchorsPerClass: cfg.Loss.AnchorsPerClass}}
-	if err := m.gl.Validate(); err != nil {
+		loss: cfg.Loss.headLoss()}
+	if err := m.loss.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	fitX := gather(feats, d, split.fitIdx)
