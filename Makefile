@@ -10,14 +10,14 @@ export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
 export PIPELINE_SHARED_DIR ?= $(SHARED)
 export CGO_ENABLED := 1
 
-.PHONY: run test build ort onnx-testdata bench vet clean
+.PHONY: run test build ort onnx-testdata chromium bench vet clean
 
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: ort build
 	./bin/pipeline run $(ARGS)
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
-test: ort onnx-testdata
+test: ort onnx-testdata chromium
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 
@@ -35,6 +35,12 @@ onnx-testdata:
 
 $(ORT_LIB):
 	./scripts/install-onnxruntime.sh $(ORT_DIR)
+
+# Headless Chromium renders report.html in the report test (Debian's chromium; skipped without it).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "make: chromium is missing: run 'sudo apt-get install chromium' (the report's browser test skips without it)"; fi; }
 
 ## bench: speed benchmarks: `pipeline bench` (extraction: pipeline vs bare onnxruntime; head step: ours vs
 ## the PyTorch reference when Debian's python3-torch is installed) into runs/bench.json, then the Go benchmarks

@@ -87,6 +87,9 @@ func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
 	err = r.run(ctx)
 	if reuse && err == nil { // the paths the files will have once the staged folder replaces the old one
 		sum.RunDir, sum.Export.Path = cfg.Out, filepath.Join(cfg.Out, filepath.Base(sum.Export.Path))
+		if sum.Report != "" {
+			sum.Report = filepath.Join(cfg.Out, reportFile)
+		}
 	}
 	sum.Timing.TotalSeconds = time.Since(start).Seconds()
 	switch {
@@ -253,7 +256,11 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	log.Info("trained", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	return r.export(ctx, model, split.evalIdx)
+	if err := r.export(ctx, model, split.evalIdx); err != nil {
+		return err
+	}
+	r.writeReport(emb, model.dim(), split.evalIdx) // a report that fails is a warning
+	return nil
 }
 
 // dataHint attaches what to do to a data.Load error.

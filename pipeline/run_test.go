@@ -136,6 +136,17 @@ func TestRunEndToEndSmall(t *testing.T) {
 			t.Fatalf("metrics.json export lacks %s", k)
 		}
 	}
+	// report.html: the two plots and 8 queries with 5 neighbours each, all inline.
+	if sum.Report != filepath.Join(cfg.Out, "report.html") {
+		t.Fatalf("summary report %q", sum.Report)
+	}
+	html, err := os.ReadFile(sum.Report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(html), `src="data:image/`); n != 2+8*6 || !strings.Contains(string(html), `id="score-plot"`) {
+		t.Fatalf("report.html has %d inline images (want 50), score plot: %v", n, strings.Contains(string(html), `id="score-plot"`))
+	}
 	for _, f := range []string{"model.onnx", "config.yaml", "checkpoint.ckpt"} {
 		if _, err := os.Stat(filepath.Join(cfg.Out, f)); err != nil {
 			t.Fatalf("run folder lacks %s", f)

@@ -29,6 +29,9 @@ type Summary struct {
 	Training    TrainSummary    `json:"training"`
 	Warnings    []string        `json:"warnings,omitempty"`
 	Version     string          `json:"tool_version"`
+	// Report is the run's report.html (metrics, training curves, retrieval examples), "" when
+	// it was not written.
+	Report string `json:"report"`
 }
 
 // ExportSummary describes the exported ONNX model and its check against onnxruntime.
@@ -104,5 +107,9 @@ func (s *Summary) PrintTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nbest epoch %d of %d, train %.1fs, extraction %.1f images/s, export max |diff| %.2g\n",
 		s.Training.BestEpoch, s.Timing.Epochs, s.Timing.TrainSeconds, s.Timing.ExtractImagesPerS, s.Export.MaxAbsDiff)
-	fmt.Fprintf(w, "cpu: %s\nmodel: %s\nrun folder: %s\n", s.Machine.CPU, s.Export.Path, s.RunDir)
+	fmt.Fprintf(w, "cpu: %s\nmodel: %s\n", s.Machine.CPU, s.Export.Path)
+	if s.Report != "" {
+		fmt.Fprintf(w, "report: %s\n", s.Report)
+	}
+	fmt.Fprintf(w, "run folder: %s\n", s.RunDir)
 }

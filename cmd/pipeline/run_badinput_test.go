@@ -183,6 +183,10 @@ func checkRunFolderComplete(t *testing.T, dir string) map[string]any {
 			if _, err := pipeline.LoadCheckpoint(p); err != nil {
 				t.Errorf("checkpoint: %v", err)
 			}
+		case e.Name() == "report.html":
+			if !bytes.HasSuffix(raw, []byte("</html>\n")) {
+				t.Errorf("report.html is not complete")
+			}
 		case e.Name() == "skipped_images.txt":
 			if len(raw) == 0 || raw[len(raw)-1] != '\n' {
 				t.Errorf("skipped_images.txt is not complete lines: %q", raw)
