@@ -26,6 +26,7 @@ type runOptions struct {
 	epochs       int
 	lr           float64
 	seed         int64
+	loss         string
 	threads      int
 	onBadImage   string
 	force        bool
@@ -46,6 +47,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.epochs, "epochs", 0, "training epochs")
 	fs.Float64Var(&o.lr, "lr", 0, "learning rate")
 	fs.Int64Var(&o.seed, "seed", 0, "random seed")
+	fs.StringVar(&o.loss, "loss", "", "loss: group (the Group Loss), or a baseline: softmax, triplet, contrastive, proxy_anchor")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads")
 	fs.StringVar(&o.onBadImage, "on-bad-image", "", "what an image that does not decode does: `fail` (stop before training) or skip (leave it out, list it in skipped_images.txt) (default fail)")
 	fs.BoolVar(&o.force, "force", false, "reuse a non-empty --out folder: the new run replaces it only if it succeeds")
@@ -77,6 +79,8 @@ func (o *runOptions) apply(fs *flag.FlagSet, cfg *pipeline.Config) {
 			cfg.Optimizer.Epochs = o.epochs
 		case "lr":
 			cfg.Optimizer.LR = o.lr
+		case "loss":
+			cfg.Loss.Name = o.loss
 		case "seed":
 			cfg.Seed = o.seed
 		case "threads":
