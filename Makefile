@@ -10,8 +10,7 @@ export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
 export PIPELINE_SHARED_DIR ?= $(SHARED)
 export CGO_ENABLED := 1
 
-.PHONY: run test build ort onnx-testdata chromium bench vet clean
-
+.PHONY: run test build ort onnx-testdata chromium bench vet clean fuzz race
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: ort build
 	./bin/pipeline run $(ARGS)
@@ -20,6 +19,13 @@ run: ort build
 test: ort onnx-testdata chromium
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+
+## race: every package under the race detector (slow: the whole suite takes well over 10 minutes
+## on 2 cores, so `make test` runs -race only on RACE_PKGS, the packages with their own concurrency)
+RACE_PKGS := ./pipeline/data ./pipeline/metrics ./head ./backbone/ort
+race: ort onnx-testdata
+	$(GO) test -race -count=1 -timeout 60m ./...
 
 build:
 	$(GO) build -o bin/pipeline ./cmd/pipeline
@@ -48,6 +54,16 @@ bench: ort build
 	mkdir -p runs
 	./bin/pipeline bench --out runs/bench.json $$( [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch, sklearn' 2>/dev/null && echo --reference-python /usr/bin/python3 )
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+## fuzz: run each fuzz target for FUZZTIME (default 60s) on top of its seed corpus in testdata/fuzz/;
+## `make test` only replays the seed corpora. Minimization is capped (it would take most of a short run).
+FUZZTIME ?= 60s
+FUZZ_TARGETS := ./backbone:FuzzInspectBytes ./pipeline/data:FuzzParseManifest ./pipeline:FuzzParseConfig
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x "$${t%%:*}"; \
+	done
 
 clean:
 	rm -rf bin .deps

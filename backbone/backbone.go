@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/backbone/ort"
@@ -31,8 +32,9 @@ type Backbone struct {
 
 var _ io.Closer = (*Backbone)(nil)
 
-// Open loads the ONNX model at path, cuts it at opts.Feature (see Cut) and creates an
-// onnxruntime session, initializing onnxruntime on first use.
+// Open loads the ONNX model at path (with its external data, read from beside it and inlined:
+// onnxruntime never resolves file locations itself), cuts it at opts.Feature (see Cut) and
+// creates an onnxruntime session, initializing onnxruntime on first use.
 func Open(path string, opts Options) (*Backbone, error) {
 	if err := ort.Init(ort.LibraryPath(opts.LibraryPath)); err != nil {
 		return nil, fmt.Errorf("backbone: %w", err)
@@ -41,7 +43,7 @@ func Open(path string, opts Options) (*Backbone, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backbone: %w", err)
 	}
-	m, err := onnxpb.Unmarshal(data, path)
+	m, err := onnxpb.UnmarshalDir(data, path, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("backbone: %w", err)
 	}

@@ -89,6 +89,9 @@ func Cut(m *onnx.ModelProto, feature string) (*onnx.ModelProto, *CutInfo, error)
 	if len(shape) < 2 || prod(shape[1:]) <= 0 {
 		return nil, nil, fail(fmt.Sprintf("has a shape that cannot be inferred (%v)", shape))
 	}
+	if prod(shape[1:]) > onnxpb.MaxTensorElements {
+		return nil, nil, fail(fmt.Sprintf("has %d values per sample (shape %v), more than onnxpb.MaxTensorElements", prod(shape[1:]), shape))
+	}
 	dim := int(prod(shape[1:]))
 
 	out := onnxpb.Clone(m)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -88,16 +89,30 @@ type Candidate struct {
 
 // Inspect reads the ONNX model at path and describes its inputs, outputs, opsets, metadata
 // and candidate feature tensors, without creating an onnxruntime session.
+// External data is read from beside the model (see onnxpb.UnmarshalDir).
 func Inspect(path string) (*Info, error) {
 	data, err := onnxpb.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("backbone: %w", err)
 	}
-	m, err := onnxpb.Unmarshal(data, path)
+	m, err := onnxpb.UnmarshalDir(data, path, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("backbone: %w", err)
 	}
 	return inspect(m, path, data), nil
+}
+
+// InspectBytes is Inspect on a serialized model; name stands for the file in Info.Path and in
+// errors. It reads no file: models with external data are refused (onnxpb.ErrExternalData).
+func InspectBytes(data []byte, name string) (*Info, error) {
+	if int64(len(data)) > onnxpb.MaxModelBytes {
+		return nil, fmt.Errorf("backbone: %q is %d bytes, more than the limit of %d: %w", name, len(data), onnxpb.MaxModelBytes, onnxpb.ErrTooLarge)
+	}
+	m, err := onnxpb.Unmarshal(data, name)
+	if err != nil {
+		return nil, fmt.Errorf("backbone: %w", err)
+	}
+	return inspect(m, name, data), nil
 }
 
 func inspect(m *onnx.ModelProto, path string, data []byte) *Info {
@@ -207,7 +222,7 @@ func analyze(g *onnx.GraphProto) *analysis {
 				add(n.GetOutput()[0], n, RolePooled)
 			}
 		case "Flatten", "Reshape", "Squeeze":
-			if _, ok := index[n.GetInput()[0]]; ok {
+			if _, ok := index[input(n, 0)]; ok && input(n, 0) != "" {
 				add(n.GetOutput()[0], n, RoleFlattened)
 			}
 		}
@@ -228,10 +243,10 @@ func analyze(g *onnx.GraphProto) *analysis {
 				break
 			}
 			p := a.producers[t]
-			if p == nil || !isReshape(p.GetOpType()) {
+			if p == nil || !isReshape(p.GetOpType()) || input(p, 0) == "" {
 				break
 			}
-			t = p.GetInput()[0]
+			t = input(p, 0)
 		}
 		if a.producers[a.auto] == nil {
 			a.auto = ""
@@ -249,6 +264,14 @@ func analyze(g *onnx.GraphProto) *analysis {
 		a.candidates[i].Auto = true
 	}
 	return a
+}
+
+// input returns the i-th input of n, or "" when n has fewer inputs (hostile or optional).
+func input(n *onnx.NodeProto, i int) string {
+	if i < len(n.GetInput()) {
+		return n.GetInput()[i]
+	}
+	return ""
 }
 
 func isReshape(op string) bool {
@@ -270,7 +293,7 @@ func (a *analysis) spatialMean(n *onnx.NodeProto) bool {
 		return false
 	}
 	rank := 4
-	if x := a.shapes[n.GetInput()[0]]; x != nil {
+	if x := a.shapes[input(n, 0)]; x != nil {
 		rank = len(x)
 	}
 	if rank < 3 || len(axes) != rank-2 {
@@ -360,12 +383,12 @@ func (a *analysis) classifierInputShape(tensor string) []int64 {
 		var w []int64
 		switch n.GetOpType() {
 		case "Gemm":
-			w = a.shapes[n.GetInput()[1]]
+			w = a.shapes[input(n, 1)]
 			if len(w) == 2 && onnxpb.AttrIntOr(n, "transB", 0) == 1 {
 				w = []int64{w[1], w[0]}
 			}
 		case "MatMul", "MatMulInteger":
-			w = a.shapes[n.GetInput()[1]]
+			w = a.shapes[input(n, 1)]
 		case "QLinearMatMul":
 			if len(n.GetInput()) > 3 {
 				w = a.shapes[n.GetInput()[3]]
@@ -409,7 +432,7 @@ walk:
 		case "QLinearConcat":
 			return pick(0, 1)
 		case "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "MaxPool":
-			if t := a.elemTypes[tensor]; t == onnxpb.Float {
+			if t := a.elemTypes[tensor]; t == onnxpb.Float || len(in) == 0 {
 				return "", "", false
 			}
 			tensor = in[0]

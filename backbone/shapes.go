@@ -1,6 +1,8 @@
 package backbone
 
 import (
+	"math"
+
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 )
@@ -98,7 +100,7 @@ func inferShapes(g *onnx.GraphProto) map[string][]int64 {
 				}
 			}
 		case "Reshape":
-			if target, ok := constInts(n.GetInput()[1]); ok {
+			if target, ok := constInts(input(n, 1)); ok {
 				s = reshapeShape(in(0), target, onnxpb.AttrIntOr(n, "allowzero", 0) == 1)
 			}
 		case "Squeeze", "Unsqueeze":
@@ -139,10 +141,13 @@ func inferShapes(g *onnx.GraphProto) map[string][]int64 {
 				perm := onnxpb.Attr(n, "perm").GetInts()
 				s = make([]int64, len(x))
 				for i := range s {
-					if len(perm) == len(x) {
-						s[i] = x[perm[i]]
-					} else {
+					switch {
+					case len(perm) != len(x):
 						s[i] = x[len(x)-1-i]
+					case perm[i] >= 0 && perm[i] < int64(len(x)):
+						s[i] = x[perm[i]]
+					default: // invalid perm: onnxruntime will refuse the node
+						s[i] = -1
 					}
 				}
 			}
@@ -165,12 +170,17 @@ func clone(s []int64) []int64 {
 	return append([]int64{}, s...)
 }
 
-// prod returns the product of dims, or -1 when any is unknown.
+// prod returns the product of dims, or -1 when any is unknown; it saturates at math.MaxInt64
+// instead of overflowing (hostile shapes).
 func prod(dims []int64) int64 {
 	p := int64(1)
 	for _, d := range dims {
 		if d < 0 {
 			return -1
+		}
+		if d != 0 && p > math.MaxInt64/d {
+			p = math.MaxInt64
+			continue
 		}
 		p *= d
 	}
@@ -230,6 +240,10 @@ func convShape(n *onnx.NodeProto, x, w []int64, hasWeight bool) []int64 {
 		st, d := int64(1), int64(1)
 		if len(strides) == spatial {
 			st = strides[i]
+		}
+		if st <= 0 { // invalid: onnxruntime will refuse the node
+			s[2+i] = -1
+			continue
 		}
 		if len(dil) == spatial {
 			d = dil[i]

@@ -43,6 +43,14 @@ type Config struct {
 	// Force lets Run reuse a non-empty run folder (the --force flag; not a config-file key). The
 	// new run is built beside it and replaces it only when it succeeds.
 	Force bool `yaml:"-" json:"-"`
+	// Preset, when set (cub, cars196 or sop), starts the config from the Group Loss reference
+	// code's hyperparameters for that benchmark; the file's other keys and the flags override it
+	// (see ApplyPreset).
+	Preset string `yaml:"preset" json:"preset"`
+	// Ensemble trains this many heads on the same features, with the seeds seed, seed+1, ...; the
+	// embedding is the concatenation of their L2-normalized embeddings (normalized again), in
+	// evaluation and in the one exported model. 0 or 1: a single head.
+	Ensemble int `yaml:"ensemble" json:"ensemble"`
 
 	Backbone   BackboneConfig   `yaml:"backbone" json:"backbone"`
 	Preprocess PreprocessConfig `yaml:"preprocess" json:"preprocess"`
@@ -65,6 +73,15 @@ type BackboneConfig struct {
 	// FlipTTA embeds every image as the head applied to the mean of the features of the image and
 	// of its mirror, in evaluation and in the exported model (whose backbone then runs twice).
 	FlipTTA bool `yaml:"flip_tta" json:"flip_tta"`
+	// TrainBlocks > 0 fine-tunes the last K inverted-residual blocks of the backbone (and what
+	// follows them up to the feature tensor) together with the head, on cached activations of the
+	// float (dequantized) model; 0 trains the head only on frozen features.
+	TrainBlocks int `yaml:"train_blocks" json:"train_blocks"`
+	// TrainableFrom, instead of TrainBlocks, names the tensor (or node) where the fine-tuned part
+	// of the backbone starts.
+	TrainableFrom string `yaml:"trainable_from" json:"trainable_from"`
+	// LR is the learning rate of the fine-tuned backbone part (the head uses optimizer.lr).
+	LR float64 `yaml:"lr" json:"lr"`
 }
 
 // PreprocessConfig is how images become network input.
@@ -171,7 +188,7 @@ func DefaultConfig() Config {
 		Threads:           2,
 		OnBadImage:        "fail",
 		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32,
-			Flip: true, FlipTTA: true},
+			Flip: true, FlipTTA: true, LR: 1e-4},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
 		Head:      HeadConfig{EmbeddingDim: 512, Center: false, Normalize: true, Init: "pca", ClassifierInit: "means", ClassifierScale: 64},
@@ -179,6 +196,7 @@ func DefaultConfig() Config {
 		Sampler:   SamplerConfig{ClassesPerBatch: 6, SamplesPerClass: 9},
 		Optimizer: OptimizerConfig{Name: "radam", LR: 1.5e-4, WeightDecay: 6e-6, Epochs: 20, LRGamma: 0.1},
 		Eval:      EvalConfig{KMeansRestarts: 10},
+		Ensemble:  1,
 	}
 }
 
@@ -193,15 +211,29 @@ func SharedDir() string {
 // LoadConfig reads a YAML config over the defaults. Errors wrap ErrConfig; unknown keys and
 // wrong types name the file, the line and the key, with a hint (see Hint).
 func LoadConfig(path string) (Config, error) {
-	cfg := DefaultConfig()
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, withHint(fmt.Errorf("%w: %w", ErrConfig, err), "check the --config path")
+		return DefaultConfig(), withHint(fmt.Errorf("%w: %w", ErrConfig, err), "check the --config path")
 	}
+	return ParseConfig(raw, path)
+}
+
+// ParseConfig is LoadConfig on the file's content; name stands for the file in errors.
+func ParseConfig(raw []byte, name string) (Config, error) {
+	path := name
+	cfg := DefaultConfig()
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, yamlError(path, raw, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return cfg, withHint(fmt.Errorf("%w: %q holds more than one YAML document", ErrConfig, path),
+			"remove the \"---\" separator and what follows it")
+	}
+	if cfg.Preset != "" { // the preset goes under the file's keys: decode them again over it
+		return overPreset(raw, path, cfg.Preset)
 	}
 	return cfg, nil
 }
@@ -395,9 +427,13 @@ func (c *Config) Validate() error {
 	if c.Optimizer.Epochs < 1 {
 		errs = append(errs, fmt.Sprintf("optimizer.epochs %d < 1", c.Optimizer.Epochs))
 	}
+	if c.Backbone.TrainBlocks < 0 || (c.Backbone.TrainBlocks > 0 && c.Backbone.TrainableFrom != "") || (c.Backbone.trainsTail() && !(c.Backbone.LR > 0)) {
+		errs = append(errs, fmt.Sprintf("backbone: train_blocks %d must be >= 0, not set together with trainable_from %q, and lr %g > 0 to fine-tune", c.Backbone.TrainBlocks, c.Backbone.TrainableFrom, c.Backbone.LR))
+	}
 	if c.Backbone.BatchSize < 1 {
 		errs = append(errs, fmt.Sprintf("backbone.batch_size %d < 1", c.Backbone.BatchSize))
 	}
+	errs = append(errs, c.paperErrors()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
 	}

@@ -55,13 +55,16 @@ func toF32(x []float64) []float32 {
 
 // export writes backbone + head as model.onnx, reloads it in onnxruntime and compares its
 // embeddings with the in-process ones on real evaluation images.
-func (r *runner) export(ctx context.Context, m *headModel, evalIdx []int) error {
+func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) error {
 	layers, err := m.layers()
 	if err != nil {
 		return err
 	}
 	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version,
-		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(m.classes))}}
+		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(r.split.fit))}}
+	if n := r.cfg.ensembleSize(); n > 1 {
+		meta.Extra["ensemble"] = strconv.Itoa(n)
+	}
 	path := filepath.Join(r.dir, "model.onnx")
 	if err := export.Write(path, r.bb.Cut(), r.bb.CutInfo(), layers, meta); err != nil {
 		return err
@@ -94,7 +97,7 @@ func (r *runner) export(ctx context.Context, m *headModel, evalIdx []int) error 
 		if err := r.bb.Features(in, batch.N, feats); err != nil {
 			return err
 		}
-		if m.flipTTA {
+		if r.cfg.Backbone.FlipTTA {
 			mirrored := make([]float32, batch.N*d)
 			if err := r.bb.Features(flipNCHW(in, batch.N, r.pre.Height, r.pre.Width, nil), batch.N, mirrored); err != nil {
 				return err

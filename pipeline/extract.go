@@ -84,6 +84,9 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 		return nil, nil, err
 	}
 	prog.Done()
+	if err := r.checkFeatures(all, n, d); err != nil { // before caching: a NaN is never cached
+		return nil, nil, err
+	}
 	secs := time.Since(start).Seconds()
 	r.sum.Timing.ExtractSeconds = secs
 	r.sum.Timing.ExtractImagesPerS = float64((n-len(r.skipped))*r.copies()) / secs
@@ -113,6 +116,10 @@ func (r *runner) cachedFeatures(path string, n, d int, skip bool) ([]float32, bo
 		return nil, false
 	}
 	if cn != n || cd != d {
+		return nil, false
+	}
+	if i := firstNonFinite(f); i >= 0 {
+		r.env.Log.Warn("feature cache holds a non-finite value, extracting again", "path", path, "row", i/d, "value", f[i])
 		return nil, false
 	}
 	var skipped []skippedImage

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"os"
 	"path/filepath"
 
 	"github.com/grouploss/pipeline/head"
@@ -113,10 +114,16 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 		return nil, err
 	}
 	m.h = h
+	// A resumed run's parameters come from last.ckpt: the initialization (a PCA of the features
+	// takes seconds) would be overwritten.
+	_, statErr := os.Stat(filepath.Join(r.dir, lastCheckpointFile))
+	restored := r.resume && statErr == nil
 	if cfg.Head.Init == "pca" {
 		if emb > d || emb > n {
 			return nil, fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", ErrConfig, emb, d, n)
 		}
+	}
+	if cfg.Head.Init == "pca" && !restored {
 		comp, mean, err := train.PCA(fitX, n, d, emb, cfg.Head.Center)
 		if err != nil {
 			return nil, err
@@ -136,7 +143,7 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 			return nil, err
 		}
 	}
-	if cfg.Head.ClassifierInit == "means" {
+	if cfg.Head.ClassifierInit == "means" && !restored {
 		if err := m.initClassifierMeans(fitX, labels, len(split.fit), cfg.Head.ClassifierScale); err != nil {
 			return nil, err
 		}
@@ -206,17 +213,30 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 		prog.Add(1)
 		r.env.Log.Info("epoch", "epoch", st.Epoch, "loss", st.Loss, "validation", st.Score, "lr", st.LR, "seconds", st.Seconds)
 	}
-	res, err := train.Fit(ctx, m, opt, sampler, batch, labels, d, train.Options{Epochs: cfg.Optimizer.Epochs,
+	fitOpts := train.Options{Epochs: cfg.Optimizer.Epochs,
 		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
-		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed}, hooks)
+		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed}
+	base := func() *Checkpoint {
+		return &Checkpoint{Center: m.center, Normalize: m.normalize, FlipTTA: m.flipTTA, Classes: m.classes, Config: cfg}
+	}
+	flush, err := r.resumable(m.tensors, m.center, base, &hooks, &fitOpts)
+	if err != nil {
+		return nil, err
+	}
+	prog.Add(r.sum.Training.ResumedFromEpoch)
+	res, err := train.Fit(ctx, m, opt, sampler, batch, labels, d, fitOpts, hooks)
+	if ferr := flush(); ferr != nil && err == nil {
+		err = ferr
+	}
 	r.sum.Training.History = res.History
 	r.sum.Training.BestEpoch, r.sum.Training.BestScore, r.sum.Training.Steps = res.BestEpoch, res.BestScore, res.Steps
 	r.sum.Timing.TrainSeconds, r.sum.Timing.Epochs = res.Seconds, res.Epochs
-	if res.Epochs > 0 {
-		r.sum.Timing.SecondsPerEpoch = res.Seconds / float64(res.Epochs)
+	if trained := res.Epochs - r.sum.Training.ResumedFromEpoch; trained > 0 {
+		r.sum.Timing.SecondsPerEpoch = res.Seconds / float64(trained)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w (the last good checkpoint is %s)", err, ckpt)
+		return nil, fmt.Errorf("%w (the best checkpoint so far is %s, the last completed epoch's %s)", err, ckpt,
+			filepath.Join(r.dir, lastCheckpointFile))
 	}
 	return m, nil
 }

@@ -30,6 +30,9 @@ var ErrConfig = errors.New("pipeline: invalid config")
 type RunEnv struct {
 	Log      *slog.Logger
 	Progress io.Writer
+	// baselines, when set, shares the raw features' metrics between the runs of a comparison
+	// (see Compare).
+	baselines *baselineCache
 }
 
 // Run is `pipeline run`: extract features with the frozen backbone, train the head with the Group
@@ -45,6 +48,11 @@ type RunEnv struct {
 // returned and written as metrics.json (with status "ok", "failed" or "interrupted") also when a
 // later step fails, with what was done up to there. Errors may carry a hint (see Hint).
 func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
+	return runIn(ctx, cfg, env, "")
+}
+
+// runIn is Run, or with resume set Resume: the run continues in the folder resume.
+func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary, error) {
 	start := time.Now()
 	if env.Log == nil {
 		env.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,18 +66,27 @@ func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
 	if cfg.Out == "" {
 		cfg.Out = filepath.Join("runs", time.Now().Format("20060102-150405"))
 	}
-	reuse, err := checkRunFolder(cfg.Out, cfg.Force)
-	if err != nil {
+	var reuse bool
+	var err error
+	if resume != "" { // the run folder is reused in place; a --force staging folder replaces its target
+		target := stagedTarget(resume, cfg.Out)
+		cfg.Out, reuse = resume, target != ""
+		if reuse {
+			cfg.Out = target
+		}
+	} else if reuse, err = checkRunFolder(cfg.Out, cfg.Force); err != nil {
 		return nil, err
 	}
 	sum := &Summary{Version: Version, Status: "failed"}
-	r := &runner{cfg: cfg, env: env, sum: sum}
+	r := &runner{cfg: cfg, env: env, sum: sum, resume: resume != ""}
 	if err := r.prepare(); err != nil {
 		return nil, err
 	}
 	defer r.bb.Close()
 	r.dir = cfg.Out
-	if reuse {
+	if resume != "" {
+		r.dir = resume
+	} else if reuse {
 		if r.dir, err = os.MkdirTemp(filepath.Dir(cfg.Out), filepath.Base(cfg.Out)+".partial-"); err != nil {
 			return nil, fmt.Errorf("pipeline: run folder: %w", err)
 		}
@@ -81,8 +98,10 @@ func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
 		return nil, fmt.Errorf("pipeline: run folder: %w", err)
 	}
 	sum.RunDir = r.dir
-	if err := writeYAML(filepath.Join(r.dir, "config.yaml"), cfg); err != nil {
-		return nil, err
+	if resume == "" {
+		if err := writeYAML(filepath.Join(r.dir, "config.yaml"), cfg); err != nil {
+			return nil, err
+		}
 	}
 	err = r.run(ctx)
 	if reuse && err == nil { // the paths the files will have once the staged folder replaces the old one
@@ -102,6 +121,9 @@ func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
 	}
 	if werr := writeJSON(filepath.Join(r.dir, "metrics.json"), sum); werr != nil && err == nil {
 		err = werr
+	}
+	if err == nil { // a finished run is not resumed: its per-epoch checkpoint is no longer needed
+		os.Remove(filepath.Join(r.dir, lastCheckpointFile))
 	}
 	if reuse {
 		if err == nil {
@@ -136,7 +158,13 @@ func checkRunFolder(out string, force bool) (reuse bool, err error) {
 // its name, and the old copy is removed; on failure the old folder is put back.
 func replaceFolder(staged, old string) error {
 	aside := staged + ".old"
-	if err := os.Rename(old, aside); err != nil {
+	if err := os.Rename(old, aside); errors.Is(err, fs.ErrNotExist) { // gone meanwhile (resumed staging folder)
+		if err := os.Rename(staged, old); err != nil {
+			return fmt.Errorf("pipeline: move run folder to %q: %w", old, err)
+		}
+		syncDir(filepath.Dir(old))
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("pipeline: replace run folder %q: %w", old, err)
 	}
 	if err := os.Rename(staged, old); err != nil {
@@ -161,14 +189,16 @@ func syncDir(dir string) {
 }
 
 type runner struct {
-	cfg   Config
-	env   RunEnv
-	sum   *Summary
-	dir   string // the folder the run writes to: cfg.Out, or its staging sibling with Force
-	bb    *backbone.Backbone
-	ds    *data.Dataset
-	pre   data.Preprocess
-	split classSplit
+	cfg Config
+	env RunEnv
+	sum *Summary
+	dir string // the folder the run writes to: cfg.Out, or its staging sibling with Force
+	// resume is set when the run continues an interrupted one in dir (see Resume).
+	resume bool
+	bb     *backbone.Backbone
+	ds     *data.Dataset
+	pre    data.Preprocess
+	split  classSplit
 	// skipped are the images left out with on_bad_image skip, in item order.
 	skipped []skippedImage
 }
@@ -232,14 +262,14 @@ func (r *runner) run(ctx context.Context) error {
 	evalFeats := gather(feats, d, split.evalIdx)
 	evalLabels := ds.Labels(split.evalIdx)
 	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
-	if r.sum.Baseline, err = metrics.Evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt); err != nil {
+	if r.sum.Baseline, err = r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt); err != nil {
 		return err
 	}
 	log.Info("baseline (raw features)", "recall_at_1", r.sum.Baseline.RecallAt1, "nmi", r.sum.Baseline.NMI)
 
 	if cfg.Backbone.FlipTTA {
 		evalFeats = meanRows(evalFeats, gather(flips, d, split.evalIdx))
-		res, err := metrics.Evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt)
+		res, err := r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt)
 		if err != nil {
 			return err
 		}
@@ -247,7 +277,10 @@ func (r *runner) run(ctx context.Context) error {
 		log.Info("baseline (raw features, flip averaged)", "recall_at_1", res.RecallAt1, "nmi", res.NMI)
 	}
 
-	model, err := r.trainHead(ctx, feats, flips, split)
+	if cfg.Backbone.trainsTail() {
+		return r.runTail(ctx, evalLabels, mopt)
+	}
+	model, err := r.trainModel(ctx, feats, flips, split)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,11 @@ type Summary struct {
 	// Report is the run's report.html (metrics, training curves, retrieval examples), "" when
 	// it was not written.
 	Report string `json:"report"`
+	// Tail describes the fine-tuned backbone part (backbone.train_blocks > 0 or trainable_from).
+	Tail *TailSummary `json:"tail,omitempty"`
+	// Members are the heads of a naive ensemble (config ensemble > 1), each evaluated on its own;
+	// Trained is then the ensemble's.
+	Members []MemberSummary `json:"members,omitempty"`
 }
 
 // ExportSummary describes the exported ONNX model and its check against onnxruntime.
@@ -88,6 +93,9 @@ type TrainSummary struct {
 	BatchSize    int                `json:"batch_size"`
 	SamplerNotes []string           `json:"sampler_notes,omitempty"`
 	History      []train.EpochStats `json:"history"`
+	// ResumedFromEpoch is the last epoch of the interrupted run that `pipeline run --resume`
+	// continued from (0: trained from the start).
+	ResumedFromEpoch int `json:"resumed_from_epoch,omitempty"`
 }
 
 // PrintTable writes a short human-readable table of the results.
@@ -102,11 +110,19 @@ func (s *Summary) PrintTable(w io.Writer) {
 			fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n", "base+flip", 100*m.RecallAt1, 100*m.RecallAt2,
 				100*m.RecallAt4, 100*m.RecallAt8, 100*m.NMI, 100*m.MAPAtR, 100*m.RPrecision)
 		}
+		if r.name == "trained" && s.Tail != nil { // the float model's untrained features
+			m := s.Tail.BaselineFloat
+			fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n", "float", 100*m.RecallAt1, 100*m.RecallAt2,
+				100*m.RecallAt4, 100*m.RecallAt8, 100*m.NMI, 100*m.MAPAtR, 100*m.RPrecision)
+		}
 		fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n", r.name, 100*r.m.RecallAt1, 100*r.m.RecallAt2,
 			100*r.m.RecallAt4, 100*r.m.RecallAt8, 100*r.m.NMI, 100*r.m.MAPAtR, 100*r.m.RPrecision)
 	}
 	fmt.Fprintf(w, "\nbest epoch %d of %d, train %.1fs, extraction %.1f images/s, export max |diff| %.2g\n",
 		s.Training.BestEpoch, s.Timing.Epochs, s.Timing.TrainSeconds, s.Timing.ExtractImagesPerS, s.Export.MaxAbsDiff)
+	if t := s.Tail; t != nil {
+		fmt.Fprintf(w, "fine-tuned backbone from %q to %q (%d values), backbone lr %g\n", t.From, t.To, t.Params, t.BackboneLR)
+	}
 	fmt.Fprintf(w, "cpu: %s\nmodel: %s\n", s.Machine.CPU, s.Export.Path)
 	if s.Report != "" {
 		fmt.Fprintf(w, "report: %s\n", s.Report)

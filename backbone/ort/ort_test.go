@@ -215,6 +215,7 @@ func TestNewSessionRejects(t *testing.T) {
 		t.Errorf("two-input model: %v", err)
 	}
 	m.Graph.Input = m.Graph.Input[:1]
+	m.Graph.Node[0].Input[1] = "a" // "b" is no longer an input: a dangling input is refused earlier
 	m.Graph.Input[0] = onnxpb.ValueInfo("a", onnxpb.Float, "n", "m")
 	data, _ = onnxpb.Marshal(m)
 	if _, err := NewSession(data, Options{}); err == nil || !strings.Contains(err.Error(), "dynamic axis 1") {

@@ -30,8 +30,14 @@ type runOptions struct {
 	threads      int
 	onBadImage   string
 	force        bool
+	trainBlocks  int
+	trainFrom    string
+	backboneLR   float64
 	jsonOut      bool
 	verbose      bool
+	resume       string
+	preset       string
+	ensemble     int
 }
 
 func (o *runOptions) addFlags(fs *flag.FlagSet) {
@@ -50,9 +56,15 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.loss, "loss", "", "loss: group (the Group Loss), or a baseline: softmax, triplet, contrastive, proxy_anchor")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads")
 	fs.StringVar(&o.onBadImage, "on-bad-image", "", "what an image that does not decode does: `fail` (stop before training) or skip (leave it out, list it in skipped_images.txt) (default fail)")
+	fs.IntVar(&o.trainBlocks, "train-blocks", 0, "fine-tune the last `K` inverted-residual blocks of the backbone with the head (0: head only)")
+	fs.StringVar(&o.trainFrom, "trainable-from", "", "fine-tune the backbone from this `TENSOR` (or node) on, instead of --train-blocks")
+	fs.Float64Var(&o.backboneLR, "backbone-lr", 0, "learning rate of the fine-tuned backbone part (default 1e-4)")
 	fs.BoolVar(&o.force, "force", false, "reuse a non-empty --out folder: the new run replaces it only if it succeeds")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the run summary as JSON on stdout")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.StringVar(&o.preset, "preset", "", "start from the Group Loss reference code's hyperparameters for a benchmark: cub, cars196 or sop (the config file and the other flags override it)")
+	fs.IntVar(&o.ensemble, "ensemble", 0, "train `N` heads (seeds seed..seed+N-1) and export the concatenation of their embeddings (default 1)")
+	fs.StringVar(&o.resume, "resume", "", "continue the interrupted run in `RUN_DIR` with its config.yaml (only -v and --json may be added)")
 }
 
 // apply overrides cfg with the flags that were set.
@@ -89,6 +101,14 @@ func (o *runOptions) apply(fs *flag.FlagSet, cfg *pipeline.Config) {
 			cfg.OnBadImage = o.onBadImage
 		case "force":
 			cfg.Force = o.force
+		case "train-blocks":
+			cfg.Backbone.TrainBlocks = o.trainBlocks
+		case "trainable-from":
+			cfg.Backbone.TrainableFrom = o.trainFrom
+		case "backbone-lr":
+			cfg.Backbone.LR = o.backboneLR
+		case "ensemble":
+			cfg.Ensemble = o.ensemble
 		}
 	})
 }
@@ -102,6 +122,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stderr, "usage: pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]\n\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nA non-empty --out folder is refused unless --force; with --force the new run replaces it only if it succeeds.\n")
+		fmt.Fprintf(stderr, "--resume RUN_DIR continues an interrupted run in place after its last completed epoch; same seed, same results.\n")
 		fmt.Fprintf(stderr, "Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.\n")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -113,10 +134,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
+	if err := checkResumeFlags(fs, o.resume); err != nil {
+		return err
+	}
 	cfg := pipeline.DefaultConfig()
-	if o.config != "" {
+	if o.resume == "" {
 		var err error
-		if cfg, err = pipeline.LoadConfig(o.config); err != nil {
+		if cfg, err = pipeline.LoadConfigPreset(o.config, o.preset); err != nil {
 			return err
 		}
 	}
@@ -126,7 +150,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	sum, err := pipeline.Run(ctx, cfg, pipeline.RunEnv{Log: logger, Progress: stderr})
+	env := pipeline.RunEnv{Log: logger, Progress: stderr}
+	var sum *pipeline.Summary
+	var err error
+	if o.resume != "" {
+		sum, err = pipeline.Resume(ctx, o.resume, env)
+	} else {
+		sum, err = pipeline.Run(ctx, cfg, env)
+	}
 	// The results are printed for a successful run only; a failed one has its partial summary in
 	// the run folder's metrics.json.
 	if sum != nil && err == nil {

@@ -4,6 +4,8 @@
 // Usage:
 //
 //	pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]
+//	pipeline run --resume RUN_DIR [-v] [--json]
+//	pipeline compare [--config FILE] [--seeds 1,2,3] [--out DIR] [flags]
 //	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
 //	pipeline inspect MODEL.onnx [--json]
 //	pipeline doctor [--onnxruntime FILE] [--json]
@@ -17,7 +19,7 @@
 //	1  the run failed (bad input, a failed step, a quality check)
 //	2  bad usage (unknown command or flag, invalid config)
 //	3  training stopped on a non-finite value (NaN/Inf); the last good checkpoint is kept
-//	130 interrupted (Ctrl-C); the run folder keeps the last checkpoint
+//	130 interrupted (Ctrl-C, SIGTERM); the run folder keeps the last checkpoint: --resume continues
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -37,6 +40,7 @@ const usage = `pipeline: Group Loss metric learning on ONNX backbones.
 
 Commands:
   run       import an ONNX backbone, fine-tune with the Group Loss, evaluate, export ONNX
+  compare   raw features, baselines, the Group Loss and an ensemble on one protocol, several seeds: a table
   bench     measure extraction (pipeline vs bare onnxruntime) and head training speed, as JSON
   inspect   describe an ONNX model: inputs, outputs, opsets, metadata, ops, candidate feature tensors
   doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
@@ -70,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "compare":
+		err = cmdCompare(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "inspect":
@@ -101,7 +107,7 @@ func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
 		return 2
-	case errors.Is(err, train.ErrNonFinite):
+	case errors.Is(err, train.ErrNonFinite), errors.Is(err, head.ErrNonFinite):
 		return 3
 	case errors.Is(err, context.Canceled):
 		return 130

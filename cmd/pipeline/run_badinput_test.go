@@ -179,7 +179,7 @@ func checkRunFolderComplete(t *testing.T, dir string) map[string]any {
 			if _, err := onnxpb.Unmarshal(raw, p); err != nil {
 				t.Errorf("model.onnx does not parse: %v", err)
 			}
-		case e.Name() == "checkpoint.ckpt":
+		case e.Name() == "checkpoint.ckpt", e.Name() == "last.ckpt":
 			if _, err := pipeline.LoadCheckpoint(p); err != nil {
 				t.Errorf("checkpoint: %v", err)
 			}

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// MaxModelBytes is the largest model file Load and ReadFile accept. Protobuf messages cannot
-// exceed 2 GiB, and models with external data are not supported.
+// MaxModelBytes is the largest model Load and ReadFile accept, external data included: protobuf
+// messages cannot exceed 2 GiB, and external data is stored inline once read.
 var MaxModelBytes int64 = 2<<30 - 1
 
 var (
@@ -62,19 +62,48 @@ func ReadFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// Load reads and parses the ONNX model at path. Errors name the file and say whether it is
-// missing, empty, too large, not protobuf, or has no graph.
+// Load reads and parses the ONNX model at path, with its external data (see UnmarshalDir).
+// Errors name the file and say whether it is missing, empty, too large, not protobuf, has no
+// graph, or is not a well-formed graph.
 func Load(path string) (*onnx.ModelProto, error) {
 	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Unmarshal(data, path)
+	return UnmarshalDir(data, path, filepath.Dir(path))
 }
 
 // Unmarshal parses a serialized ONNX model; name (usually the file path) is used in errors.
-// It checks that the model has a graph with at least one node and one output.
+// Tensors with external data are refused (ErrExternalData): use UnmarshalDir or Load for models
+// that keep weights beside them. See UnmarshalDir for the checks.
 func Unmarshal(data []byte, name string) (*onnx.ModelProto, error) {
+	return UnmarshalDir(data, name, "")
+}
+
+// UnmarshalDir parses a serialized ONNX model whose external data, if any, lives in the folder
+// dir (see ResolveExternalData; with dir "" external data is refused); name (usually the file
+// path) is used in errors. It checks that the model has a graph with at least one node and one
+// output and an opset import; that no tensor declares more than MaxTensorElements elements
+// (ErrTooLarge); and that the dataflow is well-formed: every node input is a graph input, an
+// initializer, an outer-scope name or a node output, no tensor is defined twice, graph outputs
+// are produced, and there is no cycle (ErrInvalid). The error names the node and tensor.
+func UnmarshalDir(data []byte, name, dir string) (*onnx.ModelProto, error) {
+	m, err := parse(data, name)
+	if err != nil {
+		return nil, err
+	}
+	if dir != "" {
+		if err := ResolveExternalData(m, dir, int64(len(data))); err != nil {
+			return nil, fmt.Errorf("%w (model %q)", err, name)
+		}
+	}
+	if err := checkModel(m, name); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func parse(data []byte, name string) (*onnx.ModelProto, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("onnxpb: %w: %q is empty", ErrInvalid, name)
 	}

@@ -54,13 +54,14 @@ func DTypeName(t int32) string {
 	return fmt.Sprintf("type(%d)", t)
 }
 
-// NumElements returns the product of the tensor's dims (1 for a scalar).
+// NumElements returns the product of the tensor's dims (1 for a scalar), or -1 when a dim is
+// negative or the product exceeds MaxTensorElements (which Unmarshal refuses).
 func NumElements(t *onnx.TensorProto) int {
-	n := 1
-	for _, d := range t.GetDims() {
-		n *= int(d)
+	n, err := elements(t.GetDims())
+	if err != nil {
+		return -1
 	}
-	return n
+	return int(n)
 }
 
 // Floats returns the tensor's values converted to float32, from float_data, int32_data,
@@ -73,8 +74,11 @@ func Floats(t *onnx.TensorProto) ([]float32, error) {
 	if t.GetDataLocation() == onnx.TensorProto_EXTERNAL || len(t.GetExternalData()) > 0 {
 		return nil, fmt.Errorf("onnxpb: tensor %q uses external data, which is not supported", t.GetName())
 	}
-	n := NumElements(t)
-	out := make([]float32, n)
+	n64, err := elements(t.GetDims())
+	if err != nil {
+		return nil, fmt.Errorf("onnxpb: tensor %q: %w", t.GetName(), err)
+	}
+	n := int(n64)
 	raw := t.GetRawData()
 	dt := onnx.TensorProto_DataType(t.GetDataType())
 	size := elemSize(dt)
@@ -82,11 +86,13 @@ func Floats(t *onnx.TensorProto) ([]float32, error) {
 		return nil, fmt.Errorf("onnxpb: tensor %q has element type %s, which cannot be read as float32",
 			t.GetName(), DTypeName(t.GetDataType()))
 	}
+	// The declared size is checked against the data present before anything is allocated.
 	if len(raw) > 0 || n == 0 {
 		if len(raw) != n*size {
 			return nil, fmt.Errorf("onnxpb: tensor %q has %d raw bytes, want %d (%d elements of %s)",
 				t.GetName(), len(raw), n*size, n, DTypeName(t.GetDataType()))
 		}
+		out := make([]float32, n)
 		for i := range out {
 			b := raw[i*size:]
 			switch dt {
@@ -113,33 +119,40 @@ func Floats(t *onnx.TensorProto) ([]float32, error) {
 	var got int
 	switch dt {
 	case onnx.TensorProto_FLOAT:
-		copy(out, t.GetFloatData())
 		got = len(t.GetFloatData())
+	case onnx.TensorProto_DOUBLE:
+		got = len(t.GetDoubleData())
+	case onnx.TensorProto_INT64:
+		got = len(t.GetInt64Data())
+	default:
+		got = len(t.GetInt32Data())
+	}
+	if got != n {
+		return nil, fmt.Errorf("onnxpb: tensor %q holds %d values, want %d for dims %v",
+			t.GetName(), got, n, t.GetDims())
+	}
+	out := make([]float32, n)
+	switch dt {
+	case onnx.TensorProto_FLOAT:
+		copy(out, t.GetFloatData())
 	case onnx.TensorProto_DOUBLE:
 		for i, v := range t.GetDoubleData() {
 			if i < n {
 				out[i] = float32(v)
 			}
 		}
-		got = len(t.GetDoubleData())
 	case onnx.TensorProto_INT64:
 		for i, v := range t.GetInt64Data() {
 			if i < n {
 				out[i] = float32(v)
 			}
 		}
-		got = len(t.GetInt64Data())
 	default: // int8, uint8, int16, uint16, int32, bool live in int32_data
 		for i, v := range t.GetInt32Data() {
 			if i < n {
 				out[i] = float32(v)
 			}
 		}
-		got = len(t.GetInt32Data())
-	}
-	if got != n {
-		return nil, fmt.Errorf("onnxpb: tensor %q holds %d values, want %d for dims %v",
-			t.GetName(), got, n, t.GetDims())
 	}
 	return out, nil
 }
@@ -149,17 +162,21 @@ func Floats(t *onnx.TensorProto) ([]float32, error) {
 func Int64s(t *onnx.TensorProto) ([]int64, error) {
 	switch onnx.TensorProto_DataType(t.GetDataType()) {
 	case onnx.TensorProto_INT64:
+		n, err := elements(t.GetDims())
+		if err != nil {
+			return nil, fmt.Errorf("onnxpb: tensor %q: %w", t.GetName(), err)
+		}
 		if len(t.GetRawData()) == 0 {
-			if len(t.GetInt64Data()) != NumElements(t) {
+			if int64(len(t.GetInt64Data())) != n {
 				return nil, fmt.Errorf("onnxpb: tensor %q holds %d values, want %d",
-					t.GetName(), len(t.GetInt64Data()), NumElements(t))
+					t.GetName(), len(t.GetInt64Data()), n)
 			}
 			return append([]int64(nil), t.GetInt64Data()...), nil
 		}
 		raw := t.GetRawData()
-		if len(raw) != 8*NumElements(t) {
+		if int64(len(raw)) != 8*n {
 			return nil, fmt.Errorf("onnxpb: tensor %q has %d raw bytes, want %d",
-				t.GetName(), len(raw), 8*NumElements(t))
+				t.GetName(), len(raw), 8*n)
 		}
 		out := make([]int64, len(raw)/8)
 		for i := range out {

@@ -125,6 +125,10 @@ func isDir(parent string, e os.DirEntry) bool {
 	return e.IsDir()
 }
 
+// MaxLabel is the largest integer label a manifest may use: integer labels are class indices and
+// Dataset.Classes gets one entry per index up to the largest.
+const MaxLabel = 1_000_000
+
 // ManifestError is a problem at one line of a manifest file.
 type ManifestError struct {
 	Path string // the manifest file
@@ -153,11 +157,17 @@ func LoadManifest(csvPath string) (*Dataset, error) {
 		return nil, fmt.Errorf("data: manifest: %w", err)
 	}
 	defer f.Close()
+	return ParseManifest(f, csvPath)
+}
+
+// ParseManifest is LoadManifest on the manifest's content; csvPath names the file: relative item
+// paths are relative to its folder, and errors name it. It reads no other file.
+func ParseManifest(in io.Reader, csvPath string) (*Dataset, error) {
 	merr := func(line int, format string, args ...any) error {
 		return &ManifestError{Path: csvPath, Line: line, Err: fmt.Errorf(format, args...)}
 	}
 
-	r := csv.NewReader(f)
+	r := csv.NewReader(in)
 	r.TrimLeadingSpace = true
 	r.ReuseRecord = false
 	header, err := r.Read()
@@ -236,11 +246,18 @@ func LoadManifest(csvPath string) (*Dataset, error) {
 	maxLabel := -1
 	for i, rw := range rows {
 		it := Item{Path: filepath.Clean(filepath.FromSlash(rw.path)), Split: rw.split, Line: rw.line}
+		if it.Path != strings.TrimSpace(it.Path) {
+			return nil, merr(rw.line, "path %q begins or ends with white space once cleaned (%q)", rw.path, it.Path)
+		}
 		if numeric {
 			v, err := strconv.Atoi(rw.label)
 			if err != nil || v < 0 {
 				return nil, merr(rw.line, "bad label %q: want a non-negative integer like the first row's %q",
 					rw.label, rows[0].label)
+			}
+			if v > MaxLabel {
+				return nil, merr(rw.line, "label %d is above %d: integer labels are class indices 0..N-1 (use class names for other ids)",
+					v, MaxLabel)
 			}
 			it.Label = v
 			maxLabel = max(maxLabel, v)

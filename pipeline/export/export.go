@@ -21,7 +21,8 @@ const (
 	OutputName = "embeddings"
 )
 
-// Layer is one head layer: Center, L2Normalize, Linear or ReLU (values or pointers).
+// Layer is one head layer: Center, L2Normalize, Linear, ReLU, Branches or FlipAverage (values or
+// pointers).
 type Layer interface{ layer() }
 
 // Center subtracts Mean (length D) from every feature row (ONNX Sub).
@@ -130,45 +131,9 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 			head = head[1:]
 		}
 	}
-	for i, l := range head {
-		base := fmt.Sprintf("%s.%d", prefix, i)
-		out := base + ".out"
-		switch l := deref(l).(type) {
-		case Center:
-			if len(l.Mean) != dim {
-				return nil, fmt.Errorf("export: head layer %d (Center): mean has %d values, want %d", i, len(l.Mean), dim)
-			}
-			g.Initializer = append(g.Initializer, onnxpb.FloatTensor(base+".mean", []int64{int64(dim)}, l.Mean))
-			g.Node = append(g.Node, onnxpb.Node("Sub", base+".sub", []string{cur, base + ".mean"}, []string{out}))
-		case L2Normalize:
-			g.Node = append(g.Node, onnxpb.Node("LpNormalization", base+".l2", []string{cur}, []string{out},
-				onnxpb.AttrInt("axis", 1), onnxpb.AttrInt("p", 2)))
-		case Linear:
-			if l.In != dim || l.Out <= 0 || len(l.W) != l.In*l.Out {
-				return nil, fmt.Errorf("export: head layer %d (Linear %dx%d): input is %d wide and W has %d values, want In=%d and %d values",
-					i, l.In, l.Out, dim, len(l.W), dim, dim*max(l.Out, 0))
-			}
-			bias := l.B
-			if bias == nil {
-				bias = make([]float32, l.Out)
-			}
-			if len(bias) != l.Out {
-				return nil, fmt.Errorf("export: head layer %d (Linear %dx%d): bias has %d values, want %d", i, l.In, l.Out, len(bias), l.Out)
-			}
-			g.Initializer = append(g.Initializer,
-				onnxpb.FloatTensor(base+".weight", []int64{int64(l.Out), int64(l.In)}, l.W),
-				onnxpb.FloatTensor(base+".bias", []int64{int64(l.Out)}, bias))
-			g.Node = append(g.Node, onnxpb.Node("Gemm", base+".gemm", []string{cur, base + ".weight", base + ".bias"}, []string{out},
-				onnxpb.AttrInt("transB", 1)))
-			dim = l.Out
-		case ReLU:
-			g.Node = append(g.Node, onnxpb.Node("Relu", base+".relu", []string{cur}, []string{out}))
-		case FlipAverage:
-			return nil, fmt.Errorf("export: head layer %d: FlipAverage must be the first layer", i)
-		default:
-			return nil, fmt.Errorf("export: head layer %d has unsupported type %T", i, l)
-		}
-		cur = out
+	cur, dim, err := emitLayers(g, head, prefix, "head layer", cur, dim)
+	if err != nil {
+		return nil, err
 	}
 	g.Node = append(g.Node, onnxpb.Node("LpNormalization", "embeddings.l2", []string{cur}, []string{OutputName},
 		onnxpb.AttrInt("axis", 1), onnxpb.AttrInt("p", 2)))
@@ -194,6 +159,58 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 		onnxpb.SetMetadata(m, k, meta.Extra[k])
 	}
 	return m, nil
+}
+
+// emitLayers appends the nodes and initializers of layers to g, reading the [batch, dim] tensor
+// cur. Tensor and node names start with prefix; errors name layer i as "<what> <i>". It returns
+// the last output and its width.
+func emitLayers(g *onnx.GraphProto, layers []Layer, prefix, what, cur string, dim int) (string, int, error) {
+	for i, l := range layers {
+		base := fmt.Sprintf("%s.%d", prefix, i)
+		out := base + ".out"
+		switch l := deref(l).(type) {
+		case Center:
+			if len(l.Mean) != dim {
+				return "", 0, fmt.Errorf("export: %s %d (Center): mean has %d values, want %d", what, i, len(l.Mean), dim)
+			}
+			g.Initializer = append(g.Initializer, onnxpb.FloatTensor(base+".mean", []int64{int64(dim)}, l.Mean))
+			g.Node = append(g.Node, onnxpb.Node("Sub", base+".sub", []string{cur, base + ".mean"}, []string{out}))
+		case L2Normalize:
+			g.Node = append(g.Node, onnxpb.Node("LpNormalization", base+".l2", []string{cur}, []string{out},
+				onnxpb.AttrInt("axis", 1), onnxpb.AttrInt("p", 2)))
+		case Linear:
+			if l.In != dim || l.Out <= 0 || len(l.W) != l.In*l.Out {
+				return "", 0, fmt.Errorf("export: %s %d (Linear %dx%d): input is %d wide and W has %d values, want In=%d and %d values",
+					what, i, l.In, l.Out, dim, len(l.W), dim, dim*max(l.Out, 0))
+			}
+			bias := l.B
+			if bias == nil {
+				bias = make([]float32, l.Out)
+			}
+			if len(bias) != l.Out {
+				return "", 0, fmt.Errorf("export: %s %d (Linear %dx%d): bias has %d values, want %d", what, i, l.In, l.Out, len(bias), l.Out)
+			}
+			g.Initializer = append(g.Initializer,
+				onnxpb.FloatTensor(base+".weight", []int64{int64(l.Out), int64(l.In)}, l.W),
+				onnxpb.FloatTensor(base+".bias", []int64{int64(l.Out)}, bias))
+			g.Node = append(g.Node, onnxpb.Node("Gemm", base+".gemm", []string{cur, base + ".weight", base + ".bias"}, []string{out},
+				onnxpb.AttrInt("transB", 1)))
+			dim = l.Out
+		case ReLU:
+			g.Node = append(g.Node, onnxpb.Node("Relu", base+".relu", []string{cur}, []string{out}))
+		case Branches:
+			var err error
+			if out, dim, err = emitBranches(g, l, base, fmt.Sprintf("%s %d (Branches)", what, i), cur, dim); err != nil {
+				return "", 0, err
+			}
+		case FlipAverage:
+			return "", 0, fmt.Errorf("export: %s %d: FlipAverage must be the first layer of the head", what, i)
+		default:
+			return "", 0, fmt.Errorf("export: %s %d has unsupported type %T", what, i, l)
+		}
+		cur = out
+	}
+	return cur, dim, nil
 }
 
 // addFlipAverage rewires m so that the backbone sees [images; mirrored images] and returns the name
@@ -248,6 +265,8 @@ func deref(l Layer) Layer {
 	case *Linear:
 		return *p
 	case *ReLU:
+		return *p
+	case *Branches:
 		return *p
 	}
 	return l

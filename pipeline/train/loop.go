@@ -35,6 +35,36 @@ type Options struct {
 	// Patience stops training when the validation score has not improved for this many epochs
 	// (0: never stop early).
 	Patience int
+	// Resume continues an interrupted Fit from the State its Checkpoint hook received: parameters,
+	// optimizer, learning rate, best-so-far and history are restored and training goes on at
+	// epoch State.Epoch+1. With the same model, data, sampler and options, the result equals an
+	// uninterrupted Fit exactly (each epoch draws from its own generator, see EpochSeed).
+	Resume *State
+}
+
+// State is where training stands after a completed epoch: what Options.Resume needs to continue
+// exactly. Fit hands the Checkpoint hook a State whose slices are copies.
+type State struct {
+	Epoch     int         // epochs completed
+	LR        float64     // learning rate of the next epoch
+	Params    [][]float64 // parameters after Epoch, in Model.Tensors order
+	Best      [][]float64 // parameters of the best epoch so far (the last one without validation)
+	BestEpoch int
+	BestScore float64
+	Since     int  // epochs without improvement (early stopping)
+	Stopped   bool // early stopping ended training after Epoch
+	Steps     int
+	History   []EpochStats
+	Optimizer OptimizerState
+}
+
+// EpochSeed is the seed of epoch's random generator (sampling and augmentation): a mix of the
+// run's seed and the epoch, so that any epoch can be replayed on its own.
+func EpochSeed(seed int64, epoch int) int64 {
+	z := uint64(seed)*0x9e3779b97f4a7c15 + uint64(epoch)*0xbf58476d1ce4e5b9 + 0x94d049bb133111eb
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return int64(z ^ (z >> 31))
 }
 
 // Batch fills dst with the features of the samples idx (row-major, len(idx) rows) for one
@@ -50,6 +80,9 @@ type Hooks struct {
 	Best func(epoch int, score float64) error
 	// Epoch is called after each epoch with its statistics.
 	Epoch func(EpochStats)
+	// Checkpoint is called at the end of each epoch (after Best and Epoch) with the state that
+	// Options.Resume continues from; an error stops training.
+	Checkpoint func(State) error
 }
 
 // EpochStats records one epoch.
@@ -74,17 +107,34 @@ type Result struct {
 
 // Fit trains m and leaves it holding the parameters of the best validated epoch (the last epoch
 // when there is no Validate hook). labels are the classifier ids of the training samples;
-// dim is the number of features per sample.
+// dim is the number of features per sample. Epoch e draws its batches and augmentation from a
+// generator seeded with EpochSeed(o.Seed, e).
 func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, labels []int, dim int, o Options, h Hooks) (Result, error) {
 	if o.LRGamma == 0 {
 		o.LRGamma = 0.1
 	}
-	rng := rand.New(rand.NewSource(o.Seed))
 	var res Result
 	params := m.Tensors()
 	best := snapshot(params, nil)
 	res.BestScore = math.Inf(-1)
-	if h.Validate != nil {
+	lr := o.LR
+	since, first := 0, 1
+	stopped := false
+	if st := o.Resume; st != nil {
+		if err := st.check(params); err != nil {
+			return res, err
+		}
+		for i, p := range params {
+			copy(p.Value, st.Params[i])
+		}
+		best = snapshot2(st.Best)
+		if err := opt.SetState(cloneOptState(st.Optimizer)); err != nil {
+			return res, fmt.Errorf("train: resume: %w", err)
+		}
+		res.BestEpoch, res.BestScore, res.Epochs, res.Steps = st.BestEpoch, st.BestScore, st.Epoch, st.Steps
+		res.History = append([]EpochStats(nil), st.History...)
+		lr, since, first, stopped = st.LR, st.Since, st.Epoch+1, st.Stopped
+	} else if h.Validate != nil {
 		score, err := h.Validate(0)
 		if err != nil {
 			return res, err
@@ -98,11 +148,10 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		}
 	}
 	start := time.Now()
-	lr := o.LR
 	var x []float32
-	since := 0
-	for epoch := 1; epoch <= o.Epochs; epoch++ {
+	for epoch := first; epoch <= o.Epochs && !stopped; epoch++ {
 		t0 := time.Now()
+		rng := rand.New(rand.NewSource(EpochSeed(o.Seed, epoch)))
 		var sum float64
 		var n int
 		for _, b := range s.Epoch(rng) {
@@ -169,8 +218,14 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 				lr *= o.LRGamma
 			}
 		}
-		if o.Patience > 0 && since >= o.Patience {
-			break
+		stopped = o.Patience > 0 && since >= o.Patience
+		if h.Checkpoint != nil {
+			st := State{Epoch: epoch, LR: lr, Params: snapshot(params, nil), Best: snapshot2(best),
+				BestEpoch: res.BestEpoch, BestScore: res.BestScore, Since: since, Stopped: stopped, Steps: res.Steps,
+				History: append([]EpochStats(nil), res.History...), Optimizer: cloneOptState(opt.State())}
+			if err := h.Checkpoint(st); err != nil {
+				return res, err
+			}
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
@@ -201,6 +256,38 @@ func snapshot(params []Tensor, into [][]float64) [][]float64 {
 		into[i] = append(into[i][:0], p.Value...)
 	}
 	return into
+}
+
+func snapshot2(src [][]float64) [][]float64 {
+	out := make([][]float64, len(src))
+	for i, v := range src {
+		out[i] = append([]float64(nil), v...)
+	}
+	return out
+}
+
+func cloneOptState(s OptimizerState) OptimizerState {
+	c := OptimizerState{Steps: s.Steps, M: make(map[string][]float64, len(s.M)), V: make(map[string][]float64, len(s.V))}
+	for k, v := range s.M {
+		c.M[k] = append([]float64(nil), v...)
+	}
+	for k, v := range s.V {
+		c.V[k] = append([]float64(nil), v...)
+	}
+	return c
+}
+
+// check reports whether st fits the parameters params.
+func (st *State) check(params []Tensor) error {
+	if st.Epoch < 0 || len(st.Params) != len(params) || len(st.Best) != len(params) {
+		return fmt.Errorf("train: resume: the state holds %d parameter tensors (epoch %d), the model %d", len(st.Params), st.Epoch, len(params))
+	}
+	for i, p := range params {
+		if len(st.Params[i]) != len(p.Value) || len(st.Best[i]) != len(p.Value) {
+			return fmt.Errorf("train: resume: parameter %q has %d values, the state %d", p.Name, len(p.Value), len(st.Params[i]))
+		}
+	}
+	return nil
 }
 
 func finite(params []Tensor) (string, bool) {

@@ -1,0 +1,180 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/metrics"
+)
+
+// trainedModel is what a run evaluates, exports and reports: one head (*headModel) or a naive
+// ensemble of heads (*ensembleModel).
+type trainedModel interface {
+	// embed returns the n x dim() float32 embeddings (not normalized) of n rows of raw features x.
+	embed(x []float32, n int) []float32
+	dim() int
+	// layers returns the model as export layers applied to the backbone features.
+	layers() ([]export.Layer, error)
+}
+
+// MemberSummary is one head of a naive ensemble (config ensemble > 1), in metrics.json "members".
+// The run's "trained" metrics are the ensemble's; its "training" block is the first member's and
+// timing.train_seconds the sum over the members.
+type MemberSummary struct {
+	Seed         int64          `json:"seed"`
+	Trained      metrics.Result `json:"trained"`
+	BestEpoch    int            `json:"best_epoch"`
+	BestScore    float64        `json:"best_validation_score"`
+	TrainSeconds float64        `json:"train_seconds"`
+	// Checkpoint is the member's best-epoch checkpoint, relative to the run folder.
+	Checkpoint string `json:"checkpoint"`
+}
+
+// ensembleModel is the naive ensemble of heads trained on the same features: the embedding of an
+// image is the concatenation of the members' L2-normalized embeddings.
+type ensembleModel struct{ members []*headModel }
+
+func (e *ensembleModel) dim() int {
+	n := 0
+	for _, m := range e.members {
+		n += m.dim()
+	}
+	return n
+}
+
+func (e *ensembleModel) embed(x []float32, n int) []float32 {
+	total := e.dim()
+	out := make([]float32, n*total)
+	off := 0
+	for _, m := range e.members {
+		w := m.dim()
+		z := m.embed(x, n)
+		for i := 0; i < n; i++ {
+			row := z[i*w : (i+1)*w]
+			var s float64
+			for _, v := range row {
+				s += float64(v) * float64(v)
+			}
+			inv := 0.0
+			if s > 0 {
+				inv = 1 / math.Sqrt(s)
+			}
+			dst := out[i*total+off : i*total+off+w]
+			for j, v := range row {
+				dst[j] = float32(float64(v) * inv)
+			}
+		}
+		off += w
+	}
+	return out
+}
+
+// layers exports the ensemble as the members' common leading layers (flip averaging and the
+// feature transform, identical for heads trained on the same features) followed by one
+// export.Branches holding the rest of each member's layers.
+func (e *ensembleModel) layers() ([]export.Layer, error) {
+	all := make([][]export.Layer, len(e.members))
+	for k, m := range e.members {
+		ls, err := m.layers()
+		if err != nil {
+			return nil, err
+		}
+		all[k] = ls
+	}
+	common := 0
+	for ; common < len(all[0]); common++ {
+		if _, ok := all[0][common].(export.Linear); ok {
+			break
+		}
+		same := true
+		for _, ls := range all[1:] {
+			same = same && common < len(ls) && reflect.DeepEqual(ls[common], all[0][common])
+		}
+		if !same {
+			break
+		}
+	}
+	branches := make(export.Branches, len(all))
+	for k, ls := range all {
+		branches[k] = ls[common:]
+	}
+	return append(append([]export.Layer(nil), all[0][:common]...), branches), nil
+}
+
+// ensembleSize is the number of heads the run trains.
+func (c *Config) ensembleSize() int { return max(c.Ensemble, 1) }
+
+// trainModel trains the run's model: one head, or with ensemble N > 1 the heads of seeds seed ..
+// seed+N-1 on the same features and split, each evaluated on its own in r.sum.Members. The first
+// member checkpoints in the run folder as a single head does, member k (k >= 2) in
+// member-<k>/checkpoint.ckpt.
+func (r *runner) trainModel(ctx context.Context, feats, flips []float32, split classSplit) (trainedModel, error) {
+	first, err := r.trainHead(ctx, feats, flips, split)
+	if err != nil {
+		return nil, err
+	}
+	n := r.cfg.ensembleSize()
+	if n == 1 {
+		return first, nil
+	}
+	cfg, d := r.cfg, r.bb.Dim()
+	evalX := gather(feats, d, split.evalIdx)
+	if cfg.Backbone.FlipTTA {
+		evalX = meanRows(evalX, gather(flips, d, split.evalIdx))
+	}
+	evalY := r.ds.Labels(split.evalIdx)
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
+	ens := &ensembleModel{}
+	var dirs []string
+	for k := 0; k < n; k++ {
+		m, sub := first, r
+		if k > 0 {
+			cp := *r
+			sub = &cp
+			sub.cfg.Seed = cfg.Seed + int64(k)
+			sub.sum = &Summary{}
+			sub.dir = filepath.Join(r.dir, filepath.Dir(ckptName(k)))
+			if err := os.MkdirAll(sub.dir, 0o755); err != nil {
+				return nil, fmt.Errorf("pipeline: ensemble member folder: %w", err)
+			}
+			dirs = append(dirs, sub.dir)
+			r.env.Log.Info("ensemble member", "member", k+1, "of", n, "seed", sub.cfg.Seed)
+			t0 := time.Now()
+			if m, err = sub.trainHead(ctx, feats, flips, split); err != nil {
+				return nil, fmt.Errorf("pipeline: ensemble member %d (seed %d): %w", k+1, sub.cfg.Seed, err)
+			}
+			r.sum.Timing.TrainSeconds += sub.sum.Timing.TrainSeconds
+			r.sum.Warnings = append(r.sum.Warnings, sub.sum.Warnings...)
+			r.env.Log.Debug("ensemble member trained", "member", k+1, "seconds", time.Since(t0).Seconds())
+		}
+		res, err := metrics.Evaluate(m.embed(evalX, len(split.evalIdx)), len(split.evalIdx), m.dim(), evalY, mopt)
+		if err != nil {
+			return nil, err
+		}
+		r.sum.Members = append(r.sum.Members, MemberSummary{Seed: sub.cfg.Seed, Trained: res,
+			BestEpoch: sub.sum.Training.BestEpoch, BestScore: sub.sum.Training.BestScore,
+			TrainSeconds: sub.sum.Timing.TrainSeconds, Checkpoint: ckptName(k)})
+		r.env.Log.Info("ensemble member", "member", k+1, "seed", sub.cfg.Seed, "recall_at_1", res.RecallAt1, "nmi", res.NMI)
+		ens.members = append(ens.members, m)
+	}
+	// Every member is trained: the members' per-epoch checkpoints (kept for --resume) go, as the
+	// run's own does when it succeeds.
+	for _, dir := range dirs {
+		os.Remove(filepath.Join(dir, lastCheckpointFile))
+	}
+	return ens, nil
+}
+
+// ckptName is the best-epoch checkpoint of ensemble member k (0-based), relative to the run folder.
+func ckptName(k int) string {
+	if k == 0 {
+		return "checkpoint.ckpt"
+	}
+	return filepath.Join(fmt.Sprintf("member-%d", k+1), "checkpoint.ckpt")
+}

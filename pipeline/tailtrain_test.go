@@ -1,0 +1,278 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/advancedclimatesystems/gonnx/onnx"
+
+	"github.com/grouploss/pipeline/backbone/graph"
+	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/train"
+	"github.com/grouploss/pipeline/weights"
+)
+
+// TestRunTailEndToEnd runs `pipeline run --train-blocks 1` on 8 CUB-100 classes x 10 images
+// (4 trained on, no validation split, 2 epochs, 16-d embeddings) and checks: the exported
+// model's embeddings of 32 evaluation images match the in-process ones (max |diff| <= 1e-4);
+// every trained backbone tensor in model.onnx differs from the float backbone's (the tail was
+// trained and written back) while the other initializers are unchanged; metrics.json has the
+// tail section. A second run with a validation class reuses the cached activations and saves a
+// checkpoint holding the backbone tensors.
+func TestRunTailEndToEnd(t *testing.T) {
+	shared := sharedDir(t)
+	needORT(t)
+	cfg := DefaultConfig()
+	cfg.Data = smallCUB(t, shared, 8, 10)
+	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
+	cfg.Backbone.TrainBlocks = 1
+	cfg.Out = filepath.Join(t.TempDir(), "run")
+	cfg.Cache = filepath.Join(t.TempDir(), "cache")
+	cfg.ValidationClasses = 0
+	cfg.Head.EmbeddingDim = 16
+	cfg.Optimizer.Epochs = 2
+	cfg.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
+	var logs bytes.Buffer
+	env := RunEnv{Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	sum, err := Run(context.Background(), cfg, env)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, logs.String())
+	}
+	ts := sum.Tail
+	if ts == nil || ts.From != "452_quantized" || ts.To != "464_quantized" || !ts.Dequantized || ts.ActivationHit ||
+		len(ts.ActivationShape) != 3 || ts.ActivationShape[0] != 160 || ts.Params == 0 {
+		t.Fatalf("tail summary %+v", ts)
+	}
+	if sum.Export.MaxAbsDiff > 1e-4 || sum.Export.CheckedRows != 32 {
+		t.Fatalf("export check: %+v", sum.Export)
+	}
+	t.Logf("export max |diff| %.2g; %d trained backbone values; float baseline R@1 %.3f, trained R@1 %.3f; %.2f s/epoch",
+		sum.Export.MaxAbsDiff, ts.Params, ts.BaselineFloat.RecallAt1, sum.Trained.RecallAt1, sum.Timing.SecondsPerEpoch)
+	if sum.Trained.RecallAt1 <= 0 || ts.BaselineFloat.RecallAt1 <= 0 || sum.Timing.Epochs != 2 {
+		t.Fatalf("metrics %+v, float baseline %+v, timing %+v", sum.Trained, ts.BaselineFloat, sum.Timing)
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.Out, "metrics.json"))
+	if err != nil || !strings.Contains(string(raw), `"baseline_float"`) || !strings.Contains(string(raw), `"train_blocks": 1`) {
+		t.Fatalf("metrics.json lacks the tail section (%v)", err)
+	}
+
+	// The exported backbone: trained tensors moved, the others are the float model's.
+	src, err := onnxpb.Load(cfg.Backbone.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	float, _, err := weights.DequantizeModel(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := graph.Decode(float, graph.Options{From: []string{ts.From}, To: ts.To, Trainable: true, InputShapes: [][]int{ts.ActivationShape}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported, err := onnxpb.Load(filepath.Join(cfg.Out, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := onnxpb.Initializers(exported.Graph)
+	trained := map[string]bool{}
+	for _, p := range g.Params() {
+		trained[p.Name] = true
+		moved := maxAbsDiff(t, got[p.Name], p.Value)
+		if !(moved > 1e-6) {
+			t.Errorf("backbone tensor %q did not change (max |diff| %g)", p.Name, moved)
+		}
+	}
+	same := 0
+	for name, init := range onnxpb.Initializers(float.Graph) {
+		if e := got[name]; e != nil && !trained[name] && init.GetDataType() == onnxpb.Float {
+			v, _ := onnxpb.Floats(init)
+			f64 := make([]float64, len(v))
+			for i, x := range v {
+				f64[i] = float64(x)
+			}
+			if d := maxAbsDiff(t, e, f64); d != 0 {
+				t.Errorf("frozen backbone tensor %q changed by %g", name, d)
+			}
+			same++
+		}
+	}
+	if same < 50 {
+		t.Errorf("only %d frozen float initializers found in the export", same)
+	}
+
+	// Second run: cached activations, model selection on 1 validation class, checkpoint.
+	cfg.Out = filepath.Join(t.TempDir(), "run2")
+	cfg.ValidationClasses = 1
+	cfg.Optimizer.Epochs = 1
+	sum2, err := Run(context.Background(), cfg, env)
+	if err != nil {
+		t.Fatalf("second run: %v\n%s", err, logs.String())
+	}
+	if !sum2.Tail.ActivationHit || sum2.Tail.ActivationCache != ts.ActivationCache {
+		t.Fatalf("second run did not use the activation cache: %+v", sum2.Tail)
+	}
+	if sum2.Tail.BaselineFloat != ts.BaselineFloat {
+		t.Fatalf("float baseline differs with cached activations: %+v vs %+v", sum2.Tail.BaselineFloat, ts.BaselineFloat)
+	}
+	ck, err := LoadCheckpoint(filepath.Join(cfg.Out, "checkpoint.ckpt"))
+	if err != nil || ck.Epoch != sum2.Training.BestEpoch {
+		t.Fatalf("checkpoint: %v (best epoch %d)", err, sum2.Training.BestEpoch)
+	}
+	nb := 0
+	for _, p := range ck.Params {
+		if strings.HasPrefix(p.Name, tailParamPrefix) {
+			nb++
+		}
+	}
+	if nb != len(g.Params()) {
+		t.Fatalf("checkpoint holds %d backbone tensors, want %d", nb, len(g.Params()))
+	}
+	if sum2.Export.MaxAbsDiff > 1e-4 {
+		t.Fatalf("second export: %+v", sum2.Export)
+	}
+}
+
+func maxAbsDiff(t *testing.T, got *onnx.TensorProto, want []float64) float64 {
+	t.Helper()
+	if got == nil {
+		t.Fatal("tensor missing from the exported model")
+	}
+	v, err := onnxpb.Floats(got)
+	if err != nil || len(v) != len(want) {
+		t.Fatalf("tensor %q: %d values, want %d (%v)", got.GetName(), len(v), len(want), err)
+	}
+	m := 0.0
+	for i := range v {
+		m = math.Max(m, math.Abs(float64(v[i])-want[i]))
+	}
+	return m
+}
+
+// tinyTail is x [N,3,2,2] -> Conv 1x1 (3 -> 6, bias) -> GlobalAveragePool -> y [N,6,1,1]
+// (no kinks, so that finite differences are smooth).
+func tinyTail(t *testing.T, rng *rand.Rand) *graph.Graph {
+	t.Helper()
+	w := make([]float32, 18)
+	b := make([]float32, 6)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	for i := range b {
+		b[i] = float32(rng.NormFloat64()*0.1 + 0.5)
+	}
+	m := &onnx.ModelProto{IrVersion: 7, OpsetImport: []*onnx.OperatorSetIdProto{{Version: 13}}, Graph: &onnx.GraphProto{
+		Node: []*onnx.NodeProto{
+			onnxpb.Node("Conv", "c", []string{"x", "w", "b"}, []string{"c.out"}),
+			onnxpb.Node("GlobalAveragePool", "p", []string{"c.out"}, []string{"y"}),
+		},
+		Initializer: []*onnx.TensorProto{onnxpb.FloatTensor("w", []int64{6, 3, 1, 1}, w), onnxpb.FloatTensor("b", []int64{6}, b)},
+		Input:       []*onnx.ValueInfoProto{onnxpb.ValueInfo("x", onnxpb.Float, "N", 3, 2, 2)},
+		Output:      []*onnx.ValueInfoProto{onnxpb.ValueInfo("y", onnxpb.Float, "N", 6, 1, 1)},
+	}}
+	g, err := graph.Decode(m, graph.Options{From: []string{"x"}, To: "y", Trainable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestTailStepGradient checks tailModel.Step's gradients of the tail parameters (through the
+// head's input gradient, L2 normalization and centering) against central finite differences of
+// the loss. The tail computes in float32, so the step is 1e-2 and the tolerance 1e-3 relative to
+// max(|fd|, 1e-2) (measured: 3e-5); a missing normalization backward gives errors of order 1.
+func TestTailStepGradient(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	g := tinyTail(t, rng)
+	h, err := head.New(head.Config{In: 6, Emb: 4, Classes: 3, DType: head.Float64}, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm := &headModel{h: h, normalize: true, center: []float32{0.1, -0.2, 0.3, 0, 0.05, -0.1},
+		loss: head.LossConfig{Kind: head.LossGroup, Group: head.GroupLoss{Temperature: 3, Iterations: 1, Scaling: 1, AnchorsPerClass: 1}}}
+	m := &tailModel{headModel: hm, tail: g, params: g.Params(), inDim: 12, featDim: 6}
+	const n = 9
+	x := make([]float32, n*12)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	labels := []int{0, 0, 0, 1, 1, 1, 2, 2, 2}
+	anchors := train.Anchors(labels, 1)
+	if _, err := m.Step(x, n, labels, anchors); err != nil {
+		t.Fatal(err)
+	}
+	grads := map[string][]float64{}
+	for _, p := range m.params {
+		grads[p.Name] = append([]float64(nil), p.Grad...)
+	}
+	const eps = 1e-2
+	worst := 0.0
+	for _, p := range m.params {
+		for i := range p.Value {
+			v := p.Value[i]
+			p.Value[i] = v + eps
+			up, err := m.Step(x, n, labels, anchors)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Value[i] = v - eps
+			down, err := m.Step(x, n, labels, anchors)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Value[i] = v
+			fd := (up - down) / (2 * eps)
+			e := math.Abs(grads[p.Name][i]-fd) / math.Max(math.Abs(fd), 1e-2)
+			worst = math.Max(worst, e)
+			if e > 1e-3 {
+				t.Errorf("d loss/d %s[%d] = %.6g, finite difference %.6g", p.Name, i, grads[p.Name][i], fd)
+			}
+		}
+	}
+	t.Logf("worst tail gradient error %.3g", worst)
+}
+
+// splitOptimizer steps the tail's tensors at ratio times the head's learning rate and keeps
+// their optimizer states apart.
+func TestSplitOptimizer(t *testing.T) {
+	mk := func() train.Optimizer {
+		o, err := train.NewOptimizer(train.OptAdam, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	o := &splitOptimizer{head: mk(), tail: mk(), ratio: 0.1}
+	params := []train.Tensor{
+		{Name: "emb.weight", Value: []float64{1, 1}, Grad: []float64{1, -2}},
+		{Name: tailParamPrefix + "w", Value: []float64{1, 1}, Grad: []float64{3, -4}},
+	}
+	o.Step(params, 1e-3)
+	// Adam's first step moves each value by lr against the sign of its gradient.
+	want := [][]float64{{1 - 1e-3, 1 + 1e-3}, {1 - 1e-4, 1 + 1e-4}}
+	for i, p := range params {
+		for j, v := range p.Value {
+			if math.Abs(v-want[i][j]) > 1e-9 {
+				t.Fatalf("%s[%d] = %.9g, want %.9g", p.Name, j, v, want[i][j])
+			}
+		}
+	}
+	st := o.State()
+	if st.Steps != 1 || len(st.M) != 2 || st.M[tailParamPrefix+"w"] == nil {
+		t.Fatalf("state %+v", st)
+	}
+	o2 := &splitOptimizer{head: mk(), tail: mk(), ratio: 0.1}
+	if err := o2.SetState(st); err != nil {
+		t.Fatal(err)
+	}
+	if s2 := o2.State(); s2.Steps != 1 || s2.M["emb.weight"][1] != st.M["emb.weight"][1] || s2.V[tailParamPrefix+"w"][0] != st.V[tailParamPrefix+"w"][0] {
+		t.Fatalf("restored state %+v, want %+v", s2, st)
+	}
+}
