@@ -3,16 +3,19 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 
+	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
@@ -65,14 +68,7 @@ func TestRunTailEndToEnd(t *testing.T) {
 	}
 
 	// The exported backbone: trained tensors moved, the others are the float model's.
-	src, err := onnxpb.Load(cfg.Backbone.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	float, _, err := weights.DequantizeModel(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	float := floatModel(t, cfg.Backbone.Path)
 	g, err := graph.Decode(float, graph.Options{From: []string{ts.From}, To: ts.To, Trainable: true, InputShapes: [][]int{ts.ActivationShape}})
 	if err != nil {
 		t.Fatal(err)
@@ -275,4 +271,66 @@ func TestSplitOptimizer(t *testing.T) {
 	if s2 := o2.State(); s2.Steps != 1 || s2.M["emb.weight"][1] != st.M["emb.weight"][1] || s2.V[tailParamPrefix+"w"][0] != st.V[tailParamPrefix+"w"][0] {
 		t.Fatalf("restored state %+v, want %+v", s2, st)
 	}
+}
+
+// prepareTail resolves --train-blocks and --trainable-from (tensor or node) on the shared
+// MobileNetV2 and refuses what it cannot cut at with ErrConfig.
+func TestPrepareTailCutPoints(t *testing.T) {
+	shared := sharedDir(t)
+	needORT(t)
+	cfg := DefaultConfig()
+	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
+	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	float := floatModel(t, cfg.Backbone.Path)
+	node452 := onnxpb.Producers(float.Graph)["452_quantized"].GetName() // the Clip after the block's Add
+	cases := []struct {
+		blocks int
+		from   string
+		cut    string
+		shape  []int
+		err    string
+	}{
+		{blocks: 1, cut: "452_quantized", shape: []int{160, 7, 7}},
+		{blocks: 2, cut: "443_quantized", shape: []int{160, 7, 7}},
+		{blocks: 4, cut: graph.TailCutPoints(float)[3], shape: []int{96, 14, 14}},
+		{from: node452, cut: "452_quantized", shape: []int{160, 7, 7}},
+		{from: "452_quantized", cut: "452_quantized", shape: []int{160, 7, 7}},
+		{blocks: 18, err: "has 17 inverted-residual blocks"},
+		{from: "nope", err: `trainable_from "nope" is neither a tensor`},
+	}
+	for _, c := range cases {
+		cfg.Backbone.TrainBlocks, cfg.Backbone.TrainableFrom = c.blocks, c.from
+		r := &runner{cfg: cfg, env: RunEnv{Log: slog.New(slog.DiscardHandler)}, sum: &Summary{}, bb: bb}
+		s, err := r.prepareTail()
+		if c.err != "" {
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("blocks %d from %q: error %v, want ErrConfig with %q", c.blocks, c.from, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("blocks %d from %q: %v", c.blocks, c.from, err)
+		}
+		if s.cut != c.cut || !slices.Equal(s.shape, c.shape) || s.feature != "464_quantized" || !r.sum.Tail.Dequantized {
+			t.Errorf("blocks %d from %q: cut %q shape %v feature %q, want %q %v", c.blocks, c.from, s.cut, s.shape, s.feature, c.cut, c.shape)
+		}
+	}
+}
+
+// floatModel returns the dequantized model at path.
+func floatModel(t *testing.T, path string) *onnx.ModelProto {
+	t.Helper()
+	m, err := onnxpb.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := weights.DequantizeModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
