@@ -12,7 +12,7 @@ export CGO_ENABLED := 1
 
 .PHONY: run test build ort onnx-testdata chromium bench vet clean fuzz race
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
-run: ort build
+run: build
 	./bin/pipeline run $(ARGS)
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
@@ -27,7 +27,8 @@ RACE_PKGS := ./pipeline/data ./pipeline/metrics ./head ./backbone/ort
 race: ort onnx-testdata
 	$(GO) test -race -count=1 -timeout 60m ./...
 
-build:
+## build: bin/pipeline, with onnxruntime installed beside it (.deps/) so the binary runs as is
+build: ort
 	$(GO) build -o bin/pipeline ./cmd/pipeline
 
 ort: $(ORT_LIB)
@@ -50,7 +51,7 @@ chromium:
 
 ## bench: speed benchmarks: `pipeline bench` (extraction: pipeline vs bare onnxruntime; head step: ours vs
 ## the PyTorch reference when Debian's python3-torch is installed) into runs/bench.json, then the Go benchmarks
-bench: ort build
+bench: build
 	mkdir -p runs
 	./bin/pipeline bench --out runs/bench.json $$( [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch, sklearn' 2>/dev/null && echo --reference-python /usr/bin/python3 )
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...

@@ -852,3 +852,7 @@ func dropParam(p *plan, q *Param) {
 		}
 	}
 }
+
+// Supports reports whether Decode decodes (and can train) nodes of the default-domain op type
+// op. Quantized ops are not among them: weights.DequantizeModel converts them to float first.
+func Supports(op string) bool { return supportedOps[op] }

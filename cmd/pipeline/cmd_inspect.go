@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/internal/onnxpb"
 )
 
 // inspectOptions are the flags of `pipeline inspect`.
@@ -29,6 +30,8 @@ type inspectReport struct {
 	*backbone.Info
 	CPU         backbone.CPUInfo
 	Int8Warning string `json:",omitempty"`
+	// Training is what tail fine-tuning could decode (nil when no feature tensor was found).
+	Training *trainingInfo `json:",omitempty"`
 }
 
 func cmdInspect(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,7 +75,15 @@ func runInspect(path string, cpu backbone.CPUInfo) (*inspectReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &inspectReport{Info: info, CPU: cpu, Int8Warning: backbone.Int8Warning(info, cpu)}, nil
+	rep := &inspectReport{Info: info, CPU: cpu, Int8Warning: backbone.Int8Warning(info, cpu)}
+	if info.Auto != "" {
+		m, err := onnxpb.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		rep.Training = inspectTraining(m, info.Quantized, info.Auto)
+	}
+	return rep, nil
 }
 
 // parseInterspersed parses flags that may come before, between or after positional arguments
@@ -175,6 +186,9 @@ func printInspect(w io.Writer, r *inspectReport) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, c.Tensor, c.Op, role, shape, dim, dtype)
 		}
 		tw.Flush()
+	}
+	if r.Training != nil {
+		printTraining(w, r.Training)
 	}
 	if r.Int8Warning != "" {
 		fmt.Fprintln(w, "\nwarning:", r.Int8Warning)
