@@ -3,13 +3,12 @@ package pipeline
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
-
-	"github.com/grouploss/pipeline/internal/onnxpb"
 )
 
 // npyMagic starts every NumPy .npy file; the format version follows it.
@@ -31,20 +30,24 @@ func WriteNPY(path string, x []float32, rows, cols int) error {
 	if hdrLen > math.MaxUint16 {
 		return fmt.Errorf("pipeline: npy %q: header of %d bytes does not fit format 1.0", path, hdrLen)
 	}
-	buf := make([]byte, total+4*len(x))
-	copy(buf, npyMagic)
-	buf[6], buf[7] = 1, 0
-	binary.LittleEndian.PutUint16(buf[8:], uint16(hdrLen))
-	h := buf[pre:total]
+	hdr := make([]byte, total)
+	copy(hdr, npyMagic)
+	hdr[6], hdr[7] = 1, 0
+	binary.LittleEndian.PutUint16(hdr[8:], uint16(hdrLen))
+	h := hdr[pre:total]
 	copy(h, dict)
 	for i := len(dict); i < len(h)-1; i++ {
 		h[i] = ' '
 	}
 	h[len(h)-1] = '\n'
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(buf[total+4*i:], math.Float32bits(v))
-	}
-	if err := onnxpb.WriteFileAtomic(path, buf); err != nil {
+	// The values are streamed through a small buffer: no second copy of x.
+	err := writeFileAtomic(path, func(w io.Writer) error {
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		return writeFloat32s(w, x)
+	})
+	if err != nil {
 		return fmt.Errorf("pipeline: npy: %w", err)
 	}
 	return nil
@@ -60,32 +63,46 @@ var (
 // returns its (rows, cols) row-major values. Other dtypes, Fortran order, other ranks and files
 // whose size does not match the header are errors naming the file.
 func ReadNPY(path string) (x []float32, rows, cols int, err error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("pipeline: npy: %w", err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("pipeline: npy: %w", err)
+	}
+	size := fi.Size()
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("pipeline: npy %q: %s", path, fmt.Sprintf(format, args...))
 	}
+	// Only the header is read whole; the values are read through a small buffer into x.
+	var pre [12]byte
+	k, _ := io.ReadFull(f, pre[:])
+	b := pre[:k]
 	if len(b) < 10 || string(b[:6]) != npyMagic {
 		return nil, 0, 0, bad("not a NumPy .npy file (no \\x93NUMPY magic)")
 	}
-	var start, hdrLen int
+	var start, hdrLen int64
 	switch b[6] {
 	case 1:
-		start, hdrLen = 10, int(binary.LittleEndian.Uint16(b[8:]))
+		start, hdrLen = 10, int64(binary.LittleEndian.Uint16(b[8:]))
 	case 2, 3:
 		if len(b) < 12 {
 			return nil, 0, 0, bad("truncated header")
 		}
-		start, hdrLen = 12, int(binary.LittleEndian.Uint32(b[8:]))
+		start, hdrLen = 12, int64(binary.LittleEndian.Uint32(b[8:]))
 	default:
 		return nil, 0, 0, bad("format version %d.%d, want 1.x, 2.x or 3.x", b[6], b[7])
 	}
-	if hdrLen > len(b)-start {
-		return nil, 0, 0, bad("header of %d bytes but the file has %d", hdrLen, len(b))
+	if hdrLen > size-start {
+		return nil, 0, 0, bad("header of %d bytes but the file has %d", hdrLen, size)
 	}
-	hdr := string(b[start : start+hdrLen])
+	hb := make([]byte, hdrLen)
+	if _, err := f.ReadAt(hb, start); err != nil {
+		return nil, 0, 0, bad("reading the header: %v", err)
+	}
+	hdr := string(hb)
 	m := reNPYDescr.FindStringSubmatch(hdr)
 	if m == nil {
 		return nil, 0, 0, bad("header %q has no descr", strings.TrimSpace(hdr))
@@ -115,13 +132,13 @@ func ReadNPY(path string) (x []float32, rows, cols int, err error) {
 		return nil, 0, 0, bad("shape (%s) has %d axes, want 2 (rows, dim)", m[1], len(dims))
 	}
 	rows, cols = dims[0], dims[1]
-	payload := b[start+hdrLen:]
-	if rows > 0 && cols > len(payload)/4/rows || len(payload) != 4*rows*cols {
-		return nil, 0, 0, bad("%d data bytes, want %d for shape (%d, %d) float32", len(payload), 4*rows*cols, rows, cols)
+	payload := size - start - hdrLen
+	if rows > 0 && int64(cols) > payload/4/int64(rows) || payload != 4*int64(rows)*int64(cols) {
+		return nil, 0, 0, bad("%d data bytes, want %d for shape (%d, %d) float32", payload, 4*rows*cols, rows, cols)
 	}
 	x = make([]float32, rows*cols)
-	for i := range x {
-		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(payload[4*i:]))
+	if err := readFloat32s(io.NewSectionReader(f, start+hdrLen, payload), x); err != nil {
+		return nil, 0, 0, bad("reading the data: %v", err)
 	}
 	return x, rows, cols, nil
 }

@@ -11,6 +11,9 @@
 //	pipeline doctor [--onnxruntime FILE] [--json]
 //	pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]
 //	pipeline eval --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] [flags]
+//	pipeline index --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] --out FILE
+//	pipeline search --index FILE --query IMG [--query IMG2 ...] | --query-npy FILE.npy [-k 5] [--model MODEL.onnx] [--json]
+//	pipeline bench-memory [--n 100000] [--dim 512] [--out FILE.json]
 //	pipeline version
 //
 // Exit codes:
@@ -46,6 +49,9 @@ Commands:
   doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
   embed     write the embeddings of a dataset as .npy (+ .csv labels) with an exported model
   eval      Recall@K, NMI, MAP@R, R-precision of a model on a dataset, or of .npy embeddings
+  index     write a gallery index (embeddings, paths, labels, model identity) for search
+  search    exact k nearest neighbours of query images (or .npy embeddings) in a gallery index
+  bench-memory  peak memory and time of index, search and eval on N random embeddings, as JSON
   version   print the version
 
 Run 'pipeline COMMAND --help' for the flags of a command.
@@ -86,6 +92,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdEmbed(ctx, args[1:], stdout, stderr)
 	case "eval":
 		err = cmdEval(ctx, args[1:], stdout, stderr)
+	case "index":
+		err = cmdIndex(ctx, args[1:], stdout, stderr)
+	case "search":
+		err = cmdSearch(ctx, args[1:], stdout, stderr)
+	case "bench-memory":
+		err = cmdBenchMemory(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, pipeline.Version)
 	default:
