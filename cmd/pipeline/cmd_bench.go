@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,6 +45,12 @@ type benchOptions struct {
 	refPython   string
 	refScript   string
 	refEpochs   int
+	tailBlocks  int
+	tailSteps   int
+	tailScript  string
+	// tailBlocksSet is set when --tail-blocks was given: it then overrides the config's
+	// backbone.train_blocks and trainable_from.
+	tailBlocksSet bool
 }
 
 func (o *benchOptions) addFlags(fs *flag.FlagSet) {
@@ -58,9 +65,14 @@ func (o *benchOptions) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.workers, "workers", 0, "image decoding goroutines (default: the config's preprocess.workers, 2)")
 	fs.IntVar(&o.rounds, "rounds", 3, "extraction rounds, alternating bare and pipeline; the best of each is reported")
 	fs.IntVar(&o.headSteps, "head-steps", 100, "timed head training steps")
-	fs.StringVar(&o.refPython, "reference-python", "", "Python `INTERPRETER` with torch and sklearn (e.g. /usr/bin/python3): also time the PyTorch reference head")
+	fs.StringVar(&o.refPython, "reference-python", "", "Python `INTERPRETER` with torch and sklearn (e.g. /usr/bin/python3): also time the PyTorch reference head,\n"+
+		"and with onnx the same tail step in PyTorch")
 	fs.StringVar(&o.refScript, "reference-script", "", "the reference timing script (default scripts/bench_ref_head.py of the repository)")
 	fs.IntVar(&o.refEpochs, "reference-epochs", 3, "timed epochs of the reference (50 steps each)")
+	fs.IntVar(&o.tailBlocks, "tail-blocks", 1, "tail fine-tuning step: train the last `K` blocks of the backbone (the config's train_blocks or trainable_from\n"+
+		"when set and this flag is not given; 0 skips the tail benchmark)")
+	fs.IntVar(&o.tailSteps, "tail-steps", 10, "timed tail training steps (after 2 untimed ones), ours and the reference's")
+	fs.StringVar(&o.tailScript, "reference-tail-script", "", "the reference tail timing script (default scripts/bench_ref_tail.py of the repository)")
 }
 
 // benchReport is the JSON written by `pipeline bench`.
@@ -72,6 +84,41 @@ type benchReport struct {
 	Extract     extractBench    `json:"extract"`
 	Head        headBench       `json:"head"`
 	Reference   *referenceBench `json:"reference,omitempty"`
+	Tail        *tailBench      `json:"tail,omitempty"`
+}
+
+// tailBench is a training step of tail fine-tuning (pipeline.BenchTail: the last K blocks of
+// the float backbone, the head and the loss, as `pipeline run --train-blocks K` trains them) and,
+// with --reference-python, the same step in PyTorch (scripts/bench_ref_tail.py) on the same tail,
+// batch and settings, measured in the same run.
+type tailBench struct {
+	*pipeline.TailBench
+	// LoadAverage is /proc/loadavg when the tail benchmark started.
+	LoadAverage []float64      `json:"load_average,omitempty"`
+	Reference   *tailReference `json:"reference,omitempty"`
+	// ReferenceSkipped says why there is no reference with --reference-python (e.g. the
+	// interpreter lacks the onnx module, or the loss is not the Group Loss).
+	ReferenceSkipped string `json:"reference_skipped,omitempty"`
+}
+
+// tailReference is what scripts/bench_ref_tail.py measured, plus the comparison.
+type tailReference struct {
+	Python    string  `json:"python"`
+	Script    string  `json:"script"`
+	MsPerStep float64 `json:"ms_per_step"`
+	StepsPerS float64 `json:"steps_per_s"`
+	// CPUMsPerStep is the script's process CPU time per step (all threads; OpenMP's spinning
+	// threads count too).
+	CPUMsPerStep float64 `json:"cpu_ms_per_step"`
+	Threads      int     `json:"threads"`
+	// Ratio is our ms/step over PyTorch's; the goal is <= 2.
+	Ratio     float64 `json:"ratio"`
+	MeetsGoal bool    `json:"within_2x"`
+	// ForwardMaxDiff is max |PyTorch - ours| of the tail's output on the batch with the initial
+	// parameters, and ForwardMax max |ours|: the two build the same tail.
+	ForwardMaxDiff float64        `json:"forward_max_abs_diff"`
+	ForwardMax     float64        `json:"forward_max_abs"`
+	Raw            map[string]any `json:"raw"` // the script's whole output
 }
 
 // extractBench compares feature extraction through the pipeline (decoding by the data package's
@@ -132,8 +179,11 @@ type referenceBench struct {
 }
 
 // The head benchmark's sizes: those of ../shared/reference/ref_heads.py (6 classes x 9 samples,
-// 1280 -> 512, 50 training classes, Adam lr 1e-3, weight decay 6e-6).
+// 1280 -> 512, 50 training classes, Adam lr 1e-3, weight decay 6e-6). The tail benchmark's
+// classifier has the 40 classes a default CUB-100 run trains on (50 minus 10 for validation).
 const (
+	benchTailClasses     = 40
+	benchTailWarmup      = 2
 	benchClassesPerBatch = 6
 	benchSamplesPerClass = 9
 	benchIn              = 1280
@@ -150,8 +200,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.addFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]\n\n"+
-			"Measures feature extraction (pipeline vs bare onnxruntime, same images, same process) and head\n"+
-			"training steps/s, optionally against the PyTorch reference head, and writes a JSON report.\n\n")
+			"Measures feature extraction (pipeline vs bare onnxruntime, same images, same process), head\n"+
+			"training steps/s and a tail fine-tuning step (--tail-blocks), optionally against PyTorch (the\n"+
+			"reference head; the same tail, batch and loss), and writes a JSON report.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -163,6 +214,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) { o.tailBlocksSet = o.tailBlocksSet || f.Name == "tail-blocks" })
 	rep, err := runBench(ctx, o, stderr)
 	if err != nil {
 		return err
@@ -214,8 +266,12 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 	setInt(&cfg.Backbone.BatchSize, o.batch)
 	setInt(&cfg.Threads, o.threads)
 	setInt(&cfg.Preprocess.Workers, o.workers)
-	if o.images < 1 || o.rounds < 1 || o.headSteps < 1 || o.refEpochs < 1 {
-		return nil, fmt.Errorf("%w: --images, --rounds, --head-steps and --reference-epochs must be positive", errUsage)
+	if o.images < 1 || o.rounds < 1 || o.headSteps < 1 || o.refEpochs < 1 || o.tailSteps < 1 || o.tailBlocks < 0 {
+		return nil, fmt.Errorf("%w: --images, --rounds, --head-steps, --reference-epochs and --tail-steps must be positive, --tail-blocks >= 0", errUsage)
+	}
+	configTail := cfg.Backbone.TrainBlocks > 0 || cfg.Backbone.TrainableFrom != ""
+	if o.tailBlocksSet || !configTail {
+		cfg.Backbone.TrainBlocks, cfg.Backbone.TrainableFrom = o.tailBlocks, ""
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", pipeline.ErrConfig, err)
@@ -239,7 +295,136 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 		fmt.Fprintf(logw, "bench: reference head %.1f steps/s (%.1f ms/step); ours is %.2fx\n",
 			rep.Reference.StepsPerS, rep.Reference.MsPerStep, rep.Reference.Speedup)
 	}
+	if cfg.Backbone.TrainBlocks > 0 || cfg.Backbone.TrainableFrom != "" {
+		if rep.Tail, err = benchTail(ctx, o, cfg, logw); err != nil {
+			return nil, err
+		}
+	}
 	return rep, nil
+}
+
+// benchTail times our tail training step and, with o.refPython, PyTorch's.
+func benchTail(ctx context.Context, o benchOptions, cfg pipeline.Config, logw io.Writer) (*tailBench, error) {
+	res := &tailBench{LoadAverage: loadAverage()}
+	var err error
+	if res.TailBench, err = pipeline.BenchTail(ctx, cfg, benchTailClasses, o.tailSteps, benchTailWarmup); err != nil {
+		return nil, err
+	}
+	t := res.TailBench
+	fmt.Fprintf(logw, "bench: tail from %q %v (%d values trained) + head, batch %d: %.1f ms/step, %.1f CPU ms/step (load average %v)\n",
+		t.From, t.ActivationShape, t.TailParams, t.Batch, t.MsPerStep, t.CPUMsPerStep, res.LoadAverage)
+	if o.refPython == "" {
+		return res, nil
+	}
+	if cfg.Loss.Name != "group" {
+		res.ReferenceSkipped = fmt.Sprintf("the reference implements the Group Loss, not %q", cfg.Loss.Name)
+		return res, nil
+	}
+	ref, skipped, err := benchTailReference(ctx, o, cfg, t)
+	switch {
+	case err != nil:
+		return nil, err
+	case skipped != "":
+		res.ReferenceSkipped = skipped
+		fmt.Fprintf(logw, "bench: no reference tail: %s\n", skipped)
+	default:
+		res.Reference = ref
+		fmt.Fprintf(logw, "bench: reference tail (PyTorch %v, %d threads) %.1f ms/step, %.1f CPU ms/step; ours takes %.2fx its time (goal <= 2); forward max |diff| %.2g of %.2g (load average %v)\n",
+			ref.Raw["torch_version"], ref.Threads, ref.MsPerStep, ref.CPUMsPerStep, ref.Ratio, ref.ForwardMaxDiff, ref.ForwardMax, loadAverage())
+	}
+	return res, nil
+}
+
+// refTailMissingModule is the exit code of scripts/bench_ref_tail.py when the interpreter lacks
+// a module it needs (torch, onnx, numpy).
+const refTailMissingModule = 3
+
+// benchTailReference runs scripts/bench_ref_tail.py with o.refPython on the float backbone, the
+// batch and the settings of t and cfg, written to a temporary folder. skipped is set (and err nil)
+// when the interpreter lacks a module.
+func benchTailReference(ctx context.Context, o benchOptions, cfg pipeline.Config, t *pipeline.TailBench) (ref *tailReference, skipped string, err error) {
+	script := o.tailScript
+	if script == "" {
+		if script = findRepoFile(filepath.Join("scripts", "bench_ref_tail.py")); script == "" {
+			return nil, "", errors.New("bench: scripts/bench_ref_tail.py not found above the working directory or the executable; pass --reference-tail-script")
+		}
+	}
+	dir, err := os.MkdirTemp("", "bench-tail-")
+	if err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	in := len(t.Input) / t.Batch
+	spec := map[string]any{
+		"model": filepath.Join(dir, "float.onnx"), "from": t.From, "to": t.To, "shape": t.ActivationShape,
+		"input": filepath.Join(dir, "input.npy"), "output": filepath.Join(dir, "output.npy"),
+		"labels": t.Labels, "classes": t.Classes, "emb": t.Emb,
+		"normalize": cfg.Head.Normalize, "center": cfg.Head.Center,
+		"optimizer": cfg.Optimizer.Name, "lr": cfg.Optimizer.LR, "backbone_lr": cfg.Backbone.LR,
+		"weight_decay": cfg.Optimizer.WeightDecay,
+		"temperature":  cfg.Loss.Temperature, "iterations": cfg.Loss.Iterations, "scaling": cfg.Loss.Scaling,
+		"anchors_per_class": cfg.Loss.AnchorsPerClass,
+		"steps":             o.tailSteps, "warmup": benchTailWarmup, "threads": t.Procs,
+		"ref": refHeadsPath(),
+	}
+	if err := onnxpb.SaveAtomic(spec["model"].(string), t.Float); err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	if err := pipeline.WriteNPY(spec["input"].(string), t.Input, t.Batch, in); err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	if err := pipeline.WriteNPY(spec["output"].(string), t.Output, t.Batch, t.Features); err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	specPath := filepath.Join(dir, "spec.json")
+	if err := os.WriteFile(specPath, js, 0o644); err != nil {
+		return nil, "", fmt.Errorf("bench: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, o.refPython, script, "--spec", specPath)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == refTailMissingModule {
+			return nil, strings.TrimSpace(tail(stderr.String(), 500)), nil
+		}
+		return nil, "", fmt.Errorf("bench: reference %q %q: %w\n%s", o.refPython, script, err, tail(stderr.String(), 2000))
+	}
+	var raw map[string]any
+	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
+	if err := json.Unmarshal(lines[len(lines)-1], &raw); err != nil {
+		return nil, "", fmt.Errorf("bench: reference %q printed no JSON line: %w\n%s", script, err, tail(stdout.String(), 2000))
+	}
+	ms, _ := raw["ms_per_step"].(float64)
+	diff, okDiff := raw["forward_max_abs_diff"].(float64)
+	threads, _ := raw["threads"].(float64)
+	cpu, _ := raw["cpu_ms_per_step"].(float64)
+	if !(ms > 0) || !okDiff {
+		return nil, "", fmt.Errorf("bench: reference %q: bad ms_per_step %v / forward_max_abs_diff %v", script, raw["ms_per_step"], raw["forward_max_abs_diff"])
+	}
+	ref = &tailReference{Python: o.refPython, Script: script, MsPerStep: ms, StepsPerS: 1000 / ms, CPUMsPerStep: cpu, Threads: int(threads),
+		Ratio: t.MsPerStep / ms, ForwardMaxDiff: diff, Raw: raw}
+	ref.MeetsGoal = ref.Ratio <= 2
+	for _, v := range t.Output {
+		ref.ForwardMax = math.Max(ref.ForwardMax, math.Abs(float64(v)))
+	}
+	if !(diff <= 1e-3*ref.ForwardMax) {
+		return nil, "", fmt.Errorf("bench: reference %q computes another tail: its output differs from ours by up to %g (ours up to %g)", script, diff, ref.ForwardMax)
+	}
+	return ref, "", nil
+}
+
+// refHeadsPath is the absolute path of ../shared/reference/ref_heads.py.
+func refHeadsPath() string {
+	ref := filepath.Join(pipeline.SharedDir(), "reference", "ref_heads.py")
+	if abs, err := filepath.Abs(ref); err == nil {
+		ref = abs
+	}
+	return ref
 }
 
 // preprocessOf converts the run config's preprocessing to the data package's.
@@ -458,11 +643,7 @@ func benchReference(ctx context.Context, o benchOptions, ours float64) (*referen
 			return nil, errors.New("bench: scripts/bench_ref_head.py not found above the working directory or the executable; pass --reference-script")
 		}
 	}
-	ref := filepath.Join(pipeline.SharedDir(), "reference", "ref_heads.py")
-	if abs, err := filepath.Abs(ref); err == nil {
-		ref = abs
-	}
-	cmd := exec.CommandContext(ctx, o.refPython, script, "--ref", ref, "--epochs", fmt.Sprint(o.refEpochs))
+	cmd := exec.CommandContext(ctx, o.refPython, script, "--ref", refHeadsPath(), "--epochs", fmt.Sprint(o.refEpochs))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

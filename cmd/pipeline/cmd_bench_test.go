@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline"
 )
 
 // benchShared returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
@@ -41,14 +44,15 @@ func benchNeedORT(t *testing.T) {
 	}
 }
 
-// TestBenchSmall runs `pipeline bench` on 8 images and a few head steps and checks the report.
+// TestBenchSmall runs `pipeline bench` on 8 images, a few head steps and one tail step (the
+// default --tail-blocks 1 of the shared MobileNetV2) and checks the report.
 func TestBenchSmall(t *testing.T) {
 	shared := benchShared(t)
 	benchNeedORT(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "sub", "bench.json")
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"bench", "--images", "8", "--batch", "3", "--rounds", "2", "--head-steps", "2",
+	code := run([]string{"bench", "--images", "8", "--batch", "3", "--rounds", "2", "--head-steps", "2", "--tail-steps", "1",
 		"--data", filepath.Join(shared, "data", "cub100"),
 		"--backbone", filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), "--out", out}, &stdout, &stderr)
 	if code != 0 {
@@ -66,7 +70,7 @@ func TestBenchSmall(t *testing.T) {
 		t.Fatalf("%v in %s", err, js)
 	}
 	rep := map[string]map[string]any{}
-	for _, sec := range []string{"machine", "extract", "head"} {
+	for _, sec := range []string{"machine", "extract", "head", "tail"} {
 		m, ok := top[sec].(map[string]any)
 		if !ok {
 			t.Fatalf("no %q object in %s", sec, js)
@@ -84,6 +88,7 @@ func TestBenchSmall(t *testing.T) {
 		"extract": {"pipeline_images_per_s", "bare_onnxruntime_images_per_s", "ratio", "decode_images_per_s",
 			"bare_cpu_ms_per_image", "pipeline_cpu_ms_per_image"},
 		"head": {"steps_per_s", "ms_per_step"},
+		"tail": {"steps_per_s", "ms_per_step", "tail_params", "gomaxprocs"},
 	}
 	for sec, keys := range positive {
 		for _, k := range keys {
@@ -111,6 +116,19 @@ func TestBenchSmall(t *testing.T) {
 			t.Errorf("head.%s = %v, want %v", k, rep["head"][k], want)
 		}
 	}
+	tail := rep["tail"]
+	for k, want := range map[string]any{"train_blocks": 1.0, "from": "452_quantized", "to": "464_quantized", "features": 1280.0,
+		"batch": 54.0, "classes": 40.0, "emb": 512.0, "optimizer": "radam", "loss": "group", "steps": 1.0, "warmup_steps": 2.0} {
+		if tail[k] != want {
+			t.Errorf("tail.%s = %v, want %v", k, tail[k], want)
+		}
+	}
+	if s := fmt.Sprint(tail["activation_shape"]); s != "[160 7 7]" {
+		t.Errorf("tail.activation_shape = %s, want [160 7 7]", s)
+	}
+	if _, ok := tail["reference"]; ok {
+		t.Error("tail.reference present without --reference-python")
+	}
 	ents, _ := os.ReadDir(filepath.Dir(out))
 	if len(ents) != 1 {
 		t.Errorf("output folder holds %d entries, want only bench.json (no temporary file left)", len(ents))
@@ -121,6 +139,8 @@ func TestBenchUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "--images", "0"},
 		{"bench", "--head-steps", "-1"},
+		{"bench", "--tail-steps", "0"},
+		{"bench", "--tail-blocks", "-1"},
 		{"bench", "--no-such-flag"},
 		{"bench", "extra"},
 	} {
@@ -192,5 +212,105 @@ func TestBenchReferenceTorch(t *testing.T) {
 	}
 	if !(ref.StepsPerS > 0) || ref.Raw["steps"] != float64(50) || ref.Raw["threads"] != float64(2) {
 		t.Errorf("reference %+v: want steps/s > 0, 50 steps (one epoch of 50 classes x 59 samples), 2 threads", ref)
+	}
+}
+
+// tinyBlocksModel is the float two-block backbone of the pipeline package's tail tests.
+var tinyBlocksModel = filepath.Join("..", "..", "pipeline", "testdata", "tiny_blocks.onnx")
+
+// tinyTailBench times one step of the tiny backbone's last k blocks (20-d features).
+func tinyTailBench(t *testing.T, k int) (*pipeline.TailBench, pipeline.Config) {
+	t.Helper()
+	cfg := pipeline.DefaultConfig()
+	cfg.Backbone.Path, cfg.Backbone.TrainBlocks, cfg.Threads = tinyBlocksModel, k, 1
+	tb, err := pipeline.BenchTail(context.Background(), cfg, benchTailClasses, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb, cfg
+}
+
+// TestBenchTailReferenceParse runs benchTailReference with stand-in scripts: one printing what
+// scripts/bench_ref_tail.py prints, one exiting with the missing-module code (the reference is
+// skipped, saying why), one whose tail output differs from ours (an error: it timed another
+// tail), one failing.
+func TestBenchTailReferenceParse(t *testing.T) {
+	benchNeedORT(t)
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	tb, cfg := tinyTailBench(t, 1)
+	dir := t.TempDir()
+	script := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// The good script checks that the spec names the files it needs and that they exist.
+	good := script("good.sh", `spec=$2
+for k in model input output; do
+  f=$(sed 's/.*"'$k'":"\([^"]*\)".*/\1/' "$spec"); test -s "$f" || { echo "no $k file $f" >&2; exit 1; }
+done
+echo "torch warning on stdout"
+echo '{"ms_per_step": 50, "forward_max_abs_diff": 1e-7, "threads": 2, "torch_version": "x"}'
+`)
+	missing := script("missing.sh", "echo \"bench_ref_tail: No module named 'onnx'\" >&2; exit 3\n")
+	other := script("other.sh", `echo '{"ms_per_step": 50, "forward_max_abs_diff": 0.5}'`+"\n")
+	bad := script("bad.sh", "echo 'Traceback: boom' >&2; exit 1\n")
+	o := benchOptions{refPython: sh, tailSteps: 1}
+
+	o.tailScript = good
+	ref, skipped, err := benchTailReference(context.Background(), o, cfg, tb)
+	if err != nil || skipped != "" {
+		t.Fatalf("good script: %v, skipped %q", err, skipped)
+	}
+	if ref.MsPerStep != 50 || ref.Ratio != tb.MsPerStep/50 || ref.MeetsGoal != (tb.MsPerStep <= 100) || ref.Threads != 2 || !(ref.ForwardMax > 0) {
+		t.Errorf("got %+v (ours %.1f ms/step)", ref, tb.MsPerStep)
+	}
+	o.tailScript = missing
+	if ref, skipped, err := benchTailReference(context.Background(), o, cfg, tb); err != nil || ref != nil || !strings.Contains(skipped, "No module named 'onnx'") {
+		t.Errorf("missing module: %+v, %q, %v; want skipped naming the module", ref, skipped, err)
+	}
+	o.tailScript = other
+	if _, _, err := benchTailReference(context.Background(), o, cfg, tb); err == nil || !strings.Contains(err.Error(), "computes another tail") {
+		t.Errorf("another tail: err %v", err)
+	}
+	o.tailScript = bad
+	if _, _, err := benchTailReference(context.Background(), o, cfg, tb); err == nil || !strings.Contains(err.Error(), "Traceback: boom") {
+		t.Errorf("failing script: err %v, want it to carry the script's stderr", err)
+	}
+}
+
+// TestBenchTailReferenceTorch runs scripts/bench_ref_tail.py for real on the tiny backbone's last
+// two blocks (Conv, Clip, the residual Add, GlobalAveragePool): PyTorch's tail output on the batch must
+// match ours (benchTailReference refuses a difference above 1e-3 of the largest value), with
+// as many threads as GOMAXPROCS and the same trained values (skipped with -short or without
+// /usr/bin/python3 with torch, onnx and sklearn).
+func TestBenchTailReferenceTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	benchNeedORT(t)
+	shared := benchShared(t)
+	const py = "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch, onnx, sklearn").Run(); err != nil {
+		t.Skipf("%s cannot import torch, onnx and sklearn (%v): install python3-torch, python3-onnx and python3-sklearn", py, err)
+	}
+	t.Setenv("PIPELINE_SHARED_DIR", shared)
+	for _, k := range []int{2} {
+		tb, cfg := tinyTailBench(t, k)
+		ref, skipped, err := benchTailReference(context.Background(), benchOptions{refPython: py, tailSteps: 2}, cfg, tb)
+		if err != nil || skipped != "" {
+			t.Fatalf("k=%d: %v (skipped %q)", k, err, skipped)
+		}
+		shapes, _ := ref.Raw["shapes"].(map[string]any)
+		if !(ref.MsPerStep > 0) || ref.Threads != tb.Procs || shapes["tail_params"] != float64(tb.TailParams) || shapes["batch"] != float64(tb.Batch) {
+			t.Errorf("k=%d: reference %+v; want ms > 0, %d threads, %d tail values, batch %d", k, ref, tb.Procs, tb.TailParams, tb.Batch)
+		}
+		t.Logf("k=%d: ours %.2f ms/step, PyTorch %.2f ms/step, forward max |diff| %.2g of %.2g, layers %v",
+			k, tb.MsPerStep, ref.MsPerStep, ref.ForwardMaxDiff, ref.ForwardMax, shapes["tail_layers"])
 	}
 }
