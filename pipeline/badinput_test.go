@@ -24,7 +24,7 @@ func TestLoadConfigBadInput(t *testing.T) {
 		{"unknown nested key", "head:\n  embedding_dim: 8\n  embeding_dim: 8\n",
 			[]string{`line 3: unknown key "head.embeding_dim"`}, "the keys under head are: embedding_dim, center, normalize, init"},
 		{"unknown key two levels down", "optimizer:\n  lr: 0.1\n  momentum: 0.9\n",
-			[]string{`line 3: unknown key "optimizer.momentum"`}, "the keys under optimizer are: name, lr, weight_decay, epochs, lr_steps, lr_gamma"},
+			[]string{`line 3: unknown key "optimizer.momentum"`}, "the keys under optimizer are: name, args, epochs, lr_schedule"},
 		{"string for an integer", "seed: 1\noptimizer:\n  epochs: ten\n",
 			[]string{`line 3: optimizer.epochs: got a string "ten", want an integer`}, "config.yaml of any run folder"},
 		{"list for a number", "optimizer: {lr: [0.1]}\n",

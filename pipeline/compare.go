@@ -115,9 +115,10 @@ func Compare(ctx context.Context, cfg Config, opt CompareOptions, env RunEnv) (*
 	if opt.Ensemble == 0 {
 		opt.Ensemble = 3
 	}
-	if cfg.Backbone.trainsTail() {
-		return nil, withHint(fmt.Errorf("%w: compare trains heads on frozen features; backbone.train_blocks/trainable_from are not supported", ErrConfig),
-			"set backbone.train_blocks 0 and trainable_from \"\"")
+	if opt.Ensemble > 1 && cfg.Backbone.trainsTail() {
+		// Ensembles are heads on one frozen backbone; with a fine-tuned tail there is no such row.
+		env.Log.Warn("compare: no ensemble row: ensembles train heads on frozen features, and this config fine-tunes the backbone (train_blocks 0 for heads only, e.g. configs/cub100-head.yaml)")
+		opt.Ensemble = 1
 	}
 	var specs []compareSpec
 	for _, l := range opt.Losses {
@@ -250,13 +251,23 @@ func compareRun(ctx context.Context, c Config, force bool, env RunEnv) (*Summary
 }
 
 // finishedRun is the summary of the successful run of config c in c.Out, nil if there is none.
+// The run's config.yaml counts as the config it loads to, written again: a run folder written in
+// the flat form of older versions is recognized too.
 func finishedRun(c Config) *Summary {
 	want, err := yaml.Marshal(c)
 	if err != nil {
 		return nil
 	}
-	got, err := os.ReadFile(filepath.Join(c.Out, "config.yaml"))
-	if err != nil || !bytes.Equal(got, want) {
+	path := filepath.Join(c.Out, "config.yaml")
+	cfgRaw, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	ran, err := ParseConfig(cfgRaw, path)
+	if err != nil {
+		return nil
+	}
+	if got, err := yaml.Marshal(ran); err != nil || !bytes.Equal(got, want) {
 		return nil
 	}
 	raw, err := os.ReadFile(filepath.Join(c.Out, "metrics.json"))

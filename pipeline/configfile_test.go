@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -45,9 +47,10 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 	return keys
 }
 
-// TestConfigFileIsDefault: configs/cub100.yaml loads, names every config key, and is
-// DefaultConfig() once its relative data and backbone paths (relative to the repository root,
-// where `make run` runs) resolve to the defaults' ../shared.
+// TestConfigFileIsDefault: configs/cub100.yaml loads, is DefaultConfig() once its relative data
+// and backbone paths (relative to the repository root, where `make run` runs) resolve to the
+// defaults' ../shared, has exactly the keys a run folder's config.yaml has, and shows every
+// implementation of a component not chosen with all its args in a valid example.
 func TestConfigFileIsDefault(t *testing.T) {
 	root := repoRoot(t)
 	t.Setenv("PIPELINE_SHARED_DIR", filepath.Join(root, "..", "shared"))
@@ -71,42 +74,160 @@ func TestConfigFileIsDefault(t *testing.T) {
 	if len(cfg.Optimizer.LRSteps) == 0 && len(def.Optimizer.LRSteps) == 0 {
 		cfg.Optimizer.LRSteps = def.Optimizer.LRSteps
 	}
+	if len(cfg.Optimizer.ReloadBestAfter) == 0 && len(def.Optimizer.ReloadBestAfter) == 0 {
+		cfg.Optimizer.ReloadBestAfter = def.Optimizer.ReloadBestAfter
+	}
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("configs/cub100.yaml differs from DefaultConfig():\n got %+v\nwant %+v", cfg, def)
 	}
 
-	// Written out in full: every key of Config appears in the file, and nothing else.
+	// Written out in full: the file has the keys of a run folder's config.yaml (components
+	// {name, args} with the args of the chosen implementations), and nothing else.
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var present []string
-	for _, k := range keyLines(raw) {
-		present = append(present, k)
+	written, err := yaml.Marshal(def)
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := yamlKeys(reflect.TypeOf(Config{}), "")
+	have, want := leafKeys(t, raw), leafKeys(t, written)
 	for _, k := range want {
-		if !slices.Contains(present, k) {
+		if !slices.Contains(have, k) {
 			t.Errorf("configs/cub100.yaml lacks the key %q", k)
 		}
 	}
-	var doc map[string]any
+	for _, k := range have {
+		if !slices.Contains(want, k) {
+			t.Errorf("configs/cub100.yaml has the key %q, which config.yaml does not", k)
+		}
+	}
+	// Every field of Config is written, or is a component's name or arg.
+	for _, k := range yamlKeys(reflect.TypeOf(Config{}), "") {
+		sec, field, _ := strings.Cut(k, ".")
+		f := formOf(sec)
+		if slices.Contains(want, k) || (f != nil && (f.nameOf(field) != nil || f.argOf(field) != nil)) {
+			continue
+		}
+		t.Errorf("the Config key %q is not written", k)
+	}
+
+	// The implementations not chosen are shown, each on a comment line that is a config
+	// fragment ("#   loss: {name: triplet, args: {margin: 0.2}}") giving all its args at the
+	// values that mean the defaults.
+	shown := map[string][]string{} // "loss triplet" -> the example's keys
+	for _, m := range reExample.FindAllStringSubmatch(string(raw), -1) {
+		ex, err := ParseConfig([]byte(m[1]), "example")
+		if err != nil {
+			t.Errorf("example %q: %v", m[1], err)
+			continue
+		}
+		same := DefaultConfig()
+		var names []string
+		for _, f := range componentForms {
+			exSec, sameSec := sectionOf(&ex, f), sectionOf(&same, f)
+			for i := range f.comps {
+				c := &f.comps[i]
+				im, ok := c.current(exSec)
+				if !ok {
+					t.Errorf("example %q: no %s", m[1], f.compPath(c))
+					continue
+				}
+				if dim, _ := c.current(sectionOf(&def, f)); dim.name != im.name {
+					names = append(names, f.compPath(c)+" "+im.name)
+					if c.field != "" { // the same config with the default args
+						nf, _ := fieldByKey(sameSec, c.field)
+						nf.SetString(im.name)
+					}
+				}
+			}
+		}
+		if len(names) != 1 {
+			t.Errorf("example %q shows %d implementations not chosen (%v), want 1", m[1], len(names), names)
+			continue
+		}
+		shown[names[0]] = leafKeys(t, []byte(m[1]))
+		if a, b := effective(ex), effective(same); !reflect.DeepEqual(a, b) {
+			t.Errorf("example %q is not the default args:\n got %+v\nwant %+v", m[1], a, b)
+		}
+	}
+	for _, f := range componentForms {
+		for i := range f.comps {
+			c := &f.comps[i]
+			dim, _ := c.current(sectionOf(&def, f))
+			for _, im := range c.impls {
+				if im.name == dim.name {
+					continue
+				}
+				keys, ok := shown[f.compPath(c)+" "+im.name]
+				if !ok {
+					t.Errorf("configs/cub100.yaml shows no example of %s %q", f.compPath(c), im.name)
+					continue
+				}
+				for _, a := range im.args {
+					if k := f.compPath(c) + ".args." + a.name; !slices.Contains(keys, k) {
+						t.Errorf("the example of %s %q lacks %s", f.compPath(c), im.name, k)
+					}
+				}
+			}
+		}
+	}
+}
+
+// reExample matches a comment line that is a one-line config fragment setting a component.
+var reExample = regexp.MustCompile(`(?m)^\s*#\s+((?:head|loss|optimizer|sampler): \{.*\})\s*$`)
+
+// leafKeys lists the dotted keys of the leaves (scalars and lists) of the YAML document raw.
+func leafKeys(t *testing.T, raw []byte) []string {
+	t.Helper()
+	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	var leaves func(m map[string]any, prefix string) int
-	leaves = func(m map[string]any, prefix string) int {
-		n := 0
-		for k, v := range m {
-			if sub, ok := v.(map[string]any); ok {
-				n += leaves(sub, prefix+k+".")
-			} else {
-				n++
+	var keys []string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			walk(n.Content[0], path)
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				walk(n.Content[i+1], p)
 			}
+		default:
+			keys = append(keys, path)
 		}
-		return n
 	}
-	if n := leaves(doc, ""); n != len(want) {
-		t.Errorf("configs/cub100.yaml has %d leaf keys, Config has %d", n, len(want))
+	walk(&doc, "")
+	return keys
+}
+
+func formOf(section string) *form {
+	for _, f := range componentForms {
+		if f.path == section {
+			return f
+		}
 	}
+	return nil
+}
+
+// sectionOf is the (settable) section struct of cfg that f describes.
+func sectionOf(cfg *Config, f *form) reflect.Value {
+	v, ok := fieldByKey(reflect.ValueOf(cfg).Elem(), f.path)
+	if !ok {
+		panic("no section " + f.path)
+	}
+	return v
+}
+
+// effective is c with the loss's margins as the loss uses them (0 means the default).
+func effective(c Config) Config {
+	hl := c.Loss.headLoss()
+	c.Loss.TripletMargin, c.Loss.PosMargin, c.Loss.NegMargin = hl.TripletMargin, hl.PosMargin, hl.NegMargin
+	c.Loss.ProxyAlpha, c.Loss.ProxyMargin = hl.ProxyAlpha, hl.ProxyMargin
+	return c
 }

@@ -153,6 +153,7 @@ func (r *runner) trainModel(ctx context.Context, feats, flips []float32, split c
 			r.sum.Warnings = append(r.sum.Warnings, sub.sum.Warnings...)
 			r.env.Log.Debug("ensemble member trained", "member", k+1, "seconds", time.Since(t0).Seconds())
 		}
+		mopt.Progress = EvalProgress(r.env.Progress, fmt.Sprintf("ensemble member %d", k+1))
 		res, err := metrics.Evaluate(m.embed(evalX, len(split.evalIdx)), len(split.evalIdx), m.dim(), evalY, mopt)
 		if err != nil {
 			return nil, err

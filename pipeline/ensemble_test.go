@@ -84,6 +84,7 @@ func tinyConfig(t *testing.T) Config {
 	cfg.Optimizer.Epochs = 1
 	cfg.Optimizer.LR = 1e-3
 	cfg.Eval.KMeansRestarts = 1
+	cfg.Backbone.TrainBlocks, cfg.Head.Center = 0, false // the head-only path (tiny_cnn has no blocks)
 	return cfg
 }
 

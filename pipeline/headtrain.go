@@ -20,6 +20,7 @@ import (
 type headModel struct {
 	h         *head.Head
 	loss      head.LossConfig
+	pretrain  bool // Step trains with the softmax cross-entropy (loss.pretrain_epochs)
 	center    []float32
 	normalize bool
 	flipTTA   bool  // inputs are the mean of an image's and its mirror's features
@@ -30,8 +31,20 @@ type headModel struct {
 func (m *headModel) Tensors() []train.Tensor { return m.tensors }
 
 func (m *headModel) Step(x []float32, n int, labels []int, anchors []bool) (float64, error) {
-	res, err := m.h.StepLoss(x, n, labels, anchors, m.loss)
+	res, err := m.h.StepLoss(x, n, labels, anchors, m.stepLoss())
 	return res.Loss, err
+}
+
+// SetPretraining implements train.Pretrainer: while on, Step trains with the softmax
+// cross-entropy of the classifier logits instead of the configured loss.
+func (m *headModel) SetPretraining(on bool) { m.pretrain = on }
+
+// stepLoss is the loss Step trains with.
+func (m *headModel) stepLoss() head.LossConfig {
+	if m.pretrain {
+		return head.DefaultLossConfig(head.LossSoftmax)
+	}
+	return m.loss
 }
 
 func (m *headModel) dim() int { return m.h.Config().Emb }
@@ -211,11 +224,13 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 	defer prog.Done()
 	hooks.Epoch = func(st train.EpochStats) {
 		prog.Add(1)
-		r.env.Log.Info("epoch", "epoch", st.Epoch, "loss", st.Loss, "validation", st.Score, "lr", st.LR, "seconds", st.Seconds)
+		r.env.Log.Info("epoch", "epoch", st.Epoch, "loss", st.Loss, "validation", st.Score, "lr", st.LR, "seconds", st.Seconds,
+			"pretrain", st.Pretrain, "reload_best", st.ReloadBest)
 	}
 	fitOpts := train.Options{Epochs: cfg.Optimizer.Epochs,
 		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
-		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed}
+		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed,
+		ReloadBestAfter: cfg.Optimizer.ReloadBestAfter, PretrainEpochs: cfg.Loss.PretrainEpochs}
 	base := func() *Checkpoint {
 		return &Checkpoint{Center: m.center, Normalize: m.normalize, FlipTTA: m.flipTTA, Classes: m.classes, Config: cfg}
 	}

@@ -26,9 +26,11 @@ import (
 //
 // The schedule: the reference sets the learning rate to lr/10 at the start of epoch 31 and again
 // (to the same lr/10, not lr/100) at the start of epoch 51, each time after reloading the best
-// model so far. train.Fit multiplies the learning rate by lr_gamma after each epoch listed in
-// lr_steps (1-based: "after epoch 30" = from epoch 31 on), so the reference's schedule is
-// lr_steps [30] with lr_gamma 0.1; the reloads of the best model are not reproduced.
+// model so far (keeping its RAdam state). train.Fit multiplies the learning rate by lr_gamma
+// after each epoch listed in lr_steps and goes on from the best parameters after each epoch of
+// reload_best_after (both 1-based: "after epoch 30" = from epoch 31 on), so the reference's
+// schedule is lr_steps [30], lr_gamma 0.1, reload_best_after [30, 50]. The reference selects the
+// best model on its test classes; here it is chosen on validation_classes.
 type preset struct {
 	classes, samples, anchors int
 	lr, weightDecay, temp     float64
@@ -70,7 +72,7 @@ func ApplyPreset(cfg *Config, name string) error {
 	cfg.Loss.Temperature, cfg.Loss.Iterations, cfg.Loss.Scaling, cfg.Loss.AnchorsPerClass = p.temp, 1, 1, p.anchors
 	cfg.Sampler = SamplerConfig{ClassesPerBatch: p.classes, SamplesPerClass: p.samples}
 	cfg.Optimizer = OptimizerConfig{Name: "radam", LR: p.lr, WeightDecay: p.weightDecay, Epochs: 70,
-		LRSteps: []int{30}, LRGamma: 0.1}
+		LRSteps: []int{30}, LRGamma: 0.1, ReloadBestAfter: []int{30, 50}}
 	return nil
 }
 
@@ -143,7 +145,7 @@ func (c *Config) paperErrors() []string {
 		errs = append(errs, fmt.Sprintf("ensemble %d < 0", c.Ensemble))
 	}
 	if c.Ensemble > 1 && c.Backbone.trainsTail() {
-		errs = append(errs, fmt.Sprintf("ensemble %d: ensembles train heads on frozen features; not with backbone.train_blocks or trainable_from", c.Ensemble))
+		errs = append(errs, fmt.Sprintf("ensemble %d: ensembles train heads on frozen features; not with backbone.train_blocks or trainable_from (--train-blocks 0 trains heads only)", c.Ensemble))
 	}
 	return errs
 }

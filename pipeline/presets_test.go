@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,7 +39,8 @@ func TestApplyPreset(t *testing.T) {
 		want.Preset, want.TrainClasses = tc.name, tc.trainClasses
 		want.Loss = LossConfig{Name: "group", Temperature: tc.temp, Iterations: 1, Scaling: 1, AnchorsPerClass: tc.anchors}
 		want.Sampler = SamplerConfig{ClassesPerBatch: tc.classes, SamplesPerClass: tc.samples}
-		want.Optimizer = OptimizerConfig{Name: "radam", LR: tc.lr, WeightDecay: tc.wd, Epochs: 70, LRSteps: []int{30}, LRGamma: 0.1}
+		want.Optimizer = OptimizerConfig{Name: "radam", LR: tc.lr, WeightDecay: tc.wd, Epochs: 70, LRSteps: []int{30}, LRGamma: 0.1,
+			ReloadBestAfter: []int{30, 50}}
 		if !reflect.DeepEqual(cfg, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, cfg, want)
 		}
@@ -121,6 +123,9 @@ func TestPresetOrder(t *testing.T) {
 		{func(c *Config) { c.Preset = "x" }, `preset "x"`},
 		{func(c *Config) { c.Ensemble = -1 }, "ensemble -1 < 0"},
 		{func(c *Config) { c.Ensemble, c.Backbone.TrainBlocks = 2, 1 }, "ensemble 2"},
+		{func(c *Config) { c.Loss.PretrainEpochs = c.Optimizer.Epochs }, fmt.Sprintf("loss.pretrain_epochs %d must be >= 0 and below optimizer.epochs %[1]d", DefaultConfig().Optimizer.Epochs)},
+		{func(c *Config) { c.Loss.PretrainEpochs = -1 }, "loss.pretrain_epochs -1"},
+		{func(c *Config) { c.Optimizer.ReloadBestAfter = []int{0} }, "optimizer.reload_best_after: epoch 0 < 1"},
 	} {
 		cfg := DefaultConfig()
 		c.edit(&cfg)
@@ -132,7 +137,9 @@ func TestPresetOrder(t *testing.T) {
 
 // TestPresetSchedule runs the cub preset end to end on the tiny CNN: 70 epochs, the learning
 // rate the reference's until epoch 30 and a tenth of it from epoch 31 on (lr_steps [30]: train.Fit
-// multiplies after the listed epochs), Group Loss with T 24.
+// multiplies after the listed epochs), training going on from the best parameters after epochs
+// 30 and 50 (the reference reloads its best model at the start of epochs 31 and 51), Group Loss
+// with T 24.
 func TestPresetSchedule(t *testing.T) {
 	needORT(t)
 	base := tinyConfig(t)
@@ -158,6 +165,9 @@ func TestPresetSchedule(t *testing.T) {
 		}
 		if diff := st.LR - want; diff > 1e-18 || diff < -1e-18 {
 			t.Fatalf("epoch %d lr %g, want %g", st.Epoch, st.LR, want)
+		}
+		if st.ReloadBest != (st.Epoch == 30 || st.Epoch == 50) || st.Pretrain {
+			t.Errorf("epoch %d: reload_best %v, pretrain %v", st.Epoch, st.ReloadBest, st.Pretrain)
 		}
 	}
 	written, err := LoadConfig(filepath.Join(cfg.Out, "config.yaml"))

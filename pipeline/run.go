@@ -201,10 +201,13 @@ type runner struct {
 	split  classSplit
 	// skipped are the images left out with on_bad_image skip, in item order.
 	skipped []skippedImage
+	// tail is the fine-tuned part of the backbone when the run trains it (prepareTail).
+	tail *tailSetup
 }
 
 // prepare loads and checks everything a run needs before anything is written: the dataset, the
-// preprocessing, the class split and the backbone (with onnxruntime).
+// preprocessing, the class split and the backbone (with onnxruntime), and for tail fine-tuning
+// the cut and the trained part of the backbone.
 func (r *runner) prepare() error {
 	cfg, log := r.cfg, r.env.Log
 	ds, err := data.Load(cfg.Data)
@@ -233,6 +236,12 @@ func (r *runner) prepare() error {
 		return backboneHint(err)
 	}
 	r.bb = bb
+	if cfg.Backbone.trainsTail() { // before any extraction: a cut the model cannot train fails now
+		if r.tail, err = r.prepareTail(); err != nil {
+			bb.Close()
+			return err
+		}
+	}
 	return nil
 }
 
@@ -261,7 +270,8 @@ func (r *runner) run(ctx context.Context) error {
 	// Baseline: the raw backbone features of the evaluated classes.
 	evalFeats := gather(feats, d, split.evalIdx)
 	evalLabels := ds.Labels(split.evalIdx)
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
+		Progress: EvalProgress(r.env.Progress, "baseline")}
 	if r.sum.Baseline, err = r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt); err != nil {
 		return err
 	}
@@ -269,6 +279,7 @@ func (r *runner) run(ctx context.Context) error {
 
 	if cfg.Backbone.FlipTTA {
 		evalFeats = meanRows(evalFeats, gather(flips, d, split.evalIdx))
+		mopt.Progress = EvalProgress(r.env.Progress, "baseline (flip averaged)")
 		res, err := r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt)
 		if err != nil {
 			return err
@@ -277,6 +288,7 @@ func (r *runner) run(ctx context.Context) error {
 		log.Info("baseline (raw features, flip averaged)", "recall_at_1", res.RecallAt1, "nmi", res.NMI)
 	}
 
+	mopt.Progress = EvalProgress(r.env.Progress, "trained")
 	if cfg.Backbone.trainsTail() {
 		return r.runTail(ctx, evalLabels, mopt)
 	}

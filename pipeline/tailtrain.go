@@ -89,6 +89,18 @@ const tailEvalChunk = 64
 
 func (m *tailModel) Tensors() []train.Tensor { return m.tensors }
 
+// setTensors lists the head's parameters, then the tail's (named with tailParamPrefix), as the
+// tensors Fit trains.
+func (m *tailModel) setTensors() {
+	m.tensors = m.tensors[:0]
+	for _, p := range m.h.Params() {
+		m.tensors = append(m.tensors, train.Tensor{Name: p.Name, Value: p.Value, Grad: p.Grad})
+	}
+	for _, p := range m.params {
+		m.tensors = append(m.tensors, train.Tensor{Name: tailParamPrefix + p.Name, Value: p.Value, Grad: p.Grad})
+	}
+}
+
 // Step runs tail forward, the feature transform, the head's loss with its input gradient, and
 // backward through the transform and the tail; it fills the Grad of every tensor.
 func (m *tailModel) Step(x []float32, n int, labels []int, anchors []bool) (float64, error) {
@@ -100,7 +112,7 @@ func (m *tailModel) Step(x []float32, n int, labels []int, anchors []bool) (floa
 		return 0, fmt.Errorf("pipeline: tail output has %d values for %d samples, want %d each", len(f), n, m.featDim)
 	}
 	norms := m.transformNorms(f, n)
-	res, dz, err := m.h.StepLossInputGrad(f, n, labels, anchors, m.loss)
+	res, dz, err := m.h.StepLossInputGrad(f, n, labels, anchors, m.stepLoss())
 	if err != nil {
 		return res.Loss, err
 	}
@@ -211,6 +223,19 @@ type splitOptimizer struct {
 	ratio      float64
 }
 
+// newSplitOptimizer returns cfg's optimizer for the head (optimizer.lr) and the tail
+// (backbone.lr).
+func newSplitOptimizer(cfg Config) (*splitOptimizer, error) {
+	var opts [2]train.Optimizer
+	for i := range opts {
+		var err error
+		if opts[i], err = train.NewOptimizer(train.OptimizerKind(cfg.Optimizer.Name), cfg.Optimizer.WeightDecay); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+	return &splitOptimizer{head: opts[0], tail: opts[1], ratio: cfg.Backbone.LR / cfg.Optimizer.LR}, nil
+}
+
 func (o *splitOptimizer) Step(params []train.Tensor, lr float64) {
 	var h, t []train.Tensor
 	for _, p := range params {
@@ -254,16 +279,21 @@ func (o *splitOptimizer) SetState(s train.OptimizerState) error {
 	return o.tail.SetState(ts)
 }
 
-// tailSetup is what runTail prepares before training.
+// tailSetup is what prepareTail checks and prepares, before any image is read.
 type tailSetup struct {
 	float   *onnx.ModelProto // the float backbone
 	cut     string           // where the trained part starts
 	feature string           // the feature tensor
 	shape   []int            // per-image shape of the cut tensor
 	prefix  *onnx.ModelProto // the float backbone cut at cut (output "features" [batch, prod(shape)])
+	graph   *graph.Graph     // the trained part, decoded from cut to feature
 }
 
-// prepareTail loads the backbone as a float model, resolves the cut tensor and builds the prefix.
+// prepareTail loads the backbone as a float model, resolves the cut tensor, builds the prefix and
+// decodes the trained part. It runs in runner.prepare, before features or activations are
+// extracted, so that a train_blocks or trainable_from the model cannot honour fails at once:
+// ErrConfig with a hint naming valid values (the model's block inputs, or the first tensor after
+// an op the engine cannot train).
 func (r *runner) prepareTail() (*tailSetup, error) {
 	cfg := r.cfg.Backbone
 	path := cfg.Path
@@ -310,6 +340,10 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 		s.cut = pts[cfg.TrainBlocks-1]
 	}
 	ts.From = s.cut
+	if !downstream(g, s.cut)[s.feature] {
+		return nil, withHint(fmt.Errorf("%w: %s: the features %q are not computed from it", ErrConfig, tailOption(cfg), s.feature),
+			tailCutHint(s.float))
+	}
 	prefix, ci, err := backbone.Cut(s.float, s.cut)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
@@ -322,7 +356,62 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 		return nil, fmt.Errorf("pipeline: cut tensor %q has shape %v but the cut gives %d values per image", s.cut, s.shape, ci.Dim)
 	}
 	ts.ActivationShape = s.shape
+	tg, err := graph.Decode(s.float, graph.Options{From: []string{s.cut}, To: s.feature, Trainable: true, InputShapes: [][]int{s.shape}})
+	if err != nil {
+		return nil, withHint(fmt.Errorf("%w: %s: the backbone from %q to the features %q cannot be trained: %w", ErrConfig, tailOption(cfg), s.cut, s.feature, err),
+			tailDecodeHint(s.float, cfg, err))
+	}
+	if len(tg.Params()) == 0 {
+		return nil, withHint(fmt.Errorf("%w: %s: nothing to train between %q and the features %q", ErrConfig, tailOption(cfg), s.cut, s.feature),
+			tailCutHint(s.float))
+	}
+	s.graph = tg
 	return s, nil
+}
+
+// tailOption names the config value that chose the cut, for errors.
+func tailOption(cfg BackboneConfig) string {
+	if cfg.TrainableFrom != "" {
+		return fmt.Sprintf("backbone.trainable_from %q", cfg.TrainableFrom)
+	}
+	return fmt.Sprintf("backbone.train_blocks %d", cfg.TrainBlocks)
+}
+
+// tailDecodeHint suggests valid values when graph.Decode refuses the part of m after the cut:
+// the later cut point the *graph.NodeError names and, for train_blocks, the most blocks whose
+// input comes at or after it; else the block inputs.
+func tailDecodeHint(m *onnx.ModelProto, cfg BackboneConfig, err error) string {
+	var ne *graph.NodeError
+	if !errors.As(err, &ne) || ne.CutAt == "" {
+		return tailCutHint(m)
+	}
+	h := fmt.Sprintf("pass --trainable-from %q (the first tensor after op %q, node %q, that alone carries the rest)", ne.CutAt, ne.Op, ne.Node)
+	if cfg.TrainBlocks > 1 {
+		after := downstream(m.GetGraph(), ne.CutAt)
+		pts := graph.TailCutPoints(m)
+		for k := min(cfg.TrainBlocks, len(pts)+1) - 1; k >= 1; k-- {
+			if after[pts[k-1]] {
+				return fmt.Sprintf("train fewer blocks (--train-blocks %d or less), or %s", k, h)
+			}
+		}
+	}
+	return h
+}
+
+// downstream returns t and every tensor computed from it in g.
+func downstream(g *onnx.GraphProto, t string) map[string]bool {
+	down := map[string]bool{t: true}
+	for _, n := range g.GetNode() { // topological order
+		for _, in := range n.GetInput() {
+			if down[in] {
+				for _, o := range n.GetOutput() {
+					down[o] = true
+				}
+				break
+			}
+		}
+	}
+	return down
 }
 
 // tailCutHint lists the cut points of a model for error hints.
@@ -455,10 +544,7 @@ func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int,
 // runTail is runner.run after the baselines when the tail of the backbone is trained: prepare
 // the float backbone and the activations, train tail + head, evaluate, export and report.
 func (r *runner) runTail(ctx context.Context, evalLabels []int, mopt metrics.Options) error {
-	s, err := r.prepareTail()
-	if err != nil {
-		return err
-	}
+	s := r.tail
 	acts, views, err := r.activations(ctx, s)
 	if err != nil {
 		return err
@@ -488,11 +574,7 @@ func (r *runner) runTail(ctx context.Context, evalLabels []int, mopt metrics.Opt
 // and checkpoints.
 func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, views int) (*tailModel, error) {
 	cfg, split, ts := r.cfg, r.split, r.sum.Tail
-	g, err := graph.Decode(s.float, graph.Options{From: []string{s.cut}, To: s.feature, Trainable: true, InputShapes: [][]int{s.shape}})
-	if err != nil {
-		return nil, withHint(fmt.Errorf("pipeline: the backbone from %q to %q cannot be trained: %w", s.cut, s.feature, err),
-			"train fewer blocks (--train-blocks) or pass --trainable-from with a later tensor")
-	}
+	g := s.graph
 	hm := &headModel{normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: split.fit, loss: cfg.Loss.headLoss()}
 	if err := hm.loss.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -516,7 +598,8 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	if err != nil {
 		return nil, err
 	}
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
+		Progress: EvalProgress(r.env.Progress, "baseline (float backbone)")}
 	if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), d, r.ds.Labels(split.evalIdx), mopt); err != nil {
 		return nil, err
 	}
@@ -583,12 +666,7 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 			return nil, err
 		}
 	}
-	for _, p := range h.Params() {
-		m.tensors = append(m.tensors, train.Tensor{Name: p.Name, Value: p.Value, Grad: p.Grad})
-	}
-	for _, p := range m.params {
-		m.tensors = append(m.tensors, train.Tensor{Name: tailParamPrefix + p.Name, Value: p.Value, Grad: p.Grad})
-	}
+	m.setTensors()
 
 	sampler, notes, err := train.NewClassSampler(labels, cfg.Sampler.ClassesPerBatch, cfg.Sampler.SamplesPerClass,
 		func(c int) string { return r.ds.Classes[split.fit[c]] })
@@ -600,13 +678,10 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	}
 	r.sum.Training.SamplerNotes = notes
 	r.sum.Training.BatchSize = sampler.BatchSize()
-	var opts [2]train.Optimizer
-	for i := range opts {
-		if opts[i], err = train.NewOptimizer(train.OptimizerKind(cfg.Optimizer.Name), cfg.Optimizer.WeightDecay); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-		}
+	opt, err := newSplitOptimizer(cfg)
+	if err != nil {
+		return nil, err
 	}
-	opt := &splitOptimizer{head: opts[0], tail: opts[1], ratio: cfg.Backbone.LR / cfg.Optimizer.LR}
 	// Each training sample is the activation of the image or of its mirror, at random.
 	in := m.inDim
 	batch := func(idx []int, dst []float32, rng *rand.Rand) {
@@ -649,7 +724,8 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	}
 	fitOpts := train.Options{Epochs: cfg.Optimizer.Epochs,
 		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
-		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed}
+		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed,
+		ReloadBestAfter: cfg.Optimizer.ReloadBestAfter, PretrainEpochs: cfg.Loss.PretrainEpochs}
 	// last.ckpt (head and tail tensors, both optimizer states) lets --resume continue the run.
 	base := func() *Checkpoint {
 		return &Checkpoint{Center: hm.center, Normalize: hm.normalize, FlipTTA: hm.flipTTA, Classes: hm.classes, Config: cfg}

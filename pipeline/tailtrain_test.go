@@ -334,3 +334,103 @@ func floatModel(t *testing.T, path string) *onnx.ModelProto {
 	}
 	return f
 }
+
+// tinyBlocks is a float backbone with two inverted-residual blocks, input [batch,3,8,8] and
+// 20-d pooled features "pooled" (testdata/gentail).
+var tinyBlocks = filepath.Join("testdata", "tiny_blocks.onnx")
+
+// tinyBlocksWith writes a copy of tinyBlocks whose node named node computes op from its first
+// input instead, and returns its path.
+func tinyBlocksWith(t *testing.T, node, op string) string {
+	t.Helper()
+	m, err := onnxpb.Load(tinyBlocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, n := range m.Graph.Node {
+		if n.Name == node {
+			n.OpType, n.Input, found = op, n.Input[:1], true
+		}
+	}
+	if !found {
+		t.Fatalf("no node %q in %s", node, tinyBlocks)
+	}
+	p := filepath.Join(t.TempDir(), strings.ToLower(op)+".onnx")
+	if err := onnxpb.SaveAtomic(p, m); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tinyTailConfig is a tail run of a second or two on tinyBlocks and colorDataset(8, 10).
+func tinyTailConfig(t *testing.T) Config {
+	t.Helper()
+	cfg := tinyConfig(t)
+	cfg.Backbone.Path = tinyBlocks
+	cfg.Preprocess.Size = [2]int{8, 8}
+	cfg.Head.EmbeddingDim = 4
+	cfg.Backbone.TrainBlocks = 1
+	return cfg
+}
+
+// TestTailValidationBeforeExtraction: a train_blocks or trainable_from the backbone cannot honour
+// fails in Run before any feature or activation is extracted (no cache file, no run folder),
+// with ErrConfig naming the value, the tensor or the node and op, and a hint with valid values
+// (the model's block inputs, or the first tensor after an op the engine cannot train, and how
+// many blocks avoid it). The suggested train_blocks then trains.
+func TestTailValidationBeforeExtraction(t *testing.T) {
+	needORT(t)
+	sigmoid := tinyBlocksWith(t, "b1.dw.clip", "Sigmoid") // inside block 1 of 2
+	blockList := `the block inputs, last first: block1, stem`
+	cases := []struct {
+		name, model string
+		blocks      int
+		from        string
+		err, hint   string
+	}{
+		{"too many blocks", tinyBlocks, 3, "", `backbone.train_blocks 3: "` + tinyBlocks + `" has 2 inverted-residual blocks`,
+			"pass --train-blocks between 1 and 2, or --trainable-from with a tensor; " + blockList},
+		{"unknown tensor", tinyBlocks, 0, "nope", `backbone.trainable_from "nope" is neither a tensor computed by a node nor a node`, blockList},
+		{"inside a residual block", tinyBlocks, 0, "b1.dw.out",
+			`backbone.trainable_from "b1.dw.out": the backbone from "b1.dw.out" to the features "pooled" cannot be trained: ` +
+				`backbone/graph: tensor "pixels" (read by node "stem.conv") is not computed from From`, blockList},
+		{"after the features", tinyBlocks, 0, "logits", `backbone.trainable_from "logits": the features "pooled" are not computed from it`, blockList},
+		{"the features", tinyBlocks, 0, "pooled", `backbone.trainable_from "pooled": nothing to train between "pooled" and the features "pooled"`, blockList},
+		{"unsupported op", sigmoid, 2, "",
+			`backbone.train_blocks 2: the backbone from "stem" to the features "pooled" cannot be trained: backbone/graph: op "Sigmoid" (node "b1.dw.clip") is not supported for training`,
+			`train fewer blocks (--train-blocks 1 or less), or pass --trainable-from "block1" (the first tensor after op "Sigmoid", node "b1.dw.clip", that alone carries the rest)`},
+		{"unsupported op, trainable_from", sigmoid, 0, "stem", `op "Sigmoid" (node "b1.dw.clip") is not supported for training`,
+			`pass --trainable-from "block1"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := tinyTailConfig(t)
+			cfg.Backbone.Path, cfg.Backbone.TrainBlocks, cfg.Backbone.TrainableFrom = c.model, c.blocks, c.from
+			_, err := Run(context.Background(), cfg, RunEnv{})
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.err) {
+				t.Fatalf("error %v\nwant ErrConfig with %q", err, c.err)
+			}
+			if h := Hint(err); !strings.Contains(h, c.hint) {
+				t.Errorf("hint %q, want it to contain %q", h, c.hint)
+			}
+			if _, err := os.Stat(cfg.Out); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("run folder %q exists (%v): the run got past its checks", cfg.Out, err)
+			}
+			if _, err := os.Stat(cfg.Cache); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("cache folder %q exists (%v): something was extracted", cfg.Cache, err)
+			}
+		})
+	}
+	t.Run("suggested value trains", func(t *testing.T) {
+		cfg := tinyTailConfig(t)
+		cfg.Backbone.Path = sigmoid
+		sum, err := Run(context.Background(), cfg, RunEnv{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Tail.From != "block1" || sum.Tail.Params == 0 || sum.Status != "ok" {
+			t.Fatalf("tail %+v, status %q", sum.Tail, sum.Status)
+		}
+	})
+}

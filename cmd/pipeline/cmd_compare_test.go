@@ -12,6 +12,7 @@ import (
 // tinyCNNConfig runs the 6x6-input test CNN (4-d features): a run takes well under a second.
 const tinyCNNConfig = `backbone:
   path: ../../backbone/testdata/tiny_cnn.onnx
+  train_blocks: 0
 preprocess:
   size: [6, 6]
 threads: 1

@@ -43,6 +43,8 @@ func pointwiseModel(t *testing.T, dir, op string) string {
 }
 
 const pointwiseConfig = `validation_classes: 1
+backbone:
+  train_blocks: 0
 train_classes: 3
 threads: 1
 head:

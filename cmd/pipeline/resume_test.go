@@ -129,7 +129,8 @@ func resumeManifest(t *testing.T, shared string, classes, per int) string {
 }
 
 // comparable returns metrics.json of dir without what legitimately differs between an
-// interrupted and an uninterrupted run (timings, paths, the resume marker, warnings).
+// interrupted and an uninterrupted run (timings, paths, the resume marker, warnings, whether the
+// tail's activations came from the cache).
 func comparable(t *testing.T, dir string) map[string]any {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dir, "metrics.json"))
@@ -144,6 +145,11 @@ func comparable(t *testing.T, dir string) map[string]any {
 		delete(m, k)
 	}
 	m["export"].(map[string]any)["path"] = ""
+	if ts, ok := m["tail"].(map[string]any); ok { // activations: extracted, or from the cache
+		delete(ts, "activation_cache_hit")
+		delete(ts, "activation_cache") // a path: the extraction case uses its own cache folder
+		delete(ts, "activation_seconds")
+	}
 	tr := m["training"].(map[string]any)
 	delete(tr, "resumed_from_epoch")
 	for _, h := range tr["history"].([]any) {
@@ -389,4 +395,71 @@ func TestRunKillResumeInit(t *testing.T) {
 		t.Fatalf("resume: exit %d\n%s", r.code, r.stderr)
 	}
 	sameRun(t, ref, out)
+}
+
+// TestRunKillResumeTail: the same for tail fine-tuning (--train-blocks 1 on the float two-block
+// backbone pipeline/testdata/tiny_blocks.onnx, PCA and class-mean initializations, model
+// selection on a validation class, an lr step at epoch 50), killed with SIGKILL or SIGTERM after
+// epoch 3 of 100: the resumed run (activations from the cache, tail and head parameters and both
+// optimizer states from last.ckpt) must end with the metrics, history, model selection and
+// model.onnx bytes of the uninterrupted run.
+func TestRunKillResumeTail(t *testing.T) {
+	badNeedORT(t)
+	dir := t.TempDir()
+	manifest := badDataset(t, filepath.Join(dir, "data"), []int{8, 8, 8, 8, 8})
+	const epochs = 100
+	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), strings.Replace(pointwiseConfig, "init: random", "init: pca\n  classifier_init: means", 1)+
+		fmt.Sprintf("optimizer:\n  epochs: %d\n  lr: 0.001\n  lr_steps: [50]\n", epochs))
+	args := func(out string) []string {
+		return []string{"run", "--config", cfg, "--data", manifest, "--backbone", filepath.Join("..", "..", "pipeline", "testdata", "tiny_blocks.onnx"),
+			"--train-blocks", "1", "--cache", filepath.Join(dir, "cache"), "--train-classes", "4", "--out", out}
+	}
+	ref := filepath.Join(dir, "ref")
+	t0 := time.Now()
+	if r := badRun(args(ref)[1:]...); r.code != 0 {
+		t.Fatalf("reference run: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("uninterrupted run: %.1fs", time.Since(t0).Seconds())
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			out := filepath.Join(dir, "killed-"+strconv.Itoa(int(sig)))
+			c := startChild(t, out+".log", args(out)...)
+			waitFor(t, c, "epoch 3 in last.ckpt", func() bool { return lastEpoch(out) >= 3 })
+			code := killChild(t, c, sig)
+			at := lastEpoch(out)
+			if at >= epochs {
+				t.Fatal("training ended before the signal (raise the epochs)")
+			}
+			if sig == syscall.SIGTERM {
+				if m := checkRunFolderComplete(t, out); code != 130 || m["status"] != "interrupted" {
+					t.Fatalf("SIGTERM: exit %d, metrics.json status %v; want 130, interrupted", code, m["status"])
+				}
+			}
+			last, err := pipeline.LoadCheckpoint(filepath.Join(out, "last.ckpt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			backbone := 0
+			for _, p := range last.Params {
+				if strings.HasPrefix(p.Name, "backbone/") {
+					backbone++
+				}
+			}
+			if backbone != 8 { // the 3 Convs of the last block and the final Conv, weights and biases
+				t.Errorf("last.ckpt holds %d backbone tensors, want 8", backbone)
+			}
+			t.Logf("%v after epoch %d of %d: exit %d", sig, at, epochs, code)
+			if r := badRun("--resume", out); r.code != 0 {
+				t.Fatalf("resume: exit %d\n%s", r.code, r.stderr)
+			}
+			sameRun(t, ref, out)
+			m := checkRunFolderComplete(t, out)
+			if got := m["training"].(map[string]any)["resumed_from_epoch"]; got != float64(at) {
+				t.Errorf("resumed_from_epoch %v, want %d", got, at)
+			}
+			if hit := m["tail"].(map[string]any)["activation_cache_hit"]; hit != true {
+				t.Errorf("the resumed run extracted the activations again (activation_cache_hit %v)", hit)
+			}
+		})
+	}
 }

@@ -125,6 +125,7 @@ optimizer:
   lr: 0.0001
 backbone:
   batch_size: 8
+  train_blocks: 0
 preprocess:
   workers: 2
 eval:

@@ -42,12 +42,13 @@ func KMeans(x []float32, n, d, k, restarts int, seed int64) (assign []int, inert
 		sq[i] = dot(xf[i*d:(i+1)*d], xf[i*d:(i+1)*d])
 	}
 	block, _, _ := blockAndWorkers(Options{}, n)
-	return kmeans(xf, sq, n, d, k, restarts, seed, block, 1)
+	return kmeans(xf, sq, n, d, k, restarts, seed, block, 1, nil)
 }
 
 // kmeans runs `restarts` k-means runs on x (n×d, squared row norms sq), `workers` at a time,
-// processing rows in blocks of `block` for the distance gemm, and returns the best.
-func kmeans(x, sq []float64, n, d, k, restarts int, seed int64, block, workers int) ([]int, float64) {
+// processing rows in blocks of `block` for the distance gemm, and returns the best. rep (may be
+// nil) is told of each restart done.
+func kmeans(x, sq []float64, n, d, k, restarts int, seed int64, block, workers int, rep *reporter) ([]int, float64) {
 	tol := kmeansTol * meanVariance(x, n, d)
 	type run struct {
 		assign  []int
@@ -59,6 +60,7 @@ func kmeans(x, sq []float64, n, d, k, restarts int, seed int64, block, workers i
 		km := newKMeansRun(x, sq, n, d, k, block)
 		km.seed(rng)
 		runs[r].assign, runs[r].inertia = km.lloyd(tol)
+		rep.add(1)
 	}
 	workers = min(max(workers, 1), restarts)
 	if workers == 1 {

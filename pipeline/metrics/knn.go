@@ -22,8 +22,9 @@ func dot(a, b []float64) float64 { return floats.Dot(a, b) }
 // broken by lower index. Query rows are processed in blocks of `block` rows: one Dgemm gives the
 // block×n dot products, and for each query a bounded max-heap keeps its kOf(q) best candidates.
 // visit(q, nb) receives the neighbours nearest first; nb is reused after visit returns. visit is
-// called concurrently for distinct q when workers > 1. Memory: workers·block·n float64.
-func knn(x, sq []float64, n, d, block, workers int, kOf func(q int) int, visit func(q int, nb []int32)) {
+// called concurrently for distinct q when workers > 1; rep (may be nil) is told of each block
+// done. Memory: workers·block·n float64.
+func knn(x, sq []float64, n, d, block, workers int, rep *reporter, kOf func(q int) int, visit func(q int, nb []int32)) {
 	if (n+gemmTile-1)/gemmTile < 4 {
 		// Dgemm would take its serial path for every block size: use one block so the rounding
 		// (and so near-tie order) never depends on the block size. Here n <= 192, tiny.
@@ -50,6 +51,7 @@ func knn(x, sq []float64, n, d, block, workers int, kOf func(q int) int, visit f
 				q := s + r
 				visit(q, h.select_(buf[r*n:(r+1)*n], sq, q, kOf(q)))
 			}
+			rep.add(m)
 		}
 	}
 	if workers == 1 {

@@ -56,6 +56,11 @@ type Options struct {
 	Workers int
 	// SkipClustering leaves NMI and AMI at 0 and skips k-means (retrieval metrics only).
 	SkipClustering bool
+	// Progress, when not nil, is told how far the work got: called with done = 0 when a stage
+	// starts (StageNeighbors, then StageKMeans), then as units complete, the last call of a stage
+	// with done == total. Calls are never concurrent, done grows within a stage, and results do
+	// not depend on Progress.
+	Progress func(stage Stage, done, total int)
 }
 
 const (
@@ -110,7 +115,8 @@ func Neighbors(emb []float32, n, d, k int, opts Options) ([]int, error) {
 		return nil, err
 	}
 	out := make([]int, n*k)
-	knn(x, sq, n, d, block, workers, func(int) int { return k }, func(q int, nb []int32) {
+	rep := startStage(opts.Progress, StageNeighbors, n)
+	knn(x, sq, n, d, block, workers, rep, func(int) int { return k }, func(q int, nb []int32) {
 		for r, j := range nb {
 			out[q*k+r] = int(j)
 		}
@@ -214,7 +220,8 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 	}
 	pq := make([]perQuery, n)
 	kOf := func(q int) int { return min(max(maxRecallK, count[dense[q]]-1), n-1) }
-	knn(x, sq, n, d, block, workers, kOf, func(q int, nb []int32) {
+	rep := startStage(opts.Progress, StageNeighbors, n)
+	knn(x, sq, n, d, block, workers, rep, kOf, func(q int, nb []int32) {
 		lab := dense[q]
 		r := count[lab] - 1
 		res := &pq[q]
@@ -271,7 +278,8 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 		if restarts == 0 {
 			restarts = defaultRestarts
 		}
-		assign, _ := kmeans(x, sq, n, d, nClasses, restarts, opts.Seed, block, workers)
+		assign, _ := kmeans(x, sq, n, d, nClasses, restarts, opts.Seed, block, workers,
+			startStage(opts.Progress, StageKMeans, restarts))
 		out.NMI = NMI(labels, assign)
 		out.AMI = AMI(labels, assign)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"time"
 )
 
@@ -40,6 +41,20 @@ type Options struct {
 	// epoch State.Epoch+1. With the same model, data, sampler and options, the result equals an
 	// uninterrupted Fit exactly (each epoch draws from its own generator, see EpochSeed).
 	Resume *State
+	// ReloadBestAfter lists epochs (1-based, as LRSteps) after which the parameters are reset to
+	// those of the best epoch so far, after any learning-rate step of that epoch; training goes on
+	// from them. The optimizer's state (moments, step count) is kept, as in the Group Loss
+	// reference code (train.py reloads the model's state_dict at the start of epochs 31 and 51 and
+	// only changes the learning rate of its existing RAdam). Without a Validate hook the best
+	// epoch is the last one and the reset changes nothing.
+	ReloadBestAfter []int
+	// PretrainEpochs > 0 trains the first PretrainEpochs epochs with the model's pretraining loss
+	// (the model must implement Pretrainer); the model's own loss takes over at epoch
+	// PretrainEpochs+1 from the parameters of epoch PretrainEpochs (not the best ones), with the
+	// optimizer's state reset, as the reference's train.py starts a new RAdam on the network its
+	// train_finetune.py fine-tuned for classification. The learning rate follows LR and LRSteps
+	// throughout. Pretraining epochs are validated and take part in model selection like the others.
+	PretrainEpochs int
 }
 
 // State is where training stands after a completed epoch: what Options.Resume needs to continue
@@ -65,6 +80,14 @@ func EpochSeed(seed int64, epoch int) int64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	return int64(z ^ (z >> 31))
+}
+
+// Pretrainer is a Model with a second loss for the first epochs (Options.PretrainEpochs), e.g.
+// the softmax cross-entropy of its classifier before a metric-learning loss.
+type Pretrainer interface {
+	Model
+	// SetPretraining switches Step to the pretraining loss (on) or back to the model's loss.
+	SetPretraining(on bool)
 }
 
 // Batch fills dst with the features of the samples idx (row-major, len(idx) rows) for one
@@ -93,6 +116,11 @@ type EpochStats struct {
 	Score   float64 `json:"validation_score"`
 	Seconds float64 `json:"seconds"`
 	Steps   int     `json:"steps"`
+	// Pretrain marks the epochs trained with the pretraining loss (Options.PretrainEpochs).
+	Pretrain bool `json:"pretrain,omitempty"`
+	// ReloadBest marks the epochs after which the parameters were reset to the best epoch's
+	// (Options.ReloadBestAfter).
+	ReloadBest bool `json:"reload_best,omitempty"`
 }
 
 // Result is what Fit returns.
@@ -114,6 +142,15 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		o.LRGamma = 0.1
 	}
 	var res Result
+	var pre Pretrainer
+	if o.PretrainEpochs > 0 {
+		p, ok := m.(Pretrainer)
+		if !ok {
+			return res, fmt.Errorf("train: %d pretraining epochs: the model %T has no pretraining loss (it does not implement train.Pretrainer)", o.PretrainEpochs, m)
+		}
+		pre = p
+		defer pre.SetPretraining(false)
+	}
 	params := m.Tensors()
 	best := snapshot(params, nil)
 	res.BestScore = math.Inf(-1)
@@ -152,6 +189,15 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 	for epoch := first; epoch <= o.Epochs && !stopped; epoch++ {
 		t0 := time.Now()
 		rng := rand.New(rand.NewSource(EpochSeed(o.Seed, epoch)))
+		pretrain := epoch <= o.PretrainEpochs
+		if pre != nil {
+			pre.SetPretraining(pretrain)
+			if epoch == o.PretrainEpochs+1 {
+				if err := opt.SetState(OptimizerState{M: map[string][]float64{}, V: map[string][]float64{}}); err != nil {
+					return res, fmt.Errorf("train: resetting the optimizer after pretraining: %w", err)
+				}
+			}
+		}
 		var sum float64
 		var n int
 		for _, b := range s.Epoch(rng) {
@@ -182,7 +228,7 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			n++
 			res.Steps++
 		}
-		st := EpochStats{Epoch: epoch, LR: lr, Steps: n}
+		st := EpochStats{Epoch: epoch, LR: lr, Steps: n, Pretrain: pretrain, ReloadBest: slices.Contains(o.ReloadBestAfter, epoch)}
 		if n > 0 {
 			st.Loss = sum / float64(n)
 		}
@@ -216,6 +262,11 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		for _, s := range o.LRSteps {
 			if s == epoch {
 				lr *= o.LRGamma
+			}
+		}
+		if st.ReloadBest {
+			for i, p := range params {
+				copy(p.Value, best[i])
 			}
 		}
 		stopped = o.Patience > 0 && since >= o.Patience

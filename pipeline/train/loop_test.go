@@ -5,15 +5,22 @@ import (
 	"errors"
 	"math"
 	"math/rand"
+	"reflect"
+	"strings"
 	"testing"
 )
 
-// quadratic is a toy model: loss = mean over the batch of ||w - x_i||^2 / 2.
+// quadratic is a toy model: loss = mean over the batch of ||w - x_i||^2 / 2, or of
+// ||w - x_i - 2||^2 / 2 while pretraining (a different optimum, so that the switch shows).
 type quadratic struct {
-	w, g  []float64
-	nanAt int
-	steps int
+	w, g     []float64
+	nanAt    int
+	steps    int
+	pretrain bool
+	modes    []bool // pretrain of each Step
 }
+
+func (q *quadratic) SetPretraining(on bool) { q.pretrain = on }
 
 func (q *quadratic) Tensors() []Tensor { return []Tensor{{Name: "w", Value: q.w, Grad: q.g}} }
 
@@ -22,12 +29,17 @@ func (q *quadratic) Step(x []float32, n int, labels []int, anchors []bool) (floa
 	if q.steps == q.nanAt {
 		return math.NaN(), nil
 	}
+	q.modes = append(q.modes, q.pretrain)
+	shift := 0.0
+	if q.pretrain {
+		shift = 2
+	}
 	d := len(q.w)
 	clear(q.g)
 	var loss float64
 	for i := 0; i < n; i++ {
 		for j := 0; j < d; j++ {
-			r := q.w[j] - float64(x[i*d+j])
+			r := q.w[j] - float64(x[i*d+j]) - shift
 			loss += r * r / 2 / float64(n)
 			q.g[j] += r / float64(n)
 		}
@@ -120,5 +132,122 @@ func TestAnchors(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("%v", got)
 		}
+	}
+}
+
+// TestFitReloadBestAfter: after each epoch of ReloadBestAfter (and its lr step) the parameters
+// are those of the best epoch so far, the optimizer's state is kept, and the history says so.
+func TestFitReloadBestAfter(t *testing.T) {
+	labels, feats := toyData()
+	s, _, _ := NewClassSampler(labels, 2, 3, nil)
+	batch := func(idx []int, dst []float32, _ *rand.Rand) {
+		for i, k := range idx {
+			copy(dst[i*2:], feats[k*2:k*2+2])
+		}
+	}
+	q := &quadratic{w: []float64{5, 5}, g: make([]float64, 2)}
+	opt, _ := NewOptimizer(OptAdam, 0)
+	// Epoch 2 is the best of epochs 0-3; epoch 5 the best of 0-5.
+	scores := []float64{0, 1, 5, 2, 3, 6, 4}
+	best := map[int][]float64{}
+	var states []State
+	res, err := Fit(context.Background(), q, opt, s, batch, labels, 2,
+		Options{Epochs: 6, LR: 0.5, LRSteps: []int{3}, ReloadBestAfter: []int{3, 5}, Seed: 1},
+		Hooks{
+			Validate:   func(e int) (float64, error) { return scores[e], nil },
+			Best:       func(e int, _ float64) error { best[e] = append([]float64(nil), q.w...); return nil },
+			Checkpoint: func(st State) error { states = append(states, st); return nil },
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BestEpoch != 5 || len(states) != 6 {
+		t.Fatalf("result %+v, %d checkpoints", res, len(states))
+	}
+	for e := 1; e <= 6; e++ {
+		st := states[e-1]
+		if got, want := res.History[e].ReloadBest, e == 3 || e == 5; got != want {
+			t.Errorf("history[%d].ReloadBest = %v", e, got)
+		}
+		switch e {
+		case 3: // reloads epoch 2, the best so far
+			if !reflect.DeepEqual(st.Params[0], best[2]) {
+				t.Errorf("after epoch 3: parameters %v, want epoch 2's %v", st.Params[0], best[2])
+			}
+		case 5: // epoch 5 is itself the best: nothing changes
+			if !reflect.DeepEqual(st.Params[0], best[5]) {
+				t.Errorf("after epoch 5: parameters %v, want epoch 5's %v", st.Params[0], best[5])
+			}
+		default:
+			if e > 1 && reflect.DeepEqual(st.Params[0], states[e-2].Params[0]) {
+				t.Errorf("epoch %d did not train", e)
+			}
+		}
+		// The optimizer keeps counting: every step of every epoch.
+		if st.Optimizer.Steps != st.Steps {
+			t.Errorf("after epoch %d: optimizer steps %d, loop steps %d", e, st.Optimizer.Steps, st.Steps)
+		}
+	}
+	if res.History[3].LR != 0.5 || res.History[4].LR != 0.05 {
+		t.Errorf("lr: %+v", res.History)
+	}
+}
+
+// TestFitPretrainSwitch: the first PretrainEpochs epochs step with the pretraining loss, the rest
+// with the model's, the optimizer restarts at the switch, the history marks the pretraining
+// epochs, and the model is left with its own loss.
+func TestFitPretrainSwitch(t *testing.T) {
+	labels, feats := toyData()
+	s, _, _ := NewClassSampler(labels, 2, 3, nil)
+	batch := func(idx []int, dst []float32, _ *rand.Rand) {
+		for i, k := range idx {
+			copy(dst[i*2:], feats[k*2:k*2+2])
+		}
+	}
+	q := &quadratic{w: []float64{5, 5}, g: make([]float64, 2)}
+	opt, _ := NewOptimizer(OptRAdam, 0)
+	var states []State
+	res, err := Fit(context.Background(), q, opt, s, batch, labels, 2, Options{Epochs: 5, LR: 0.3, PretrainEpochs: 2, Seed: 3},
+		Hooks{Checkpoint: func(st State) error { states = append(states, st); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre := res.History[0].Steps + res.History[1].Steps // steps of epochs 1 and 2
+	if pre == 0 || len(q.modes) != res.Steps || res.Steps <= pre {
+		t.Fatalf("%d steps recorded, %d in all, %d in epochs 1-2", len(q.modes), res.Steps, pre)
+	}
+	for i, m := range q.modes {
+		if want := i < pre; m != want {
+			t.Fatalf("step %d: pretraining %v, want %v", i+1, m, want)
+		}
+	}
+	for e, h := range res.History {
+		if h.Pretrain != (e < 2) {
+			t.Errorf("history[%d].Pretrain = %v", e, h.Pretrain)
+		}
+	}
+	for e, st := range states {
+		want := st.Steps
+		if e+1 > 2 {
+			want = st.Steps - pre // restarted at epoch 3
+		}
+		if st.Optimizer.Steps != want {
+			t.Errorf("after epoch %d: optimizer steps %d, want %d", e+1, st.Optimizer.Steps, want)
+		}
+	}
+	if q.pretrain {
+		t.Error("the model is left in pretraining mode")
+	}
+	// The pretraining optimum is x+2: after epoch 2 w[1] (data 1) is near 3, at the end near 1.
+	if w := states[1].Params[0][1]; w < 2 {
+		t.Errorf("after pretraining w = %v, want near 3", states[1].Params[0])
+	}
+	if w := q.w[1]; w > 2 {
+		t.Errorf("after training w = %v, want near 1", q.w)
+	}
+	// A model without a pretraining loss is refused.
+	_, err = Fit(context.Background(), struct{ Model }{q}, opt, s, batch, labels, 2, Options{Epochs: 3, LR: 0.1, PretrainEpochs: 1}, Hooks{})
+	if err == nil || !strings.Contains(err.Error(), "does not implement train.Pretrainer") {
+		t.Fatalf("model without pretraining: %v", err)
 	}
 }

@@ -36,67 +36,76 @@ func resumeSetup(t *testing.T, w0 float64) (*quadratic, Optimizer, Sampler, Batc
 // TestFitResumeEqualsUninterrupted: a Fit stopped after epoch k and resumed from the State its
 // Checkpoint hook saw (round-tripped through gob, as in a checkpoint file) ends with the same
 // parameters, history, best epoch and optimizer steps as an uninterrupted Fit, for every k,
-// with and without validation-based selection, LR steps and early stopping.
+// with and without validation-based selection, LR steps, early stopping, and with pretraining
+// epochs and reloads of the best parameters (resuming after the switch, after the epoch before
+// it, and after a reload).
 func TestFitResumeEqualsUninterrupted(t *testing.T) {
 	const epochs = 7
 	scoreOf := func(q *quadratic) func(int) (float64, error) {
 		// Improves, then gets worse: the best epoch is in the middle.
 		return func(e int) (float64, error) { return -((q.w[0]-1.5)*(q.w[0]-1.5) + (q.w[1]-1)*(q.w[1]-1)), nil }
 	}
+	type schedule struct {
+		pretrain int
+		reload   []int
+	}
 	for _, validate := range []bool{false, true} {
 		for _, patience := range []int{0, 2} {
-			o := Options{Epochs: epochs, LR: 0.3, LRSteps: []int{3, 5}, LRGamma: 0.5, Seed: 42, AnchorsPerClass: 1, Patience: patience}
-			q, opt, s, batch, labels := resumeSetup(t, 5)
-			var states []State
-			h := Hooks{Checkpoint: func(st State) error { states = append(states, st); return nil }}
-			if validate {
-				h.Validate = scoreOf(q)
-			}
-			want, err := Fit(context.Background(), q, opt, s, batch, labels, 2, o, h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantW := append([]float64(nil), q.w...)
-			for k, st := range states {
-				var buf bytes.Buffer
-				if err := gob.NewEncoder(&buf).Encode(st); err != nil {
-					t.Fatal(err)
-				}
-				var saved State
-				if err := gob.NewDecoder(&buf).Decode(&saved); err != nil {
-					t.Fatal(err)
-				}
-				q2, opt2, s2, batch2, _ := resumeSetup(t, -9) // different start: the state must win
-				o2 := o
-				o2.Resume = &saved
-				h2 := Hooks{}
+			for _, sch := range []schedule{{}, {pretrain: 2, reload: []int{3, 5}}} {
+				o := Options{Epochs: epochs, LR: 0.3, LRSteps: []int{3, 5}, LRGamma: 0.5, Seed: 42, AnchorsPerClass: 1, Patience: patience,
+					PretrainEpochs: sch.pretrain, ReloadBestAfter: sch.reload}
+				q, opt, s, batch, labels := resumeSetup(t, 5)
+				var states []State
+				h := Hooks{Checkpoint: func(st State) error { states = append(states, st); return nil }}
 				if validate {
-					h2.Validate = scoreOf(q2)
+					h.Validate = scoreOf(q)
 				}
-				got, err := Fit(context.Background(), q2, opt2, s2, batch2, labels, 2, o2, h2)
+				want, err := Fit(context.Background(), q, opt, s, batch, labels, 2, o, h)
 				if err != nil {
-					t.Fatalf("resume after epoch %d: %v", k+1, err)
+					t.Fatal(err)
 				}
-				if !reflect.DeepEqual(q2.w, wantW) {
-					t.Errorf("validate=%v patience=%d resumed after epoch %d: weights %v, uninterrupted %v", validate, patience, k+1, q2.w, wantW)
-				}
-				if got.BestEpoch != want.BestEpoch || got.BestScore != want.BestScore || got.Epochs != want.Epochs ||
-					got.Steps != want.Steps || opt2.State().Steps != opt.State().Steps {
-					t.Errorf("validate=%v patience=%d resumed after epoch %d: result %+v, uninterrupted %+v", validate, patience, k+1, got, want)
-				}
-				if len(got.History) != len(want.History) {
-					t.Fatalf("history lengths %d vs %d", len(got.History), len(want.History))
-				}
-				for i := range got.History {
-					a, b := got.History[i], want.History[i]
-					a.Seconds, b.Seconds = 0, 0
-					if a != b {
-						t.Errorf("resumed after epoch %d: history[%d] %+v, uninterrupted %+v", k+1, i, a, b)
+				wantW := append([]float64(nil), q.w...)
+				for k, st := range states {
+					var buf bytes.Buffer
+					if err := gob.NewEncoder(&buf).Encode(st); err != nil {
+						t.Fatal(err)
+					}
+					var saved State
+					if err := gob.NewDecoder(&buf).Decode(&saved); err != nil {
+						t.Fatal(err)
+					}
+					q2, opt2, s2, batch2, _ := resumeSetup(t, -9) // different start: the state must win
+					o2 := o
+					o2.Resume = &saved
+					h2 := Hooks{}
+					if validate {
+						h2.Validate = scoreOf(q2)
+					}
+					got, err := Fit(context.Background(), q2, opt2, s2, batch2, labels, 2, o2, h2)
+					if err != nil {
+						t.Fatalf("resume after epoch %d: %v", k+1, err)
+					}
+					if !reflect.DeepEqual(q2.w, wantW) {
+						t.Errorf("validate=%v patience=%d %+v resumed after epoch %d: weights %v, uninterrupted %v", validate, patience, sch, k+1, q2.w, wantW)
+					}
+					if got.BestEpoch != want.BestEpoch || got.BestScore != want.BestScore || got.Epochs != want.Epochs ||
+						got.Steps != want.Steps || !reflect.DeepEqual(opt2.State(), opt.State()) {
+						t.Errorf("validate=%v patience=%d %+v resumed after epoch %d: result %+v, uninterrupted %+v", validate, patience, sch, k+1, got, want)
+					}
+					if len(got.History) != len(want.History) {
+						t.Fatalf("history lengths %d vs %d", len(got.History), len(want.History))
+					}
+					for i := range got.History {
+						a, b := got.History[i], want.History[i]
+						a.Seconds, b.Seconds = 0, 0
+						if a != b {
+							t.Errorf("resumed after epoch %d: history[%d] %+v, uninterrupted %+v", k+1, i, a, b)
+						}
 					}
 				}
-			}
-			if patience == 0 && len(states) != epochs {
-				t.Fatalf("Checkpoint called %d times for %d epochs", len(states), epochs)
+				if patience == 0 && len(states) != epochs {
+					t.Fatalf("Checkpoint called %d times for %d epochs", len(states), epochs)
+				}
 			}
 		}
 	}

@@ -1,0 +1,53 @@
+package pipeline
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// TestReadyMadeConfigs: every file of configs/ loads and validates; the paper's settings equal
+// their presets, and the head-only recipe is the default with the frozen backbone.
+func TestReadyMadeConfigs(t *testing.T) {
+	root := repoRoot(t)
+	files, err := filepath.Glob(filepath.Join(root, "configs", "*.yaml"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("configs/: %v %v, want cub100, cub100-head, cub, cars196, sop", files, err)
+	}
+	for _, f := range files {
+		cfg, err := LoadConfig(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	for _, p := range PresetNames() {
+		got, err := LoadConfig(filepath.Join(root, "configs", p+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := LoadConfigPreset("", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("configs/%s.yaml differs from --preset %s:\n got %+v\nwant %+v", p, p, got, want)
+		}
+	}
+	head, err := LoadConfig(filepath.Join(root, "configs", "cub100-head.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Backbone.TrainBlocks, want.Head.Center, want.Optimizer.Epochs = 0, false, 20
+	if !reflect.DeepEqual(head, want) {
+		t.Errorf("configs/cub100-head.yaml:\n got %+v\nwant %+v", head, want)
+	}
+	if _, err := os.Stat(filepath.Join(root, "configs", "cub100.yaml")); err != nil {
+		t.Error(err)
+	}
+}
