@@ -3,6 +3,8 @@ package train
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // Tensor is one trainable parameter as the optimizer sees it: its values and the gradient of the
@@ -98,25 +100,64 @@ func (a *adam) Step(params []Tensor, lr float64) {
 			a.st.V[p.Name] = make([]float64, len(p.Value))
 		}
 		v := a.st.V[p.Name]
-		for i, g := range p.Grad {
-			w := p.Value[i]
-			if a.kind == OptAdamW {
-				w -= lr * a.wd * w
-			} else {
-				g += a.wd * w
-			}
-			m[i] = a.b1*m[i] + (1-a.b1)*g
-			v[i] = a.b2*v[i] + (1-a.b2)*g*g
-			mh := m[i] / bc1
-			switch {
-			case a.kind != OptRAdam:
-				w -= lr * mh / (math.Sqrt(v[i]/bc2) + a.eps)
-			case rectified:
-				w -= lr * r * mh / (math.Sqrt(v[i]/bc2) + a.eps)
-			default:
-				w -= lr * mh
-			}
-			p.Value[i] = w
+		parallelChunks(len(p.Value), func(lo, hi int) {
+			a.update(p.Value[lo:hi], p.Grad[lo:hi], m[lo:hi], v[lo:hi], lr, bc1, bc2, r, rectified)
+		})
+	}
+}
+
+// update applies one step to a slice of a tensor. Every element is independent of the others,
+// so slices may be updated concurrently with results identical to a serial loop.
+func (a *adam) update(ws, gs, m, v []float64, lr, bc1, bc2, r float64, rectified bool) {
+	gs, m, v = gs[:len(ws)], m[:len(ws)], v[:len(ws)]
+	b1, b2, wd, eps := a.b1, a.b2, a.wd, a.eps
+	decoupled := a.kind == OptAdamW
+	mode := 0 // Adam / AdamW
+	if a.kind == OptRAdam {
+		mode = 2 // RAdam before rectification: SGD with momentum
+		if rectified {
+			mode = 1
 		}
 	}
+	for i, g := range gs {
+		w := ws[i]
+		if decoupled {
+			w -= lr * wd * w
+		} else {
+			g += wd * w
+		}
+		m[i] = b1*m[i] + (1-b1)*g
+		v[i] = b2*v[i] + (1-b2)*g*g
+		mh := m[i] / bc1
+		switch mode {
+		case 0:
+			w -= lr * mh / (math.Sqrt(v[i]/bc2) + eps)
+		case 1:
+			w -= lr * r * mh / (math.Sqrt(v[i]/bc2) + eps)
+		default:
+			w -= lr * mh
+		}
+		ws[i] = w
+	}
+}
+
+// parallelChunks calls f on [lo, hi) chunks covering [0, n): one call for small n, else one
+// chunk per CPU (up to 4), concurrently.
+func parallelChunks(n int, f func(lo, hi int)) {
+	const minPerChunk = 1 << 15
+	k := min(runtime.GOMAXPROCS(0), 4, n/minPerChunk)
+	if k <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for c := range k {
+		lo, hi := c*n/k, (c+1)*n/k
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
