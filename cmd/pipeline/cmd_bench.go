@@ -195,24 +195,13 @@ const (
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o benchOptions
-	fs := flag.NewFlagSet("pipeline bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline bench", stderr, "usage: pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]\n\n"+
+		"Measures feature extraction (pipeline vs bare onnxruntime, same images, same process), head\n"+
+		"training steps/s and a tail fine-tuning step (--tail-blocks), optionally against PyTorch (the\n"+
+		"reference head; the same tail, batch and loss), and writes a JSON report.\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]\n\n"+
-			"Measures feature extraction (pipeline vs bare onnxruntime, same images, same process), head\n"+
-			"training steps/s and a tail fine-tuning step (--tail-blocks), optionally against PyTorch (the\n"+
-			"reference head; the same tail, batch and loss), and writes a JSON report.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	fs.Visit(func(f *flag.Flag) { o.tailBlocksSet = o.tailBlocksSet || f.Name == "tail-blocks" })
 	rep, err := runBench(ctx, o, stderr)

@@ -90,25 +90,14 @@ var benchMemExec = func(ctx context.Context, args []string) (*exec.Cmd, error) {
 
 func cmdBenchMemory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o benchMemOptions
-	fs := flag.NewFlagSet("pipeline bench-memory", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline bench-memory", stderr, "usage: pipeline bench-memory [--n 100000] [--dim 512] [--classes 1000] [--out FILE.json] [flags]\n\n"+
+		"Writes N random unit embeddings (.npy) and a labels CSV, then runs `pipeline index --embeddings`,\n"+
+		"`pipeline search --query-npy` and `pipeline eval --embeddings` as child processes and reports\n"+
+		"each one's wall time and peak resident memory as JSON. The goal is under 2 GiB per command;\n"+
+		"missing it is exit code 1. At the default size eval dominates (all-pairs neighbours and k-means).\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline bench-memory [--n 100000] [--dim 512] [--classes 1000] [--out FILE.json] [flags]\n\n"+
-			"Writes N random unit embeddings (.npy) and a labels CSV, then runs `pipeline index --embeddings`,\n"+
-			"`pipeline search --query-npy` and `pipeline eval --embeddings` as child processes and reports\n"+
-			"each one's wall time and peak resident memory as JSON. The goal is under 2 GiB per command;\n"+
-			"missing it is exit code 1. At the default size eval dominates (all-pairs neighbours and k-means).\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	rep, err := runBenchMemory(ctx, o, stderr)
 	if err != nil {

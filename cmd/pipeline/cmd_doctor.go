@@ -56,24 +56,13 @@ var errDoctor = errors.New("doctor: problems found")
 
 func cmdDoctor(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	var o doctorOptions
-	fs := flag.NewFlagSet("pipeline doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline doctor", stderr, "usage: pipeline doctor [--onnxruntime FILE] [--json]\n\n"+
+		"Checks the onnxruntime library, ../shared data, the default backbone's checksum, the CPU and Go.\n"+
+		"One line per check: ok, warn (works, with a suggestion) or problem (with the fix). Exit code 1 if\n"+
+		"any check is a problem.\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline doctor [--onnxruntime FILE] [--json]\n\n"+
-			"Checks the onnxruntime library, ../shared data, the default backbone's checksum, the CPU and Go.\n"+
-			"One line per check: ok, warn (works, with a suggestion) or problem (with the fix). Exit code 1 if\n"+
-			"any check is a problem.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	checks := runDoctor(o, backbone.CPU())
 	if o.jsonOut {

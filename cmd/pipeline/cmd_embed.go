@@ -80,23 +80,12 @@ type embedSummary struct {
 
 func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o embedOptions
-	fs := flag.NewFlagSet("pipeline embed", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline embed", stderr, "usage: pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]\n\n"+
+		"Writes the embeddings of every image as a NumPy float32 (N, D) array and FILE.csv (path,label,class,\n"+
+		"one line per row), preprocessing the images as the model's metadata says.\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]\n\n"+
-			"Writes the embeddings of every image as a NumPy float32 (N, D) array and FILE.csv (path,label,class,\n"+
-			"one line per row), preprocessing the images as the model's metadata says.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	sum, err := runEmbed(ctx, o, stderr)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -63,33 +62,20 @@ func autoKMeansRestarts(n, k, d int) int {
 
 func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o evalOptions
-	fs := flag.NewFlagSet("pipeline eval", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline eval", stderr, "usage: pipeline eval --model MODEL.onnx --data DIR|CSV [flags]\n"+
+		"       pipeline eval --embeddings FILE.npy [--labels FILE.csv] [flags]\n\n"+
+		"Recall@1/2/4/8, NMI, AMI, MAP@R and R-precision over all the images and classes given\n"+
+		"(each image queries all the others).\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline eval --model MODEL.onnx --data DIR|CSV [flags]\n"+
-			"       pipeline eval --embeddings FILE.npy [--labels FILE.csv] [flags]\n\n"+
-			"Recall@1/2/4/8, NMI, AMI, MAP@R and R-precision over all the images and classes given\n"+
-			"(each image queries all the others).\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	rep, err := runEval(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
 	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(stdout, rep)
 	}
 	printEval(stdout, rep)
 	return nil

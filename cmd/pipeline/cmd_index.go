@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,34 +50,21 @@ type indexSummary struct {
 
 func cmdIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o indexOptions
-	fs := flag.NewFlagSet("pipeline index", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline index", stderr, "usage: pipeline index --model MODEL.onnx --data DIR|CSV --out FILE [flags]\n"+
+		"       pipeline index --embeddings FILE.npy [--labels FILE.csv] --out FILE [flags]\n\n"+
+		"Writes a gallery index for `pipeline search`: the L2-normalized embeddings of every image, its\n"+
+		"path and label and, with --model, the model's path, SHA-256 and preprocessing metadata. One\n"+
+		"versioned file with a checksum, written atomically.\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline index --model MODEL.onnx --data DIR|CSV --out FILE [flags]\n"+
-			"       pipeline index --embeddings FILE.npy [--labels FILE.csv] --out FILE [flags]\n\n"+
-			"Writes a gallery index for `pipeline search`: the L2-normalized embeddings of every image, its\n"+
-			"path and label and, with --model, the model's path, SHA-256 and preprocessing metadata. One\n"+
-			"versioned file with a checksum, written atomically.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	sum, err := runIndex(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
 	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sum)
+		return writeJSON(stdout, sum)
 	}
 	src := "model " + sum.Model
 	if sum.Embeddings != "" {
@@ -270,35 +256,22 @@ type searchNeighbor struct {
 
 func cmdSearch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o searchOptions
-	fs := flag.NewFlagSet("pipeline search", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pipeline search", stderr, "usage: pipeline search --index FILE --query IMG [--query IMG2 ...] [-k 5] [--model MODEL.onnx] [--json]\n"+
+		"       pipeline search --index FILE --query-npy FILE.npy [-k 5] [--json]\n\n"+
+		"Exact k nearest neighbours of each query in the gallery index, nearest first, one line per\n"+
+		"neighbour: rank, distance, label, path. The distance is the cosine distance 1 - cos(query, image)\n"+
+		"in [0, 2] (0: same direction), which orders like the Euclidean distance of L2-normalized\n"+
+		"embeddings. Query images are embedded with the index's model and its stored preprocessing.\n\n")
 	o.addFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pipeline search --index FILE --query IMG [--query IMG2 ...] [-k 5] [--model MODEL.onnx] [--json]\n"+
-			"       pipeline search --index FILE --query-npy FILE.npy [-k 5] [--json]\n\n"+
-			"Exact k nearest neighbours of each query in the gallery index, nearest first, one line per\n"+
-			"neighbour: rank, distance, label, path. The distance is the cosine distance 1 - cos(query, image)\n"+
-			"in [0, 2] (0: same direction), which orders like the Euclidean distance of L2-normalized\n"+
-			"embeddings. Query images are embedded with the index's model and its stored preprocessing.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q (queries go in --query IMG)", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, " (queries go in --query IMG)"); help || err != nil {
+		return err
 	}
 	res, err := runSearch(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
 	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return writeJSON(stdout, res)
 	}
 	printSearch(stdout, res)
 	return nil
