@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,22 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 	if s.BaselineTTA != nil {
 		rows = append(rows, report.Row{Name: "baseline, flip averaged", Result: *s.BaselineTTA})
 	}
-	rows = append(rows, report.Row{Name: "trained (Group Loss head)", Result: s.Trained})
+	trained := "trained (" + lossTitle(cfg.Loss.Name) + " head)"
+	if t := s.Tail; t != nil {
+		rows = append(rows, report.Row{Name: "baseline, float backbone", Result: t.BaselineFloat})
+		trained = "trained (" + lossTitle(cfg.Loss.Name) + ", backbone tail + head)"
+		what := fmt.Sprintf("from %q to %q", t.From, t.To)
+		if t.TrainBlocks > 0 {
+			what = fmt.Sprintf("last %d block(s), %s", t.TrainBlocks, what)
+		}
+		info = slices.Insert(info, 2, report.Field{Name: "fine-tuned backbone",
+			Value: fmt.Sprintf("%s: %d values, lr %g%s", what, t.Params, t.BackboneLR,
+				map[bool]string{true: "; int8 converted to float", false: ""}[t.Dequantized])})
+	}
+	if len(s.Members) > 1 {
+		trained = fmt.Sprintf("trained (%s, ensemble of %d heads)", lossTitle(cfg.Loss.Name), len(s.Members))
+	}
+	rows = append(rows, report.Row{Name: trained, Result: s.Trained})
 
 	paths := make([]string, len(evalIdx))
 	for k, i := range evalIdx {

@@ -66,6 +66,16 @@ func TestRunTailEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(raw), `"baseline_float"`) || !strings.Contains(string(raw), `"train_blocks": 1`) {
 		t.Fatalf("metrics.json lacks the tail section (%v)", err)
 	}
+	page, err := os.ReadFile(sum.Report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"baseline, float backbone", "trained (Group Loss, backbone tail &#43; head)", "fine-tuned backbone",
+		"last 1 block(s), from &#34;452_quantized&#34; to &#34;464_quantized&#34;"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("report.html lacks %q", want)
+		}
+	}
 
 	// The exported backbone: trained tensors moved, the others are the float model's.
 	float := floatModel(t, cfg.Backbone.Path)

@@ -168,7 +168,9 @@ func distinctTicks(lo, hi float64) []plot.Tick {
 				continue
 			}
 			l := strconv.FormatFloat(t.Value, 'f', prec, 64)
-			ok = ok && !seen[l]
+			// The label must also say the tick's value: with 0 decimals a tick at 0.5 would read "0".
+			v, _ := strconv.ParseFloat(l, 64)
+			ok = ok && !seen[l] && math.Abs(v-t.Value) <= 1e-9*math.Max(math.Abs(hi-lo), math.SmallestNonzeroFloat64)
 			seen[l] = true
 		}
 		if ok {

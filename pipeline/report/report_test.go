@@ -366,7 +366,9 @@ func TestDistinctTicks(t *testing.T) {
 	for _, c := range []struct {
 		lo, hi float64
 		want   string
-	}{{5.2795, 5.2925, "5.280 5.284 5.288 5.292"}, {10, 26, "10 15 20 25"}, {67.3, 67.5, "67.3 67.4 67.5"}} {
+	}{{5.2795, 5.2925, "5.280 5.284 5.288 5.292"}, {10, 26, "10 15 20 25"}, {67.3, 67.5, "67.3 67.4 67.5"},
+		// Ticks at halves: zero decimals would print the tick at 0.5 as "0" (the bug of a run's loss plot).
+		{0.4, 1.1, "0.5 1.0"}} {
 		var got []string
 		for _, tk := range distinctTicks(c.lo, c.hi) {
 			if tk.Label != "" {
