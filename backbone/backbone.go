@@ -11,6 +11,7 @@ import (
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/weights"
 )
 
 // Options configures Open.
@@ -18,6 +19,11 @@ type Options struct {
 	Feature     string // feature tensor; "" picks Info.Auto
 	LibraryPath string // onnxruntime shared library; "" resolves it with ort.LibraryPath
 	Threads     int    // onnxruntime intra-op threads; 0 lets onnxruntime decide
+	// Dequantize says when a quantized (int8) model runs as its float conversion
+	// (weights.DequantizeModel): DequantizeAuto on x86 CPUs without VNNI, where onnxruntime's int8
+	// kernels saturate and lose accuracy, DequantizeAlways, or DequantizeNever ("" too). It
+	// changes Hash. No effect on float models.
+	Dequantize string
 }
 
 // Backbone is a frozen feature extractor: a model cut at a feature tensor and loaded in
@@ -28,6 +34,8 @@ type Backbone struct {
 	ci   *CutInfo
 	sess *ort.Session
 	hash string
+	// float: a quantized model runs as its float conversion (Options.Dequantize).
+	float bool
 }
 
 var _ io.Closer = (*Backbone)(nil)
@@ -48,7 +56,20 @@ func Open(path string, opts Options) (*Backbone, error) {
 		return nil, fmt.Errorf("backbone: %w", err)
 	}
 	info := inspect(m, path, data)
-	cut, ci, err := Cut(m, opts.Feature)
+	variant := ""
+	if opts.Dequantize != "" && UseFloat(opts.Dequantize, info, CPU()) {
+		if m, _, err = weights.DequantizeModel(m); err != nil {
+			return nil, fmt.Errorf("backbone: %q: int8 to float: %w", path, err)
+		}
+		variant = "\nfloat"
+	}
+	feature := opts.Feature
+	if variant != "" && feature == "" {
+		// The int8 model's automatic choice: in the float model it is the same value, clamped to
+		// its quantization range as the int8 kernel does (the pooling's own output is unclamped).
+		feature = info.Auto
+	}
+	cut, ci, err := Cut(m, feature)
 	if err != nil {
 		var fe *FeatureError
 		if errors.As(err, &fe) {
@@ -71,8 +92,8 @@ func Open(path string, opts Options) (*Backbone, error) {
 		return nil, fmt.Errorf("backbone: %q cut at %q: session shapes %v -> %v, want %v -> [%d]",
 			path, ci.Feature, in, out, ci.InputShape, ci.Dim)
 	}
-	sum := sha256.Sum256([]byte(info.SHA256 + "\n" + ci.Feature))
-	return &Backbone{info: info, cut: cut, ci: ci, sess: sess, hash: hex.EncodeToString(sum[:])}, nil
+	sum := sha256.Sum256([]byte(info.SHA256 + "\n" + ci.Feature + variant))
+	return &Backbone{info: info, cut: cut, ci: ci, sess: sess, hash: hex.EncodeToString(sum[:]), float: variant != ""}, nil
 }
 
 // Features computes the features of n images: in holds n*C*H*W float32 values (NCHW, already
@@ -104,6 +125,9 @@ func (b *Backbone) CutInfo() *CutInfo { return b.ci }
 
 // Info describes the source model.
 func (b *Backbone) Info() *Info { return b.info }
+
+// Dequantized reports whether a quantized model runs as its float conversion.
+func (b *Backbone) Dequantized() bool { return b.float }
 
 // Close releases the onnxruntime session.
 func (b *Backbone) Close() error { return b.sess.Close() }

@@ -67,6 +67,28 @@ func ParseCPUInfo(text string) CPUInfo {
 	return c
 }
 
+// Dequantize modes of UseFloat: when a quantized model should run as its float conversion.
+const (
+	DequantizeAuto   = "auto"   // on x86 CPUs without VNNI, where the int8 kernels lose accuracy
+	DequantizeAlways = "always" // always (slower on CPUs with VNNI, same accuracy)
+	DequantizeNever  = "never"  // never: the int8 kernels, whatever the CPU
+)
+
+// UseFloat reports whether a model described by info should run as its float conversion on cpu
+// under mode (DequantizeAuto, DequantizeAlways or DequantizeNever; "" is DequantizeAuto).
+func UseFloat(mode string, info *Info, cpu CPUInfo) bool {
+	if info == nil || !info.Quantized {
+		return false
+	}
+	switch mode {
+	case DequantizeAlways:
+		return true
+	case DequantizeAuto, "":
+		return cpu.X86 && !cpu.VNNI()
+	}
+	return false
+}
+
 // Int8Warning returns a warning when the model runs int8 (QLinear*) kernels on an x86 CPU
 // without VNNI, and "" otherwise.
 func Int8Warning(info *Info, cpu CPUInfo) string {

@@ -231,7 +231,7 @@ func (r *runner) prepare() error {
 		"train_classes", r.sum.Data.TrainClasses, "validation_classes", len(split.val), "eval_classes", len(split.eval))
 
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
-		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads})
+		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads, Dequantize: cfg.Backbone.Dequantize})
 	if err != nil {
 		return backboneHint(err)
 	}
@@ -250,7 +250,11 @@ func (r *runner) run(ctx context.Context) error {
 	cpu := backbone.CPU()
 	r.sum.Machine = Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
 		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
-	if w := backbone.Int8Warning(bb.Info(), cpu); w != "" {
+	if bb.Dequantized() {
+		r.sum.Data.Dequantized = true
+		log.Info("int8 backbone runs as its float conversion (backbone.dequantize "+cfg.Backbone.Dequantize+")",
+			"cpu", cpu.Model, "vnni", cpu.VNNI())
+	} else if w := backbone.Int8Warning(bb.Info(), cpu); w != "" {
 		log.Warn(w)
 		r.sum.Warnings = append(r.sum.Warnings, w)
 	}

@@ -199,3 +199,46 @@ func TestSplitClassesDefaultHalf(t *testing.T) {
 		t.Fatal("train_classes = all classes accepted")
 	}
 }
+
+// TestRunDequantized: backbone.dequantize always runs the shared int8 model as its float
+// conversion for the frozen features: metrics.json says so, the features get their own cache
+// entry, the exported model (backbone nodes + head) is reproduced by onnxruntime, and its
+// baseline is that of the float model, not the int8 one.
+func TestRunDequantized(t *testing.T) {
+	shared := sharedDir(t)
+	needORT(t)
+	cfg := DefaultConfig()
+	cfg.Data = smallCUB(t, shared, 6, 10)
+	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
+	cfg.Cache = filepath.Join(t.TempDir(), "cache")
+	cfg.ValidationClasses = 1
+	cfg.Head.EmbeddingDim = 16
+	cfg.Backbone.TrainBlocks, cfg.Head.Center = 0, false
+	cfg.Optimizer.Epochs = 1
+	cfg.Sampler = SamplerConfig{ClassesPerBatch: 2, SamplesPerClass: 4}
+	var sums []*Summary
+	for _, mode := range []string{"never", "always"} {
+		c := cfg
+		c.Backbone.Dequantize = mode
+		c.Out = filepath.Join(t.TempDir(), mode)
+		sum, err := Run(context.Background(), c, RunEnv{})
+		if err != nil {
+			t.Fatalf("dequantize %s: %v", mode, err)
+		}
+		if sum.Data.Dequantized != (mode == "always") || sum.Export.MaxAbsDiff > 1e-4 {
+			t.Fatalf("dequantize %s: dequantized %v, export max |diff| %g", mode, sum.Data.Dequantized, sum.Export.MaxAbsDiff)
+		}
+		sums = append(sums, sum)
+	}
+	feats, _ := filepath.Glob(filepath.Join(cfg.Cache, "*.feat"))
+	if len(feats) != 2 {
+		t.Errorf("feature cache holds %d files, want one per variant", len(feats))
+	}
+	if sums[0].Baseline == sums[1].Baseline {
+		t.Errorf("int8 and float baselines are identical: %+v", sums[0].Baseline)
+	}
+	cfg.Backbone.Dequantize = "sometimes"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `backbone.dequantize "sometimes"`) {
+		t.Errorf("Validate: %v", err)
+	}
+}

@@ -82,6 +82,8 @@ type DataSummary struct {
 	SkippedImages     int    `json:"skipped_images"` // undecodable images left out (on_bad_image skip)
 	FeatureDim        int    `json:"feature_dim"`
 	FeatureTensor     string `json:"feature_tensor"`
+	// Dequantized: the int8 backbone ran as its float conversion (backbone.dequantize).
+	Dequantized bool `json:"dequantized,omitempty"`
 }
 
 // TrainSummary is the training history and the model selection.
