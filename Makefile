@@ -19,11 +19,12 @@ run: build
 test: ort onnx-testdata chromium
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
-	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(GO) test -race -short -count=1 -timeout 25m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(CI_FUZZTIME)
 
-## race: every package under the race detector (slow: the whole suite takes well over 10 minutes
-## on 2 cores, so `make test` runs -race only on RACE_PKGS, the packages with their own concurrency)
-RACE_PKGS := ./pipeline/data ./pipeline/metrics ./head ./backbone/ort
+## race: every test under the race detector, the minutes-long end-to-end runs on the real model too
+## (`make test` runs the whole suite under -race with -short, which skips only those: they ran
+## without -race just before)
 race: ort onnx-testdata
 	$(GO) test -race -count=1 -timeout 60m ./...
 
@@ -59,6 +60,8 @@ bench: build
 ## fuzz: run each fuzz target for FUZZTIME (default 60s) on top of its seed corpus in testdata/fuzz/;
 ## `make test` only replays the seed corpora. Minimization is capped (it would take most of a short run).
 FUZZTIME ?= 60s
+## `make test` runs each target briefly on top of the seed replay (new inputs, a few seconds each)
+CI_FUZZTIME ?= 10s
 FUZZ_TARGETS := ./backbone:FuzzInspectBytes ./pipeline/data:FuzzParseManifest ./pipeline:FuzzParseConfig
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

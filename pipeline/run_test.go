@@ -76,6 +76,7 @@ func smallCUB(t testing.TB, shared string, classes, per int) string {
 }
 
 func TestRunEndToEndSmall(t *testing.T) {
+	slowEndToEnd(t)
 	shared := sharedDir(t)
 	needORT(t)
 	cfg := DefaultConfig()
@@ -205,6 +206,7 @@ func TestSplitClassesDefaultHalf(t *testing.T) {
 // entry, the exported model (backbone nodes + head) is reproduced by onnxruntime, and its
 // baseline is that of the float model, not the int8 one.
 func TestRunDequantized(t *testing.T) {
+	slowEndToEnd(t)
 	shared := sharedDir(t)
 	needORT(t)
 	cfg := DefaultConfig()
@@ -240,5 +242,16 @@ func TestRunDequantized(t *testing.T) {
 	cfg.Backbone.Dequantize = "sometimes"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `backbone.dequantize "sometimes"`) {
 		t.Errorf("Validate: %v", err)
+	}
+}
+
+// slowEndToEnd skips t under -short. `make test` runs every test without -short first, then the
+// whole suite again under the race detector with -short, where these minutes-long end-to-end
+// runs on the real model would take 5-10 times as long; their concurrency (parallel decoding,
+// the background checkpoint writer) is also exercised by the shorter runs on tiny models.
+func slowEndToEnd(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end run on the real model: runs in make test's pass without -short")
 	}
 }

@@ -31,6 +31,7 @@ import (
 // tail section. A second run with a validation class reuses the cached activations and saves a
 // checkpoint holding the backbone tensors.
 func TestRunTailEndToEnd(t *testing.T) {
+	slowEndToEnd(t)
 	shared := sharedDir(t)
 	needORT(t)
 	cfg := DefaultConfig()

@@ -212,6 +212,7 @@ eval:
 // refused by its checksum and rebuilt too) and kill -9 during export. Every resumed run must end
 // with the metrics, history, model selection and model.onnx bytes of the uninterrupted run.
 func TestRunKillResume(t *testing.T) {
+	slowEndToEnd(t)
 	model := badSharedModel(t)
 	badNeedORT(t)
 	shared := filepath.Dir(filepath.Dir(model))
@@ -461,5 +462,16 @@ func TestRunKillResumeTail(t *testing.T) {
 				t.Errorf("the resumed run extracted the activations again (activation_cache_hit %v)", hit)
 			}
 		})
+	}
+}
+
+// slowEndToEnd skips t under -short. `make test` runs every test without -short first, then the
+// whole suite again under the race detector with -short, where these minutes-long end-to-end
+// runs on the real model would take 5-10 times as long; their concurrency (parallel decoding,
+// the background checkpoint writer) is also exercised by the shorter runs on tiny models.
+func slowEndToEnd(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end run on the real model: runs in make test's pass without -short")
 	}
 }
