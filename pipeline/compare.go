@@ -415,8 +415,15 @@ func (c *Comparison) Markdown() string {
 	fmt.Fprintf(&b, "# Baselines and ensembles\n\n")
 	fmt.Fprintf(&b, "Data %s: %d images, %d classes; trained on %d classes (%d held out for model selection), evaluated on %d classes (%d images). ",
 		c.Data.Source, c.Data.Images, c.Data.Classes, c.Data.TrainClasses, c.Data.ValidationClasses, c.Data.EvalClasses, c.Data.EvalImages)
-	fmt.Fprintf(&b, "Backbone %s (frozen, %d-d `%s`), head %d-d, %s %d epochs at lr %g, batches %d x %d, flip averaging %v. ",
-		filepath.Base(cfg.Backbone.Path), c.Data.FeatureDim, c.Data.FeatureTensor, cfg.Head.EmbeddingDim, cfg.Optimizer.Name,
+	frozen := "frozen"
+	switch bc := cfg.Backbone; {
+	case bc.TrainBlocks > 0:
+		frozen = fmt.Sprintf("last %d block(s) fine-tuned at lr %g", bc.TrainBlocks, bc.LR)
+	case bc.TrainableFrom != "":
+		frozen = fmt.Sprintf("fine-tuned from %q at lr %g", bc.TrainableFrom, bc.LR)
+	}
+	fmt.Fprintf(&b, "Backbone %s (%s, %d-d `%s`), head %d-d, %s %d epochs at lr %g, batches %d x %d, flip averaging %v. ",
+		filepath.Base(cfg.Backbone.Path), frozen, c.Data.FeatureDim, c.Data.FeatureTensor, cfg.Head.EmbeddingDim, cfg.Optimizer.Name,
 		cfg.Optimizer.Epochs, cfg.Optimizer.LR, cfg.Sampler.ClassesPerBatch, cfg.Sampler.SamplesPerClass, cfg.Backbone.FlipTTA)
 	fmt.Fprintf(&b, "Seeds %s; mean ± sample std over the seeds (the seed picks the validation classes, the batches and k-means' start). ",
 		strings.Join(seeds, ", "))

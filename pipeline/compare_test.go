@@ -138,3 +138,17 @@ func TestCompareRejectsBadRows(t *testing.T) {
 		t.Fatal("the comparison folder was created for an invalid comparison")
 	}
 }
+
+// TestCompareMarkdownBackbone: the table's description says whether the backbone was frozen or
+// which part of it was fine-tuned.
+func TestCompareMarkdownBackbone(t *testing.T) {
+	c := &Comparison{Seeds: []int64{1}, Config: DefaultConfig()}
+	c.Config.Backbone.TrainBlocks, c.Config.Backbone.LR = 2, 1e-4
+	if md := c.Markdown(); !strings.Contains(md, "(last 2 block(s) fine-tuned at lr 0.0001,") {
+		t.Errorf("tail config described as:\n%s", md)
+	}
+	c.Config.Backbone.TrainBlocks = 0
+	if md := c.Markdown(); !strings.Contains(md, "(frozen,") {
+		t.Errorf("head-only config described as:\n%s", md)
+	}
+}
