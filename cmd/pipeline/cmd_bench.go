@@ -208,25 +208,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
-	js = append(js, '\n')
-	if o.out == "" {
-		_, err = stdout.Write(js)
-		return err
-	}
-	if dir := filepath.Dir(o.out); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-	}
-	if err := onnxpb.WriteFileAtomic(o.out, js); err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
-	fmt.Fprintf(stderr, "bench: wrote %s\n", o.out)
-	return nil
+	return writeJSONReport("bench", o.out, rep, stdout, stderr)
 }
 
 // runBench runs the extraction and head benchmarks (and the reference, with o.refPython) and

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/backbone"
-	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
@@ -103,25 +101,8 @@ func cmdBenchMemory(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
+	if err := writeJSONReport("bench-memory", o.out, rep, stdout, stderr); err != nil {
 		return err
-	}
-	js = append(js, '\n')
-	if o.out == "" {
-		if _, err := stdout.Write(js); err != nil {
-			return err
-		}
-	} else {
-		if dir := filepath.Dir(o.out); dir != "" {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return fmt.Errorf("bench-memory: %w", err)
-			}
-		}
-		if err := onnxpb.WriteFileAtomic(o.out, js); err != nil {
-			return fmt.Errorf("bench-memory: %w", err)
-		}
-		fmt.Fprintf(stderr, "bench-memory: wrote %s\n", o.out)
 	}
 	if !rep.GoalMet {
 		var over []string

@@ -5,6 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/grouploss/pipeline/internal/onnxpb"
 )
 
 // newFlagSet returns the flag set of a subcommand: errors and -h go to stderr, -h prints usage
@@ -40,4 +44,24 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// writeJSONReport writes v as indented JSON to stdout when out is "", else atomically to the file
+// out (creating its folder) and says so on stderr; errors are prefixed with cmd.
+func writeJSONReport(cmd, out string, v any, stdout, stderr io.Writer) error {
+	if out == "" {
+		return writeJSON(stdout, v)
+	}
+	js, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	if err := onnxpb.WriteFileAtomic(out, append(js, '\n')); err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	fmt.Fprintf(stderr, "%s: wrote %s\n", cmd, out)
+	return nil
 }
