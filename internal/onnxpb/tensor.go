@@ -83,14 +83,14 @@ func Floats(t *onnx.TensorProto) ([]float32, error) {
 	dt := onnx.TensorProto_DataType(t.GetDataType())
 	size := elemSize(dt)
 	if size == 0 {
-		return nil, fmt.Errorf("onnxpb: tensor %q has element type %s, which cannot be read as float32",
-			t.GetName(), DTypeName(t.GetDataType()))
+		return nil, fmt.Errorf("onnxpb: %w: tensor %q has element type %s, which cannot be read as float32",
+			ErrInvalid, t.GetName(), DTypeName(t.GetDataType()))
 	}
 	// The declared size is checked against the data present before anything is allocated.
 	if len(raw) > 0 || n == 0 {
 		if len(raw) != n*size {
-			return nil, fmt.Errorf("onnxpb: tensor %q has %d raw bytes, want %d (%d elements of %s)",
-				t.GetName(), len(raw), n*size, n, DTypeName(t.GetDataType()))
+			return nil, fmt.Errorf("onnxpb: %w: tensor %q has %d raw bytes, want %d (%d elements of %s)",
+				ErrInvalid, t.GetName(), len(raw), n*size, n, DTypeName(t.GetDataType()))
 		}
 		out := make([]float32, n)
 		for i := range out {
@@ -128,8 +128,8 @@ func Floats(t *onnx.TensorProto) ([]float32, error) {
 		got = len(t.GetInt32Data())
 	}
 	if got != n {
-		return nil, fmt.Errorf("onnxpb: tensor %q holds %d values, want %d for dims %v",
-			t.GetName(), got, n, t.GetDims())
+		return nil, fmt.Errorf("onnxpb: %w: tensor %q holds %d values, want %d for dims %v",
+			ErrInvalid, t.GetName(), got, n, t.GetDims())
 	}
 	out := make([]float32, n)
 	switch dt {
@@ -168,15 +168,15 @@ func Int64s(t *onnx.TensorProto) ([]int64, error) {
 		}
 		if len(t.GetRawData()) == 0 {
 			if int64(len(t.GetInt64Data())) != n {
-				return nil, fmt.Errorf("onnxpb: tensor %q holds %d values, want %d",
-					t.GetName(), len(t.GetInt64Data()), n)
+				return nil, fmt.Errorf("onnxpb: %w: tensor %q holds %d values, want %d",
+					ErrInvalid, t.GetName(), len(t.GetInt64Data()), n)
 			}
 			return append([]int64(nil), t.GetInt64Data()...), nil
 		}
 		raw := t.GetRawData()
 		if int64(len(raw)) != 8*n {
-			return nil, fmt.Errorf("onnxpb: tensor %q has %d raw bytes, want %d",
-				t.GetName(), len(raw), 8*n)
+			return nil, fmt.Errorf("onnxpb: %w: tensor %q has %d raw bytes, want %d",
+				ErrInvalid, t.GetName(), len(raw), 8*n)
 		}
 		out := make([]int64, len(raw)/8)
 		for i := range out {
@@ -195,8 +195,8 @@ func Int64s(t *onnx.TensorProto) ([]int64, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("onnxpb: tensor %q has element type %s, want an integer type",
-		t.GetName(), DTypeName(t.GetDataType()))
+	return nil, fmt.Errorf("onnxpb: %w: tensor %q has element type %s, want an integer type",
+		ErrInvalid, t.GetName(), DTypeName(t.GetDataType()))
 }
 
 func elemSize(dt onnx.TensorProto_DataType) int {
