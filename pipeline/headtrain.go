@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/grouploss/pipeline/head"
-	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -216,42 +215,12 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 			return res.MAPAtR, nil
 		}
 	}
-	ckpt := filepath.Join(r.dir, "checkpoint.ckpt")
-	hooks.Best = func(epoch int, score float64) error {
-		return SaveCheckpoint(ckpt, m.checkpoint(epoch, score, opt, cfg))
-	}
-	prog := data.NewProgress(r.env.Progress, "train (epochs)", cfg.Optimizer.Epochs)
-	defer prog.Done()
-	hooks.Epoch = func(st train.EpochStats) {
-		prog.Add(1)
-		r.env.Log.Info("epoch", "epoch", st.Epoch, "loss", st.Loss, "validation", st.Score, "lr", st.LR, "seconds", st.Seconds,
-			"pretrain", st.Pretrain, "reload_best", st.ReloadBest)
-	}
-	fitOpts := train.Options{Epochs: cfg.Optimizer.Epochs,
-		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
-		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed,
-		ReloadBestAfter: cfg.Optimizer.ReloadBestAfter, PretrainEpochs: cfg.Loss.PretrainEpochs}
 	base := func() *Checkpoint {
 		return &Checkpoint{Center: m.center, Normalize: m.normalize, FlipTTA: m.flipTTA, Classes: m.classes, Config: cfg}
 	}
-	flush, err := r.resumable(m.tensors, m.center, base, &hooks, &fitOpts)
-	if err != nil {
+	if err := r.fit(ctx, fitJob{model: m, opt: opt, sampler: sampler, batch: batch, labels: labels, dim: d, hooks: hooks,
+		what: "train (epochs)", center: m.center, base: base}); err != nil {
 		return nil, err
-	}
-	prog.Add(r.sum.Training.ResumedFromEpoch)
-	res, err := train.Fit(ctx, m, opt, sampler, batch, labels, d, fitOpts, hooks)
-	if ferr := flush(); ferr != nil && err == nil {
-		err = ferr
-	}
-	r.sum.Training.History = res.History
-	r.sum.Training.BestEpoch, r.sum.Training.BestScore, r.sum.Training.Steps = res.BestEpoch, res.BestScore, res.Steps
-	r.sum.Timing.TrainSeconds, r.sum.Timing.Epochs = res.Seconds, res.Epochs
-	if trained := res.Epochs - r.sum.Training.ResumedFromEpoch; trained > 0 {
-		r.sum.Timing.SecondsPerEpoch = res.Seconds / float64(trained)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (the best checkpoint so far is %s, the last completed epoch's %s)", err, ckpt,
-			filepath.Join(r.dir, lastCheckpointFile))
 	}
 	return m, nil
 }

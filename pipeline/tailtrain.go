@@ -711,43 +711,14 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 			return res.MAPAtR, nil
 		}
 	}
-	ckpt := filepath.Join(r.dir, "checkpoint.ckpt")
-	hooks.Best = func(epoch int, score float64) error {
-		return SaveCheckpoint(ckpt, m.checkpoint(epoch, score, opt, cfg))
-	}
-	prog := data.NewProgress(r.env.Progress, "train tail + head (epochs)", cfg.Optimizer.Epochs)
-	defer prog.Done()
-	hooks.Epoch = func(st train.EpochStats) {
-		prog.Add(1)
-		r.env.Log.Info("epoch", "epoch", st.Epoch, "loss", st.Loss, "validation", st.Score, "lr", st.LR,
-			"backbone_lr", st.LR*opt.ratio, "seconds", st.Seconds)
-	}
-	fitOpts := train.Options{Epochs: cfg.Optimizer.Epochs,
-		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
-		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed,
-		ReloadBestAfter: cfg.Optimizer.ReloadBestAfter, PretrainEpochs: cfg.Loss.PretrainEpochs}
 	// last.ckpt (head and tail tensors, both optimizer states) lets --resume continue the run.
 	base := func() *Checkpoint {
 		return &Checkpoint{Center: hm.center, Normalize: hm.normalize, FlipTTA: hm.flipTTA, Classes: hm.classes, Config: cfg}
 	}
-	flush, err := r.resumable(m.tensors, hm.center, base, &hooks, &fitOpts)
-	if err != nil {
+	logEpoch := func(st train.EpochStats) []any { return []any{"backbone_lr", st.LR * opt.ratio} }
+	if err := r.fit(ctx, fitJob{model: m, opt: opt, sampler: sampler, batch: batch, labels: labels, dim: in, hooks: hooks,
+		what: "train tail + head (epochs)", logEpoch: logEpoch, center: hm.center, base: base}); err != nil {
 		return nil, err
-	}
-	prog.Add(r.sum.Training.ResumedFromEpoch)
-	res, err := train.Fit(ctx, m, opt, sampler, batch, labels, in, fitOpts, hooks)
-	if ferr := flush(); ferr != nil && err == nil {
-		err = ferr
-	}
-	r.sum.Training.History = res.History
-	r.sum.Training.BestEpoch, r.sum.Training.BestScore, r.sum.Training.Steps = res.BestEpoch, res.BestScore, res.Steps
-	r.sum.Timing.TrainSeconds, r.sum.Timing.Epochs = res.Seconds, res.Epochs
-	if trained := res.Epochs - r.sum.Training.ResumedFromEpoch; trained > 0 {
-		r.sum.Timing.SecondsPerEpoch = res.Seconds / float64(trained)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (the best checkpoint so far is %s, the last completed epoch's %s)", err, ckpt,
-			filepath.Join(r.dir, lastCheckpointFile))
 	}
 	return m, nil
 }
