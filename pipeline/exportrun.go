@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/advancedclimatesystems/gonnx/onnx"
+
+	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
@@ -65,19 +68,9 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 	if n := r.cfg.ensembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)
 	}
-	path := filepath.Join(r.dir, "model.onnx")
-	if err := export.Write(path, r.bb.Cut(), r.bb.CutInfo(), layers, meta); err != nil {
-		return err
-	}
-	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: m.dim()}
-
-	b, err := onnxpb.ReadFile(path)
+	sess, path, err := r.writeModel(r.bb.Cut(), r.bb.CutInfo(), layers, meta, m.dim())
 	if err != nil {
 		return err
-	}
-	sess, err := ort.NewSession(b, ort.Options{Threads: r.cfg.Threads})
-	if err != nil {
-		return fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
 	}
 	defer sess.Close()
 	idx := evalIdx[:min(exportCheckImages, len(evalIdx))]
@@ -127,4 +120,23 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 		return fmt.Errorf("pipeline: exported model %q differs from the in-process embeddings by %.3g (> 1e-4)", path, worst)
 	}
 	return nil
+}
+
+// writeModel writes model.onnx (the backbone cut at ci plus layers) into the run folder, records it
+// in the summary and opens it in onnxruntime for the check against the in-process embeddings.
+func (r *runner) writeModel(cut *onnx.ModelProto, ci *backbone.CutInfo, layers []export.Layer, meta export.Metadata, dim int) (*ort.Session, string, error) {
+	path := filepath.Join(r.dir, "model.onnx")
+	if err := export.Write(path, cut, ci, layers, meta); err != nil {
+		return nil, "", err
+	}
+	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: dim}
+	b, err := onnxpb.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	sess, err := ort.NewSession(b, ort.Options{Threads: r.cfg.Threads})
+	if err != nil {
+		return nil, "", fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
+	}
+	return sess, path, nil
 }

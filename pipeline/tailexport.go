@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -62,19 +61,9 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 	if r.cfg.Backbone.TrainBlocks > 0 {
 		meta.Extra["backbone.train_blocks"] = strconv.Itoa(r.cfg.Backbone.TrainBlocks)
 	}
-	path := filepath.Join(r.dir, "model.onnx")
-	if err := export.Write(path, cut, ci, layers, meta); err != nil {
-		return err
-	}
-	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: m.dim()}
-
-	b, err := onnxpb.ReadFile(path)
+	sess, path, err := r.writeModel(cut, ci, layers, meta, m.dim())
 	if err != nil {
 		return err
-	}
-	sess, err := ort.NewSession(b, ort.Options{Threads: r.cfg.Threads})
-	if err != nil {
-		return fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
 	}
 	defer sess.Close()
 	pb, err := onnxpb.Marshal(s.prefix)
