@@ -45,14 +45,8 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "Finished runs of the same config are reused, so an interrupted comparison continues (--force: run all again).\n")
 		fmt.Fprintf(stderr, "Exit codes: 0 ok, 1 a run failed, 2 bad usage or config, 130 interrupted.\n")
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	seedList, err := parseSeeds(seeds)
 	if err != nil {

@@ -125,14 +125,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stderr, "--resume RUN_DIR continues an interrupted run in place after its last completed epoch; same seed, same results.\n")
 		fmt.Fprintf(stderr, "Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.\n")
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
 	}
 	if err := checkResumeFlags(fs, o.resume); err != nil {
 		return err
