@@ -1,5 +1,7 @@
 # Everything a fresh machine needs is installed by these targets: Go modules (go build fetches them),
-# onnxruntime 1.30.0 (npm pack onnxruntime-node, checksummed, into .deps/), nothing else.
+# onnxruntime 1.30.0 (npm pack onnxruntime-node, checksummed, into .deps/), and Debian's
+# libjpeg62-turbo-dev when jpeglib.h is missing (the JPEG decoder; `GOFLAGS=-tags=nolibjpeg` builds
+# without it, decoding with Go's slower image/jpeg).
 SHELL := bash
 ORT_DIR   ?= $(CURDIR)/.deps/onnxruntime
 ORT_LIB   ?= $(ORT_DIR)/libonnxruntime.so.1
@@ -10,13 +12,13 @@ export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
 export PIPELINE_SHARED_DIR ?= $(SHARED)
 export CGO_ENABLED := 1
 
-.PHONY: run test build ort onnx-testdata chromium bench vet clean fuzz race
+.PHONY: run test build ort libjpeg onnx-testdata chromium bench vet clean fuzz race
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: build
 	./bin/pipeline run $(ARGS)
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
-test: ort onnx-testdata chromium
+test: ort libjpeg onnx-testdata chromium
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 	$(GO) test -race -short -count=1 -timeout 25m ./...
@@ -25,14 +27,22 @@ test: ort onnx-testdata chromium
 ## race: every test under the race detector, the minutes-long end-to-end runs on the real model too
 ## (`make test` runs the whole suite under -race with -short, which skips only those: they ran
 ## without -race just before)
-race: ort onnx-testdata
+race: ort libjpeg onnx-testdata
 	$(GO) test -race -count=1 -timeout 60m ./...
 
 ## build: bin/pipeline, with onnxruntime installed beside it (.deps/) so the binary runs as is
-build: ort
+build: ort libjpeg
 	$(GO) build -o bin/pipeline ./cmd/pipeline
 
 ort: $(ORT_LIB)
+
+# libjpeg-turbo's headers for the cgo JPEG decoder (pipeline/data/libjpeg.go), from Debian when
+# missing (as root; otherwise say how). Builds tagged nolibjpeg do not need it.
+libjpeg:
+	@case "$$GOFLAGS" in *nolibjpeg*) exit 0;; esac; \
+	test -f /usr/include/jpeglib.h || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg62-turbo-dev) >/dev/null; \
+	  else echo "make: libjpeg-turbo's headers are missing: run 'sudo apt-get install libjpeg62-turbo-dev', or build with GOFLAGS=-tags=nolibjpeg (slower JPEG decoding)"; exit 1; fi; }
 
 # ONNX's own per-operator test cases (Debian's libonnx-testdata), for the conformance tests of the
 # trainable-graph decoder. Installed with apt when missing (CI runs as root).

@@ -283,3 +283,17 @@ func BenchmarkTensor(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFileCUB measures one goroutine's read + decode + preprocess of a 227x227 CUB-100 JPEG to
+// 224x224 (libjpeg-turbo and the C kernel in cgo builds, image/jpeg and Go with -tags nolibjpeg).
+func BenchmarkFileCUB(b *testing.B) {
+	path := filepath.Join(cub100(b), "images/Black_footed_Albatross/0000.jpg")
+	p := DefaultPreprocess()
+	var s scratch
+	dst := make([]float32, p.Size())
+	for b.Loop() {
+		if err := s.file(p, path, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

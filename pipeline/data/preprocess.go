@@ -37,7 +37,7 @@ const DefaultMaxPixels = 50_000_000
 
 // resampleVersion names the resampling kernel; it is part of Key so cached features are rebuilt
 // if the kernel ever changes.
-const resampleVersion = "bilinear-pil-v1"
+const resampleVersion = "bilinear-pil-v2"
 
 // Preprocess describes how an image becomes a (3, Height, Width) float32 tensor: resize (bilinear),
 // then value*Scale, minus Mean, divided by Std, per channel, in ChannelOrder. Mean[k] and Std[k]
@@ -142,7 +142,7 @@ func (p Preprocess) Metadata() map[string]string {
 }
 
 // Key returns a stable one-line text of the settings that change the tensors (MaxPixels excluded),
-// including the resampling kernel's version, for cache keys.
+// including the resampling kernel's version and the JPEG decoder of the build, for cache keys.
 func (p Preprocess) Key() string {
 	m := p.Metadata()
 	keys := make([]string, 0, len(m))
@@ -151,7 +151,7 @@ func (p Preprocess) Key() string {
 	}
 	slices.Sort(keys)
 	var b strings.Builder
-	b.WriteString("kernel=" + resampleVersion)
+	b.WriteString("kernel=" + resampleVersion + ";decoder=" + jpegDecoder)
 	for _, k := range keys {
 		b.WriteString(";" + strings.TrimPrefix(k, "preprocess.") + "=" + m[k])
 	}

@@ -5,14 +5,14 @@ import (
 	"image"
 	"image/color"
 	"math"
-	"os"
 )
 
 // scratch holds the reusable buffers of one decoding goroutine. Its zero value is ready to use.
 type scratch struct {
+	enc    []byte    // the encoded file
 	rgb    []uint8   // source pixels, packed RGB, srcW*srcH*3
-	tmp    []float32 // horizontally resampled rows, packed RGB
-	acc    []float32 // one vertically accumulated output row, packed RGB
+	acc    []float32 // one vertically resampled source-width row, packed RGB, plus zero pixels
+	simd   []float32 // the C kernel's 8-row blocks
 	xs, ys coeffs
 }
 
@@ -20,9 +20,10 @@ type scratch struct {
 // w[i*stride : i*stride+n[i]] starting at source pixel start[i].
 type coeffs struct {
 	in, full, off, out int // cache key: source length, resized length, crop offset, output length
-	start, n           []int
-	w                  []float32
+	start, n           []int32
+	w                  []float32 // zero past n[i] in each stride
 	stride             int
+	maxN               int32 // the largest n[i]
 }
 
 // setCoeffs computes the weights of resizing an axis of in pixels to full pixels and keeping out
@@ -34,12 +35,13 @@ func (c *coeffs) set(in, full, off, out int) {
 		return
 	}
 	c.in, c.full, c.off, c.out = in, full, off, out
+	c.maxN = 0
 	scale := float64(in) / float64(full)
 	filterscale := max(scale, 1)
 	support := filterscale // bilinear support 1, times filterscale
 	c.stride = int(math.Ceil(support))*2 + 1
-	c.start = make([]int, out)
-	c.n = make([]int, out)
+	c.start = make([]int32, out)
+	c.n = make([]int32, out)
 	c.w = make([]float32, out*c.stride)
 	ss := 1 / filterscale
 	ws := make([]float64, c.stride)
@@ -66,7 +68,8 @@ func (c *coeffs) set(in, full, off, out int) {
 		for hi > lo && ws[hi-1] == 0 {
 			hi--
 		}
-		c.start[i], c.n[i] = xmin+lo, hi-lo
+		c.start[i], c.n[i] = int32(xmin+lo), int32(hi-lo)
+		c.maxN = max(c.maxN, c.n[i])
 		for k := lo; k < hi; k++ {
 			c.w[i*c.stride+k-lo] = float32(ws[k] / total)
 		}
@@ -75,9 +78,20 @@ func (c *coeffs) set(in, full, off, out int) {
 
 // file decodes path and writes its tensor into dst.
 func (s *scratch) file(p Preprocess, path string, dst []float32) error {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path, s.enc)
+	s.enc = b[:0]
 	if err != nil {
 		return &ImageError{Path: path, Item: -1, Err: err}
+	}
+	maxPixels := p.MaxPixels
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	if w, h, ok := s.decodeJPEG(b, maxPixels); ok {
+		if err := s.resample(p, w, h, dst); err != nil {
+			return &ImageError{Path: path, Item: -1, Err: err}
+		}
+		return nil
 	}
 	img, err := decodeBytes(path, b, p.MaxPixels)
 	if err != nil {
@@ -100,7 +114,17 @@ func (s *scratch) tensor(p Preprocess, img image.Image, dst []float32) error {
 		return fmt.Errorf("data: tensor: empty image %dx%d", sw, sh)
 	}
 	s.toRGB(img)
+	return s.resample(p, sw, sh, dst)
+}
 
+// resample writes the tensor of the packed RGB image in s.rgb (sw x sh) into dst.
+func (s *scratch) resample(p Preprocess, sw, sh int, dst []float32) error {
+	if len(dst) != p.Size() {
+		return fmt.Errorf("data: tensor: destination holds %d floats, want 3*%d*%d = %d", len(dst), p.Height, p.Width, p.Size())
+	}
+	if sw <= 0 || sh <= 0 || len(s.rgb) < sw*sh*3 {
+		return fmt.Errorf("data: tensor: empty image %dx%d", sw, sh)
+	}
 	// Geometry: full resized size and crop offsets.
 	fw, fh, offX, offY := p.Width, p.Height, 0, 0
 	if p.Resize == ResizeCenterCrop {
@@ -117,98 +141,78 @@ func (s *scratch) tensor(p Preprocess, img image.Image, dst []float32) error {
 	s.xs.set(sw, fw, offX, p.Width)
 	s.ys.set(sh, fh, offY, p.Height)
 
-	// Source rows touched by the vertical filter.
-	y0 := s.ys.start[0]
-	y1 := s.ys.start[p.Height-1] + s.ys.n[p.Height-1]
-	ow := p.Width
-	rowLen := ow * 3
-	s.tmp = grow(s.tmp, (y1-y0)*rowLen)
-	xs := &s.xs
-	for y := y0; y < y1; y++ {
-		src := s.rgb[y*sw*3 : (y+1)*sw*3]
-		out := s.tmp[(y-y0)*rowLen : (y-y0+1)*rowLen]
-		for x := range ow {
-			st, n := xs.start[x], xs.n[x]
-			ws := xs.w[x*xs.stride : x*xs.stride+n]
-			px := src[st*3 : (st+n)*3]
-			var r, g, bl float32
-			if n == 2 { // the common case when the scale is near 1
-				w0, w1 := ws[0], ws[1]
-				px := px[:6]
-				r = float32(px[0])*w0 + float32(px[3])*w1
-				g = float32(px[1])*w0 + float32(px[4])*w1
-				bl = float32(px[2])*w0 + float32(px[5])*w1
-			} else {
-				for k, w := range ws {
-					r += float32(px[3*k]) * w
-					g += float32(px[3*k+1]) * w
-					bl += float32(px[3*k+2]) * w
-				}
-			}
-			o := out[3*x : 3*x+3]
-			o[0], o[1], o[2] = r, g, bl
-		}
-	}
-
-	// Vertical pass, then normalization into channel planes.
 	// Source channel c (R, G, B) goes to output channel oc[c], normalized with Mean[oc[c]], Std[oc[c]].
 	oc := [3]int{0, 1, 2}
 	if p.ChannelOrder == BGR {
 		oc = [3]int{2, 1, 0}
 	}
-	var mul, add [3]float32
-	var dstC [3]int
-	plane := ow * p.Height
+	var n norm
+	plane := p.Width * p.Height
 	for c := range 3 {
-		mul[c] = p.Scale / p.Std[oc[c]]
-		add[c] = -p.Mean[oc[c]] / p.Std[oc[c]]
-		dstC[c] = oc[c] * plane
+		n.mul[c] = p.Scale / p.Std[oc[c]]
+		n.add[c] = -p.Mean[oc[c]] / p.Std[oc[c]]
+		n.dst[c] = int32(oc[c] * plane)
 	}
-	s.acc = grow(s.acc, rowLen)
-	acc := s.acc
-	ys := &s.ys
-	for y := range p.Height {
-		st, n := ys.start[y], ys.n[y]
-		ws := ys.w[y*ys.stride : y*ys.stride+n]
-		switch n {
-		case 1:
-			copy(acc, s.tmp[(st-y0)*rowLen:(st-y0+1)*rowLen])
-			if w := ws[0]; w != 1 {
-				for i := range acc {
-					acc[i] *= w
-				}
-			}
-		case 2: // the common case when the scale is near 1
-			r0 := s.tmp[(st-y0)*rowLen : (st-y0+1)*rowLen]
-			r1 := s.tmp[(st+1-y0)*rowLen : (st+2-y0)*rowLen]
-			r1 = r1[:len(r0)]
-			acc := acc[:len(r0)]
-			w0, w1 := ws[0], ws[1]
-			for i, v := range r0 {
-				acc[i] = v*w0 + r1[i]*w1
-			}
-		default:
-			clear(acc)
-			for k, w := range ws {
-				row := s.tmp[(st+k-y0)*rowLen : (st+k-y0+1)*rowLen]
-				row = row[:len(acc)]
-				for i, v := range row {
-					acc[i] += v * w
-				}
-			}
-		}
-		r := dst[dstC[0]+y*ow : dstC[0]+(y+1)*ow]
-		g := dst[dstC[1]+y*ow : dstC[1]+(y+1)*ow]
-		bl := dst[dstC[2]+y*ow : dstC[2]+(y+1)*ow]
-		g, bl = g[:len(r)], bl[:len(r)]
-		for x := range r {
-			a := acc[3*x : 3*x+3]
-			r[x] = a[0]*mul[0] + add[0]
-			g[x] = a[1]*mul[1] + add[1]
-			bl[x] = a[2]*mul[2] + add[2]
-		}
-	}
+	// One packed row of the source width, and zero pixels after it for the C kernel's fixed taps.
+	s.acc = grow(s.acc, (sw+int(s.xs.maxN))*3)
+	clear(s.acc[sw*3:])
+	resampleRGB(s, sw, sh, p.Width, p.Height, &n, dst)
 	return nil
+}
+
+// norm is the per-channel normalization of resample: source channel c (R, G, B) becomes
+// value*mul[c] + add[c] at offset dst[c] of the tensor (its output channel's plane).
+type norm struct {
+	mul, add [3]float32
+	dst      [3]int32
+}
+
+// resampleGo is the portable resampling kernel. Per output row: the vertical pass over the packed
+// source rows (s.rgb -> s.acc, source width), then the horizontal pass with the normalization
+// into the channel planes. Every sum is its first product plus the others in order, each product
+// rounded to float32 (no fused multiply-add). Builds with libjpeg-turbo run the C copy of it
+// (libjpeg.go), which TestResampleMatchesGo holds to this one bit for bit; the C copy sums a fixed
+// xs.maxN taps per output, the extra ones reading the zero padding of s.acc or zero weights: all
+// terms are >= 0, so adding those +0 changes no float.
+func resampleGo(s *scratch, sw, ow, oh int, nm *norm, dst []float32) {
+	rl := sw * 3
+	acc := s.acc[:rl]
+	xs, ys := &s.xs, &s.ys
+	for y := range oh {
+		st, n := int(ys.start[y]), int(ys.n[y])
+		ws := ys.w[y*ys.stride : y*ys.stride+n]
+		w0 := ws[0]
+		for i, v := range s.rgb[st*rl : (st+1)*rl] {
+			acc[i] = float32(float32(v) * w0)
+		}
+		for k := 1; k < n; k++ {
+			w := ws[k]
+			row := s.rgb[(st+k)*rl : (st+k+1)*rl]
+			row = row[:len(acc)]
+			for i, v := range row {
+				acc[i] += float32(float32(v) * w)
+			}
+		}
+		R := dst[int(nm.dst[0])+y*ow : int(nm.dst[0])+(y+1)*ow]
+		G := dst[int(nm.dst[1])+y*ow : int(nm.dst[1])+(y+1)*ow]
+		B := dst[int(nm.dst[2])+y*ow : int(nm.dst[2])+(y+1)*ow]
+		G, B = G[:len(R)], B[:len(R)]
+		m0, m1, m2, a0, a1, a2 := nm.mul[0], nm.mul[1], nm.mul[2], nm.add[0], nm.add[1], nm.add[2]
+		for x := range R {
+			n := int(xs.n[x])
+			w := xs.w[x*xs.stride : x*xs.stride+n]
+			p := acc[3*int(xs.start[x]) : 3*(int(xs.start[x])+n)]
+			r, g, b := float32(p[0]*w[0]), float32(p[1]*w[0]), float32(p[2]*w[0])
+			for k := 1; k < n; k++ {
+				r += float32(p[3*k] * w[k])
+				g += float32(p[3*k+1] * w[k])
+				b += float32(p[3*k+2] * w[k])
+			}
+			R[x] = float32(r*m0) + a0
+			G[x] = float32(g*m1) + a1
+			B[x] = float32(b*m2) + a2
+		}
+	}
 }
 
 func grow[T any](b []T, n int) []T {
