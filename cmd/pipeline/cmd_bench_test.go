@@ -98,8 +98,20 @@ func TestBenchSmall(t *testing.T) {
 		}
 	}
 	ex := rep["extract"]
-	if r, want := ex["ratio"].(float64), ex["pipeline_images_per_s"].(float64)/ex["bare_onnxruntime_images_per_s"].(float64); r != want {
-		t.Errorf("ratio %v, want pipeline/bare = %v", r, want)
+	if r, want := ex["best_ratio"].(float64), ex["pipeline_images_per_s"].(float64)/ex["bare_onnxruntime_images_per_s"].(float64); r != want {
+		t.Errorf("best_ratio %v, want pipeline/bare = %v", r, want)
+	}
+	pr, br, rr := ex["pipeline_rounds_images_per_s"].([]any), ex["bare_rounds_images_per_s"].([]any), ex["round_ratios"].([]any)
+	if len(rr) != 2 || len(pr) != 2 || len(br) != 2 {
+		t.Fatalf("round_ratios %v, pipeline rounds %v, bare rounds %v: want 2 of each", rr, pr, br)
+	}
+	for i := range rr {
+		if rr[i].(float64) != pr[i].(float64)/br[i].(float64) {
+			t.Errorf("round_ratios[%d] = %v, want %v / %v", i, rr[i], pr[i], br[i])
+		}
+	}
+	if r, want := ex["ratio"].(float64), (rr[0].(float64)+rr[1].(float64))/2; r != want {
+		t.Errorf("ratio %v, want the median of the round ratios %v", r, want)
 	}
 	for k, want := range map[string]float64{"images": 8, "batch": 3, "rounds": 2} {
 		if ex[k] != want {
