@@ -283,3 +283,47 @@ func TestLibjpegFallback(t *testing.T) {
 		t.Errorf("Key %q does not name the decoder", p.Key())
 	}
 }
+
+// FuzzDecodeJPEG feeds arbitrary bytes to the libjpeg-turbo path (C code reading hostile files):
+// no crash, no hang; an accepted image has its header's size within the pixel cap and a full RGB
+// buffer, and s.file either gives a tensor or an *ImageError naming the file.
+func FuzzDecodeJPEG(f *testing.F) {
+	for _, name := range []string{"pattern_420.jpg", "pattern_422.jpg", "progressive.jpg", "cmyk.jpg"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	p := DefaultPreprocess()
+	p.Width, p.Height = 16, 12
+	const maxPixels = 1 << 16 // small, so that executions (and minimizations) stay fast
+	p.MaxPixels = maxPixels
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s scratch
+		if w, h, ok := s.decodeJPEG(b, maxPixels); ok {
+			if w <= 0 || h <= 0 || w*h > maxPixels || len(s.rgb) != w*h*3 {
+				t.Fatalf("accepted %dx%d with %d bytes of RGB (cap %d pixels)", w, h, len(s.rgb), maxPixels)
+			}
+		}
+		path := filepath.Join(dir, "in.jpg")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dst := make([]float32, p.Size())
+		if err := s.file(p, path, dst); err != nil {
+			var ie *ImageError
+			if !errors.As(err, &ie) || ie.Path != path {
+				t.Fatalf("error %v is not an *ImageError naming the file", err)
+			}
+			return
+		}
+		for i, v := range dst {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("value %d of the tensor is %v", i, v)
+			}
+		}
+	})
+}
