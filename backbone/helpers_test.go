@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 const tinyModel = "testdata/tiny_cnn.onnx"
@@ -14,13 +15,7 @@ const tinyModel = "testdata/tiny_cnn.onnx"
 // ortLib initializes onnxruntime from ONNXRUNTIME_SHARED_LIBRARY_PATH or skips the test.
 func ortLib(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv(ort.EnvVar)
-	if p == "" {
-		t.Skip("onnxruntime library not configured (" + ort.EnvVar + " is unset): run `make test`")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("onnxruntime library %q is missing: run `make test`", p)
-	}
+	p := testenv.ORTLibrary(t)
 	if err := ort.Init(p); err != nil {
 		t.Fatal(err)
 	}
@@ -28,29 +23,7 @@ func ortLib(t testing.TB) string {
 }
 
 // sharedDir returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("PIPELINE_SHARED_DIR")
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(d, "..", "shared")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Skip("shared data not found: no go.mod above the test directory; set PIPELINE_SHARED_DIR or run `make test`")
-			}
-		}
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("shared data not found at %q: set PIPELINE_SHARED_DIR or run `make test`", dir)
-	}
-	return dir
-}
+func sharedDir(t testing.TB) string { return testenv.SharedDir(t) }
 
 func int8Model(t testing.TB) string {
 	t.Helper()

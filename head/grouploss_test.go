@@ -8,35 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // sharedDir returns the read-only shared data directory: $PIPELINE_SHARED_DIR, else ../shared
 // relative to the repository root (the directory holding go.mod). It skips the test when absent.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv("PIPELINE_SHARED_DIR"); d != "" {
-		if _, err := os.Stat(d); err == nil {
-			return d
-		}
-		t.Skipf("PIPELINE_SHARED_DIR=%q does not exist; run `make test` or point it at the shared data", d)
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			s := filepath.Join(filepath.Dir(d), "shared")
-			if _, err := os.Stat(s); err != nil {
-				t.Skipf("shared data %q not found; set PIPELINE_SHARED_DIR or run `make test`", s)
-			}
-			return s
-		}
-		if filepath.Dir(d) == d {
-			t.Skip("repository root (go.mod) not found; set PIPELINE_SHARED_DIR or run `make test`")
-		}
-	}
-}
+func sharedDir(t testing.TB) string { return testenv.SharedDir(t) }
 
 type goldenCase struct {
 	Description string      `json:"description"`

@@ -3,76 +3,32 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
 // sharedDir returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
 func sharedDir(t testing.TB) string {
 	t.Helper()
-	d := os.Getenv("PIPELINE_SHARED_DIR")
-	if d == "" {
-		wd, _ := os.Getwd()
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				d = filepath.Join(dir, "..", "shared")
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	if _, err := os.Stat(filepath.Join(d, "models", "mobilenetv2-12-int8.onnx")); err != nil {
-		t.Skipf("../shared is absent (%v): run `make test` beside ../shared to enable this test", err)
-	}
-	return d
+	testenv.Int8Model(t)
+	return testenv.SharedDir(t)
 }
 
 func needORT(t testing.TB) {
 	t.Helper()
-	p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
-	if _, err := os.Stat(p); p == "" || err != nil {
-		t.Skip("onnxruntime library not found: run `make test` (it installs it and sets ONNXRUNTIME_SHARED_LIBRARY_PATH)")
-	}
+	testenv.ORTLibrary(t)
 }
 
 // smallCUB writes a manifest of the first `per` images of the first `classes` CUB-100 classes.
-func smallCUB(t testing.TB, shared string, classes, per int) string {
-	t.Helper()
-	root := filepath.Join(shared, "data", "cub100")
-	f, err := os.Open(filepath.Join(root, "manifest.csv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	b.WriteString("path,label\n")
-	count := map[int]int{}
-	for _, r := range rows[1:] {
-		l, _ := strconv.Atoi(r[1])
-		if l < classes && count[l] < per {
-			count[l]++
-			b.WriteString(filepath.Join(root, r[0]) + "," + r[1] + "\n")
-		}
-	}
-	p := filepath.Join(t.TempDir(), "small.csv")
-	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+func smallCUB(t testing.TB, _ string, classes, per int) string {
+	return testenv.SmallCUB(t, classes, per)
 }
 
 func TestRunEndToEndSmall(t *testing.T) {

@@ -13,31 +13,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // sharedDir returns ../shared (or $PIPELINE_SHARED_DIR), skipping the test when it is absent.
 func sharedDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("PIPELINE_SHARED_DIR")
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(filepath.Dir(d), "shared")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Skip("no go.mod above the working directory; set PIPELINE_SHARED_DIR or run `make test`")
-			}
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, "models", "mobilenetv2-12-int8.onnx")); err != nil {
-		t.Skipf("shared data not found at %q (set PIPELINE_SHARED_DIR or run `make test`): %v", dir, err)
-	}
-	return dir
+	testenv.Int8Model(t)
+	return testenv.SharedDir(t)
 }
 
 func loadShared(t *testing.T) *onnx.ModelProto {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/weights"
 )
@@ -21,42 +22,13 @@ import (
 // ortLib initializes onnxruntime from ONNXRUNTIME_SHARED_LIBRARY_PATH or skips the test.
 func ortLib(t testing.TB) {
 	t.Helper()
-	p := os.Getenv(ort.EnvVar)
-	if p == "" {
-		t.Skip("onnxruntime library not configured (" + ort.EnvVar + " is unset): run `make test`")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("onnxruntime library %q is missing: run `make test`", p)
-	}
-	if err := ort.Init(p); err != nil {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // sharedDir returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("PIPELINE_SHARED_DIR")
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(d, "..", "shared")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Skip("shared data not found: no go.mod above the test directory; set PIPELINE_SHARED_DIR or run `make test`")
-			}
-		}
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("shared data not found at %q: set PIPELINE_SHARED_DIR or run `make test`", dir)
-	}
-	return dir
-}
+func sharedDir(t testing.TB) string { return testenv.SharedDir(t) }
 
 // floatMobileNet returns the shared int8 MobileNetV2 converted to float by weights.DequantizeModel.
 func floatMobileNet(t testing.TB) *onnx.ModelProto {

@@ -11,18 +11,13 @@ import (
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // ortLib initializes onnxruntime from ONNXRUNTIME_SHARED_LIBRARY_PATH or skips the test.
 func ortLib(t *testing.T) {
 	t.Helper()
-	p := os.Getenv(EnvVar)
-	if p == "" {
-		t.Skip("onnxruntime library not configured (" + EnvVar + " is unset): run `make test`")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("onnxruntime library %q is missing: run `make test`", p)
-	}
+	p := testenv.ORTLibrary(t)
 	if err := Init(p); err != nil {
 		t.Fatal(err)
 	}

@@ -11,38 +11,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
 // benchShared returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
 func benchShared(t *testing.T) string {
 	t.Helper()
-	d := os.Getenv("PIPELINE_SHARED_DIR")
-	if d == "" {
-		wd, _ := os.Getwd()
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				d = filepath.Join(dir, "..", "shared")
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	if _, err := os.Stat(filepath.Join(d, "models", "mobilenetv2-12-int8.onnx")); err != nil {
-		t.Skipf("../shared is absent (%v): run `make test` beside ../shared to enable this test", err)
-	}
-	return d
+	testenv.Int8Model(t)
+	return testenv.SharedDir(t)
 }
 
-func benchNeedORT(t *testing.T) {
-	t.Helper()
-	p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
-	if _, err := os.Stat(p); p == "" || err != nil {
-		t.Skip("onnxruntime library not found: run `make test` (it installs it and sets ONNXRUNTIME_SHARED_LIBRARY_PATH)")
-	}
-}
+func benchNeedORT(t *testing.T) { testenv.ORTLibrary(t) }
 
 // TestBenchSmall runs `pipeline bench` on 8 images, a few head steps and one tail step (the
 // default --tail-blocks 1 of the shared MobileNetV2) and checks the report.

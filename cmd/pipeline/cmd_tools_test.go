@@ -14,6 +14,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
@@ -24,35 +25,10 @@ import (
 // preprocess metadata.
 var toolTinyCNN = filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.onnx")
 
-func toolNeedORT(t *testing.T) {
-	t.Helper()
-	p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
-	if _, err := os.Stat(p); p == "" || err != nil {
-		t.Skip("onnxruntime library not found: run `make test` (it installs it and sets ONNXRUNTIME_SHARED_LIBRARY_PATH)")
-	}
-}
+func toolNeedORT(t *testing.T) { testenv.ORTLibrary(t) }
 
 // toolSharedDir returns $PIPELINE_SHARED_DIR or ../shared beside the repository root, or skips.
-func toolSharedDir(t *testing.T) string {
-	t.Helper()
-	d := os.Getenv("PIPELINE_SHARED_DIR")
-	if d == "" {
-		wd, _ := os.Getwd()
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				d = filepath.Join(dir, "..", "shared")
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	if _, err := os.Stat(filepath.Join(d, "models", "mobilenetv2-12-int8.onnx")); err != nil {
-		t.Skipf("../shared is absent (%v): run `make test` beside ../shared to enable this test", err)
-	}
-	return d
-}
+func toolSharedDir(t *testing.T) string { return benchShared(t) }
 
 // toolModel exports an embedding model into a temporary folder without onnxruntime: the tiny CNN
 // cut at its pooled 4-d features, a 4->3 Linear head, L2 normalization, ImageNet preprocessing at

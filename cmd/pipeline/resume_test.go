@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
@@ -103,29 +103,8 @@ func lastEpoch(dir string) int {
 }
 
 // resumeManifest writes a manifest of the first per images of the first classes CUB-100 classes.
-func resumeManifest(t *testing.T, shared string, classes, per int) string {
-	t.Helper()
-	root := filepath.Join(shared, "data", "cub100")
-	f, err := os.Open(filepath.Join(root, "manifest.csv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	b.WriteString("path,label\n")
-	count := map[int]int{}
-	for _, r := range rows[1:] {
-		l, _ := strconv.Atoi(r[1])
-		if l < classes && count[l] < per {
-			count[l]++
-			fmt.Fprintf(&b, "%s,%s\n", filepath.Join(root, r[0]), r[1])
-		}
-	}
-	return badWrite(t, filepath.Join(t.TempDir(), "small.csv"), b.String())
+func resumeManifest(t *testing.T, _ string, classes, per int) string {
+	return testenv.SmallCUB(t, classes, per)
 }
 
 // comparable returns metrics.json of dir without what legitimately differs between an

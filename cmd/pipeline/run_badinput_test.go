@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
@@ -27,35 +28,9 @@ import (
 // is complete.
 
 // badSharedModel returns the shared int8 model or skips the test.
-func badSharedModel(t *testing.T) string {
-	t.Helper()
-	d := os.Getenv("PIPELINE_SHARED_DIR")
-	if d == "" {
-		wd, _ := os.Getwd()
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				d = filepath.Join(dir, "..", "shared")
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	p := filepath.Join(d, "models", "mobilenetv2-12-int8.onnx")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("../shared is absent (%v): run `make test` beside ../shared to enable this case", err)
-	}
-	return p
-}
+func badSharedModel(t *testing.T) string { return testenv.Int8Model(t) }
 
-func badNeedORT(t *testing.T) {
-	t.Helper()
-	p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
-	if _, err := os.Stat(p); p == "" || err != nil {
-		t.Skip("onnxruntime library not found: run `make test` (it installs it and sets ONNXRUNTIME_SHARED_LIBRARY_PATH)")
-	}
-}
+func badNeedORT(t *testing.T) { testenv.ORTLibrary(t) }
 
 func badWrite(t *testing.T, path, content string) string {
 	t.Helper()

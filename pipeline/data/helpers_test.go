@@ -9,48 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // sharedDir returns the project's read-only shared folder (env PIPELINE_SHARED_DIR, else ../shared
 // beside the repository root) or skips the test when it is absent.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv("PIPELINE_SHARED_DIR"); d != "" {
-		if _, err := os.Stat(d); err == nil {
-			return d
-		}
-		t.Skipf("PIPELINE_SHARED_DIR=%q does not exist; run `make test` with ../shared present", d)
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("no go.mod above the test folder; cannot locate ../shared (set PIPELINE_SHARED_DIR)")
-		}
-		dir = parent
-	}
-	d := filepath.Join(filepath.Dir(dir), "shared")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data folder %q absent; set PIPELINE_SHARED_DIR or run `make test`", d)
-	}
-	return d
-}
+func sharedDir(t testing.TB) string { return testenv.SharedDir(t) }
 
 // cub100 returns the CUB-100 folder or skips the test.
-func cub100(t testing.TB) string {
-	t.Helper()
-	d := filepath.Join(sharedDir(t), "data", "cub100")
-	if _, err := os.Stat(filepath.Join(d, "manifest.csv")); err != nil {
-		t.Skipf("CUB-100 data absent at %q (want manifest.csv); run `make test` with ../shared present", d)
-	}
-	return d
-}
+func cub100(t testing.TB) string { return testenv.CUB100(t) }
 
 func writeImage(t testing.TB, path string, img image.Image) {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -20,39 +21,12 @@ const tinyModel = "../../backbone/testdata/tiny_cnn.onnx"
 
 func ortLib(t *testing.T) {
 	t.Helper()
-	p := os.Getenv(ort.EnvVar)
-	if p == "" {
-		t.Skip("onnxruntime library not configured (" + ort.EnvVar + " is unset): run `make test`")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("onnxruntime library %q is missing: run `make test`", p)
-	}
-	if err := ort.Init(p); err != nil {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func int8Model(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("PIPELINE_SHARED_DIR")
-	if dir == "" {
-		wd, _ := os.Getwd()
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(d, "..", "shared")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Skip("shared data not found: no go.mod above the test directory; set PIPELINE_SHARED_DIR or run `make test`")
-			}
-		}
-	}
-	p := filepath.Join(dir, "models", "mobilenetv2-12-int8.onnx")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared model %q not found: set PIPELINE_SHARED_DIR or run `make test`", p)
-	}
-	return p
-}
+func int8Model(t *testing.T) string { return testenv.Int8Model(t) }
 
 func randFloats(r *rand.Rand, n int, scale float64) []float32 {
 	x := make([]float32, n)

@@ -11,34 +11,13 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // sharedDir locates the read-only shared data: $PIPELINE_SHARED_DIR, else ../shared next to the
 // repository root (found by walking up to go.mod). It skips the test when absent.
-func sharedDir(t testing.TB) string {
-	if dir := os.Getenv("PIPELINE_SHARED_DIR"); dir != "" {
-		if _, err := os.Stat(dir); err == nil {
-			return dir
-		}
-		t.Skipf("PIPELINE_SHARED_DIR=%q does not exist; run `make test`", dir)
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			shared := filepath.Join(filepath.Dir(dir), "shared")
-			if _, err := os.Stat(shared); err != nil {
-				t.Skipf("shared data not found at %q; set PIPELINE_SHARED_DIR or run `make test`", shared)
-			}
-			return shared
-		}
-		if filepath.Dir(dir) == dir {
-			t.Skip("repository root (go.mod) not found; set PIPELINE_SHARED_DIR or run `make test`")
-		}
-	}
-}
+func sharedDir(t testing.TB) string { return testenv.SharedDir(t) }
 
 type goldenCase struct {
 	Embeddings        [][]float64 `json:"embeddings"`
