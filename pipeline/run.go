@@ -226,7 +226,7 @@ func (r *runner) prepare() error {
 	split := r.split
 	r.sum.Data = DataSummary{Source: ds.Source, Images: len(ds.Items), Classes: len(ds.Classes),
 		TrainClasses: len(split.fit) + len(split.val), ValidationClasses: len(split.val), EvalClasses: len(split.eval),
-		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx)}
+		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx), JPEGDecoder: data.JPEGDecoder()}
 	log.Info("dataset", "source", ds.Source, "images", len(ds.Items), "classes", len(ds.Classes),
 		"train_classes", r.sum.Data.TrainClasses, "validation_classes", len(split.val), "eval_classes", len(split.eval))
 

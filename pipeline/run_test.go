@@ -52,6 +52,9 @@ func TestRunEndToEndSmall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, logs.String())
 	}
+	if sum.Data.JPEGDecoder != data.JPEGDecoder() || !strings.HasPrefix(sum.Data.JPEGDecoder, "libjpeg-turbo-") {
+		t.Errorf("data.jpeg_decoder %q, want %q (libjpeg-turbo in make test's build)", sum.Data.JPEGDecoder, data.JPEGDecoder())
+	}
 	if sum.Data.TrainClasses != 4 || sum.Data.EvalClasses != 4 || sum.Data.ValidationClasses != 1 || sum.Data.EvalImages != 48 {
 		t.Fatalf("split: %+v", sum.Data)
 	}

@@ -84,6 +84,8 @@ type DataSummary struct {
 	FeatureTensor     string `json:"feature_tensor"`
 	// Dequantized: the int8 backbone ran as its float conversion (backbone.dequantize).
 	Dequantized bool `json:"dequantized,omitempty"`
+	// JPEGDecoder is data.JPEGDecoder() of the build that decoded the images.
+	JPEGDecoder string `json:"jpeg_decoder"`
 }
 
 // TrainSummary is the training history and the model selection.

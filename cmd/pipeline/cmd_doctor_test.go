@@ -21,7 +21,8 @@ func TestDoctorHealthy(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	names := []string{"onnxruntime library:", "onnxruntime loads: version 1.30.0", "shared data:", "default backbone:", "cpu:", "go: built with go"}
+	names := []string{"onnxruntime library:", "onnxruntime loads: version 1.30.0", "shared data:", "default backbone:", "cpu:",
+		"jpeg decoder: libjpeg-turbo-", "go: built with go"}
 	if len(lines) != len(names) {
 		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(names), r.stdout)
 	}
@@ -65,8 +66,8 @@ func TestDoctorProblems(t *testing.T) {
 	t.Setenv("PIPELINE_SHARED_DIR", shared)
 
 	r := toolRun("doctor")
-	if r.code != 1 || !strings.Contains(r.stderr, "doctor: problems found: 3 of 5 checks failed") {
-		t.Fatalf("exit %d, stderr %q; want 1 and 3 of 5 failed\n%s", r.code, r.stderr, r.stdout)
+	if r.code != 1 || !strings.Contains(r.stderr, "doctor: problems found: 3 of 6 checks failed") {
+		t.Fatalf("exit %d, stderr %q; want 1 and 3 of 6 failed\n%s", r.code, r.stderr, r.stdout)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	for _, tc := range []struct{ prefix, detail, fix string }{
@@ -130,5 +131,15 @@ func TestSHA256Entry(t *testing.T) {
 	}
 	if _, err := sha256Entry(p, "absent.onnx"); err == nil || !strings.Contains(err.Error(), "absent.onnx") {
 		t.Errorf("absent entry: %v", err)
+	}
+}
+
+// TestDoctorJPEG: libjpeg-turbo is ok; Go's fallback decoder is a warning with the fix.
+func TestDoctorJPEG(t *testing.T) {
+	if c := doctorJPEG("libjpeg-turbo-2001005"); c.Status != statusOK || c.Fix != "" {
+		t.Errorf("libjpeg-turbo: %+v", c)
+	}
+	if c := doctorJPEG("go"); c.Status != statusWarn || !strings.Contains(c.Fix, "libjpeg62-turbo-dev") {
+		t.Errorf("go: %+v", c)
 	}
 }

@@ -141,6 +141,11 @@ func (p Preprocess) Metadata() map[string]string {
 	}
 }
 
+// JPEGDecoder names the JPEG decoder of this build: "libjpeg-turbo-<version number>" (cgo, the
+// default) or "go" (image/jpeg, with -tags nolibjpeg or without cgo). Their pixels differ by IDCT
+// rounding, so runs record it.
+func JPEGDecoder() string { return jpegDecoder }
+
 // Key returns a stable one-line text of the settings that change the tensors (MaxPixels excluded),
 // including the resampling kernel's version and the JPEG decoder of the build, for cache keys.
 func (p Preprocess) Key() string {
