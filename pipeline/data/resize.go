@@ -182,8 +182,27 @@ func resampleGo(s *scratch, sw, ow, oh int, nm *norm, dst []float32) {
 		st, n := int(ys.start[y]), int(ys.n[y])
 		ws := ys.w[y*ys.stride : y*ys.stride+n]
 		w0 := ws[0]
-		for i, v := range s.rgb[st*rl : (st+1)*rl] {
-			acc[i] = float32(float32(v) * w0)
+		r0 := s.rgb[st*rl : (st+1)*rl]
+		switch n { // 2 and 3 taps in one pass, the same sums as the loop below
+		case 2:
+			w1, r1 := ws[1], s.rgb[(st+1)*rl:(st+2)*rl]
+			r1 = r1[:len(r0)]
+			for i, v := range r0 {
+				acc[i] = float32(float32(v)*w0) + float32(float32(r1[i])*w1)
+			}
+			n = 0
+		case 3:
+			w1, w2 := ws[1], ws[2]
+			r1, r2 := s.rgb[(st+1)*rl:(st+2)*rl], s.rgb[(st+2)*rl:(st+3)*rl]
+			r1, r2 = r1[:len(r0)], r2[:len(r0)]
+			for i, v := range r0 {
+				acc[i] = float32(float32(float32(v)*w0)+float32(float32(r1[i])*w1)) + float32(float32(r2[i])*w2)
+			}
+			n = 0
+		default:
+			for i, v := range r0 {
+				acc[i] = float32(float32(v) * w0)
+			}
 		}
 		for k := 1; k < n; k++ {
 			w := ws[k]
