@@ -105,6 +105,10 @@ static int gl_jpeg_decode(const unsigned char *buf, unsigned long len, unsigned 
 		B[x] = b * m2 + a2;                                                                      \
 	}
 
+// gl_vt_floats is L, the elements per row of an 8-row block of the AVX2 kernel: the packed source
+// row and xmaxn zero pixels, rounded up to 8.
+static size_t gl_vt_floats(int sw, int xmaxn) { return ((size_t)sw * 3 + 3 * (size_t)xmaxn + 7) & ~(size_t)7; }
+
 // The AVX2 kernel (x86-64 with AVX2; gl_resample picks it at run time).
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -127,12 +131,12 @@ static int gl_jpeg_decode(const unsigned char *buf, unsigned long len, unsigned 
 // gl_resample8 does 8 output rows y..y+7 at once: the vertical pass of each row 8 source elements
 // at a time, transposed in registers into vt (element i of the 8 rows at vt[i*8..i*8+7]), the
 // horizontal pass on those 8-row vectors into ht, transposed back into the channel planes.
-// vt holds L*8 floats with L = rl + 3*xmaxn rounded up to 8; ht 3*ow*8 floats (ow rounded up to 8).
+// vt holds gl_vt_floats(sw, xmaxn)*8 floats; ht 3*ow*8 floats (ow rounded up to 8).
 __attribute__((target("avx2")))
-static void gl_resample8(const uint8_t *rgb, int sw, int sh, const int32_t *xst, const float *xw, int xstride, int xmaxn,
+static void gl_resample8(const uint8_t *rgb, int sw, const int32_t *xst, const float *xw, int xstride, int xmaxn,
 		const int32_t *yst, const int32_t *yn, const float *yw, int ystride, int ow, int y,
 		float *vt, float *ht, const float *mul, const float *add, const int32_t *dstc, float *dst) {
-	size_t rl = (size_t)sw * 3, L = (rl + 3 * (size_t)xmaxn + 7) & ~(size_t)7, full = rl >= 8 ? (rl - 8) / 8 * 8 + 8 : 0;
+	size_t rl = (size_t)sw * 3, L = gl_vt_floats(sw, xmaxn), full = rl >= 8 ? (rl - 8) / 8 * 8 + 8 : 0;
 	// Taps past a row's n read its first source row with weight 0 and add +0.
 	int K = 1;
 	for (int j = 0; j < 8; j++) K = yn[y + j] > K ? yn[y + j] : K;
@@ -212,7 +216,7 @@ static void gl_resample8(const uint8_t *rgb, int sw, int sh, const int32_t *xst,
 }
 #endif
 
-// gl_resample is resampleGo of resize.go in C: the same sums in the same order without fused
+// gl_resample_rows is resampleGo of resize.go in C: the same sums in the same order without fused
 // multiply-adds (TestResampleMatchesGo holds the two to the bit), written for the compiler to
 // vectorize the vertical pass and unroll the horizontal one. acc holds (sw+xmaxn)*3 floats, the
 // last xmaxn*3 zero; xw has zero weights past n[x] up to xstride >= xmaxn.
@@ -224,12 +228,14 @@ static void gl_resample_rows(const uint8_t *rgb, int sw, const int32_t *xst, con
 	float m0 = mul[0], m1 = mul[1], m2 = mul[2], a0 = add[0], a1 = add[1], a2 = add[2];
 	for (int y = 0; y < oh; y++) {
 		const float *ws = yw + (size_t)y * ystride;
-		const uint8_t *s0 = rgb + (size_t)yst[y] * rl, *s1 = s0 + rl, *s2 = s1 + rl;
+		const uint8_t *s0 = rgb + (size_t)yst[y] * rl;
 		int n = yn[y];
 		if (n == 2) {
+			const uint8_t *s1 = s0 + rl;
 			float w0 = ws[0], w1 = ws[1];
 			for (size_t i = 0; i < rl; i++) acc[i] = (float)s0[i] * w0 + (float)s1[i] * w1;
 		} else if (n == 3) {
+			const uint8_t *s1 = s0 + rl, *s2 = s1 + rl;
 			float w0 = ws[0], w1 = ws[1], w2 = ws[2];
 			for (size_t i = 0; i < rl; i++) acc[i] = (float)s0[i] * w0 + (float)s1[i] * w1 + (float)s2[i] * w2;
 		} else {
@@ -265,19 +271,19 @@ static int gl_set_simd(int on) {
 // the remaining rows (or all) with gl_resample_rows. Both give the same floats as resampleGo.
 // simd holds gl_simd_floats(sw, ow, xmaxn) floats.
 static size_t gl_simd_floats(int sw, int ow, int xmaxn) {
-	return ((((size_t)sw * 3 + 3 * (size_t)xmaxn + 7) & ~(size_t)7) + 3 * (((size_t)ow + 7) & ~(size_t)7)) * 8;
+	return (gl_vt_floats(sw, xmaxn) + 3 * (((size_t)ow + 7) & ~(size_t)7)) * 8;
 }
 
-static void gl_resample(const uint8_t *rgb, int sw, int sh, const int32_t *xst, const float *xw, int xstride, int xmaxn,
+static void gl_resample(const uint8_t *rgb, int sw, const int32_t *xst, const float *xw, int xstride, int xmaxn,
 		const int32_t *yst, const int32_t *yn, const float *yw, int ystride, int ow, int oh,
 		float *acc, float *simd, const float *mul, const float *add, const int32_t *dstc, float *dst) {
 	int y = 0;
 #if defined(__x86_64__)
-	__builtin_cpu_init();
+	// (libgcc fills in the CPU model before main: no __builtin_cpu_init needed here)
 	if (gl_simd && __builtin_cpu_supports("avx2")) {
-		size_t L = ((size_t)sw * 3 + 3 * (size_t)xmaxn + 7) & ~(size_t)7;
+		float *ht = simd + gl_vt_floats(sw, xmaxn) * 8;
 		for (; y + 8 <= oh; y += 8)
-			gl_resample8(rgb, sw, sh, xst, xw, xstride, xmaxn, yst, yn, yw, ystride, ow, y, simd, simd + L * 8, mul, add, dstc, dst);
+			gl_resample8(rgb, sw, xst, xw, xstride, xmaxn, yst, yn, yw, ystride, ow, y, simd, ht, mul, add, dstc, dst);
 		_mm_sfence(); // the streamed stores are visible before the Go side hands the tensor on
 	}
 #endif
@@ -329,10 +335,10 @@ func (s *scratch) decodeJPEG(b []byte, maxPixels int) (w, h int, ok bool) {
 }
 
 // resampleRGB runs the C copy of resampleGo.
-func resampleRGB(s *scratch, sw, sh, ow, oh int, nm *norm, dst []float32) {
+func resampleRGB(s *scratch, sw, ow, oh int, nm *norm, dst []float32) {
 	xs, ys := &s.xs, &s.ys
 	s.simd = grow(s.simd, int(C.gl_simd_floats(C.int(sw), C.int(ow), C.int(xs.maxN))))
-	C.gl_resample((*C.uint8_t)(unsafe.Pointer(&s.rgb[0])), C.int(sw), C.int(sh),
+	C.gl_resample((*C.uint8_t)(unsafe.Pointer(&s.rgb[0])), C.int(sw),
 		(*C.int32_t)(unsafe.Pointer(&xs.start[0])), (*C.float)(unsafe.Pointer(&xs.w[0])), C.int(xs.stride), C.int(xs.maxN),
 		(*C.int32_t)(unsafe.Pointer(&ys.start[0])), (*C.int32_t)(unsafe.Pointer(&ys.n[0])), (*C.float)(unsafe.Pointer(&ys.w[0])),
 		C.int(ys.stride), C.int(ow), C.int(oh), (*C.float)(unsafe.Pointer(&s.acc[0])), (*C.float)(unsafe.Pointer(&s.simd[0])),

@@ -12,6 +12,6 @@ const jpegDecoder = "go"
 func (s *scratch) decodeJPEG([]byte, int) (int, int, bool) { return 0, 0, false }
 
 // resampleRGB is resampleGo.
-func resampleRGB(s *scratch, sw, _, ow, oh int, nm *norm, dst []float32) {
+func resampleRGB(s *scratch, sw, ow, oh int, nm *norm, dst []float32) {
 	resampleGo(s, sw, ow, oh, nm, dst)
 }

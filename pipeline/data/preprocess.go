@@ -259,10 +259,16 @@ func DecodeFile(path string, maxPixels int) (image.Image, error) {
 	return decodeBytes(path, b, maxPixels)
 }
 
-func decodeBytes(path string, b []byte, maxPixels int) (image.Image, error) {
+// pixelCap is the image size cap for a MaxPixels setting (0 or less: DefaultMaxPixels).
+func pixelCap(maxPixels int) int {
 	if maxPixels <= 0 {
-		maxPixels = DefaultMaxPixels
+		return DefaultMaxPixels
 	}
+	return maxPixels
+}
+
+func decodeBytes(path string, b []byte, maxPixels int) (image.Image, error) {
+	maxPixels = pixelCap(maxPixels)
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
 		return nil, &ImageError{Path: path, Item: -1, Err: err}

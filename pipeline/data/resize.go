@@ -83,11 +83,7 @@ func (s *scratch) file(p Preprocess, path string, dst []float32) error {
 	if err != nil {
 		return &ImageError{Path: path, Item: -1, Err: err}
 	}
-	maxPixels := p.MaxPixels
-	if maxPixels <= 0 {
-		maxPixels = DefaultMaxPixels
-	}
-	if w, h, ok := s.decodeJPEG(b, maxPixels); ok {
+	if w, h, ok := s.decodeJPEG(b, pixelCap(p.MaxPixels)); ok {
 		if err := s.resample(p, w, h, dst); err != nil {
 			return &ImageError{Path: path, Item: -1, Err: err}
 		}
@@ -105,16 +101,8 @@ func (s *scratch) file(p Preprocess, path string, dst []float32) error {
 
 // tensor writes the (3, H, W) tensor of img into dst; p must be valid.
 func (s *scratch) tensor(p Preprocess, img image.Image, dst []float32) error {
-	if len(dst) != p.Size() {
-		return fmt.Errorf("data: tensor: destination holds %d floats, want 3*%d*%d = %d", len(dst), p.Height, p.Width, p.Size())
-	}
-	b := img.Bounds()
-	sw, sh := b.Dx(), b.Dy()
-	if sw <= 0 || sh <= 0 {
-		return fmt.Errorf("data: tensor: empty image %dx%d", sw, sh)
-	}
 	s.toRGB(img)
-	return s.resample(p, sw, sh, dst)
+	return s.resample(p, img.Bounds().Dx(), img.Bounds().Dy(), dst)
 }
 
 // resample writes the tensor of the packed RGB image in s.rgb (sw x sh) into dst.
@@ -156,7 +144,7 @@ func (s *scratch) resample(p Preprocess, sw, sh int, dst []float32) error {
 	// One packed row of the source width, and zero pixels after it for the C kernel's fixed taps.
 	s.acc = grow(s.acc, (sw+int(s.xs.maxN))*3)
 	clear(s.acc[sw*3:])
-	resampleRGB(s, sw, sh, p.Width, p.Height, &n, dst)
+	resampleRGB(s, sw, p.Width, p.Height, &n, dst)
 	return nil
 }
 
@@ -183,14 +171,13 @@ func resampleGo(s *scratch, sw, ow, oh int, nm *norm, dst []float32) {
 		ws := ys.w[y*ys.stride : y*ys.stride+n]
 		w0 := ws[0]
 		r0 := s.rgb[st*rl : (st+1)*rl]
-		switch n { // 2 and 3 taps in one pass, the same sums as the loop below
+		switch n { // 2 and 3 taps in one pass, the same sums as the general loop
 		case 2:
 			w1, r1 := ws[1], s.rgb[(st+1)*rl:(st+2)*rl]
 			r1 = r1[:len(r0)]
 			for i, v := range r0 {
 				acc[i] = float32(float32(v)*w0) + float32(float32(r1[i])*w1)
 			}
-			n = 0
 		case 3:
 			w1, w2 := ws[1], ws[2]
 			r1, r2 := s.rgb[(st+1)*rl:(st+2)*rl], s.rgb[(st+2)*rl:(st+3)*rl]
@@ -198,18 +185,17 @@ func resampleGo(s *scratch, sw, ow, oh int, nm *norm, dst []float32) {
 			for i, v := range r0 {
 				acc[i] = float32(float32(float32(v)*w0)+float32(float32(r1[i])*w1)) + float32(float32(r2[i])*w2)
 			}
-			n = 0
 		default:
 			for i, v := range r0 {
 				acc[i] = float32(float32(v) * w0)
 			}
-		}
-		for k := 1; k < n; k++ {
-			w := ws[k]
-			row := s.rgb[(st+k)*rl : (st+k+1)*rl]
-			row = row[:len(acc)]
-			for i, v := range row {
-				acc[i] += float32(float32(v) * w)
+			for k := 1; k < n; k++ {
+				w := ws[k]
+				row := s.rgb[(st+k)*rl : (st+k+1)*rl]
+				row = row[:len(acc)]
+				for i, v := range row {
+					acc[i] += float32(float32(v) * w)
+				}
 			}
 		}
 		R := dst[int(nm.dst[0])+y*ow : int(nm.dst[0])+(y+1)*ow]
