@@ -15,20 +15,22 @@ import (
 	"github.com/grouploss/pipeline/pipeline"
 )
 
-// benchShared returns ../shared (or $PIPELINE_SHARED_DIR) or skips the test.
-func benchShared(t *testing.T) string {
+// sharedDir returns ../shared (or $PIPELINE_SHARED_DIR), with the default backbone in it, or skips
+// the test.
+func sharedDir(t *testing.T) string {
 	t.Helper()
 	testenv.Int8Model(t)
 	return testenv.SharedDir(t)
 }
 
-func benchNeedORT(t *testing.T) { testenv.ORTLibrary(t) }
+// needORT fails the test when the onnxruntime library is missing (`make test` installs it).
+func needORT(t *testing.T) { testenv.ORTLibrary(t) }
 
 // TestBenchSmall runs `pipeline bench` on 8 images, a few head steps and one tail step (the
 // default --tail-blocks 1 of the shared MobileNetV2) and checks the report.
 func TestBenchSmall(t *testing.T) {
-	shared := benchShared(t)
-	benchNeedORT(t)
+	shared := sharedDir(t)
+	needORT(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "sub", "bench.json")
 	var stdout, stderr bytes.Buffer
@@ -192,7 +194,7 @@ func TestBenchReferenceTorch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	shared := benchShared(t)
+	shared := sharedDir(t)
 	const py = "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import torch, sklearn").Run(); err != nil {
 		t.Skipf("%s cannot import torch and sklearn (%v): install python3-torch and python3-sklearn", py, err)
@@ -227,7 +229,7 @@ func tinyTailBench(t *testing.T, k int) (*pipeline.TailBench, pipeline.Config) {
 // skipped, saying why), one whose tail output differs from ours (an error: it timed another
 // tail), one failing.
 func TestBenchTailReferenceParse(t *testing.T) {
-	benchNeedORT(t)
+	needORT(t)
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh")
@@ -285,8 +287,8 @@ func TestBenchTailReferenceTorch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	benchNeedORT(t)
-	shared := benchShared(t)
+	needORT(t)
+	shared := sharedDir(t)
 	const py = "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import torch, onnx, sklearn").Run(); err != nil {
 		t.Skipf("%s cannot import torch, onnx and sklearn (%v): install python3-torch, python3-onnx and python3-sklearn", py, err)

@@ -30,7 +30,7 @@ eval:
 
 // TestRunPresetFlag: --preset goes under the config file, which goes under the other flags.
 func TestRunPresetFlag(t *testing.T) {
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	data := badDataset(t, filepath.Join(dir, "data"), []int{6, 6, 6, 6, 6, 6})
 	cfgFile := badWrite(t, filepath.Join(dir, "tiny.yaml"), tinyCNNConfig)
@@ -64,7 +64,7 @@ func TestCompareCommand(t *testing.T) {
 			t.Errorf("compare %v: exit %d, want 2\n%s", args, r.code, r.stderr)
 		}
 	}
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	data := badDataset(t, filepath.Join(dir, "data"), []int{6, 6, 6, 6, 6, 6})
 	cfgFile := badWrite(t, filepath.Join(dir, "tiny.yaml"), tinyCNNConfig)

@@ -13,8 +13,8 @@ import (
 // TestDoctorHealthy: with `make test`'s onnxruntime and ../shared every check passes (the CPU
 // may only warn) and the exit code is 0.
 func TestDoctorHealthy(t *testing.T) {
-	toolNeedORT(t)
-	shared := toolSharedDir(t)
+	needORT(t)
+	shared := sharedDir(t)
 	t.Setenv("PIPELINE_SHARED_DIR", shared)
 	r := toolRun("doctor")
 	if r.code != 0 {

@@ -46,7 +46,7 @@ func toolEmbedWant(t *testing.T, model, root string) (*data.Dataset, []float32) 
 // TestEmbedCommand: `pipeline embed` writes the Embedder's embeddings as (N, 3) float32 .npy
 // (checked with ReadNPY and, when available, numpy) and the labels CSV beside it.
 func TestEmbedCommand(t *testing.T) {
-	toolNeedORT(t)
+	needORT(t)
 	model := toolModel(t)
 	root := toolDataset(t, 5, 4, 6)
 	out := filepath.Join(t.TempDir(), "sub", "emb.npy")
@@ -120,7 +120,7 @@ print(a.shape, a.dtype, repr(float(a[7, 1])))`, out).CombinedOutput()
 }
 
 func TestEmbedCommandErrors(t *testing.T) {
-	toolNeedORT(t)
+	needORT(t)
 	model := toolModel(t)
 	root := toolDataset(t, 2, 2)
 	dir := t.TempDir()
@@ -164,7 +164,7 @@ func TestEmbedCommandErrors(t *testing.T) {
 // TestEvalCommand: `pipeline eval` from the model and data, and from the .npy and .csv that
 // `pipeline embed` wrote, gives metrics.Evaluate's numbers on the Embedder's embeddings.
 func TestEvalCommand(t *testing.T) {
-	toolNeedORT(t)
+	needORT(t)
 	model := toolModel(t)
 	root := toolDataset(t, 6, 5, 7, 4)
 	ds, emb := toolEmbedWant(t, model, root)

@@ -25,7 +25,7 @@ import (
 // the gallery finds itself first at distance 0); an index built from `pipeline embed`'s .npy
 // gives the same results; a different or moved model is refused.
 func TestIndexSearchCommands(t *testing.T) {
-	toolNeedORT(t)
+	needORT(t)
 	model := toolModel(t)
 	root := toolDataset(t, 5, 4, 6)
 	dir := t.TempDir()

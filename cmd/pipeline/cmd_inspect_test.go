@@ -103,7 +103,7 @@ func TestInspectExported(t *testing.T) {
 // TestInspectInt8Warning: an int8 model on an x86 CPU without VNNI is warned about, on one with
 // VNNI it is not.
 func TestInspectInt8Warning(t *testing.T) {
-	model := filepath.Join(toolSharedDir(t), "models", "mobilenetv2-12-int8.onnx")
+	model := filepath.Join(sharedDir(t), "models", "mobilenetv2-12-int8.onnx")
 	noVNNI := backbone.CPUInfo{Model: "Old Xeon", X86: true, AVX2: true}
 	rep, err := runInspect(model, noVNNI)
 	if err != nil {

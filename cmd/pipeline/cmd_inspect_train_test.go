@@ -13,7 +13,7 @@ import (
 // converts to float and decodes, and the 17 inverted-residual blocks are offered to
 // --train-blocks, the last one starting at 452_quantized (the cut tensor tail training uses).
 func TestInspectTrainingInt8(t *testing.T) {
-	model := filepath.Join(toolSharedDir(t), "models", "mobilenetv2-12-int8.onnx")
+	model := filepath.Join(sharedDir(t), "models", "mobilenetv2-12-int8.onnx")
 	r := toolRun("inspect", model)
 	if r.code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)

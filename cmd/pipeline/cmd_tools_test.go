@@ -14,7 +14,6 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
@@ -24,11 +23,6 @@ import (
 // toolTinyCNN is the float32 test CNN: input "pixels" [1,3,6,6], output "logits" [1,3], no
 // preprocess metadata.
 var toolTinyCNN = filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.onnx")
-
-func toolNeedORT(t *testing.T) { testenv.ORTLibrary(t) }
-
-// toolSharedDir returns $PIPELINE_SHARED_DIR or ../shared beside the repository root, or skips.
-func toolSharedDir(t *testing.T) string { return benchShared(t) }
 
 // toolModel exports an embedding model into a temporary folder without onnxruntime: the tiny CNN
 // cut at its pooled 4-d features, a 4->3 Linear head, L2 normalization, ImageNet preprocessing at

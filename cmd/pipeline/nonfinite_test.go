@@ -66,7 +66,7 @@ eval:
 // with exit 3, naming the step, the feature tensor and the image; nothing is trained, and the
 // NaN features are not cached.
 func TestRunNaNFeatures(t *testing.T) {
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{4, 4, 4, 4})
 	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), pointwiseConfig+"optimizer:\n  epochs: 2\n")
@@ -96,7 +96,7 @@ func TestRunNaNFeatures(t *testing.T) {
 // the last good checkpoints: last.ckpt after epoch 2 and checkpoint.ckpt of the best epoch. A
 // resume replays epoch 3 from last.ckpt, stops the same way and loses nothing.
 func TestRunDivergesKeepsCheckpoints(t *testing.T) {
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{6, 6, 6, 6})
 	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), pointwiseConfig+"optimizer:\n  epochs: 5\n  lr: 0.001\n  lr_steps: [2]\n  lr_gamma: 1.0e+300\n")

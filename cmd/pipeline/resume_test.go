@@ -193,7 +193,7 @@ eval:
 func TestRunKillResume(t *testing.T) {
 	slowEndToEnd(t)
 	model := badSharedModel(t)
-	badNeedORT(t)
+	needORT(t)
 	shared := filepath.Dir(filepath.Dir(model))
 	tmp := t.TempDir()
 	const epochs = 60
@@ -348,7 +348,7 @@ func TestRunKillResume(t *testing.T) {
 // initializations (which a resumed run skips: its parameters come from last.ckpt), on the tiny
 // float backbone of nonfinite_test.go, killed with SIGKILL after epoch 5 of 200.
 func TestRunKillResumeInit(t *testing.T) {
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{8, 8, 8, 8, 8})
 	const epochs = 200
@@ -384,7 +384,7 @@ func TestRunKillResumeInit(t *testing.T) {
 // optimizer states from last.ckpt) must end with the metrics, history, model selection and
 // model.onnx bytes of the uninterrupted run.
 func TestRunKillResumeTail(t *testing.T) {
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{8, 8, 8, 8, 8})
 	const epochs = 100

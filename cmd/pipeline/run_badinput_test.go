@@ -30,8 +30,6 @@ import (
 // badSharedModel returns the shared int8 model or skips the test.
 func badSharedModel(t *testing.T) string { return testenv.Int8Model(t) }
 
-func badNeedORT(t *testing.T) { testenv.ORTLibrary(t) }
-
 func badWrite(t *testing.T, path, content string) string {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -290,7 +288,7 @@ func TestRunBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.needs == sharedORT {
 				model = badSharedModel(t)
-				badNeedORT(t)
+				needORT(t)
 				if _, err := os.Stat(truncModel); err != nil {
 					raw, err := os.ReadFile(model)
 					if err != nil {
@@ -352,7 +350,7 @@ func badErrorLines(stderr string) string {
 // and its own complete files in a sibling folder it names; a run that succeeds replaces the folder.
 func TestRunFolderPolicy(t *testing.T) {
 	model := badSharedModel(t)
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	cfg := badWrite(t, filepath.Join(dir, "tiny.yaml"), tinyConfig)
 	good := badDataset(t, filepath.Join(dir, "good"), []int{3, 3, 3, 3})
@@ -443,7 +441,7 @@ func TestRunFolderPolicy(t *testing.T) {
 // by the next skip run (which still lists the image) but not by a fail run, which fails naming it.
 func TestRunSkippedImagesCache(t *testing.T) {
 	model := badSharedModel(t)
-	badNeedORT(t)
+	needORT(t)
 	dir := t.TempDir()
 	cfg := badWrite(t, filepath.Join(dir, "tiny.yaml"), tinyConfig)
 	bad := badWrite(t, filepath.Join(dir, "d", "c1", "empty.png"), "")
