@@ -69,8 +69,7 @@ func Int8Model(t testing.TB) string {
 // CUB100 returns the shared CUB-100 folder (with its manifest.csv), or skips the test.
 func CUB100(t testing.TB) string {
 	t.Helper()
-	SharedPath(t, "data", "cub100", "manifest.csv")
-	return filepath.Join(SharedDir(t), "data", "cub100")
+	return filepath.Dir(SharedPath(t, "data", "cub100", "manifest.csv"))
 }
 
 // ORTLibrary returns the onnxruntime library of $ONNXRUNTIME_SHARED_LIBRARY_PATH. It fails the test
