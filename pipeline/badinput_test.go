@@ -184,8 +184,9 @@ func TestSplitClassesBadInput(t *testing.T) {
 		fit, evalImgs int // on success
 	}{
 		{"default half of 4", memDataset(2, 3, 2, 2), 0, 0, false, "", "", 2, 4},
-		{"single-image training class", memDataset(3, 1, 3, 3), 0, 0, false,
-			`training class "class1" (label 1) of "mem.csv" has a single image`, "add images of that class", 0, 0},
+		{"single-image training class is left out", memDataset(3, 1, 3, 3, 3, 3), 0, 0, false, "", "", 2, 9},
+		{"single-image training class leaves one", memDataset(3, 1, 3, 3), 0, 0, false,
+			`1 of the 2 training classes of "mem.csv" have 2 images or more`, "pass --train-classes", 0, 0},
 		{"single-image evaluation class is fine", memDataset(3, 3, 3, 1), 0, 0, false, "", "", 2, 4},
 		{"three classes: half is one", memDataset(2, 2, 2), 0, 0, false,
 			`"mem.csv" has 3 classes: half of them, 1, are too few`, "pass --train-classes 2", 0, 0},

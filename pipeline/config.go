@@ -54,6 +54,9 @@ type Config struct {
 	// embedding is the concatenation of their L2-normalized embeddings (normalized again), in
 	// evaluation and in the one exported model. 0 or 1: a single head.
 	Ensemble int `yaml:"ensemble" json:"ensemble"`
+	// KeepTrained exports the trained model even when it does not beat the raw features on the
+	// validation classes (by default the raw features are exported then; see ExportChoice).
+	KeepTrained bool `yaml:"keep_trained" json:"keep_trained"`
 
 	Backbone   BackboneConfig   `yaml:"backbone" json:"backbone"`
 	Preprocess PreprocessConfig `yaml:"preprocess" json:"preprocess"`

@@ -64,7 +64,8 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 		return err
 	}
 	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version,
-		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(r.split.fit))}}
+		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(r.split.fit)),
+			metaEmbeddingSource: r.embeddingSource()}}
 	if n := r.cfg.ensembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)
 	}
@@ -129,7 +130,7 @@ func (r *runner) writeModel(cut *onnx.ModelProto, ci *backbone.CutInfo, layers [
 	if err := export.Write(path, cut, ci, layers, meta); err != nil {
 		return nil, "", err
 	}
-	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: dim}
+	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: dim, EmbeddingSource: meta.Extra[metaEmbeddingSource]}
 	b, err := onnxpb.ReadFile(path)
 	if err != nil {
 		return nil, "", err

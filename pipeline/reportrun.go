@@ -49,6 +49,12 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 			filepath.Join(cfg.Out, filepath.Base(s.Export.Path)), s.Export.EmbeddingDim, s.Export.MaxAbsDiff, s.Export.CheckedRows)},
 		{Name: "run folder", Value: cfg.Out},
 	}
+	if c := s.Choice; c != nil {
+		info = append(info, report.Field{Name: "model.onnx embeds", Value: c.Source + ": " + c.Message})
+	}
+	for _, a := range s.Adaptations {
+		info = append(info, report.Field{Name: "adapted to the data", Value: fmt.Sprintf("%s %s -> %s: %s", a.Key, a.From, a.To, a.Why)})
+	}
 	rows := []report.Row{{Name: "baseline (raw features)", Result: s.Baseline}}
 	if s.BaselineTTA != nil {
 		rows = append(rows, report.Row{Name: "baseline, flip averaged", Result: *s.BaselineTTA})

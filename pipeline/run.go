@@ -99,7 +99,7 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 	}
 	sum.RunDir = r.dir
 	if resume == "" {
-		if err := writeYAML(filepath.Join(r.dir, "config.yaml"), cfg); err != nil {
+		if err := writeYAML(filepath.Join(r.dir, "config.yaml"), r.cfg); err != nil { // as adapted to the data
 			return nil, err
 		}
 	}
@@ -220,22 +220,33 @@ func (r *runner) prepare() error {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	r.pre = pre
-	if r.split, err = splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed); err != nil {
-		return err
-	}
-	split := r.split
-	r.sum.Data = DataSummary{Source: ds.Source, Images: len(ds.Items), Classes: len(ds.Classes),
-		TrainClasses: len(split.fit) + len(split.val), ValidationClasses: len(split.val), EvalClasses: len(split.eval),
-		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx), JPEGDecoder: data.JPEGDecoder()}
-	log.Info("dataset", "source", ds.Source, "images", len(ds.Items), "classes", len(ds.Classes),
-		"train_classes", r.sum.Data.TrainClasses, "validation_classes", len(split.val), "eval_classes", len(split.eval))
-
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
 		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads, Dequantize: cfg.Backbone.Dequantize})
 	if err != nil {
 		return backboneHint(err)
 	}
 	r.bb = bb
+	// The defaults fit to the data, and the split, before any image is read (adapt.go).
+	var adapted []Adaptation
+	var warnings []string
+	if r.split, adapted, warnings, err = adaptToData(&r.cfg, ds, bb.Dim()); err != nil {
+		bb.Close()
+		return err
+	}
+	cfg = r.cfg
+	for _, a := range adapted {
+		log.Info("adapted to the data: "+a.Key+" "+a.From+" -> "+a.To, "why", a.Why)
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	r.sum.Adaptations, r.sum.Warnings = adapted, append(r.sum.Warnings, warnings...)
+	split := r.split
+	r.sum.Data = DataSummary{Source: ds.Source, Images: len(ds.Items), Classes: len(ds.Classes),
+		TrainClasses: len(split.fit) + len(split.val), ValidationClasses: len(split.val), EvalClasses: len(split.eval),
+		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx), JPEGDecoder: data.JPEGDecoder()}
+	log.Info("dataset", "source", ds.Source, "images", len(ds.Items), "classes", len(ds.Classes),
+		"train_classes", r.sum.Data.TrainClasses, "validation_classes", len(split.val), "eval_classes", len(split.eval))
 	if cfg.Backbone.trainsTail() { // before any extraction: a cut the model cannot train fails now
 		if r.tail, err = r.prepareTail(); err != nil {
 			bb.Close()
@@ -294,7 +305,7 @@ func (r *runner) run(ctx context.Context) error {
 
 	mopt.Progress = EvalProgress(r.env.Progress, "trained")
 	if cfg.Backbone.trainsTail() {
-		return r.runTail(ctx, evalLabels, mopt)
+		return r.runTail(ctx, feats, flips, evalLabels, mopt)
 	}
 	model, err := r.trainModel(ctx, feats, flips, split)
 	if err != nil {
@@ -305,6 +316,12 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	log.Info("trained", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
+	if raw, err := r.chooseExport(feats, flips); err != nil || raw {
+		if err != nil {
+			return err
+		}
+		return r.exportRaw(ctx, feats, flips)
+	}
 	if err := r.export(ctx, model, split.evalIdx); err != nil {
 		return err
 	}
@@ -350,6 +367,7 @@ func backboneHint(err error) error {
 // training classes for model selection) and eval (never seen in training).
 type classSplit struct {
 	fit, val, eval          []int
+	dropped                 []int // training classes with a single image, left out
 	fitIdx, valIdx, evalIdx []int
 }
 
@@ -379,17 +397,23 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 		return s, withHint(fmt.Errorf("%w: train_classes %d leaves no class of the %d in %q to evaluate on", ErrConfig, trainClasses, len(present), ds.Source),
 			fmt.Sprintf("pass --train-classes between 2 and %d", len(present)-1))
 	}
-	trainL := append([]int(nil), present[:trainClasses]...)
-	s.eval = present[trainClasses:]
-	if valClasses > 0 && trainClasses-valClasses < 2 {
-		return s, withHint(fmt.Errorf("%w: %d validation classes leave fewer than 2 of the %d training classes to train on", ErrConfig, valClasses, trainClasses),
-			fmt.Sprintf("pass --validation-classes %d or less (0 disables model selection)", trainClasses-2))
-	}
-	for _, l := range trainL {
+	// Training classes with a single image cannot form a positive pair: they are left out.
+	var trainL []int
+	for _, l := range present[:trainClasses] {
 		if counts[l] < 2 {
-			return s, withHint(fmt.Errorf("pipeline: training class %q (label %d) of %q has a single image; metric learning needs at least 2 per class",
-				ds.Classes[l], l, ds.Source), "add images of that class, or remove it from the dataset")
+			s.dropped = append(s.dropped, l)
+		} else {
+			trainL = append(trainL, l)
 		}
+	}
+	s.eval = present[trainClasses:]
+	if len(trainL) < 2 {
+		return s, withHint(fmt.Errorf("pipeline: %d of the %d training classes of %q have 2 images or more; metric learning needs at least 2 such classes",
+			len(trainL), trainClasses, ds.Source), "add images to the training classes, or pass --train-classes to train on more classes")
+	}
+	if valClasses > 0 && len(trainL)-valClasses < 2 {
+		return s, withHint(fmt.Errorf("%w: %d validation classes leave fewer than 2 of the %d training classes to train on", ErrConfig, valClasses, len(trainL)),
+			fmt.Sprintf("pass --validation-classes %d or less (0 disables model selection), or leave it out to adapt it", len(trainL)-2))
 	}
 	perm := rand.New(rand.NewSource(seed)).Perm(len(trainL))
 	isVal := map[int]bool{}
@@ -414,8 +438,9 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 		role[l] = &s.evalIdx
 	}
 	for i, it := range ds.Items {
-		dst := role[it.Label]
-		*dst = append(*dst, i)
+		if dst := role[it.Label]; dst != nil {
+			*dst = append(*dst, i)
+		}
 	}
 	return s, nil
 }

@@ -28,7 +28,11 @@ type Summary struct {
 	Data        DataSummary     `json:"data"`
 	Training    TrainSummary    `json:"training"`
 	Warnings    []string        `json:"warnings,omitempty"`
-	Version     string          `json:"tool_version"`
+	// Adaptations are the defaults changed to fit the data before extraction (see adaptToData).
+	Adaptations []Adaptation `json:"adaptations,omitempty"`
+	// Choice says whether model.onnx embeds the trained model or the raw features, and why.
+	Choice  *ExportChoice `json:"export_choice,omitempty"`
+	Version string        `json:"tool_version"`
 	// Report is the run's report.html (metrics, training curves, retrieval examples), "" when
 	// it was not written.
 	Report string `json:"report"`
@@ -45,6 +49,8 @@ type ExportSummary struct {
 	MaxAbsDiff   float64 `json:"max_abs_diff"`
 	CheckedRows  int     `json:"checked_images"`
 	EmbeddingDim int     `json:"embedding_dim"`
+	// EmbeddingSource is "trained" or "raw_features" (see ExportChoice).
+	EmbeddingSource string `json:"embedding_source"`
 }
 
 // Timing holds the speed numbers of a run.
@@ -119,8 +125,18 @@ func (s *Summary) PrintTable(w io.Writer) {
 			fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n", "float", 100*m.RecallAt1, 100*m.RecallAt2,
 				100*m.RecallAt4, 100*m.RecallAt8, 100*m.NMI, 100*m.MAPAtR, 100*m.RPrecision)
 		}
-		fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f\n", r.name, 100*r.m.RecallAt1, 100*r.m.RecallAt2,
-			100*r.m.RecallAt4, 100*r.m.RecallAt8, 100*r.m.NMI, 100*r.m.MAPAtR, 100*r.m.RPrecision)
+		mark := ""
+		if r.name == "trained" && s.Export.EmbeddingSource == sourceTrained {
+			mark = "  <- model.onnx"
+		}
+		fmt.Fprintf(w, "%-10s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f%s\n", r.name, 100*r.m.RecallAt1, 100*r.m.RecallAt2,
+			100*r.m.RecallAt4, 100*r.m.RecallAt8, 100*r.m.NMI, 100*r.m.MAPAtR, 100*r.m.RPrecision, mark)
+	}
+	if c := s.Choice; c != nil {
+		if c.Source == sourceRaw {
+			fmt.Fprintf(w, "model.onnx embeds the RAW FEATURES (%s row), not the trained model:\n", map[bool]string{true: "base+flip", false: "baseline"}[s.BaselineTTA != nil])
+		}
+		fmt.Fprintf(w, "%s\n", c.Message)
 	}
 	fmt.Fprintf(w, "\nbest epoch %d of %d, train %.1fs, extraction %.1f images/s, export max |diff| %.2g\n",
 		s.Training.BestEpoch, s.Timing.Epochs, s.Timing.TrainSeconds, s.Timing.ExtractImagesPerS, s.Export.MaxAbsDiff)

@@ -57,7 +57,8 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 	}
 	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version, SourceSHA256: r.bb.Info().SHA256,
 		Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(m.classes)),
-			"backbone.trained_from": s.cut, "backbone.dequantized": strconv.FormatBool(r.sum.Tail.Dequantized)}}
+			"backbone.trained_from": s.cut, "backbone.dequantized": strconv.FormatBool(r.sum.Tail.Dequantized),
+			metaEmbeddingSource: r.embeddingSource()}}
 	if r.cfg.Backbone.TrainBlocks > 0 {
 		meta.Extra["backbone.train_blocks"] = strconv.Itoa(r.cfg.Backbone.TrainBlocks)
 	}

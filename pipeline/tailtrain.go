@@ -543,7 +543,7 @@ func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int,
 
 // runTail is runner.run after the baselines when the tail of the backbone is trained: prepare
 // the float backbone and the activations, train tail + head, evaluate, export and report.
-func (r *runner) runTail(ctx context.Context, evalLabels []int, mopt metrics.Options) error {
+func (r *runner) runTail(ctx context.Context, feats, flips []float32, evalLabels []int, mopt metrics.Options) error {
 	s := r.tail
 	acts, views, err := r.activations(ctx, s)
 	if err != nil {
@@ -562,6 +562,12 @@ func (r *runner) runTail(ctx context.Context, evalLabels []int, mopt metrics.Opt
 		return err
 	}
 	r.env.Log.Info("trained (tail + head)", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
+	if raw, err := r.chooseExport(feats, flips); err != nil || raw {
+		if err != nil {
+			return err
+		}
+		return r.exportRaw(ctx, feats, flips)
+	}
 	if err := r.exportTail(ctx, s, m, split.evalIdx); err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ type runOptions struct {
 	resume       string
 	preset       string
 	ensemble     int
+	keepTrained  bool
 }
 
 func (o *runOptions) addFlags(fs *flag.FlagSet) {
@@ -64,6 +65,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
 	fs.StringVar(&o.preset, "preset", "", "start from the Group Loss reference code's hyperparameters for a benchmark: cub, cars196 or sop (the config file and the other flags override it)")
 	fs.IntVar(&o.ensemble, "ensemble", 0, "train `N` heads (seeds seed..seed+N-1) and export the concatenation of their embeddings (default 1)")
+	fs.BoolVar(&o.keepTrained, "keep-trained", false, "export the trained model even when it does not beat the raw backbone features on the validation classes (default: the better of the two)")
 	fs.StringVar(&o.resume, "resume", "", "continue the interrupted run in `RUN_DIR` with its config.yaml (only -v and --json may be added)")
 }
 
@@ -109,6 +111,8 @@ func (o *runOptions) apply(fs *flag.FlagSet, cfg *pipeline.Config) {
 			cfg.Backbone.LR = o.backboneLR
 		case "ensemble":
 			cfg.Ensemble = o.ensemble
+		case "keep-trained":
+			cfg.KeepTrained = o.keepTrained
 		}
 	})
 }

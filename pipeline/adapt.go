@@ -1,0 +1,208 @@
+package pipeline
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/grouploss/pipeline/pipeline/data"
+)
+
+// Adapting the defaults to the data. The defaults were chosen on CUB-100 (50 training classes of
+// about 60 images, 1280-d features); a user's folder may have 3 classes of 5 images. Before any
+// image is read, adaptToData fits the settings left at their defaults (see Config.isSet) to the
+// class sizes and the feature size, logs one line per change and records it in the summary; the
+// resolved config.yaml holds the adapted values. A setting the user did set and the data cannot
+// support is an error naming it.
+
+// Adaptation is one default changed to fit the data (metrics.json "adaptations").
+type Adaptation struct {
+	Key  string `json:"key"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	Why  string `json:"why"`
+}
+
+// Settings adaptToData may change when the user left them at their defaults.
+const (
+	keyTrainClasses    = "train_classes"
+	keyValClasses      = "validation_classes"
+	keyEmbeddingDim    = "head.embedding_dim"
+	keyClassesPerBatch = "sampler.classes_per_batch"
+	keySamplesPerClass = "sampler.samples_per_class"
+	keyAnchors         = "loss.anchors_per_class"
+	keyEpochs          = "optimizer.epochs"
+)
+
+// adaptableKeys reads the value of each adaptable setting, to tell a changed value from the default.
+var adaptableKeys = map[string]func(c *Config) int{
+	keyTrainClasses:    func(c *Config) int { return c.TrainClasses },
+	keyValClasses:      func(c *Config) int { return c.ValidationClasses },
+	keyEmbeddingDim:    func(c *Config) int { return c.Head.EmbeddingDim },
+	keyClassesPerBatch: func(c *Config) int { return c.Sampler.ClassesPerBatch },
+	keySamplesPerClass: func(c *Config) int { return c.Sampler.SamplesPerClass },
+	keyAnchors:         func(c *Config) int { return c.Loss.AnchorsPerClass },
+	keyEpochs:          func(c *Config) int { return c.Optimizer.Epochs },
+}
+
+// isSet reports whether the user chose the setting key: a value other than the default's (the
+// preset's, with a preset). A setting left at its default adapts to the data.
+func (c *Config) isSet(key string) bool {
+	get := adaptableKeys[key]
+	def := DefaultConfig()
+	if c.Preset != "" {
+		ApplyPreset(&def, c.Preset) // its name was validated with the config
+	}
+	return get(c) != get(&def)
+}
+
+// minTrainSteps is the fewest training steps a run with validation classes takes (optimizer.epochs
+// is raised for tiny sets): the best epoch is selected on the validation classes, so extra epochs
+// cost time, not accuracy. CUB-100's default takes about 700 steps.
+const minTrainSteps = 100
+
+// minValidationClasses is the fewest validation classes held out: retrieval among the images of a
+// single class is trivially perfect and selects nothing.
+const minValidationClasses = 2
+
+// validationFraction of the training classes is held out for model selection by default (10 of
+// CUB-100's 50).
+const validationFraction = 0.2
+
+// adaptToData adapts cfg to the dataset and the feature size dim and returns the class split.
+// It runs before any extraction; every error it returns names the setting to change.
+func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptation, []string, error) {
+	var notes []Adaptation
+	var warnings []string
+	change := func(key string, from, to any, why string) {
+		notes = append(notes, Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
+	}
+	counts := ds.ClassCounts()
+	present := 0
+	for _, c := range counts {
+		if c > 0 {
+			present++
+		}
+	}
+	if cfg.TrainClasses == 0 && present/2 < 2 && present >= 3 && !cfg.isSet(keyTrainClasses) {
+		change(keyTrainClasses, "0 (half: 1)", 2, fmt.Sprintf("the Group Loss trains on at least 2 classes; %d classes, so 1 is evaluated", present))
+		cfg.TrainClasses = 2
+	}
+	trainable := trainableClasses(ds, cfg.TrainClasses)
+	if !cfg.isSet(keyValClasses) {
+		v := int(math.Round(validationFraction * float64(trainable)))
+		if v < minValidationClasses {
+			v = minValidationClasses
+		}
+		if trainable-v < 2 {
+			v = 0
+			warnings = append(warnings, fmt.Sprintf("%d training classes are too few to hold out %d for model selection and train on 2: no validation classes, the last epoch is exported and is not compared with the raw features",
+				trainable, minValidationClasses))
+		}
+		if v != cfg.ValidationClasses {
+			change(keyValClasses, cfg.ValidationClasses, v, fmt.Sprintf("%.0f%% of the %d training classes with 2 images or more, at least %d, leaving 2 to train on",
+				100*validationFraction, trainable, minValidationClasses))
+			cfg.ValidationClasses = v
+		}
+	}
+	split, err := splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed)
+	if err != nil {
+		return split, nil, nil, err
+	}
+	for _, l := range split.dropped {
+		warnings = append(warnings, fmt.Sprintf("training class %q has %d image: left out of training (metric learning needs 2 images of a class)", ds.Classes[l], counts[l]))
+	}
+
+	// The embedding: the PCA start needs as many training images and feature dimensions.
+	nFit := len(split.fitIdx)
+	limit, why := dim, fmt.Sprintf("the feature dimension %d", dim)
+	if cfg.Head.Init == "pca" && nFit < limit {
+		limit, why = nFit, fmt.Sprintf("the %d training images (the PCA start has at most that many components)", nFit)
+	}
+	if cfg.Head.EmbeddingDim > limit {
+		if cfg.isSet(keyEmbeddingDim) {
+			return split, nil, nil, withHint(fmt.Errorf("%w: head.embedding_dim %d is more than %s", ErrConfig, cfg.Head.EmbeddingDim, why),
+				fmt.Sprintf("set head.embedding_dim to %d or less in the config, or leave it out to adapt it", limit))
+		}
+		change(keyEmbeddingDim, cfg.Head.EmbeddingDim, limit, "at most "+why)
+		cfg.Head.EmbeddingDim = limit
+	}
+
+	// The batch: classes x samples per class that the training classes can fill.
+	fitClasses, smallest, largest := len(split.fit), math.MaxInt, 0
+	for _, l := range split.fit {
+		smallest, largest = min(smallest, counts[l]), max(largest, counts[l])
+	}
+	if err := fitBatch(cfg, fitClasses, smallest, change); err != nil {
+		return split, nil, nil, err
+	}
+
+	// Tiny sets: enough steps to move away from the start when the best epoch is selected.
+	spc, cpb := cfg.Sampler.SamplesPerClass, cfg.Sampler.ClassesPerBatch
+	steps := max(1, (largest+spc-1)/spc*fitClasses/cpb)
+	if len(split.val) > 0 && steps*cfg.Optimizer.Epochs < minTrainSteps && !cfg.isSet(keyEpochs) {
+		e := (minTrainSteps + steps - 1) / steps
+		change(keyEpochs, cfg.Optimizer.Epochs, e, fmt.Sprintf("an epoch is %d steps: at least %d steps, the best epoch is selected on the validation classes", steps, minTrainSteps))
+		cfg.Optimizer.Epochs = e
+	}
+	if len(split.eval) == 1 {
+		warnings = append(warnings, fmt.Sprintf("a single class (%q) is evaluated: retrieval among its own images is trivially perfect; pass --train-classes to evaluate on more", ds.Classes[split.eval[0]]))
+	}
+	if err := cfg.Validate(); err != nil {
+		return split, nil, nil, err
+	}
+	return split, notes, warnings, nil
+}
+
+// fitBatch fits the sampler's classes x samples per class (and the Group Loss's anchors, which
+// must stay below the samples) to fitClasses training classes whose smallest has smallest images.
+func fitBatch(cfg *Config, fitClasses, smallest int, change func(key string, from, to any, why string)) error {
+	s := &cfg.Sampler
+	if s.ClassesPerBatch > fitClasses {
+		if cfg.isSet(keyClassesPerBatch) {
+			return withHint(fmt.Errorf("%w: sampler.classes_per_batch %d is more than the %d classes trained on", ErrConfig, s.ClassesPerBatch, fitClasses),
+				fmt.Sprintf("set sampler.classes_per_batch to %d or less in the config, or leave it out to adapt it", fitClasses))
+		}
+		change(keyClassesPerBatch, s.ClassesPerBatch, fitClasses, fmt.Sprintf("%d classes are trained on", fitClasses))
+		s.ClassesPerBatch = fitClasses
+	}
+	if s.SamplesPerClass > smallest {
+		if cfg.isSet(keySamplesPerClass) {
+			return withHint(fmt.Errorf("%w: sampler.samples_per_class %d is more than the %d images of the smallest training class", ErrConfig, s.SamplesPerClass, smallest),
+				fmt.Sprintf("set sampler.samples_per_class to %d or less in the config, or leave it out to adapt it", smallest))
+		}
+		change(keySamplesPerClass, s.SamplesPerClass, smallest, fmt.Sprintf("the smallest training class has %d images", smallest))
+		s.SamplesPerClass = smallest
+	}
+	group := cfg.Loss.Name == "group" || cfg.Loss.Name == ""
+	if a := cfg.Loss.AnchorsPerClass; group && a >= s.SamplesPerClass {
+		if cfg.isSet(keyAnchors) {
+			return withHint(fmt.Errorf("%w: loss.anchors_per_class %d is not below the %d samples per class of a batch", ErrConfig, a, s.SamplesPerClass),
+				fmt.Sprintf("set loss.anchors_per_class to %d or less in the config", s.SamplesPerClass-1))
+		}
+		change(keyAnchors, a, s.SamplesPerClass-1, fmt.Sprintf("anchors stay below the %d samples per class of a batch", s.SamplesPerClass))
+		cfg.Loss.AnchorsPerClass = s.SamplesPerClass - 1
+	}
+	return nil
+}
+
+// trainableClasses counts the training classes (the first trainClasses present, 0: half) with
+// at least 2 images.
+func trainableClasses(ds *data.Dataset, trainClasses int) int {
+	counts := ds.ClassCounts()
+	var present []int
+	for l, c := range counts {
+		if c > 0 {
+			present = append(present, l)
+		}
+	}
+	if trainClasses == 0 {
+		trainClasses = len(present) / 2
+	}
+	n := 0
+	for _, l := range present[:min(trainClasses, len(present))] {
+		if counts[l] >= 2 {
+			n++
+		}
+	}
+	return n
+}
