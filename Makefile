@@ -12,14 +12,14 @@ export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
 export PIPELINE_SHARED_DIR ?= $(SHARED)
 export CGO_ENABLED := 1
 
-.PHONY: run test build ort libjpeg onnx-testdata chromium bench vet clean fuzz race
+.PHONY: run test build ort libjpeg onnx-testdata chromium fashion-mnist bench vet clean fuzz race
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: build
 	./bin/pipeline run $(ARGS)
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
 ## (the data package also in its pure-Go build, -tags nolibjpeg)
-test: ort libjpeg onnx-testdata chromium
+test: ort libjpeg onnx-testdata chromium fashion-mnist
 	$(GO) vet ./...
 	$(GO) vet -tags nolibjpeg ./...
 	$(GO) test -count=1 -tags nolibjpeg ./pipeline/data
@@ -62,6 +62,13 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "make: chromium is missing: run 'sudo apt-get install chromium' (the report's browser test skips without it)"; fi; }
+
+# Debian's dataset-fashion-mnist: real 28x28 grayscale images for the data-shape tests
+# (cmd/pipeline/datashapes_test.go; skipped without it) and `go run ./scripts/fashion-mnist`.
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
+	  else echo "make: dataset-fashion-mnist is missing: run 'sudo apt-get install dataset-fashion-mnist' (the Fashion-MNIST data-shape test skips without it)"; fi; }
 
 ## bench: speed benchmarks: `pipeline bench` (extraction: pipeline vs bare onnxruntime; head step: ours vs
 ## the PyTorch reference when Debian's python3-torch is installed) into runs/bench.json, then the Go benchmarks

@@ -102,4 +102,3 @@ func TestAdaptToData(t *testing.T) {
 		})
 	}
 }
-

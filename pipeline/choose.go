@@ -56,10 +56,10 @@ func (m rawModel) layers() ([]export.Layer, error) {
 
 // chooseExport compares the trained model's best validation score with the raw features' on the
 // validation classes (feats and flips are the raw features of every item, flips nil without
-// mirrors) and records the choice in the summary. It reports whether the raw features are to be
-// exported.
-func (r *runner) chooseExport(feats, flips []float32) (bool, error) {
-	cfg, split, d := r.cfg, r.split, r.bb.Dim()
+// mirrors; d values each) and records the choice in the summary. It reports whether the raw
+// features are to be exported.
+func (r *runner) chooseExport(feats, flips []float32, d int) (bool, error) {
+	cfg, split := r.cfg, r.split
 	c := &ExportChoice{Source: sourceTrained}
 	r.sum.Choice = c
 	if len(split.val) == 0 || cfg.ensembleSize() > 1 {

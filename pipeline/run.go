@@ -316,7 +316,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	log.Info("trained", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips); err != nil || raw {
+	if raw, err := r.chooseExport(feats, flips, d); err != nil || raw {
 		if err != nil {
 			return err
 		}

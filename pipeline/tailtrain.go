@@ -562,7 +562,7 @@ func (r *runner) runTail(ctx context.Context, feats, flips []float32, evalLabels
 		return err
 	}
 	r.env.Log.Info("trained (tail + head)", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips); err != nil || raw {
+	if raw, err := r.chooseExport(feats, flips, r.bb.Dim()); err != nil || raw {
 		if err != nil {
 			return err
 		}

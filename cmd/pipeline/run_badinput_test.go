@@ -257,22 +257,36 @@ func TestRunBadInput(t *testing.T) {
 		{"skip leaves a training class one image", sharedORT, func() []string {
 			return []string{"--data", withBadTrain, "--backbone", model, "--on-bad-image", "skip"}
 		}, 1, []string{`training class "0" (label 0) has a single image`}, "add images or drop the class", nil},
-		{"training class with a single image", nothing, func() []string { return []string{"--data", single} },
-			1, []string{`training class "1" (label 1)`, single, "single image"}, "hint: add images of that class", nil},
-		{"only one training class", nothing, func() []string { return []string{"--data", three} },
-			1, []string{three, "3 classes", "too few training classes"}, "hint: pass --train-classes 2", nil},
+		{"training class with a single image leaves one to train on", nothing, func() []string { return []string{"--data", single} },
+			1, []string{single, "1 of the 2 training classes", "2 images or more"}, "hint: add images to the training classes", nil},
+		{"three classes: two are trained on", sharedORT, func() []string {
+			return []string{"--config", cfg, "--data", three, "--backbone", model}
+		}, 0, []string{"adapted to the data: train_classes 0 (half: 1) -> 2", `a single class ("2") is evaluated`}, "",
+			func(t *testing.T, out string, r badResult) {
+				m := checkRunFolderComplete(t, out)
+				if d, _ := m["data"].(map[string]any); d["train_classes"] != 2.0 || d["eval_classes"] != 1.0 {
+					t.Errorf("metrics.json data: %v", d)
+				}
+			}},
 		{"train-classes 1", nothing, func() []string { return []string{"--data", good, "--train-classes", "1"} },
 			2, []string{"train_classes 1", "at least 2 training classes"}, "at least 2", nil},
 		{"train-classes leaves nothing to evaluate", nothing, func() []string { return []string{"--data", good, "--train-classes", "4"} },
 			2, []string{"train_classes 4 leaves no class of the 4", good}, "hint: pass --train-classes between 2 and 3", nil},
 		{"small dataset shrinks the batch", sharedORT, func() []string {
 			return []string{"--config", cfgDefaultBatch, "--data", good, "--backbone", model}
-		}, 0, []string{"batches hold 2 classes instead of 6", "batches hold 3 samples per class instead of 9"}, "",
+		}, 0, []string{"adapted to the data: sampler.classes_per_batch 6 -> 2", "adapted to the data: sampler.samples_per_class 9 -> 3"}, "",
 			func(t *testing.T, out string, r badResult) {
 				m := checkRunFolderComplete(t, out)
 				tr, _ := m["training"].(map[string]any)
-				if notes, _ := tr["sampler_notes"].([]any); len(notes) != 2 || tr["batch_size"] != 6.0 {
+				if _, notes := tr["sampler_notes"]; notes || tr["batch_size"] != 6.0 {
 					t.Errorf("metrics.json training: %v", tr)
+				}
+				if a, _ := m["adaptations"].([]any); len(a) != 2 {
+					t.Errorf("metrics.json adaptations: %v", m["adaptations"])
+				}
+				raw, err := os.ReadFile(filepath.Join(out, "config.yaml"))
+				if err != nil || !strings.Contains(string(raw), "classes_per_batch: 2") {
+					t.Errorf("config.yaml does not hold the adapted batch: %v\n%s", err, raw)
 				}
 			}},
 		{"config with an unknown key", nothing, func() []string { return []string{"--config", cfgUnknown, "--data", good} },
