@@ -702,14 +702,14 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	var hooks train.Hooks
 	r.sum.Training.Selection = "none (last epoch)"
 	if len(split.val) > 0 {
-		r.sum.Training.Selection = "map_at_r on validation classes"
-		valY := r.ds.Labels(split.valIdx)
+		vs := r.validationSet()
+		r.sum.Training.Selection = vs.describe(len(split.val))
 		hooks.Validate = func(epoch int) (float64, error) {
-			e, err := m.embedItems(split.valIdx)
+			e, err := m.embedItems(vs.items)
 			if err != nil {
 				return 0, err
 			}
-			res, err := metrics.Evaluate(e, len(split.valIdx), emb, valY, metrics.Options{SkipClustering: true})
+			res, err := vs.score(e, emb)
 			if err != nil {
 				return 0, err
 			}
