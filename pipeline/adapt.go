@@ -68,30 +68,14 @@ const minValidationClasses = 2
 // CUB-100's 50).
 const validationFraction = 0.2
 
-// adaptation collects the changes and warnings of adaptSplit and adaptToModel.
-type adaptation struct {
-	notes    []Adaptation
-	warnings []string
-}
-
-func (a *adaptation) change(key string, from, to any, why string) {
-	a.notes = append(a.notes, Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
-}
-
-// adaptToData is adaptSplit then adaptToModel for features of dim values.
+// adaptToData adapts cfg to the dataset and the feature size dim and returns the class split.
+// It runs before any extraction; every error it returns names the setting to change.
 func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptation, []string, error) {
-	var a adaptation
-	split, err := a.adaptSplit(cfg, ds)
-	if err == nil {
-		err = a.adaptToModel(cfg, ds, split, dim)
+	var notes []Adaptation
+	var warnings []string
+	change := func(key string, from, to any, why string) {
+		notes = append(notes, Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
 	}
-	return split, a.notes, a.warnings, err
-}
-
-// adaptSplit adapts the class split (train_classes, validation_classes) to the dataset and
-// returns it; it needs only the image list, so it runs before the backbone is opened.
-func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, error) {
-	change := a.change
 	counts := ds.ClassCounts()
 	present := 0
 	for _, c := range counts {
@@ -104,7 +88,6 @@ func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, erro
 		cfg.TrainClasses = 2
 	}
 	trainable := trainableClasses(ds, cfg.TrainClasses)
-	var warnings []string
 	if !cfg.isSet(keyValClasses) {
 		v := int(math.Round(validationFraction * float64(trainable)))
 		if v < minValidationClasses {
@@ -123,22 +106,11 @@ func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, erro
 	}
 	split, err := splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed)
 	if err != nil {
-		return split, err
+		return split, nil, nil, err
 	}
 	for _, l := range split.dropped {
 		warnings = append(warnings, fmt.Sprintf("training class %q has %d image: left out of training (metric learning needs 2 images of a class)", ds.Classes[l], counts[l]))
 	}
-	if len(split.eval) == 1 {
-		warnings = append(warnings, fmt.Sprintf("a single class (%q) is evaluated: retrieval among its own images is trivially perfect; pass --train-classes to evaluate on more", ds.Classes[split.eval[0]]))
-	}
-	a.warnings = append(a.warnings, warnings...)
-	return split, nil
-}
-
-// adaptToModel adapts the head, the batch and the epochs to the split and the feature size dim.
-// It runs before any extraction.
-func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSplit, dim int) error {
-	change, counts := a.change, ds.ClassCounts()
 
 	// The embedding: the PCA start needs as many training images and feature dimensions.
 	nFit := len(split.fitIdx)
@@ -148,7 +120,7 @@ func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSpli
 	}
 	if cfg.Head.EmbeddingDim > limit {
 		if cfg.isSet(keyEmbeddingDim) {
-			return withHint(fmt.Errorf("%w: head.embedding_dim %d is more than %s", ErrConfig, cfg.Head.EmbeddingDim, why),
+			return split, nil, nil, withHint(fmt.Errorf("%w: head.embedding_dim %d is more than %s", ErrConfig, cfg.Head.EmbeddingDim, why),
 				fmt.Sprintf("set head.embedding_dim to %d or less in the config, or leave it out to adapt it", limit))
 		}
 		change(keyEmbeddingDim, cfg.Head.EmbeddingDim, limit, "at most "+why)
@@ -161,7 +133,7 @@ func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSpli
 		smallest, largest = min(smallest, counts[l]), max(largest, counts[l])
 	}
 	if err := fitBatch(cfg, fitClasses, smallest, change); err != nil {
-		return err
+		return split, nil, nil, err
 	}
 
 	// Tiny sets: enough steps to move away from the start when the best epoch is selected.
@@ -172,7 +144,13 @@ func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSpli
 		change(keyEpochs, cfg.Optimizer.Epochs, e, fmt.Sprintf("an epoch is %d steps: at least %d steps, the best epoch is selected on the validation classes", steps, minTrainSteps))
 		cfg.Optimizer.Epochs = e
 	}
-	return cfg.Validate()
+	if len(split.eval) == 1 {
+		warnings = append(warnings, fmt.Sprintf("a single class (%q) is evaluated: retrieval among its own images is trivially perfect; pass --train-classes to evaluate on more", ds.Classes[split.eval[0]]))
+	}
+	if err := cfg.Validate(); err != nil {
+		return split, nil, nil, err
+	}
+	return split, notes, warnings, nil
 }
 
 // fitBatch fits the sampler's classes x samples per class (and the Group Loss's anchors, which

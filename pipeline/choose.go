@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/metrics"
 )
 
 // Never worse than the raw features without saying so. Training can lose to the backbone's own
@@ -70,17 +71,16 @@ func (r *runner) chooseExport(feats, flips []float32, d int) (bool, error) {
 		r.sum.Warnings = append(r.sum.Warnings, c.Message)
 		return false, nil
 	}
-	vs := r.validationSet()
-	valX := gather(feats, d, vs.items)
+	valX := gather(feats, d, split.valIdx)
 	if cfg.Backbone.FlipTTA && flips != nil {
-		valX = meanRows(valX, gather(flips, d, vs.items))
+		valX = meanRows(valX, gather(flips, d, split.valIdx))
 	}
-	res, err := vs.score(valX, d)
+	res, err := metrics.Evaluate(valX, len(split.valIdx), d, r.ds.Labels(split.valIdx), metrics.Options{SkipClustering: true})
 	if err != nil {
 		return false, err
 	}
 	c.Compared, c.Raw, c.Trained = true, res.MAPAtR, r.sum.Training.BestScore
-	c.Metric = vs.describe(len(split.val))
+	c.Metric = fmt.Sprintf("map_at_r over the %d images of the %d validation classes", len(split.valIdx), len(split.val))
 	scores := fmt.Sprintf("validation MAP@R %.2f trained (epoch %d) vs %.2f raw", 100*c.Trained, r.sum.Training.BestEpoch, 100*c.Raw)
 	switch {
 	case c.Trained > c.Raw:

@@ -56,7 +56,7 @@ func TestChooseExport(t *testing.T) {
 			if raw != tc.raw || c.Compared != tc.compare || (c.Source == sourceRaw) != tc.raw || !strings.Contains(c.Message, tc.message) {
 				t.Fatalf("raw %v, choice %+v; want raw %v, compared %v, message with %q", raw, c, tc.raw, tc.compare, tc.message)
 			}
-			if tc.compare && (c.Raw != 1 || c.Trained != tc.best || !strings.Contains(c.Metric, "map_at_r of the 8 images of the 2 validation classes among them and 8 images of the trained classes")) {
+			if tc.compare && (c.Raw != 1 || c.Trained != tc.best || !strings.Contains(c.Metric, "map_at_r over the 8 images of the 2 validation classes")) {
 				t.Errorf("scores %+v", c)
 			}
 			if warned := strings.Contains(strings.Join(r.sum.Warnings, "\n"), c.Message); warned == (tc.compare && tc.best > 1) {

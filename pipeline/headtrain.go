@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -198,14 +199,15 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 	var hooks train.Hooks
 	r.sum.Training.Selection = "none (last epoch)"
 	if len(split.val) > 0 {
-		vs := r.validationSet()
-		r.sum.Training.Selection = vs.describe(len(split.val))
-		valX := gather(feats, d, vs.items)
+		r.sum.Training.Selection = "map_at_r on validation classes"
+		valX := gather(feats, d, split.valIdx)
 		if cfg.Backbone.FlipTTA {
-			valX = meanRows(valX, gather(flips, d, vs.items))
+			valX = meanRows(valX, gather(flips, d, split.valIdx))
 		}
+		valY := r.ds.Labels(split.valIdx)
 		hooks.Validate = func(epoch int) (float64, error) {
-			res, err := vs.score(m.embed(valX, len(vs.items)), emb)
+			e := m.embed(valX, len(split.valIdx))
+			res, err := metrics.Evaluate(e, len(split.valIdx), emb, valY, metrics.Options{SkipClustering: true})
 			if err != nil {
 				return 0, err
 			}

@@ -702,14 +702,14 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	var hooks train.Hooks
 	r.sum.Training.Selection = "none (last epoch)"
 	if len(split.val) > 0 {
-		vs := r.validationSet()
-		r.sum.Training.Selection = vs.describe(len(split.val))
+		r.sum.Training.Selection = "map_at_r on validation classes"
+		valY := r.ds.Labels(split.valIdx)
 		hooks.Validate = func(epoch int) (float64, error) {
-			e, err := m.embedItems(vs.items)
+			e, err := m.embedItems(split.valIdx)
 			if err != nil {
 				return 0, err
 			}
-			res, err := vs.score(e, emb)
+			res, err := metrics.Evaluate(e, len(split.valIdx), emb, valY, metrics.Options{SkipClustering: true})
 			if err != nil {
 				return 0, err
 			}

@@ -56,10 +56,6 @@ type Options struct {
 	Workers int
 	// SkipClustering leaves NMI and AMI at 0 and skips k-means (retrieval metrics only).
 	SkipClustering bool
-	// Queries > 0 makes only the first Queries rows queries: the others are searched but do not
-	// query (distractors, or a gallery). Recall@K, R-precision and MAP@R average over the
-	// queries; R counts the relevant rows among all. 0 means every row is a query.
-	Queries int
 	// Progress, when not nil, is told how far the work got: called with done = 0 when a stage
 	// starts (StageNeighbors, then StageKMeans), then as units complete, the last call of a stage
 	// with done == total. Calls are never concurrent, done grows within a stage, and results do
@@ -222,17 +218,8 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 		rp  float64
 		ap  float64
 	}
-	nq := n
-	if opts.Queries > 0 {
-		nq = min(opts.Queries, n)
-	}
 	pq := make([]perQuery, n)
-	kOf := func(q int) int {
-		if q >= nq {
-			return 1 // not a query: its neighbours are not used
-		}
-		return min(max(maxRecallK, count[dense[q]]-1), n-1)
-	}
+	kOf := func(q int) int { return min(max(maxRecallK, count[dense[q]]-1), n-1) }
 	rep := startStage(opts.Progress, StageNeighbors, n)
 	knn(x, sq, n, d, block, workers, rep, kOf, func(q int, nb []int32) {
 		lab := dense[q]
@@ -265,7 +252,7 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 	var out Result
 	var hits [4]int
 	nonLone := 0
-	for q := range pq[:nq] {
+	for q := range pq {
 		for t := range hits {
 			if pq[q].hit[t] {
 				hits[t]++
@@ -277,10 +264,10 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 			out.MAPAtR += pq[q].ap
 		}
 	}
-	out.RecallAt1 = float64(hits[0]) / float64(nq)
-	out.RecallAt2 = float64(hits[1]) / float64(nq)
-	out.RecallAt4 = float64(hits[2]) / float64(nq)
-	out.RecallAt8 = float64(hits[3]) / float64(nq)
+	out.RecallAt1 = float64(hits[0]) / float64(n)
+	out.RecallAt2 = float64(hits[1]) / float64(n)
+	out.RecallAt4 = float64(hits[2]) / float64(n)
+	out.RecallAt8 = float64(hits[3]) / float64(n)
 	if nonLone > 0 {
 		out.RPrecision /= float64(nonLone)
 		out.MAPAtR /= float64(nonLone)

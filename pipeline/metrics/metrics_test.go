@@ -465,24 +465,3 @@ func BenchmarkEvaluate(b *testing.B) {
 		})
 	}
 }
-
-// TestQueries: with Options.Queries only the first rows query; the others are distractors that
-// can be retrieved (here B0 is nearer to both A rows than they are to each other).
-func TestQueries(t *testing.T) {
-	emb := []float32{1, 0, 0.8, 0.6, 0.99, 0.14, 0, 1, -1, 0}
-	labels := []int{0, 0, 1, 1, 2}
-	got, err := Evaluate(emb, 5, 2, labels, Options{Queries: 2, SkipClustering: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.RecallAt1 != 0 || got.RecallAt2 != 1 || got.MAPAtR != 0 || got.RPrecision != 0 {
-		t.Fatalf("queries A0, A1: %+v, want R@1 0, R@2 1, MAP@R 0", got)
-	}
-	all, err := Evaluate(emb, 5, 2, labels, Options{SkipClustering: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if same, _ := Evaluate(emb, 5, 2, labels, Options{Queries: 5, SkipClustering: true}); same != all || all.RecallAt2 != 0.6 {
-		t.Fatalf("Queries = n: %+v, all rows: %+v", same, all)
-	}
-}
