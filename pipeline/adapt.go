@@ -76,26 +76,38 @@ const minValidationClasses = 2
 // CUB-100's 50).
 const validationFraction = 0.2
 
-// adaptToData adapts cfg to the dataset and the feature size dim and returns the class split.
-// It runs before any extraction; every error it returns names the setting to change.
+// adaptation collects the changes and warnings of adaptSplit and adaptToModel.
+type adaptation struct {
+	notes    []Adaptation
+	warnings []string
+}
+
+func (a *adaptation) change(key string, from, to any, why string) {
+	a.notes = append(a.notes, Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
+}
+
+// adaptToData is adaptSplit then adaptToModel for features of dim values.
 func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptation, []string, error) {
-	var notes []Adaptation
-	var warnings []string
-	change := func(key string, from, to any, why string) {
-		notes = append(notes, Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
+	var a adaptation
+	split, err := a.adaptSplit(cfg, ds)
+	if err == nil {
+		err = a.adaptToModel(cfg, ds, split, dim)
 	}
+	return split, a.notes, a.warnings, err
+}
+
+// adaptSplit adapts the class split (train_classes, validation_classes) to the dataset and
+// returns it; it needs only the image list, so it runs before the backbone is opened.
+func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, error) {
+
 	counts := ds.ClassCounts()
-	present := 0
-	for _, c := range counts {
-		if c > 0 {
-			present++
-		}
-	}
+	present := len(presentClasses(counts))
 	if cfg.TrainClasses == 0 && present/2 < 2 && present >= 3 && !cfg.isSet(keyTrainClasses) {
-		change(keyTrainClasses, "0 (half: 1)", 2, fmt.Sprintf("the Group Loss trains on at least 2 classes; %d classes, so 1 is evaluated", present))
+		a.change(keyTrainClasses, "0 (half: 1)", 2, fmt.Sprintf("the Group Loss trains on at least 2 classes; %d classes, so 1 is evaluated", present))
 		cfg.TrainClasses = 2
 	}
 	trainable := trainableClasses(ds, cfg.TrainClasses)
+	var warnings []string
 	if !cfg.isSet(keyValClasses) {
 		v := int(math.Round(validationFraction * float64(trainable)))
 		if v < minValidationClasses {
@@ -107,18 +119,29 @@ func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptati
 				trainable, minValidationClasses))
 		}
 		if v != cfg.ValidationClasses {
-			change(keyValClasses, cfg.ValidationClasses, v, fmt.Sprintf("%.0f%% of the %d training classes with 2 images or more, at least %d, leaving 2 to train on",
+			a.change(keyValClasses, cfg.ValidationClasses, v, fmt.Sprintf("%.0f%% of the %d training classes with 2 images or more, at least %d, leaving 2 to train on",
 				100*validationFraction, trainable, minValidationClasses))
 			cfg.ValidationClasses = v
 		}
 	}
 	split, err := splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed)
 	if err != nil {
-		return split, nil, nil, err
+		return split, err
 	}
 	for _, l := range split.dropped {
 		warnings = append(warnings, fmt.Sprintf("training class %q has %d image: left out of training (metric learning needs 2 images of a class)", ds.Classes[l], counts[l]))
 	}
+	if len(split.eval) == 1 {
+		warnings = append(warnings, fmt.Sprintf("a single class (%q) is evaluated: retrieval among its own images is trivially perfect; pass --train-classes to evaluate on more", ds.Classes[split.eval[0]]))
+	}
+	a.warnings = append(a.warnings, warnings...)
+	return split, nil
+}
+
+// adaptToModel adapts the head, the batch and the epochs to the split and the feature size dim.
+// It runs before any extraction.
+func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSplit, dim int) error {
+	counts := ds.ClassCounts()
 
 	// The embedding: the PCA start needs as many training images and feature dimensions.
 	nFit := len(split.fitIdx)
@@ -126,17 +149,12 @@ func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptati
 	if cfg.Head.Init == "pca" && nFit < limit {
 		limit, why = nFit, fmt.Sprintf("the %d training images (the PCA start has at most that many components)", nFit)
 	}
-	if cfg.Head.EmbeddingDim > limit {
-		if cfg.isSet(keyEmbeddingDim) {
-			return split, nil, nil, withHint(fmt.Errorf("%w: head.embedding_dim %d is more than %s", ErrConfig, cfg.Head.EmbeddingDim, why),
-				fmt.Sprintf("set head.embedding_dim to %d or less in the config, or leave it out to adapt it", limit))
-		}
-		change(keyEmbeddingDim, cfg.Head.EmbeddingDim, limit, "at most "+why)
-		cfg.Head.EmbeddingDim = limit
+	if err := a.capAt(cfg, keyEmbeddingDim, &cfg.Head.EmbeddingDim, limit, why); err != nil {
+		return err
 	}
 
 	if cfg.Head.Center && len(split.fit) < minCenterClasses && !cfg.isSet(keyCenter) {
-		change(keyCenter, true, false, fmt.Sprintf("%d classes are trained on, fewer than %d: their mean is not the domain's", len(split.fit), minCenterClasses))
+		a.change(keyCenter, true, false, fmt.Sprintf("%d classes are trained on, fewer than %d: their mean is not the domain's", len(split.fit), minCenterClasses))
 		cfg.Head.Center = false
 	}
 
@@ -145,8 +163,8 @@ func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptati
 	for _, l := range split.fit {
 		smallest, largest = min(smallest, counts[l]), max(largest, counts[l])
 	}
-	if err := fitBatch(cfg, fitClasses, smallest, change); err != nil {
-		return split, nil, nil, err
+	if err := a.fitBatch(cfg, fitClasses, smallest); err != nil {
+		return err
 	}
 
 	// Tiny sets: enough steps to move away from the start when the best epoch is selected.
@@ -154,45 +172,44 @@ func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptati
 	steps := max(1, (largest+spc-1)/spc*fitClasses/cpb)
 	if len(split.val) > 0 && steps*cfg.Optimizer.Epochs < minTrainSteps && !cfg.isSet(keyEpochs) {
 		e := (minTrainSteps + steps - 1) / steps
-		change(keyEpochs, cfg.Optimizer.Epochs, e, fmt.Sprintf("an epoch is %d steps: at least %d steps, the best epoch is selected on the validation classes", steps, minTrainSteps))
+		a.change(keyEpochs, cfg.Optimizer.Epochs, e, fmt.Sprintf("an epoch is %d steps: at least %d steps, the best epoch is selected on the validation classes", steps, minTrainSteps))
 		cfg.Optimizer.Epochs = e
 	}
-	if len(split.eval) == 1 {
-		warnings = append(warnings, fmt.Sprintf("a single class (%q) is evaluated: retrieval among its own images is trivially perfect; pass --train-classes to evaluate on more", ds.Classes[split.eval[0]]))
+	return cfg.Validate()
+}
+
+// capAt lowers the setting key, *v, to limit when it is above, saying why (what limits it); a
+// value the user set is an error instead.
+func (a *adaptation) capAt(cfg *Config, key string, v *int, limit int, what string) error {
+	if *v <= limit {
+		return nil
 	}
-	if err := cfg.Validate(); err != nil {
-		return split, nil, nil, err
+	if cfg.isSet(key) {
+		return withHint(fmt.Errorf("%w: %s %d is more than %s", ErrConfig, key, *v, what),
+			fmt.Sprintf("set %s to %d or less in the config, or leave it out to adapt it", key, limit))
 	}
-	return split, notes, warnings, nil
+	a.change(key, *v, limit, "at most "+what)
+	*v = limit
+	return nil
 }
 
 // fitBatch fits the sampler's classes x samples per class (and the Group Loss's anchors, which
 // must stay below the samples) to fitClasses training classes whose smallest has smallest images.
-func fitBatch(cfg *Config, fitClasses, smallest int, change func(key string, from, to any, why string)) error {
+func (a *adaptation) fitBatch(cfg *Config, fitClasses, smallest int) error {
 	s := &cfg.Sampler
-	if s.ClassesPerBatch > fitClasses {
-		if cfg.isSet(keyClassesPerBatch) {
-			return withHint(fmt.Errorf("%w: sampler.classes_per_batch %d is more than the %d classes trained on", ErrConfig, s.ClassesPerBatch, fitClasses),
-				fmt.Sprintf("set sampler.classes_per_batch to %d or less in the config, or leave it out to adapt it", fitClasses))
-		}
-		change(keyClassesPerBatch, s.ClassesPerBatch, fitClasses, fmt.Sprintf("%d classes are trained on", fitClasses))
-		s.ClassesPerBatch = fitClasses
+	if err := a.capAt(cfg, keyClassesPerBatch, &s.ClassesPerBatch, fitClasses, fmt.Sprintf("the %d classes trained on", fitClasses)); err != nil {
+		return err
 	}
-	if s.SamplesPerClass > smallest {
-		if cfg.isSet(keySamplesPerClass) {
-			return withHint(fmt.Errorf("%w: sampler.samples_per_class %d is more than the %d images of the smallest training class", ErrConfig, s.SamplesPerClass, smallest),
-				fmt.Sprintf("set sampler.samples_per_class to %d or less in the config, or leave it out to adapt it", smallest))
-		}
-		change(keySamplesPerClass, s.SamplesPerClass, smallest, fmt.Sprintf("the smallest training class has %d images", smallest))
-		s.SamplesPerClass = smallest
+	if err := a.capAt(cfg, keySamplesPerClass, &s.SamplesPerClass, smallest, fmt.Sprintf("the %d images of the smallest training class", smallest)); err != nil {
+		return err
 	}
 	group := cfg.Loss.Name == "group" || cfg.Loss.Name == ""
-	if a := cfg.Loss.AnchorsPerClass; group && a >= s.SamplesPerClass {
+	if anchors := cfg.Loss.AnchorsPerClass; group && anchors >= s.SamplesPerClass {
 		if cfg.isSet(keyAnchors) {
-			return withHint(fmt.Errorf("%w: loss.anchors_per_class %d is not below the %d samples per class of a batch", ErrConfig, a, s.SamplesPerClass),
+			return withHint(fmt.Errorf("%w: loss.anchors_per_class %d is not below the %d samples per class of a batch", ErrConfig, anchors, s.SamplesPerClass),
 				fmt.Sprintf("set loss.anchors_per_class to %d or less in the config", s.SamplesPerClass-1))
 		}
-		change(keyAnchors, a, s.SamplesPerClass-1, fmt.Sprintf("anchors stay below the %d samples per class of a batch", s.SamplesPerClass))
+		a.change(keyAnchors, anchors, s.SamplesPerClass-1, fmt.Sprintf("anchors stay below the %d samples per class of a batch", s.SamplesPerClass))
 		cfg.Loss.AnchorsPerClass = s.SamplesPerClass - 1
 	}
 	return nil
@@ -202,12 +219,7 @@ func fitBatch(cfg *Config, fitClasses, smallest int, change func(key string, fro
 // at least 2 images.
 func trainableClasses(ds *data.Dataset, trainClasses int) int {
 	counts := ds.ClassCounts()
-	var present []int
-	for l, c := range counts {
-		if c > 0 {
-			present = append(present, l)
-		}
-	}
+	present := presentClasses(counts)
 	if trainClasses == 0 {
 		trainClasses = len(present) / 2
 	}
@@ -218,4 +230,15 @@ func trainableClasses(ds *data.Dataset, trainClasses int) int {
 		}
 	}
 	return n
+}
+
+// presentClasses lists the labels that have images, in label order.
+func presentClasses(counts []int) []int {
+	var present []int
+	for l, c := range counts {
+		if c > 0 {
+			present = append(present, l)
+		}
+	}
+	return present
 }

@@ -220,27 +220,30 @@ func (r *runner) prepare() error {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	r.pre = pre
+	// The defaults fit to the data, and the split, before any image is read (adapt.go): first
+	// what needs only the image list, then what needs the feature size.
+	var adapt adaptation
+	if r.split, err = adapt.adaptSplit(&r.cfg, ds); err != nil {
+		return err
+	}
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
 		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads, Dequantize: cfg.Backbone.Dequantize})
 	if err != nil {
 		return backboneHint(err)
 	}
 	r.bb = bb
-	// The defaults fit to the data, and the split, before any image is read (adapt.go).
-	var adapted []Adaptation
-	var warnings []string
-	if r.split, adapted, warnings, err = adaptToData(&r.cfg, ds, bb.Dim()); err != nil {
+	if err := adapt.adaptToModel(&r.cfg, ds, r.split, bb.Dim()); err != nil {
 		bb.Close()
 		return err
 	}
 	cfg = r.cfg
-	for _, a := range adapted {
+	for _, a := range adapt.notes {
 		log.Info("adapted to the data: "+a.Key+" "+a.From+" -> "+a.To, "why", a.Why)
 	}
-	for _, w := range warnings {
+	for _, w := range adapt.warnings {
 		log.Warn(w)
 	}
-	r.sum.Adaptations, r.sum.Warnings = adapted, append(r.sum.Warnings, warnings...)
+	r.sum.Adaptations, r.sum.Warnings = adapt.notes, append(r.sum.Warnings, adapt.warnings...)
 	split := r.split
 	r.sum.Data = DataSummary{Source: ds.Source, Images: len(ds.Items), Classes: len(ds.Classes),
 		TrainClasses: len(split.fit) + len(split.val), ValidationClasses: len(split.val), EvalClasses: len(split.eval),
@@ -376,12 +379,7 @@ type classSplit struct {
 func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (classSplit, error) {
 	var s classSplit
 	counts := ds.ClassCounts()
-	var present []int
-	for l, c := range counts {
-		if c > 0 {
-			present = append(present, l)
-		}
-	}
+	present := presentClasses(counts)
 	if trainClasses == 0 {
 		trainClasses = len(present) / 2
 		if trainClasses < 2 {
