@@ -84,14 +84,14 @@ func (r *runner) chooseExport(feats, flips []float32, d int) (bool, error) {
 	scores := fmt.Sprintf("validation MAP@R %.2f trained (epoch %d) vs %.2f raw", 100*c.Trained, r.sum.Training.BestEpoch, 100*c.Raw)
 	switch {
 	case c.Trained > c.Raw:
-		c.Message = "the trained model beats the raw features: " + scores
+		c.Message = "the trained model beats the raw features on the validation classes: " + scores
 		r.env.Log.Info(c.Message)
 		return false, nil
 	case cfg.KeepTrained:
-		c.Message = "the trained model does not beat the raw features (" + scores + "); exported anyway (keep_trained)"
+		c.Message = "the trained model does not beat the raw features on the validation classes (" + scores + "); exported anyway (keep_trained)"
 	default:
 		c.Source = sourceRaw
-		c.Message = "training did not beat the raw features (" + scores + "): model.onnx embeds the raw features; --keep-trained exports the trained model"
+		c.Message = "training did not beat the raw features on the validation classes (" + scores + "): model.onnx embeds the raw features; --keep-trained exports the trained model"
 	}
 	r.env.Log.Warn(c.Message)
 	r.sum.Warnings = append(r.sum.Warnings, c.Message)
