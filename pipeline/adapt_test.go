@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/testenv"
+	"github.com/grouploss/pipeline/pipeline/data"
 )
 
 // sameSizes returns n counts of size each.
@@ -104,5 +107,22 @@ func TestAdaptToData(t *testing.T) {
 				t.Errorf("config embedding_dim %d, adaptation says %s", cfg.Head.EmbeddingDim, v)
 			}
 		})
+	}
+}
+
+// TestAdaptCUB100Unchanged: on the CUB-100 protocol the defaults are what they were chosen for:
+// nothing adapts, so the README's CUB-100 numbers hold for the adaptive defaults.
+func TestAdaptCUB100Unchanged(t *testing.T) {
+	ds, err := data.Load(testenv.CUB100(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	split, notes, warnings, err := adaptToData(&cfg, ds, 1280)
+	if err != nil || len(notes) != 0 || len(warnings) != 0 {
+		t.Fatalf("adapted %+v, warnings %q, err %v", notes, warnings, err)
+	}
+	if len(split.fit) != 40 || len(split.val) != 10 || len(split.eval) != 50 {
+		t.Fatalf("split %d / %d / %d classes", len(split.fit), len(split.val), len(split.eval))
 	}
 }
