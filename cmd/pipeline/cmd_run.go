@@ -50,7 +50,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.cache, "cache", "", "feature cache `DIR` (default .cache/features)")
 	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
 	fs.IntVar(&o.trainClasses, "train-classes", 0, "train on the first `N` classes (sorted), evaluate on the rest (default half)")
-	fs.IntVar(&o.valClasses, "validation-classes", 0, "training classes held out for model selection")
+	fs.IntVar(&o.valClasses, "validation-classes", 0, "training classes held out for model selection and the comparison with the raw features (default: 20% of them, at least 2, adapted to the data)")
 	fs.IntVar(&o.epochs, "epochs", 0, "training epochs")
 	fs.Float64Var(&o.lr, "lr", 0, "learning rate")
 	fs.Int64Var(&o.seed, "seed", 0, "random seed")
