@@ -16,10 +16,10 @@ import (
 
 // Adaptation is one default changed to fit the data (metrics.json "adaptations").
 type Adaptation struct {
-	Key  string `json:"key"`
-	From string `json:"from"`
-	To   string `json:"to"`
-	Why  string `json:"why"`
+	Key  string `yaml:"key" json:"key"`
+	From string `yaml:"from" json:"from"`
+	To   string `yaml:"to" json:"to"`
+	Why  string `yaml:"why" json:"why"`
 }
 
 // Settings adaptToData may change when the user left them at their defaults.

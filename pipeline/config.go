@@ -57,6 +57,9 @@ type Config struct {
 	// KeepTrained exports the trained model even when it does not beat the raw features on the
 	// validation classes (by default the raw features are exported then; see ExportChoice).
 	KeepTrained bool `yaml:"keep_trained" json:"keep_trained"`
+	// Adapted is written by the run into its config.yaml: the defaults it adapted to the data
+	// (adapt.go), kept so that a resumed run reports them too. A config file need not set it.
+	Adapted []Adaptation `yaml:"adapted" json:"adapted"`
 
 	Backbone   BackboneConfig   `yaml:"backbone" json:"backbone"`
 	Preprocess PreprocessConfig `yaml:"preprocess" json:"preprocess"`
@@ -256,6 +259,9 @@ func ParseConfig(raw []byte, name string) (Config, error) {
 	}
 	if cfg.Preset != "" { // the preset goes under the file's keys: decode them again over it
 		return overPreset(raw, path, cfg.Preset)
+	}
+	if len(cfg.Adapted) == 0 { // "adapted: []" is the default, nil
+		cfg.Adapted = nil
 	}
 	return cfg, nil
 }

@@ -111,6 +111,9 @@ func overPreset(raw []byte, name, preset string) (Config, error) {
 		return cfg, yamlError(name, raw, err)
 	}
 	cfg.Preset = preset
+	if len(cfg.Adapted) == 0 { // "adapted: []" is the default, nil
+		cfg.Adapted = nil
+	}
 	return cfg, nil
 }
 

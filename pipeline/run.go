@@ -243,7 +243,9 @@ func (r *runner) prepare() error {
 	for _, w := range adapt.warnings {
 		log.Warn(w)
 	}
-	r.sum.Adaptations, r.sum.Warnings = adapt.notes, append(r.sum.Warnings, adapt.warnings...)
+	r.cfg.Adapted = append(r.cfg.Adapted, adapt.notes...) // a resumed run's come from its config.yaml
+	cfg = r.cfg
+	r.sum.Adaptations, r.sum.Warnings = r.cfg.Adapted, append(r.sum.Warnings, adapt.warnings...)
 	split := r.split
 	r.sum.Data = DataSummary{Source: ds.Source, Images: len(ds.Items), Classes: len(ds.Classes),
 		TrainClasses: len(split.fit) + len(split.val), ValidationClasses: len(split.val), EvalClasses: len(split.eval),

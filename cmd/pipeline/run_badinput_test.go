@@ -281,11 +281,11 @@ func TestRunBadInput(t *testing.T) {
 				if _, notes := tr["sampler_notes"]; notes || tr["batch_size"] != 6.0 {
 					t.Errorf("metrics.json training: %v", tr)
 				}
-				if a, _ := m["adaptations"].([]any); len(a) != 2 {
+				if a, _ := m["adaptations"].([]any); len(a) != 3 { // and head.center
 					t.Errorf("metrics.json adaptations: %v", m["adaptations"])
 				}
 				raw, err := os.ReadFile(filepath.Join(out, "config.yaml"))
-				if err != nil || !strings.Contains(string(raw), "classes_per_batch: 2") {
+				if err != nil || !strings.Contains(string(raw), "classes_per_batch: 2") || !strings.Contains(string(raw), "key: sampler.classes_per_batch") {
 					t.Errorf("config.yaml does not hold the adapted batch: %v\n%s", err, raw)
 				}
 			}},
