@@ -14,6 +14,8 @@
 //	pipeline index --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] --out FILE
 //	pipeline search --index FILE --query IMG [--query IMG2 ...] | --query-npy FILE.npy [-k 5] [--model MODEL.onnx] [--json]
 //	pipeline bench-memory [--n 100000] [--dim 512] [--out FILE.json]
+//	pipeline serve --model MODEL.onnx [--index GALLERY] [--addr 127.0.0.1:8080] [--name NAME] [flags]
+//	pipeline export --model MODEL.onnx --triton DIR [--name NAME] [--max-batch N]
 //	pipeline version
 //
 // Exit codes:
@@ -52,6 +54,8 @@ Commands:
   index     write a gallery index (embeddings, paths, labels, model identity) for search
   search    exact k nearest neighbours of query images (or .npy embeddings) in a gallery index
   bench-memory  peak memory and time of index, search and eval on N random embeddings, as JSON
+  serve     serve a model (and a gallery) over HTTP: KServe v2 / Triton protocol, /v1/embed, /v1/search
+  export    write a Triton model repository for a model (--triton DIR)
   version   print the version
 
 Run 'pipeline COMMAND --help' for the flags of a command.
@@ -98,6 +102,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSearch(ctx, args[1:], stdout, stderr)
 	case "bench-memory":
 		err = cmdBenchMemory(ctx, args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(ctx, args[1:], stdout, stderr)
+	case "export":
+		err = cmdExport(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, pipeline.Version)
 	default:
