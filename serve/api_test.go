@@ -171,6 +171,12 @@ func TestEmbedAndSearch(t *testing.T) {
 	}
 	r := start(t, Config{Model: r0.cfg.Model, Index: ipath})
 
+	for _, k := range []string{"0", "1001", "x"} {
+		code, _, body := call(t, "POST", r.url+"/v1/search?k="+k, "", files[0])
+		if code != 400 || !strings.Contains(string(body), "query parameter k=") {
+			t.Errorf("k=%s: %d %s, want 400 naming k", k, code, body)
+		}
+	}
 	for i, b := range files {
 		var got struct {
 			Dim       int
