@@ -50,13 +50,20 @@ var (
 // model is absent.
 func MobileNet(t testing.TB, dim int) string {
 	t.Helper()
+	return MobileNetAt(t, dim, data.DefaultPreprocess())
+}
+
+// MobileNetAt is MobileNet with the preprocessing pre (its size is the model's input size: the
+// network is fully convolutional up to its global pooling).
+func MobileNetAt(t testing.TB, dim int, pre data.Preprocess) string {
+	t.Helper()
 	src := testenv.Int8Model(t)
 	r := rand.New(rand.NewPCG(1, 2))
 	head := export.Linear{In: 1280, Out: dim, W: make([]float32, 1280*dim), B: make([]float32, dim)}
 	for i := range head.W {
 		head.W[i] = float32(r.NormFloat64() / 36)
 	}
-	return write(t, src, true, data.DefaultPreprocess(), head)
+	return write(t, src, true, pre, head)
 }
 
 func write(t testing.TB, src string, dequantize bool, pre data.Preprocess, head export.Layer) string {
