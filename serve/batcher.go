@@ -27,18 +27,21 @@ type job struct {
 
 // batcher gathers concurrent jobs into one model run of at most maxBatch images: the first job
 // waits up to maxWait for others, and jobs that queue while a run is in progress join the next
-// one. With batching off every job is its own run (the reference batching is measured against).
+// one; a lone request does not wait. With batching off every job is its own run (the reference batching is measured against).
 // The queue is bounded by the server's admission control, so submit never blocks for long.
 type batcher struct {
 	m        model
 	maxBatch int
 	maxWait  time.Duration
 	batching bool
-	metrics  *metrics
-	queue    chan *job
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	once     sync.Once
+	// mayJoin reports whether requests other than the batch's jobs are in flight (nil: assume
+	// so): when none is, no job can join and the batch runs without waiting.
+	mayJoin func(jobs int) bool
+	metrics *metrics
+	queue   chan *job
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 func newBatcher(m model, maxBatch int, maxWait time.Duration, batching bool, queue int, mt *metrics) *batcher {
@@ -100,7 +103,7 @@ func (b *batcher) loop() {
 		if b.batching {
 			timer.Reset(b.maxWait)
 		gather:
-			for total < b.maxBatch {
+			for total < b.maxBatch && (b.mayJoin == nil || b.mayJoin(len(batch))) {
 				select {
 				case j := <-b.queue:
 					if total+j.n > b.maxBatch {

@@ -104,6 +104,13 @@ func TestBatcherMaxWait(t *testing.T) {
 	if d := time.Since(t0); d < 20*time.Millisecond || d > 2*time.Second {
 		t.Errorf("a lone job took %v, want about the 20 ms max wait", d)
 	}
+	// Nobody else in flight: the job runs at once.
+	b.mayJoin = func(int) bool { return false }
+	b.maxWait = time.Hour
+	t0 = time.Now()
+	if _, err := b.submit(context.Background(), []float32{1, 2}, 1); err != nil || time.Since(t0) > 10*time.Second {
+		t.Errorf("a lone job with nothing else in flight took %v (%v), want no wait", time.Since(t0), err)
+	}
 	m.fail = errors.New("boom")
 	if _, err := b.submit(context.Background(), []float32{1, 2}, 1); err == nil || err.Error() != "boom" {
 		t.Errorf("failing run: %v", err)

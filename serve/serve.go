@@ -151,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.batch = newBatcher(emb, cfg.MaxBatch, cfg.MaxWait, !cfg.NoBatching, cfg.QueueSize, s.metrics)
+	s.batch.mayJoin = func(jobs int) bool { return s.metrics.inflight.Load() > int64(jobs) }
 	s.routes()
 	s.ready.Store(true)
 	cfg.Logger.Info("serve: model loaded", "model", cfg.Model, "name", cfg.Name, "input", s.input, "output", s.output,
