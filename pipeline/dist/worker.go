@@ -123,6 +123,7 @@ func (q *Queue) handle(ctx context.Context, m jetstream.Msg, cfg WorkerConfig, s
 		}
 	}()
 	start := time.Now()
+	fmt.Fprintf(logw, "worker %s: job %s batch %d: started (delivery %d)\n", q.name, w.Job, w.Batch, delivery)
 	ds := &data.Dataset{Items: make([]data.Item, len(w.Items)), Classes: []string{""}}
 	for i, it := range w.Items {
 		ds.Items[i] = data.Item{Path: it.Path}
@@ -154,7 +155,7 @@ func (q *Queue) handle(ctx context.Context, m jetstream.Msg, cfg WorkerConfig, s
 	if delivery > 1 {
 		st.Redelivered++
 	}
-	fmt.Fprintf(logw, "worker %s: job %s batch %d: %d images in %.2fs (delivery %d)\n",
+	fmt.Fprintf(logw, "worker %s: job %s batch %d: done, %d images in %.2fs (delivery %d)\n",
 		q.name, w.Job, w.Batch, len(w.Items), time.Since(start).Seconds(), delivery)
 	return nil
 }
