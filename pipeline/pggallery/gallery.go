@@ -32,18 +32,18 @@ func IsURL(s string) bool {
 func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("pggallery: %s: %w", redact(url), err)
+		return nil, fmt.Errorf("pggallery: %s: %w", Redact(url), err)
 	}
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("pggallery: %s: %w", redact(url), err)
+		return nil, fmt.Errorf("pggallery: %s: %w", Redact(url), err)
 	}
 	return c, nil
 }
 
-// redact hides a password in a connection URL for error messages.
-func redact(url string) string {
+// Redact hides a password in a connection URL for error messages.
+func Redact(url string) string {
 	if cfg, err := pgx.ParseConfig(url); err == nil {
 		return fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	}
