@@ -25,17 +25,12 @@ func (f *pgIndexFlags) addFlags(fs *flag.FlagSet) {
 
 // write stores idx in the database and fills in the summary.
 func (f *pgIndexFlags) write(ctx context.Context, idx *pipeline.Index, sum *indexSummary) error {
-	if err := pggallery.Write(ctx, f.to, f.table, idx, pggallery.Options{NoHNSW: f.noHNSW}); err != nil {
-		return err
-	}
-	sum.Index = fmt.Sprintf("table %s of %s", f.table, pggallery.Redact(f.to))
-	g, err := pggallery.Open(ctx, f.to, f.table)
+	n, err := pggallery.Write(ctx, f.to, f.table, idx, pggallery.Options{NoHNSW: f.noHNSW})
 	if err != nil {
 		return err
 	}
-	defer g.Close()
-	sum.Bytes, err = g.Bytes(ctx)
-	return err
+	sum.Index, sum.Bytes = fmt.Sprintf("table %s of %s", f.table, pggallery.Redact(f.to)), n
+	return nil
 }
 
 // pgSearchFlags are the flags of `pipeline search` for a gallery in PostgreSQL.

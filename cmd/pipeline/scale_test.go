@@ -23,11 +23,7 @@ import (
 	"github.com/grouploss/pipeline/pipeline/export"
 )
 
-// The servers of the scale test, started by `make scale-test` and `make test`
-// (scripts/with-servers.sh).
 const (
-	natsURLEnv = "PIPELINE_NATS_URL"
-	pgURLEnv   = "PIPELINE_PG_URL"
 	// runMainEnv makes the test binary run the pipeline command instead of the tests, so the
 	// scale test can start workers as separate processes and SIGKILL one.
 	runMainEnv = "PIPELINE_TEST_RUN_MAIN"
@@ -38,15 +34,6 @@ func TestMain(m *testing.M) {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
-}
-
-func scaleServers(t *testing.T) (natsURL, pgURL string) {
-	t.Helper()
-	natsURL, pgURL = os.Getenv(natsURLEnv), os.Getenv(pgURLEnv)
-	if natsURL == "" || pgURL == "" {
-		t.Skipf("%s or %s is unset: run `make scale-test` or `make test` (they start nats-server and a pglite server on 127.0.0.1)", natsURLEnv, pgURLEnv)
-	}
-	return natsURL, pgURL
 }
 
 // scaleModel exports the shared MobileNetV2 cut at its pooled features with L2 normalization
@@ -121,11 +108,12 @@ func (w *worker) count(s string) int {
 // for row; it is loaded into PostgreSQL + pgvector, whose exact search returns the flat index's
 // neighbours.
 func TestScaleQueue(t *testing.T) {
-	natsURL, pgURL := scaleServers(t)
+	natsURL := testenv.NATSURL(t)
 	if testing.Short() {
 		t.Skip("the multi-process run takes a minute or more: not with -short")
 	}
 	needORT(t)
+	pgURL := testenv.Postgres(t)
 	images := 200
 	if s := os.Getenv("PIPELINE_SCALE_IMAGES"); s != "" {
 		images, _ = strconv.Atoi(s)

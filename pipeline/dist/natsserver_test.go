@@ -3,16 +3,14 @@ package dist
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// natsServerEnv names the nats-server binary the queue tests start (set by the Makefile).
-const natsServerEnv = "PIPELINE_NATS_SERVER"
+	"github.com/grouploss/pipeline/internal/testenv"
+)
 
 // natsServer is a nats-server with JetStream on 127.0.0.1, its store in a temporary folder.
 type natsServer struct {
@@ -21,15 +19,11 @@ type natsServer struct {
 	cmd        *exec.Cmd
 }
 
-// startNATS starts a nats-server for the test and stops it at the end; it skips the test when
-// PIPELINE_NATS_SERVER is unset.
+// startNATS starts a nats-server of its own for the test (the restart test stops and restarts
+// it) and stops it at the end; it skips the test when PIPELINE_NATS_SERVER is unset.
 func startNATS(t *testing.T) *natsServer {
 	t.Helper()
-	bin := os.Getenv(natsServerEnv)
-	if bin == "" {
-		t.Skipf("%s is unset: run `make test` (or set it to the path of nats-server, Debian package nats-server) to run the queue tests", natsServerEnv)
-	}
-	s := &natsServer{bin: bin, store: t.TempDir(), port: freePort(t)}
+	s := &natsServer{bin: testenv.NATSServer(t), store: t.TempDir(), port: freePort(t)}
 	s.start(t)
 	t.Cleanup(s.stop)
 	return s

@@ -81,28 +81,33 @@ type Options struct {
 
 // Write stores idx as the gallery table (replacing one of that name) with its HNSW index on
 // cosine distance, in one transaction: on any error nothing of it is visible and a previous
-// gallery of that name is untouched.
-func Write(ctx context.Context, url, table string, idx *pipeline.Index, o Options) error {
+// gallery of that name is untouched. It returns the gallery's size on the server (table, TOAST
+// and indexes).
+func Write(ctx context.Context, url, table string, idx *pipeline.Index, o Options) (bytes int64, err error) {
 	if err := checkName(table); err != nil {
-		return err
+		return 0, err
 	}
 	c, err := connect(ctx, url)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer c.Close(context.Background())
 	tx, err := c.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("pggallery: %w", err)
+		return 0, fmt.Errorf("pggallery: %w", err)
 	}
 	defer tx.Rollback(context.Background())
 	if err := write(ctx, tx, table, idx, o); err != nil {
-		return fmt.Errorf("pggallery: gallery %q: %w", table, err)
+		return 0, fmt.Errorf("pggallery: gallery %q: %w", table, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("pggallery: gallery %q: commit: %w", table, err)
+		return 0, fmt.Errorf("pggallery: gallery %q: commit: %w", table, err)
 	}
-	return nil
+	t := pgx.Identifier{table}.Sanitize()
+	if err := c.QueryRow(ctx, `SELECT pg_total_relation_size($1::regclass)`, t).Scan(&bytes); err != nil {
+		return 0, fmt.Errorf("pggallery: gallery %q: written, but its size: %w", table, err)
+	}
+	return bytes, nil
 }
 
 func write(ctx context.Context, tx pgx.Tx, table string, idx *pipeline.Index, o Options) error {

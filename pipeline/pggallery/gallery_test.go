@@ -6,28 +6,17 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
-// pgURLEnv names the PostgreSQL + pgvector server the tests use (the Makefile starts pglite and
-// sets it).
-const pgURLEnv = "PIPELINE_PG_URL"
-
-func pgURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv(pgURLEnv)
-	if u == "" {
-		t.Skipf("%s is unset: run `make test` (it starts a pglite server with pgvector), or set it to postgres://USER@127.0.0.1:PORT/postgres of a server with pgvector", pgURLEnv)
-	}
-	return u
-}
+func pgURL(t testing.TB) string { return testenv.Postgres(t) }
 
 // clustered returns n unit-ish vectors of dimension d around c centres (a stand-in for image
 // embeddings: neighbours are meaningful, not uniform noise), labelled by centre.
@@ -96,7 +85,7 @@ func TestExactSearchMatchesFlatIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(ctx, url, "test_exact", gal, Options{}); err != nil {
+	if _, err := Write(ctx, url, "test_exact", gal, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	g, err := Open(ctx, url, "test_exact")
@@ -151,10 +140,10 @@ func TestWriteFailureKeepsOldGallery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	old := testIndex(t, 2, 100, 8)
-	if err := Write(ctx, url, "test_keep", old, Options{NoHNSW: true}); err != nil {
+	if _, err := Write(ctx, url, "test_keep", old, Options{NoHNSW: true}); err != nil {
 		t.Fatal(err)
 	}
-	err := Write(ctx, url, "test_keep", testIndex(t, 3, 500, 16), Options{M: 1000})
+	_, err := Write(ctx, url, "test_keep", testIndex(t, 3, 500, 16), Options{M: 1000})
 	if err == nil || !strings.Contains(err.Error(), "hnsw index") {
 		t.Fatalf("write with m=1000: %v, want the HNSW error", err)
 	}
@@ -181,7 +170,7 @@ func TestUnreachable(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	url := fmt.Sprintf("postgres://u:secret@127.0.0.1:%d/db?connect_timeout=5", port)
-	err = Write(context.Background(), url, "g", testIndex(t, 4, 10, 4), Options{})
+	_, err = Write(context.Background(), url, "g", testIndex(t, 4, 10, 4), Options{})
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("127.0.0.1:%d", port)) || strings.Contains(err.Error(), "secret") {
 		t.Errorf("write to a closed port: %v, want an error naming 127.0.0.1:%d without the password", err, port)
 	}

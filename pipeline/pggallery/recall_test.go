@@ -33,7 +33,7 @@ func BenchmarkHNSWRecall(b *testing.B) {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	if err := Write(ctx, url, "bench_recall", gal, Options{}); err != nil {
+	if _, err := Write(ctx, url, "bench_recall", gal, Options{}); err != nil {
 		b.Fatal(err)
 	}
 	writeS := time.Since(start).Seconds()

@@ -111,12 +111,3 @@ func (g *Gallery) Search(ctx context.Context, queries []float32, nq, k int, o Se
 	}
 	return out, nil
 }
-
-// Bytes returns the gallery's size on the server: table, TOAST and indexes.
-func (g *Gallery) Bytes(ctx context.Context) (int64, error) {
-	var n int64
-	if err := g.c.QueryRow(ctx, `SELECT pg_total_relation_size($1::regclass)`, pgx.Identifier{g.table}.Sanitize()).Scan(&n); err != nil {
-		return 0, fmt.Errorf("pggallery: gallery %q: %w", g.table, err)
-	}
-	return n, nil
-}
