@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 
 // scaleModel exports the shared MobileNetV2 cut at its pooled features with L2 normalization
 // and ImageNet preprocessing at 224x224: a real embedding model, untrained head.
-func scaleModel(t *testing.T) string {
+func scaleModel(t testing.TB) string {
 	t.Helper()
 	bb, err := backbone.Open(testenv.Int8Model(t), backbone.Options{Threads: 1})
 	if err != nil {
@@ -62,7 +62,7 @@ type worker struct {
 	done chan error
 }
 
-func startWorker(t *testing.T, name string, args ...string) *worker {
+func startWorker(t testing.TB, name string, args ...string) *worker {
 	t.Helper()
 	w := &worker{name: name, done: make(chan error, 1)}
 	w.cmd = exec.Command(os.Args[0], append([]string{"worker", "--name", name}, args...)...)
@@ -250,4 +250,52 @@ func tiedAt(nb []searchNeighbor, path string, dist float64) bool {
 		}
 	}
 	return false
+}
+
+// BenchmarkQueueWorkers measures images/s of the queue with 1, 2 and 3 worker processes (each
+// one onnxruntime thread and one decoding goroutine, batches of 8), from submission to the
+// collected file, against single-process `pipeline embed` with the same settings in the same
+// run (workers=0). Each run has a fresh nats-server of its own. $PIPELINE_SCALE_IMAGES images
+// (default 96).
+func BenchmarkQueueWorkers(b *testing.B) {
+	testenv.NATSServer(b)
+	testenv.ORTLibrary(b)
+	images := 96
+	if s := os.Getenv("PIPELINE_SCALE_IMAGES"); s != "" {
+		images, _ = strconv.Atoi(s)
+	}
+	manifest := testenv.SmallCUB(b, images/8, 8)
+	model := scaleModel(b)
+	common := []string{"--model", model, "--data", manifest, "--batch-size", "8", "--threads", "1", "--workers", "1"}
+	for _, n := range []int{0, 1, 2, 3} {
+		b.Run(fmt.Sprintf("workers=%d", n), func(b *testing.B) {
+			for range b.N {
+				out := filepath.Join(b.TempDir(), "e.npy")
+				start := time.Now()
+				if n == 0 {
+					if r := toolRun(append([]string{"embed", "--out", out}, common...)...); r.code != 0 {
+						b.Fatalf("embed: %s", r.stderr)
+					}
+				} else {
+					srv := testenv.StartNATS(b)
+					if r := toolRun(append([]string{"embed", "--queue", srv.URL(), "--submit"}, common...)...); r.code != 0 {
+						b.Fatalf("submit: %s", r.stderr)
+					}
+					var ws []*worker
+					for i := range n {
+						ws = append(ws, startWorker(b, fmt.Sprintf("w%d", i+1), "--queue", srv.URL(), "--model", model,
+							"--batch-size", "8", "--threads", "1", "--workers", "1"))
+					}
+					if r := toolRun(append([]string{"embed", "--queue", srv.URL(), "--collect", "--out", out, "--wait", "10m"}, common...)...); r.code != 0 {
+						b.Fatalf("collect: %s", r.stderr)
+					}
+					for _, w := range ws {
+						w.cmd.Process.Signal(syscall.SIGTERM)
+						<-w.done
+					}
+				}
+				b.ReportMetric(float64(images)/time.Since(start).Seconds(), "images/s")
+			}
+		})
+	}
 }

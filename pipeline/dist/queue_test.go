@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -107,8 +108,8 @@ func checkCollected(t *testing.T, j Job, emb []float32, dim int) {
 // the ack wait and embedded by another worker; a second submission of the same job queues
 // nothing; the collected rows are in job order, each once.
 func TestQueueAtLeastOnce(t *testing.T) {
-	srv := startNATS(t)
-	coord := connect(t, srv.url(), "coordinator")
+	srv := testenv.StartNATS(t)
+	coord := connect(t, srv.URL(), "coordinator")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	j := testJob(t, 37, 5)
@@ -125,7 +126,7 @@ func TestQueueAtLeastOnce(t *testing.T) {
 
 	// The dying worker: it takes a batch and its connection goes away without an ack, as a
 	// SIGKILLed process's would.
-	dying := connect(t, srv.url(), "dying")
+	dying := connect(t, srv.URL(), "dying")
 	stuck := &hashEmbedder{delay: time.Hour}
 	wctx, wcancel := context.WithCancel(ctx)
 	died := make(chan struct{})
@@ -139,7 +140,7 @@ func TestQueueAtLeastOnce(t *testing.T) {
 	<-died
 
 	live := &hashEmbedder{}
-	worker := connect(t, srv.url(), "live")
+	worker := connect(t, srv.URL(), "live")
 	ws, err := worker.Work(ctx, WorkerConfig{Model: testModel, Embed: live, Idle: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -161,8 +162,8 @@ func TestQueueAtLeastOnce(t *testing.T) {
 // result was stored but before the ack landed, past the duplicate window) are dropped by the
 // collector.
 func TestQueueDuplicateResults(t *testing.T) {
-	srv := startNATS(t)
-	q := connect(t, srv.url(), "w")
+	srv := testenv.StartNATS(t)
+	q := connect(t, srv.URL(), "w")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	j := testJob(t, 6, 4)
@@ -193,8 +194,8 @@ func TestQueueDuplicateResults(t *testing.T) {
 // TestQueueRejects: the collector fails clearly on a worker's error and on another model's
 // result; a worker hands back another model's batch.
 func TestQueueRejects(t *testing.T) {
-	srv := startNATS(t)
-	q := connect(t, srv.url(), "w")
+	srv := testenv.StartNATS(t)
+	q := connect(t, srv.URL(), "w")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	j := testJob(t, 3, 3)
@@ -231,15 +232,15 @@ func TestQueueRejects(t *testing.T) {
 // TestQueueServerRestart: the server restarts mid-run (graceful stop, same file store): the
 // queued batches survive, the worker and the collector reconnect and finish the job.
 func TestQueueServerRestart(t *testing.T) {
-	srv := startNATS(t)
-	coord := connect(t, srv.url(), "coordinator")
+	srv := testenv.StartNATS(t)
+	coord := connect(t, srv.URL(), "coordinator")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	j := testJob(t, 40, 2)
 	if _, err := coord.Submit(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	worker := connect(t, srv.url(), "w")
+	worker := connect(t, srv.URL(), "w")
 	e := &hashEmbedder{delay: 100 * time.Millisecond}
 	done := make(chan error, 1)
 	go func() {
@@ -247,12 +248,12 @@ func TestQueueServerRestart(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(600 * time.Millisecond)
-	srv.stop()
+	srv.Stop()
 	e.mu.Lock()
 	before := e.seen
 	e.mu.Unlock()
 	time.Sleep(time.Second)
-	srv.start(t)
+	srv.Start(t)
 	emb, dim, _, err := coord.Collect(ctx, j, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package dist
+package testenv
 
 import (
 	"fmt"
@@ -8,30 +8,31 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/grouploss/pipeline/internal/testenv"
 )
 
-// natsServer is a nats-server with JetStream on 127.0.0.1, its store in a temporary folder.
-type natsServer struct {
+// NATS is a nats-server with JetStream of a test's own on 127.0.0.1, its store in a temporary
+// folder.
+type NATS struct {
 	bin, store string
 	port       int
 	cmd        *exec.Cmd
 }
 
-// startNATS starts a nats-server of its own for the test (the restart test stops and restarts
-// it) and stops it at the end; it skips the test when PIPELINE_NATS_SERVER is unset.
-func startNATS(t *testing.T) *natsServer {
+// StartNATS starts a nats-server ($PIPELINE_NATS_SERVER) for the test and stops it when the test
+// ends; it skips the test when the variable is unset.
+func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	s := &natsServer{bin: testenv.NATSServer(t), store: t.TempDir(), port: freePort(t)}
-	s.start(t)
-	t.Cleanup(s.stop)
+	s := &NATS{bin: NATSServer(t), store: t.TempDir(), port: FreePort(t)}
+	s.Start(t)
+	t.Cleanup(s.Stop)
 	return s
 }
 
-func (s *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+// URL is the server's nats://127.0.0.1:PORT.
+func (s *NATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
 
-func (s *natsServer) start(t *testing.T) {
+// Start starts the server (again, after Stop: same port, same store) and waits until it listens.
+func (s *NATS) Start(t testing.TB) {
 	t.Helper()
 	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.store)
 	if err := s.cmd.Start(); err != nil {
@@ -46,8 +47,8 @@ func (s *natsServer) start(t *testing.T) {
 	t.Fatalf("nats-server did not listen on 127.0.0.1:%d within 10s", s.port)
 }
 
-// stop stops the server gracefully (SIGTERM: JetStream flushes its file store) and waits.
-func (s *natsServer) stop() {
+// Stop stops the server gracefully (SIGTERM: JetStream flushes its file store) and waits.
+func (s *NATS) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
@@ -63,7 +64,8 @@ func (s *natsServer) stop() {
 	s.cmd = nil
 }
 
-func freePort(t *testing.T) int {
+// FreePort returns a TCP port free on 127.0.0.1 now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
