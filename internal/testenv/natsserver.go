@@ -48,11 +48,16 @@ func (s *NATS) Start(t testing.TB) {
 }
 
 // Stop stops the server gracefully (SIGTERM: JetStream flushes its file store) and waits.
-func (s *NATS) Stop() {
+func (s *NATS) Stop() { s.stop(syscall.SIGTERM) }
+
+// Kill kills the server with SIGKILL (a crash: no flush) and waits.
+func (s *NATS) Kill() { s.stop(syscall.SIGKILL) }
+
+func (s *NATS) stop(sig syscall.Signal) {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { s.cmd.Wait(); close(done) }()
 	select {

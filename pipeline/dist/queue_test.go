@@ -229,40 +229,49 @@ func TestQueueRejects(t *testing.T) {
 	}
 }
 
-// TestQueueServerRestart: the server restarts mid-run (graceful stop, same file store): the
-// queued batches survive, the worker and the collector reconnect and finish the job.
+// TestQueueServerRestart: the server restarts mid-run, stopped gracefully (SIGTERM) or killed
+// (SIGKILL), then started again on the same file store: the queued batches and stored results
+// survive, the worker and the collector reconnect and finish the job.
 func TestQueueServerRestart(t *testing.T) {
-	srv := testenv.StartNATS(t)
-	coord := connect(t, srv.URL(), "coordinator")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	j := testJob(t, 40, 2)
-	if _, err := coord.Submit(ctx, j); err != nil {
-		t.Fatal(err)
-	}
-	worker := connect(t, srv.URL(), "w")
-	e := &hashEmbedder{delay: 100 * time.Millisecond}
-	done := make(chan error, 1)
-	go func() {
-		_, err := worker.Work(ctx, WorkerConfig{Model: testModel, Embed: e, Idle: 8 * time.Second})
-		done <- err
-	}()
-	time.Sleep(600 * time.Millisecond)
-	srv.Stop()
-	e.mu.Lock()
-	before := e.seen
-	e.mu.Unlock()
-	time.Sleep(time.Second)
-	srv.Start(t)
-	emb, dim, _, err := coord.Collect(ctx, j, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkCollected(t, j, emb, dim)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if before == 0 || before >= 40 {
-		t.Errorf("the restart came after %d of 40 images: want it mid-run", before)
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "SIGTERM", true: "SIGKILL"}[kill], func(t *testing.T) {
+			srv := testenv.StartNATS(t)
+			coord := connect(t, srv.URL(), "coordinator")
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			j := testJob(t, 40, 2)
+			if _, err := coord.Submit(ctx, j); err != nil {
+				t.Fatal(err)
+			}
+			worker := connect(t, srv.URL(), "w")
+			e := &hashEmbedder{delay: 100 * time.Millisecond}
+			done := make(chan error, 1)
+			go func() {
+				_, err := worker.Work(ctx, WorkerConfig{Model: testModel, Embed: e, Idle: 8 * time.Second})
+				done <- err
+			}()
+			time.Sleep(600 * time.Millisecond)
+			if kill {
+				srv.Kill()
+			} else {
+				srv.Stop()
+			}
+			e.mu.Lock()
+			before := e.seen
+			e.mu.Unlock()
+			time.Sleep(time.Second)
+			srv.Start(t)
+			emb, dim, _, err := coord.Collect(ctx, j, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCollected(t, j, emb, dim)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if before == 0 || before >= 40 {
+				t.Errorf("the restart came after %d of 40 images: want it mid-run", before)
+			}
+		})
 	}
 }

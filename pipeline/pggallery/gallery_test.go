@@ -178,3 +178,40 @@ func TestUnreachable(t *testing.T) {
 		t.Errorf("open with a bad table name: %v", err)
 	}
 }
+
+// TestWriteCutOffKeepsOldGallery: the client goes away in the middle of a write (its context
+// ends during the inserts, the connection is closed): the server rolls the transaction back and
+// the previous gallery of that name is whole.
+func TestWriteCutOffKeepsOldGallery(t *testing.T) {
+	url := pgURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := Write(ctx, url, "test_cut", testIndex(t, 5, 100, 8), Options{NoHNSW: true}); err != nil {
+		t.Fatal(err)
+	}
+	short, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer scancel()
+	_, err := Write(short, url, "test_cut", testIndex(t, 6, 30000, 64), Options{})
+	if err == nil {
+		t.Fatal("a write cut off after 300ms succeeded: make the gallery bigger")
+	}
+	t.Logf("cut-off write: %v", err)
+	var g *Gallery
+	// The server notices the closed connection and rolls back; pglite may still be busy with it.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		if g, err = Open(ctx, url, "test_cut"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var rows int
+	if err := g.c.QueryRow(ctx, `SELECT count(*) FROM test_cut`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if g.Dim != 8 || rows != 100 {
+		t.Errorf("after the cut-off write: dim %d, %d rows; want the old gallery's 8 and 100", g.Dim, rows)
+	}
+}
