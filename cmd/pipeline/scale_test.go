@@ -239,6 +239,23 @@ func TestScaleQueue(t *testing.T) {
 		}
 	}
 	t.Logf("pgvector exact search = flat index on %d queries; HNSW (ef_search 40) recall@10 = %.3f", nq, float64(hits)/float64(nq*10))
+
+	// A gallery built with --model records it: a query image is embedded with it and finds itself.
+	few := filepath.Join(dir, "few.csv")
+	lines := strings.SplitAfter(string(refCSV), "\n")
+	if err := os.WriteFile(few, []byte(strings.Join(lines[:11], "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := toolRun("index", "--model", model, "--data", few, "--to", pgURL, "--table", "scale_model", "--threads", "1"); r.code != 0 {
+		t.Fatalf("index --model --to: exit %d\n%s", r.code, r.stderr)
+	}
+	img := strings.Split(lines[3], ",")[0]
+	r := toolRun("search", "--index", pgURL, "--table", "scale_model", "--query", img, "-k", "1", "--json")
+	var res []searchResult
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || len(res) != 1 || res[0].Neighbors[0].Path != img ||
+		res[0].Neighbors[0].Distance > 1e-5 {
+		t.Errorf("search of a gallery image by file: exit %d, %s%s; want itself at distance 0", r.code, r.stdout, r.stderr)
+	}
 }
 
 // tiedAt reports whether path is among the neighbours at distance dist (within 1e-5): a tie
