@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"errors"
+	"image"
 	"sync"
 	"testing"
 	"time"
@@ -133,4 +134,43 @@ func TestBatcherOverload(t *testing.T) {
 	cancel()
 	close(m.gate)
 	b.close()
+}
+
+// TestHTTPBatching: concurrent /v1/embed requests share onnxruntime runs (the batch-size
+// histogram records runs of more than one image) and each gets its own image's embedding.
+func TestHTTPBatching(t *testing.T) {
+	r := start(t, Config{MaxWait: 100 * time.Millisecond})
+	const n = 12
+	imgs := make([][]byte, n)
+	want := make([][]float32, n)
+	for i := range imgs {
+		img := testImage(10+i, 9, i)
+		imgs[i] = encodePNG(t, img)
+		rows, err := r.emb.Embed([]image.Image{img})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = rows[0]
+	}
+	var wg sync.WaitGroup
+	for i := range imgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got struct{ Embedding []float32 }
+			code, _, b := call(t, "POST", r.url+"/v1/embed", "image/png", imgs[i])
+			decode(t, b, &got)
+			if code != 200 || maxAbsDiff(got.Embedding, want[i]) > 1e-6 {
+				t.Errorf("request %d: %d %s, want %v", i, code, b, want[i])
+			}
+		}()
+	}
+	wg.Wait()
+	r.metrics.mu.Lock()
+	defer r.metrics.mu.Unlock()
+	h := r.metrics.batches
+	if h.sum != n || h.counts[0] == h.n {
+		t.Errorf("%d runs for %d images, every run of 1 image: no batching", h.n, int(h.sum))
+	}
+	t.Logf("%d concurrent requests in %d runs", n, h.n)
 }
