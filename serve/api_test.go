@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"image"
 	"math"
 	"mime/multipart"
 	"net/http"
@@ -41,14 +42,20 @@ func TestV2Protocol(t *testing.T) {
 
 	pre := r.emb.Preprocess()
 	in := make([]float32, 3*pre.Size())
+	var imgs []image.Image
 	for i := range 3 {
-		if err := pre.Tensor(testImage(20+i, 17, i), in[i*pre.Size():(i+1)*pre.Size()]); err != nil {
+		imgs = append(imgs, testImage(20+i, 17, i))
+		if err := pre.Tensor(imgs[i], in[i*pre.Size():(i+1)*pre.Size()]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want, err := r.emb.EmbedTensors(in, 3)
+	rows, err := r.emb.Embed(imgs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var want []float32
+	for _, row := range rows {
+		want = append(want, row...)
 	}
 	// Flat JSON data.
 	req := fmt.Sprintf(`{"id":"a1","inputs":[{"name":"images","shape":[3,3,6,6],"datatype":"FP32","data":%s}]}`, floats(in))
@@ -64,7 +71,7 @@ func TestV2Protocol(t *testing.T) {
 		t.Fatalf("infer: %d %s", code, b)
 	}
 	if d := maxAbsDiff(resp.Outputs[0].Data, want); d > 1e-6 {
-		t.Errorf("infer (flat JSON) differs from EmbedTensors by %.3g", d)
+		t.Errorf("infer (flat JSON) differs from Embed by %.3g", d)
 	}
 	// Nested JSON data, one image, through the versioned route.
 	nested, _ := json.Marshal(nest(in[:pre.Size()], 3, 6, 6))

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"errors"
+	"image"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func (m *fakeModel) EmbedTensors(in []float32, n int) ([]float32, error) {
 func TestBatcherGathers(t *testing.T) {
 	for _, batching := range []bool{true, false} {
 		m := &fakeModel{gate: make(chan struct{})}
-		b := newBatcher(m, 8, 300*time.Millisecond, batching, 64, newMetrics())
+		b := newBatcher(m, 8, 2*time.Second, batching, 64, newMetrics())
 		var wg sync.WaitGroup
 		submit := func(i, n int) {
 			defer wg.Done()
@@ -69,7 +70,7 @@ func TestBatcherGathers(t *testing.T) {
 			go submit(i, n)
 			time.Sleep(20 * time.Millisecond)
 		}
-		// With batching, the first run gathered 1+3+4 = 8 images within its 300 ms wait and the
+		// With batching, the first run gathered 1+3+4 = 8 images within its 2 s wait and the
 		// job of 2 did not fit: it goes to the second run.
 		close(m.gate)
 		wg.Wait()
@@ -101,7 +102,7 @@ func TestBatcherMaxWait(t *testing.T) {
 	if _, err := b.submit(context.Background(), []float32{1, 2}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(t0); d < 20*time.Millisecond || d > 2*time.Second {
+	if d := time.Since(t0); d < 20*time.Millisecond || d > 10*time.Second {
 		t.Errorf("a lone job took %v, want about the 20 ms max wait", d)
 	}
 	// Nobody else in flight: the job runs at once.
@@ -133,4 +134,43 @@ func TestBatcherOverload(t *testing.T) {
 	cancel()
 	close(m.gate)
 	b.close()
+}
+
+// TestHTTPBatching: concurrent /v1/embed requests share onnxruntime runs (the batch-size
+// histogram records runs of more than one image) and each gets its own image's embedding.
+func TestHTTPBatching(t *testing.T) {
+	r := start(t, Config{MaxWait: 100 * time.Millisecond})
+	const n = 12
+	imgs := make([][]byte, n)
+	want := make([][]float32, n)
+	for i := range imgs {
+		img := testImage(10+i, 9, i)
+		imgs[i] = encodePNG(t, img)
+		rows, err := r.emb.Embed([]image.Image{img})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = rows[0]
+	}
+	var wg sync.WaitGroup
+	for i := range imgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got struct{ Embedding []float32 }
+			code, _, b := call(t, "POST", r.url+"/v1/embed", "image/png", imgs[i])
+			decode(t, b, &got)
+			if code != 200 || maxAbsDiff(got.Embedding, want[i]) > 1e-6 {
+				t.Errorf("request %d: %d %s, want %v", i, code, b, want[i])
+			}
+		}()
+	}
+	wg.Wait()
+	r.metrics.mu.Lock()
+	defer r.metrics.mu.Unlock()
+	h := r.metrics.batches
+	if h.sum != n || h.counts[0] == h.n {
+		t.Errorf("%d runs for %d images, every run of 1 image: no batching", h.n, int(h.sum))
+	}
+	t.Logf("%d concurrent requests in %d runs", n, h.n)
 }

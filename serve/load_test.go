@@ -93,8 +93,7 @@ func cubJPEGs(b testing.TB, n int) [][]byte {
 
 // BenchmarkServeLoad is the bounded load test of the README: real CUB JPEGs through /v1/embed of
 // MobileNetV2 (+ a 128-d head) on loopback, at 1, 8 and 32 concurrent clients, one onnxruntime
-// run per request against dynamic batching (max batch 32, max wait 2 ms), the two servers
-// measured alternately in the same process. It stops by itself after a fixed number of requests
+// run per request against dynamic batching (max batch 32, max wait 2 ms), one server at a time. It stops by itself after a fixed number of requests
 // per setting (PIPELINE_SERVE_LOAD_REQUESTS, default 16 per client, at least 32). Run with
 //
 //	nice go test -run '^$' -bench ServeLoad -benchtime 1x ./serve/
@@ -106,8 +105,10 @@ func BenchmarkServeLoad(b *testing.B) {
 		fmt.Sscan(s, &perClient)
 	}
 	lib := testenv.ORTLibrary(b)
-	urls := map[bool]string{}
-	for _, batching := range []bool{false, true} {
+	// serveMode starts a server, warms it up and returns its URL and its stop function. Each
+	// measurement has its server to itself: a stopped server's onnxruntime threads (which spin
+	// for a while after a run) cannot take CPU from the next measurement.
+	serveMode := func(batching bool) (string, func()) {
 		s, err := New(Config{Model: model, ORTLibrary: lib, NoBatching: !batching,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
@@ -120,24 +121,29 @@ func BenchmarkServeLoad(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- s.Serve(ctx, ln) }()
-		defer func() { cancel(); <-done; s.Close() }()
-		urls[batching] = "http://" + ln.Addr().String()
-		load(urls[batching], bodies, 4, 16) // warm up: onnxruntime's first runs allocate
+		url := "http://" + ln.Addr().String()
+		load(url, bodies, 4, 16) // warm up: onnxruntime's first runs allocate
+		return url, func() { cancel(); <-done; s.Close() }
 	}
 	for i := 0; i < b.N; i++ {
 		ld, _ := os.ReadFile("/proc/loadavg")
 		b.Logf("CPU %s, GOMAXPROCS %d, load average before: %.14s", cpuModel(), runtime.GOMAXPROCS(0), ld)
 		b.Logf("| clients | batching | images/s | p50 ms | p99 ms | errors |")
 		b.Logf("|---|---|---|---|---|---|")
-		for _, clients := range []int{1, 8, 32} {
+		for ci, clients := range []int{1, 8, 32} {
 			n := max(32, perClient*clients)
 			var rate [2]float64
-			for k, batching := range []bool{false, true} {
-				r := load(urls[batching], bodies, clients, n)
-				rate[k] = r.perSec
+			// The order alternates between client counts, so that drift favours neither mode.
+			for _, batching := range []bool{ci%2 == 1, ci%2 == 0} {
+				url, stop := serveMode(batching)
+				r := load(url, bodies, clients, n)
+				stop()
 				mode := "off (one run per request)"
 				if batching {
 					mode = "on (max 32, 2 ms)"
+					rate[1] = r.perSec
+				} else {
+					rate[0] = r.perSec
 				}
 				b.Logf("| %d | %s | %.1f | %.1f | %.1f | %d |", clients, mode, r.perSec,
 					float64(r.p50.Microseconds())/1000, float64(r.p99.Microseconds())/1000, r.errors)

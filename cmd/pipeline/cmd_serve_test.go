@@ -261,3 +261,31 @@ func TestServeSIGTERM(t *testing.T) {
 		t.Errorf("no drain in the logs:\n%s", logs)
 	}
 }
+
+// TestExportTriton: `pipeline export --model M --triton DIR` writes the repository entry and
+// says where; bad usage exits 2.
+func TestExportTriton(t *testing.T) {
+	model := toolModel(t)
+	dir := t.TempDir()
+	r := toolRun("export", "--model", model, "--triton", dir, "--name", "birds", "--max-batch", "8")
+	if r.code != 0 || !strings.Contains(r.stdout, filepath.Join(dir, "birds", "config.pbtxt")) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "birds", "config.pbtxt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"name: \"birds\"\n", "platform: \"onnxruntime_onnx\"\n", "max_batch_size: 8\n", "dims: [ 3, 6, 6 ]"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("config.pbtxt lacks %q:\n%s", want, cfg)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "birds", "1", "model.onnx")); err != nil {
+		t.Error(err)
+	}
+	for _, args := range [][]string{{"export", "--triton", dir}, {"export", "--model", model, "--triton", dir, "--max-batch", "0"}} {
+		if r := toolRun(args...); r.code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, r.code, r.stderr)
+		}
+	}
+}
