@@ -116,7 +116,7 @@ func Neighbors(emb []float32, n, d, k int, opts Options) ([]int, error) {
 	}
 	out := make([]int, n*k)
 	rep := startStage(opts.Progress, StageNeighbors, n)
-	knn(x, sq, n, d, block, workers, rep, func(int) int { return k }, func(q int, nb []int32) {
+	knn(x, sq, newScreen(x, sq, d), n, d, block, workers, rep, func(int) int { return k }, func(q int, nb []int32) {
 		for r, j := range nb {
 			out[q*k+r] = int(j)
 		}
@@ -221,7 +221,8 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 	pq := make([]perQuery, n)
 	kOf := func(q int) int { return min(max(maxRecallK, count[dense[q]]-1), n-1) }
 	rep := startStage(opts.Progress, StageNeighbors, n)
-	knn(x, sq, n, d, block, workers, rep, kOf, func(q int, nb []int32) {
+	sc := newScreen(x, sq, d)
+	knn(x, sq, sc, n, d, block, workers, rep, kOf, func(q int, nb []int32) {
 		lab := dense[q]
 		r := count[lab] - 1
 		res := &pq[q]
@@ -278,7 +279,7 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 		if restarts == 0 {
 			restarts = defaultRestarts
 		}
-		assign, _ := kmeans(x, sq, n, d, nClasses, restarts, opts.Seed, block, workers,
+		assign, _ := kmeans(x, sq, sc.x32, n, d, nClasses, restarts, opts.Seed, block, workers,
 			startStage(opts.Progress, StageKMeans, restarts))
 		out.NMI = NMI(labels, assign)
 		out.AMI = AMI(labels, assign)
