@@ -2,9 +2,12 @@
 // product behind exact nearest-neighbour search, k-means and gallery search: rows of A and B are
 // vectors, C holds their dot products.
 //
-// On amd64 with cgo the product is a blocked, packed C kernel (kernel.h) compiled three times,
-// for AVX-512, AVX2+FMA and SSE2, and chosen at run time from the CPU; elsewhere a plain Go loop. Summation order (and so the last bits of C) differs between the kernels: callers
-// that need exact decisions screen with C and recheck near ties in float64 (see ErrorBound).
+// The product is OpenBLAS's sgemm through cgo (Debian's libopenblas, which picks its kernel for
+// the CPU at run time: AVX-512 on Skylake-X and later, AVX2+FMA on Haswell and Zen), on one thread
+// per call; ParallelABt splits the columns among goroutines. Builds tagged noopenblas, or without
+// cgo, use a plain Go loop (about 10x slower). Summation order, and so the last bits of C, differ
+// between kernels: callers that need exact decisions screen with C and recheck near ties in
+// float64 (see ErrorBound).
 package matmul
 
 import (
@@ -30,7 +33,7 @@ func ABt(c []float32, ldc int, a []float32, m int, b []float32, n, k int) {
 
 // ParallelABt is ABt with the columns of C (the rows of B) split among up to `workers`
 // goroutines (0: GOMAXPROCS). Each element of C is computed as by ABt, so the result does not
-// depend on workers.
+// depend on workers up to rounding (within ErrorBound).
 func ParallelABt(c []float32, ldc int, a []float32, m int, b []float32, n, k, workers int) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)

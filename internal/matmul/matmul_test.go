@@ -7,56 +7,64 @@ import (
 	"testing"
 )
 
-// TestABtWithinErrorBound compares every kernel this CPU runs with float64 dot products of the
+// TestABtWithinErrorBound compares the product of this build (OpenBLAS, or the Go loop with
+// -tags noopenblas) with float64 dot products of the
 // unrounded vectors, on sizes that exercise every edge of the blocking (partial micro-tiles, more
 // than one depth block and row block, ldc > n), and checks that ErrorBound holds and that
 // nothing beyond column n of C is written.
 func TestABtWithinErrorBound(t *testing.T) {
-	forEachKernel(t, func(t *testing.T, abt func(c []float32, ldc int, a []float32, m int, b []float32, n, k int)) {
-		for _, sz := range [][3]int{{1, 1, 1}, {5, 7, 3}, {6, 16, 256}, {7, 33, 257}, {200, 70, 600}, {13, 40, 1}} {
-			m, n, k := sz[0], sz[1], sz[2]
-			t.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(uint64(m), uint64(n*k)))
-				a64, a := randRows(rng, m, k)
-				b64, b := randRows(rng, n, k)
-				ldc := n + 3
-				c := make([]float32, m*ldc)
-				for i := range c {
-					c[i] = float32(math.NaN()) // every element must be written
-				}
-				abt(c, ldc, a, m, b, n, k)
-				worst := 0.0
-				for i := range m {
-					for j := range n {
-						want, na, nb := 0.0, 0.0, 0.0
-						for p := range k {
-							want += a64[i*k+p] * b64[j*k+p]
-							na += a64[i*k+p] * a64[i*k+p]
-							nb += b64[j*k+p] * b64[j*k+p]
-						}
-						bound := ErrorBound(k, math.Sqrt(na), math.Sqrt(nb))
-						e := math.Abs(float64(c[i*ldc+j]) - want)
-						if !(e <= bound) {
-							t.Fatalf("c[%d][%d] = %v, want %v within %.3g", i, j, c[i*ldc+j], want, bound)
-						}
-						worst = max(worst, e/bound)
-					}
-					for j := n; j < ldc && i < m-1; j++ {
-						if !math.IsNaN(float64(c[i*ldc+j])) {
-							t.Fatalf("c[%d][%d] beyond n written", i, j)
-						}
+	for _, sz := range [][3]int{{1, 1, 1}, {5, 7, 3}, {6, 16, 256}, {7, 33, 257}, {200, 70, 600}, {13, 40, 1}} {
+		m, n, k := sz[0], sz[1], sz[2]
+		t.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(m), uint64(n*k)))
+			a64, a := randRows(rng, m, k)
+			b64, b := randRows(rng, n, k)
+			ldc := n + 3
+			c := make([]float32, m*ldc)
+			for i := range c {
+				c[i] = float32(math.NaN()) // every element must be written
+			}
+			ABt(c, ldc, a, m, b, n, k)
+			t.Logf("worst error / bound = %.3g", checkProduct(t, c, ldc, a64, m, b64, n, k))
+			for i := range m - 1 {
+				for j := n; j < ldc; j++ {
+					if !math.IsNaN(float64(c[i*ldc+j])) {
+						t.Fatalf("c[%d][%d] beyond n written", i, j)
 					}
 				}
-				t.Logf("worst error / bound = %.3g", worst)
-			})
-		}
-	})
+			}
+		})
+	}
 }
 
-// TestExactOnIntegers: small integers multiply and add exactly in float32 in any order, so every
-// kernel gives exactly the integer products.
+// checkProduct fails t unless every c[i*ldc+j] is within ErrorBound of the float64 dot product of
+// rows a64[i] and b64[j], and returns the largest ratio error / bound.
+func checkProduct(t *testing.T, c []float32, ldc int, a64 []float64, m int, b64 []float64, n, k int) float64 {
+	t.Helper()
+	worst := 0.0
+	for i := range m {
+		for j := range n {
+			want, na, nb := 0.0, 0.0, 0.0
+			for p := range k {
+				want += a64[i*k+p] * b64[j*k+p]
+				na += a64[i*k+p] * a64[i*k+p]
+				nb += b64[j*k+p] * b64[j*k+p]
+			}
+			bound := ErrorBound(k, math.Sqrt(na), math.Sqrt(nb))
+			e := math.Abs(float64(c[i*ldc+j]) - want)
+			if !(e <= bound) {
+				t.Fatalf("c[%d][%d] = %v, want %v within %.3g", i, j, c[i*ldc+j], want, bound)
+			}
+			worst = max(worst, e/bound)
+		}
+	}
+	return worst
+}
+
+// TestExactOnIntegers: small integers multiply and add exactly in float32 in any order, so the
+// product is exact.
 func TestExactOnIntegers(t *testing.T) {
-	forEachKernel(t, func(t *testing.T, abt func(c []float32, ldc int, a []float32, m int, b []float32, n, k int)) {
+	{
 		const m, n, k = 13, 37, 300
 		rng := rand.New(rand.NewPCG(3, 4))
 		a, b := make([]float32, m*k), make([]float32, n*k)
@@ -67,7 +75,7 @@ func TestExactOnIntegers(t *testing.T) {
 			b[i] = float32(rng.IntN(9) - 4)
 		}
 		c := make([]float32, m*n)
-		abt(c, n, a, m, b, n, k)
+		ABt(c, n, a, m, b, n, k)
 		for i := range m {
 			for j := range n {
 				var want float32
@@ -79,25 +87,20 @@ func TestExactOnIntegers(t *testing.T) {
 				}
 			}
 		}
-	})
+	}
 }
 
-// TestParallelEqualsSerial: splitting the columns among workers gives bit-identical results.
-func TestParallelEqualsSerial(t *testing.T) {
+// TestParallelABt: splitting the columns among workers computes every element (within the bound;
+// the kernel's rounding may depend on the split).
+func TestParallelABt(t *testing.T) {
 	const m, n, k = 9, 1000, 130
 	rng := rand.New(rand.NewPCG(5, 6))
-	_, a := randRows(rng, m, k)
-	_, b := randRows(rng, n, k)
-	want := make([]float32, m*n)
-	ABt(want, n, a, m, b, n, k)
-	for _, w := range []int{0, 2, 3, 7} {
-		got := make([]float32, m*n)
-		ParallelABt(got, n, a, m, b, n, k, w)
-		for i := range got {
-			if got[i] != want[i] {
-				t.Fatalf("workers %d: c[%d] = %v, serial %v", w, i, got[i], want[i])
-			}
-		}
+	a64, a := randRows(rng, m, k)
+	b64, b := randRows(rng, n, k)
+	for _, w := range []int{0, 1, 2, 3, 7} {
+		c := make([]float32, m*n)
+		ParallelABt(c, n, a, m, b, n, k, w)
+		checkProduct(t, c, n, a64, m, b64, n, k)
 	}
 }
 

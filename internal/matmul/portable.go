@@ -1,9 +1,8 @@
-//go:build !cgo || !amd64
+//go:build !cgo || noopenblas
 
 package matmul
 
-// Kernel names the kernel ABt runs on this machine: "avx512", "avx2" or "sse2" (amd64 with cgo),
-// "go" elsewhere.
+// Kernel names the kernel ABt runs: "go" in builds without OpenBLAS.
 func Kernel() string { return "go" }
 
 // abt is the portable kernel: one dot product per element with four partial sums, rows of B in
