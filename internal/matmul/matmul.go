@@ -14,7 +14,11 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
+
+// flopsDone counts the floating-point operations of every product so far (FlopsDone).
+var flopsDone atomic.Uint64
 
 // ABt sets c[i*ldc+j] = Σ_p a[i*k+p]·b[j*k+p] for i < m, j < n: C = A·Bᵀ for the m×k matrix A and
 // the n×k matrix B, row-major. It runs on the calling goroutine; see ParallelABt.
@@ -29,7 +33,12 @@ func ABt(c []float32, ldc int, a []float32, m int, b []float32, n, k int) {
 			m, n, k, ldc, len(a), len(b), len(c)))
 	}
 	abt(c, ldc, a, m, b, n, k)
+	flopsDone.Add(uint64(2 * m * n * k))
 }
+
+// FlopsDone returns the floating-point operations of all products this process has computed, so
+// that a caller can rate a stage: (FlopsDone after - before) / seconds.
+func FlopsDone() float64 { return float64(flopsDone.Load()) }
 
 // ParallelABt is ABt with the columns of C (the rows of B) split among up to `workers`
 // goroutines (0: GOMAXPROCS). Each element of C is computed as by ABt, so the result does not
