@@ -107,13 +107,7 @@ func (s *selector) nearest(x, sq []float64, d int, dots []float32, q, k int, mar
 			}
 		}
 	} else {
-		tau := s.kthSmallest(dots, sq, q, k)
-		lim := tau + margin
-		for j, c := range dots {
-			if j != q && sq[j]-2*float64(c) <= lim {
-				s.cands = append(s.cands, int32(j))
-			}
-		}
+		s.screen(dots, sq, q, k, margin)
 	}
 	xq := x[q*d : (q+1)*d]
 	zeroQuery := sq[q] == 0
@@ -130,9 +124,11 @@ func (s *selector) nearest(x, sq []float64, d int, dots []float32, q, k int, mar
 	})
 }
 
-// kthSmallest returns the k-th smallest screening distance sq[j] - 2·dots[j] over j != q
-// (1 <= k < len(dots)).
-func (s *selector) kthSmallest(dots []float32, sq []float64, q, k int) float64 {
+// screen sets s.cands to the rows j != q, in increasing order, whose screening distance
+// v_j = sq[j] - 2·dots[j] is within margin of the k-th smallest (1 <= k < len(dots)). One pass:
+// a max-heap keeps the k smallest v_j so far, and rows within margin of its root (which only
+// decreases) are collected, then filtered against the final k-th smallest.
+func (s *selector) screen(dots []float32, sq []float64, q, k int, margin float64) {
 	h := s.top[:0]
 	for j, c := range dots {
 		if j == q {
@@ -140,6 +136,7 @@ func (s *selector) kthSmallest(dots []float32, sq []float64, q, k int) float64 {
 		}
 		v := sq[j] - 2*float64(c)
 		if len(h) < k {
+			s.cands = append(s.cands, int32(j))
 			h = append(h, v)
 			for i := len(h) - 1; i > 0; {
 				p := (i - 1) / 2
@@ -151,6 +148,10 @@ func (s *selector) kthSmallest(dots []float32, sq []float64, q, k int) float64 {
 			}
 			continue
 		}
+		if v > h[0]+margin {
+			continue
+		}
+		s.cands = append(s.cands, int32(j))
 		if v < h[0] {
 			h[0] = v
 			for i := 0; ; {
@@ -171,7 +172,14 @@ func (s *selector) kthSmallest(dots []float32, sq []float64, q, k int) float64 {
 		}
 	}
 	s.top = h
-	return h[0]
+	lim := h[0] + margin
+	kept := s.cands[:0]
+	for _, j := range s.cands {
+		if sq[j]-2*float64(dots[j]) <= lim {
+			kept = append(kept, j)
+		}
+	}
+	s.cands = kept
 }
 
 // candHeap is a max-heap of (distance, index) candidates ordered so that the root is the worst
