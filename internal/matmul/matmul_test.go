@@ -13,7 +13,7 @@ import (
 // than one depth block and row block, ldc > n), and checks that ErrorBound holds and that
 // nothing beyond column n of C is written.
 func TestABtWithinErrorBound(t *testing.T) {
-	for _, sz := range [][3]int{{1, 1, 1}, {5, 7, 3}, {6, 16, 256}, {7, 33, 257}, {200, 70, 600}, {13, 40, 1}} {
+	for _, sz := range [][3]int{{1, 1, 1}, {5, 7, 3}, {6, 16, 256}, {7, 33, 257}, {8, 300, 1000}, {9, 50, 64}, {200, 70, 600}, {13, 40, 1}} {
 		m, n, k := sz[0], sz[1], sz[2]
 		t.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(m), uint64(n*k)))
@@ -64,8 +64,8 @@ func checkProduct(t *testing.T, c []float32, ldc int, a64 []float64, m int, b64 
 // TestExactOnIntegers: small integers multiply and add exactly in float32 in any order, so the
 // product is exact.
 func TestExactOnIntegers(t *testing.T) {
-	{
-		const m, n, k = 13, 37, 300
+	for _, m := range []int{5, 13} { // the small kernel and the blocked one
+		const n, k = 37, 300
 		rng := rand.New(rand.NewPCG(3, 4))
 		a, b := make([]float32, m*k), make([]float32, n*k)
 		for i := range a {
@@ -83,7 +83,7 @@ func TestExactOnIntegers(t *testing.T) {
 					want += a[i*k+p] * b[j*k+p]
 				}
 				if c[i*n+j] != want {
-					t.Fatalf("c[%d][%d] = %v, want %v", i, j, c[i*n+j], want)
+					t.Fatalf("m %d: c[%d][%d] = %v, want %v", m, i, j, c[i*n+j], want)
 				}
 			}
 		}
@@ -128,7 +128,7 @@ func randRows(rng *rand.Rand, n, k int) ([]float64, []float32) {
 // BenchmarkABt: the shapes of eval's neighbour blocks (256 queries against 8192 gallery rows)
 // and of k-means (1000 centres), d = 512, on one goroutine and on all cores.
 func BenchmarkABt(b *testing.B) {
-	for _, sz := range [][3]int{{256, 8192, 512}, {8, 8192, 512}} {
+	for _, sz := range [][3]int{{256, 8192, 512}, {8, 100000, 512}} {
 		m, n, k := sz[0], sz[1], sz[2]
 		rng := rand.New(rand.NewPCG(1, 2))
 		_, a := randRows(rng, m, k)
