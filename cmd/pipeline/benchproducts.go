@@ -36,9 +36,10 @@ type benchMemProducts struct {
 type benchProduct struct {
 	Name         string  `json:"name"`
 	Seconds      float64 `json:"seconds"`
-	GFLOP        float64 `json:"gflop"`         // matrix-product work
-	GFLOPS       float64 `json:"gflops"`        // GFLOP / seconds
-	PeakFraction float64 `json:"peak_fraction"` // GFLOPS / peak
+	CPUSeconds   float64 `json:"cpu_seconds,omitempty"` // eval's stages: the child's CPU time in the stage
+	GFLOP        float64 `json:"gflop"`                 // matrix-product work
+	GFLOPS       float64 `json:"gflops"`                // GFLOP / seconds
+	PeakFraction float64 `json:"peak_fraction"`         // GFLOPS / peak
 	// Ratio is Seconds over the time the reference product takes for the same GFLOP (1: the
 	// stage runs at the bare product's speed; above: selection, screening and the rest cost).
 	Ratio float64 `json:"ratio,omitempty"`
@@ -84,7 +85,9 @@ func rateProducts(evalOut []byte, index, queries string, k int, logw io.Writer) 
 	}), matmul.Flops(nq, n, d)/1e9, nil)
 	p.Reference = []benchProduct{refEval, refSearch}
 	for _, s := range ev.Stages {
-		p.Stages = append(p.Stages, rate("eval "+string(s.Stage), s.Seconds, s.ProductGFLOP, &refEval))
+		b := rate("eval "+string(s.Stage), s.Seconds, s.ProductGFLOP, &refEval)
+		b.CPUSeconds = s.CPUSeconds
+		p.Stages = append(p.Stages, b)
 	}
 	p.SearchSeconds = medianSeconds(5, func() { _, err = idx.Search(q, nq, k) })
 	if err != nil {
@@ -97,6 +100,9 @@ func rateProducts(evalOut []byte, index, queries string, k int, logw io.Writer) 
 		fmt.Fprintf(logw, "bench-memory:   %-36s %8.3f s %9.1f GFLOP %6.1f GFLOP/s (%.0f%% of peak)", b.Name, b.Seconds, b.GFLOP, b.GFLOPS, 100*b.PeakFraction)
 		if b.Ratio > 0 {
 			fmt.Fprintf(logw, "  ratio %.2f to the reference", b.Ratio)
+		}
+		if b.CPUSeconds > 0 {
+			fmt.Fprintf(logw, "  (%.1f CPU s)", b.CPUSeconds)
 		}
 		fmt.Fprintln(logw)
 	}
