@@ -322,13 +322,6 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 			return nil, fmt.Errorf("pipeline: search: query %d column %d is %v", i/d, i%d, v)
 		}
 	}
-	ginv := make([]float64, n)
-	for i := range n {
-		ginv[i] = invNorm(x.Embeddings[i*d : (i+1)*d])
-		if ginv[i] != 0 && ginv[i] < 1e-18 {
-			return nil, fmt.Errorf("pipeline: search: gallery row %d has norm %.3g: rows must be L2-normalized (NewIndex does it)", i, 1/ginv[i])
-		}
-	}
 	// Queries are scaled by a power of two (exactly) so that their dot products cannot overflow.
 	qs := make([]float32, len(queries))
 	qinv := make([]float64, nq)
@@ -360,10 +353,15 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	workers := min(runtime.GOMAXPROCS(0), (n+bRows-1)/bRows)
 	per := (n + workers - 1) / workers
 	parts := make([][]nbHeap, workers)
+	ginv := make([]float64, n)
 	var wg sync.WaitGroup
 	for w := range workers {
 		lo, hi := w*per, min((w+1)*per, n)
 		wg.Go(func() {
+			// The inverse norms of this range (as costly as the product for few queries).
+			for i := lo; i < hi; i++ {
+				ginv[i] = invNorm(x.Embeddings[i*d : (i+1)*d])
+			}
 			heaps := make([]nbHeap, nq)
 			for q := range heaps {
 				heaps[q] = nbHeap{dist: make([]float64, 0, kk), row: make([]int, 0, kk)}
@@ -386,6 +384,11 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 		})
 	}
 	wg.Wait()
+	for i, v := range ginv {
+		if v != 0 && v < 1e-18 {
+			return nil, fmt.Errorf("pipeline: search: gallery row %d has norm %.3g: rows must be L2-normalized (NewIndex does it)", i, 1/v)
+		}
+	}
 	out := make([][]Neighbor, nq)
 	for q := range out {
 		h := &parts[0][q]
