@@ -3,7 +3,7 @@
 # libjpeg62-turbo-dev when jpeglib.h is missing (the JPEG decoder; `GOFLAGS=-tags=nolibjpeg` builds
 # without it, decoding with Go's slower image/jpeg), and Debian's libopenblas-dev when cblas.h is missing
 # (the float32 matrix product of evaluation and search; `GOFLAGS=-tags=noopenblas` builds without it,
-# with a plain Go loop about 10x slower).
+# with a plain Go loop about 24x slower).
 SHELL := bash
 ORT_DIR   ?= $(CURDIR)/.deps/onnxruntime
 ORT_LIB   ?= $(ORT_DIR)/libonnxruntime.so.1

@@ -4,11 +4,13 @@
 //
 // The product is OpenBLAS's sgemm through cgo (Debian's libopenblas, which picks its kernel for
 // the CPU at run time: AVX-512 on Skylake-X and later, AVX2+FMA on Haswell and Zen), on one thread
-// per call; ParallelABt splits the columns among goroutines. Builds tagged noopenblas, or without
-// cgo, use a plain Go loop (about 10x slower). Summation order, and so the last bits of C, differ
-// between kernels: callers that need exact decisions screen with C and recheck near ties in
-// float64 (see ErrorBound). Products of at most 8 rows of A by many rows of B run a small AVX2
-// kernel of our own (few.c) instead, on CPUs that have AVX2 and FMA.
+// per call; ParallelABt splits the columns among goroutines. Products of at most 8 rows of A by
+// many rows of B run a small AVX2 kernel of our own (few.c) instead, on CPUs that have AVX2 and FMA.
+// Builds tagged noopenblas, or without cgo, use a plain Go loop (about 24x slower: 0.63 against 15
+// GFLOP/s on 256x8192x512, back to back at load 24).
+//
+// Summation order, and so the last bits of C, differ between kernels: callers that need exact
+// decisions screen with C and recheck near ties in float64 (see ErrorBound).
 package matmul
 
 import (

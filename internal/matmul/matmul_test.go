@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -135,7 +136,7 @@ func BenchmarkABt(b *testing.B) {
 		_, bb := randRows(rng, n, k)
 		c := make([]float32, m*n)
 		for _, w := range []int{1, 0} {
-			b.Run(fmt.Sprintf("%s/%dx%dx%d/workers=%d", Kernel(), m, n, k, w), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/%dx%dx%d/workers=%d", strings.ReplaceAll(Kernel(), "/", "-"), m, n, k, w), func(b *testing.B) {
 				for b.Loop() {
 					ParallelABt(c, n, a, m, bb, n, k, w)
 				}
