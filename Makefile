@@ -1,7 +1,9 @@
 # Everything a fresh machine needs is installed by these targets: Go modules (go build fetches them),
 # onnxruntime 1.30.0 (npm pack onnxruntime-node, checksummed, into .deps/), and Debian's
 # libjpeg62-turbo-dev when jpeglib.h is missing (the JPEG decoder; `GOFLAGS=-tags=nolibjpeg` builds
-# without it, decoding with Go's slower image/jpeg).
+# without it, decoding with Go's slower image/jpeg), and Debian's libopenblas-dev when cblas.h is missing
+# (the float32 matrix product of evaluation and search; `GOFLAGS=-tags=noopenblas` builds without it,
+# with a plain Go loop about 24x slower).
 SHELL := bash
 ORT_DIR   ?= $(CURDIR)/.deps/onnxruntime
 ORT_LIB   ?= $(ORT_DIR)/libonnxruntime.so.1
@@ -17,18 +19,20 @@ export PGLITE_DIR
 # nats-server and pglite on 127.0.0.1 for the duration of a command (scripts/with-servers.sh)
 WITH_SERVERS := ./scripts/with-servers.sh
 
-.PHONY: run test build ort libjpeg onnx-testdata chromium fashion-mnist bench vet clean fuzz race nats-server pglite scale-test
+.PHONY: run test build ort libjpeg openblas onnx-testdata chromium fashion-mnist bench vet clean fuzz race nats-server pglite scale-test
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: build
 	./bin/pipeline run $(ARGS)
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
-## (the data package also in its pure-Go build, -tags nolibjpeg), under nats-server and pglite (the
-## queue and pgvector tests, the multi-process scale test: `make scale-test` alone)
-test: ort libjpeg onnx-testdata chromium fashion-mnist nats-server pglite
+## (the data package also in its pure-Go build, -tags nolibjpeg; the matrix product and its users
+## also without OpenBLAS, -tags noopenblas), under nats-server and pglite (the queue and pgvector
+## tests, the multi-process scale test: `make scale-test` alone)
+test: ort libjpeg openblas onnx-testdata chromium fashion-mnist nats-server pglite
 	$(GO) vet ./...
-	$(GO) vet -tags nolibjpeg ./...
+	$(GO) vet -tags nolibjpeg,noopenblas ./...
 	$(GO) test -count=1 -tags nolibjpeg ./pipeline/data
+	$(GO) test -count=1 -short -tags noopenblas ./internal/matmul ./pipeline/metrics
 	$(WITH_SERVERS) $(GO) test -count=1 -timeout 25m ./...
 	$(WITH_SERVERS) $(GO) test -race -short -count=1 -timeout 25m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(CI_FUZZTIME)
@@ -36,11 +40,11 @@ test: ort libjpeg onnx-testdata chromium fashion-mnist nats-server pglite
 ## race: every test under the race detector, the minutes-long end-to-end runs on the real model too
 ## (`make test` runs the whole suite under -race with -short, which skips only those: they ran
 ## without -race just before)
-race: ort libjpeg onnx-testdata
+race: ort libjpeg openblas onnx-testdata
 	$(GO) test -race -count=1 -timeout 60m ./...
 
 ## build: bin/pipeline, with onnxruntime installed beside it (.deps/) so the binary runs as is
-build: ort libjpeg
+build: ort libjpeg openblas
 	$(GO) build -o bin/pipeline ./cmd/pipeline
 
 ort: $(ORT_LIB)
@@ -52,6 +56,14 @@ libjpeg:
 	test -f /usr/include/jpeglib.h || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg62-turbo-dev) >/dev/null; \
 	  else echo "make: libjpeg-turbo's headers are missing: run 'sudo apt-get install libjpeg62-turbo-dev', or build with GOFLAGS=-tags=nolibjpeg (slower JPEG decoding)"; exit 1; fi; }
+
+# OpenBLAS for the float32 matrix product (internal/matmul/openblas.go), from Debian when missing (as
+# root; otherwise say how). Builds tagged noopenblas do not need it.
+openblas:
+	@case "$$GOFLAGS" in *noopenblas*) exit 0;; esac; \
+	test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev) >/dev/null; \
+	  else echo "make: OpenBLAS is missing: run 'sudo apt-get install libopenblas-dev', or build with GOFLAGS=-tags=noopenblas (slower evaluation and search)"; exit 1; fi; }
 
 # ONNX's own per-operator test cases (Debian's libonnx-testdata), for the conformance tests of the
 # trainable-graph decoder. Installed with apt when missing (CI runs as root).

@@ -13,12 +13,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
-
+	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
@@ -304,9 +304,9 @@ const searchBufferBytes = 8 << 20
 // nearest gallery rows, nearest first, by cosine distance 1 - cos(query, row) (the order of the
 // Euclidean distance between L2-normalized rows; a zero row or query is at distance 1 from
 // everything), ties broken by the lower row. The search is exact: the gallery is scanned in
-// blocks of rows, one float32 sgemm per block of queries and block of gallery rows, keeping a
-// bounded max-heap of the k best per query, so memory is O(nq·(D+k) + N) plus an 8 MiB block,
-// never (nq, N). k < 1, a wrong number of values or a non-finite query is an error.
+// blocks of rows (one range per core), one float32 matrix product (internal/matmul) per block of
+// queries and block of gallery rows, keeping a bounded max-heap of the k best per query, so memory
+// is O(cores·nq·k + nq·D + N) plus an 8 MiB block per core, never (nq, N). k < 1, a wrong number of values or a non-finite query is an error.
 func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	d, n := x.Dim, x.Len()
 	switch {
@@ -320,13 +320,6 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	for i, v := range queries {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return nil, fmt.Errorf("pipeline: search: query %d column %d is %v", i/d, i%d, v)
-		}
-	}
-	ginv := make([]float64, n)
-	for i := range n {
-		ginv[i] = invNorm(x.Embeddings[i*d : (i+1)*d])
-		if ginv[i] != 0 && ginv[i] < 1e-18 {
-			return nil, fmt.Errorf("pipeline: search: gallery row %d has norm %.3g: rows must be L2-normalized (NewIndex does it)", i, 1/ginv[i])
 		}
 	}
 	// Queries are scaled by a power of two (exactly) so that their dot products cannot overflow.
@@ -355,28 +348,56 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 		bRows = max(searchBufferBytes/(4*qRows), 64)
 	}
 	bRows = min(bRows, n)
-	heaps := make([]nbHeap, nq)
-	for q := range heaps {
-		heaps[q] = nbHeap{dist: make([]float64, 0, kk), row: make([]int, 0, kk)}
-	}
-	scores := make([]float32, min(qRows, max(nq, 1))*bRows)
-	impl := blas32.Implementation()
-	for q0 := 0; q0 < nq; q0 += qRows {
-		m := min(qRows, nq-q0)
-		for g0 := 0; g0 < n; g0 += bRows {
-			b := min(bRows, n-g0)
-			impl.Sgemm(blas.NoTrans, blas.Trans, m, b, d, 1, qs[q0*d:(q0+m)*d], d, x.Embeddings[g0*d:(g0+b)*d], d, 0, scores[:m*b], b)
-			for r := range m {
-				h, qi := &heaps[q0+r], qinv[q0+r]
-				for j, s := range scores[r*b : (r+1)*b] {
-					h.push(cosineDistance(s, qi, ginv[g0+j]), g0+j, kk)
+	// The gallery is split into one contiguous range per core; each keeps its own heaps, merged
+	// at the end (the order of (distance, row) is total, so the result does not depend on it).
+	workers := min(runtime.GOMAXPROCS(0), (n+bRows-1)/bRows)
+	per := (n + workers - 1) / workers
+	parts := make([][]nbHeap, workers)
+	ginv := make([]float64, n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min((w+1)*per, n)
+		wg.Go(func() {
+			// The inverse norms of this range (as costly as the product for few queries).
+			for i := lo; i < hi; i++ {
+				ginv[i] = invNorm(x.Embeddings[i*d : (i+1)*d])
+			}
+			heaps := make([]nbHeap, nq)
+			for q := range heaps {
+				heaps[q] = nbHeap{dist: make([]float64, 0, kk), row: make([]int, 0, kk)}
+			}
+			scores := make([]float32, min(qRows, max(nq, 1))*bRows)
+			for q0 := 0; q0 < nq; q0 += qRows {
+				m := min(qRows, nq-q0)
+				for g0 := lo; g0 < hi; g0 += bRows {
+					b := min(bRows, hi-g0)
+					matmul.ABt(scores, b, qs[q0*d:(q0+m)*d], m, x.Embeddings[g0*d:(g0+b)*d], b, d)
+					for r := range m {
+						h, qi := &heaps[q0+r], qinv[q0+r]
+						for j, s := range scores[r*b : (r+1)*b] {
+							h.push(cosineDistance(s, qi, ginv[g0+j]), g0+j, kk)
+						}
+					}
 				}
 			}
+			parts[w] = heaps
+		})
+	}
+	wg.Wait()
+	for i, v := range ginv {
+		if v != 0 && v < 1e-18 {
+			return nil, fmt.Errorf("pipeline: search: gallery row %d has norm %.3g: rows must be L2-normalized (NewIndex does it)", i, 1/v)
 		}
 	}
 	out := make([][]Neighbor, nq)
-	for q := range heaps {
-		out[q] = heaps[q].sorted()
+	for q := range out {
+		h := &parts[0][q]
+		for _, p := range parts[1:] {
+			for i, dist := range p[q].dist {
+				h.push(dist, p[q].row[i], kk)
+			}
+		}
+		out[q] = h.sorted()
 	}
 	return out, nil
 }

@@ -368,6 +368,11 @@ func TestSearchErrors(t *testing.T) {
 	if got, err := x.Search(nil, 0, 3); err != nil || len(got) != 0 {
 		t.Errorf("no queries: %v, %v", got, err)
 	}
+	// A gallery row that was not normalized (norm 1e19) is refused, naming the lowest such row.
+	big := &Index{Dim: 2, Embeddings: []float32{1, 0, 0, 1e19, 1e19, 0}, Paths: []string{"a", "b", "c"}, Labels: []string{"a", "b", "c"}}
+	if _, err := big.Search([]float32{1, 0}, 1, 1); err == nil || !strings.Contains(err.Error(), "gallery row 1 has norm 1e+19") {
+		t.Errorf("unnormalized gallery: %v", err)
+	}
 	for _, tc := range []struct {
 		emb    []float32
 		d      int

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -59,6 +60,7 @@ type benchMemReport struct {
 	GoalBytes       int64             `json:"goal_bytes"`
 	GoalMet         bool              `json:"goal_met"`
 	Commands        []benchMemCommand `json:"commands"`
+	Products        *benchMemProducts `json:"products,omitempty"`
 	Machine         pipeline.Machine  `json:"machine"`
 	LoadAverage     []float64         `json:"load_average,omitempty"` // 1, 5, 15 minutes, before the run
 	Version         string            `json:"version"`
@@ -74,6 +76,7 @@ type benchMemCommand struct {
 	MaxRSSBytes int64    `json:"max_rss_bytes"` // peak resident set size (getrusage ru_maxrss)
 	MaxRSSMiB   float64  `json:"max_rss_mib"`
 	UnderGoal   bool     `json:"under_goal"`
+	stdout      []byte
 }
 
 // benchMemExec returns the child process that runs `pipeline args...`: this executable again.
@@ -187,6 +190,10 @@ func runBenchMemory(ctx context.Context, o benchMemOptions, logw io.Writer) (*be
 			}
 		}
 	}
+	var err error
+	if rep.Products, err = rateProducts(rep.Commands[2].stdout, index, queries, o.k, logw); err != nil {
+		return nil, err
+	}
 	return rep, nil
 }
 
@@ -197,8 +204,9 @@ func measureChild(ctx context.Context, name string, args []string) (benchMemComm
 	if err != nil {
 		return benchMemCommand{}, err
 	}
+	var stdout bytes.Buffer
 	var stderr tailBuffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err = cmd.Run()
 	wall := time.Since(start)
@@ -208,7 +216,7 @@ func measureChild(ctx context.Context, name string, args []string) (benchMemComm
 		}
 		return benchMemCommand{}, fmt.Errorf("bench-memory: pipeline %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
-	m := benchMemCommand{Name: name, Args: args, Seconds: wall.Seconds(),
+	m := benchMemCommand{Name: name, Args: args, Seconds: wall.Seconds(), stdout: stdout.Bytes(),
 		UserSeconds: cmd.ProcessState.UserTime().Seconds(), SysSeconds: cmd.ProcessState.SystemTime().Seconds()}
 	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if !ok || ru.Maxrss <= 0 {

@@ -43,6 +43,8 @@ type evalReport struct {
 	// KMeansRestarts is the number of k-means++ restarts behind NMI and AMI.
 	KMeansRestarts int            `json:"kmeans_restarts"`
 	Metrics        metrics.Result `json:"metrics"`
+	// Stages are the wall time and matrix-product work of each stage (bench-memory rates them).
+	Stages []evalStage `json:"stages"`
 }
 
 // kmeansBudget bounds the default k-means restarts: restarts·n·k·d, the multiply-adds of one
@@ -140,7 +142,8 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 		rep.KMeansRestarts = autoKMeansRestarts(rep.Images, rep.Classes, rep.Dim)
 	}
 	res, err := metrics.Evaluate(emb, rep.Images, rep.Dim, labels,
-		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed, Workers: 2, Progress: pipeline.EvalProgress(progress, "")})
+		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed, Workers: 2,
+			Progress: timeStages(&rep.Stages, pipeline.EvalProgress(progress, ""))})
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
 	}

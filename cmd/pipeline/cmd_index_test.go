@@ -309,6 +309,22 @@ func TestBenchMemorySmall(t *testing.T) {
 			t.Errorf("command %d: %+v", i, c)
 		}
 	}
+	// The matrix products: eval's two stages and search, each rated against its reference.
+	p := rep.Products
+	if p == nil || p.Kernel == "" || len(p.Reference) != 2 || len(p.Stages) != 3 || p.SearchSeconds <= 0 {
+		t.Fatalf("products: %+v", p)
+	}
+	wantGFLOP := []float64{2 * 2000 * 2000 * 64 / 1e9, 0, 2 * 7 * 2000 * 64 / 1e9} // k-means: at least its seeding
+	for i, name := range []string{"eval neighbors", "eval kmeans", "search"} {
+		s := p.Stages[i]
+		if s.Name != name || s.Seconds <= 0 || s.GFLOP < wantGFLOP[i] || (i != 1 && math.Abs(s.GFLOP-wantGFLOP[i]) > 1e-9) ||
+			s.Ratio <= 0 || math.Abs(s.GFLOPS-s.GFLOP/s.Seconds) > 1e-9*s.GFLOPS {
+			t.Errorf("stage %d: %+v, want %s with %.4f GFLOP", i, s, name, wantGFLOP[i])
+		}
+	}
+	if p.Peak.GFLOPS > 0 && math.Abs(p.Stages[0].PeakFraction-p.Stages[0].GFLOPS/p.Peak.GFLOPS) > 1e-12 {
+		t.Errorf("peak fraction %v, want %v / %v", p.Stages[0].PeakFraction, p.Stages[0].GFLOPS, p.Peak.GFLOPS)
+	}
 	// The files were kept in --dir, and they are what the children read.
 	x, err := pipeline.OpenIndex(filepath.Join(dir, "files", "gallery.idx"))
 	if err != nil || x.Len() != 2000 || x.Labels[41] != "1" || !strings.HasSuffix(x.Paths[41], "/img0000041.jpg") {

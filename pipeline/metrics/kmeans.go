@@ -7,8 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
+	"github.com/grouploss/pipeline/internal/matmul"
 )
 
 const (
@@ -25,7 +24,8 @@ const (
 // squared centre shift drops to 1e-4 × the mean per-feature variance (sklearn's tol), or 300
 // iterations; clusters that become empty are re-seeded with the rows farthest from their centres.
 // The run with the lowest inertia is kept (the earliest on ties). The result is deterministic for
-// a given seed. Computation is in float64.
+// a given seed. Decisions (nearest centre, k-means++ potentials) are taken on float64 distances;
+// the float32 matrix product only screens out centres that cannot win (see knn.go).
 //
 // KMeans panics if len(x) != n*d, n < 1, d < 1, k < 1, k > n or restarts < 1 (programmer errors).
 func KMeans(x []float32, n, d, k, restarts int, seed int64) (assign []int, inertia float64) {
@@ -42,27 +42,31 @@ func KMeans(x []float32, n, d, k, restarts int, seed int64) (assign []int, inert
 		sq[i] = dot(xf[i*d:(i+1)*d], xf[i*d:(i+1)*d])
 	}
 	block, _, _ := blockAndWorkers(Options{}, n)
-	return kmeans(xf, sq, n, d, k, restarts, seed, block, 1, nil)
+	return kmeans(xf, sq, newScreen(xf, sq, d).x32, n, d, k, restarts, seed, block, 1, nil)
 }
 
-// kmeans runs `restarts` k-means runs on x (n×d, squared row norms sq), `workers` at a time,
-// processing rows in blocks of `block` for the distance gemm, and returns the best. rep (may be
-// nil) is told of each restart done.
-func kmeans(x, sq []float64, n, d, k, restarts int, seed int64, block, workers int, rep *reporter) ([]int, float64) {
+// kmeans runs `restarts` k-means runs on x (n×d, squared row norms sq, x32 its float32 copy),
+// `workers` at a time (a lone run uses the workers for its distance steps), processing rows in
+// blocks of `block` for the distance product, and returns the best. rep (may be nil) is told of
+// each restart done.
+func kmeans(x, sq []float64, x32 []float32, n, d, k, restarts int, seed int64, block, workers int, rep *reporter) ([]int, float64) {
 	tol := kmeansTol * meanVariance(x, n, d)
 	type run struct {
 		assign  []int
 		inertia float64
 	}
 	runs := make([]run, restarts)
+	var threads int
 	one := func(r int) {
 		rng := rand.New(rand.NewPCG(uint64(seed), uint64(r)))
-		km := newKMeansRun(x, sq, n, d, k, block)
+		km := newKMeansRun(x, sq, x32, n, d, k, block, threads)
 		km.seed(rng)
 		runs[r].assign, runs[r].inertia = km.lloyd(tol)
 		rep.add(1)
 	}
-	workers = min(max(workers, 1), restarts)
+	workers = max(workers, 1)
+	threads = max(workers/restarts, 1)
+	workers = min(workers, restarts)
 	if workers == 1 {
 		for r := range restarts {
 			one(r)
@@ -116,24 +120,27 @@ func meanVariance(x []float64, n, d int) float64 {
 // kmeansRun is the state of one k-means run.
 type kmeansRun struct {
 	x, sq      []float64
+	x32        []float32 // x in float32, for the screening product
 	n, d, k    int
 	block      int
+	threads    int       // goroutines of the distance steps
 	centers    []float64 // k×d
+	c32        []float32 // centers in float32
 	csq        []float64 // squared centre norms
 	assign     []int
+	next       []int     // the assignment being computed
 	dist       []float64 // squared distance of each row to its centre
-	buf        []float64 // block×k (assignment) or t×n (seeding) dot products
 	sums       []float64 // k×d
 	counts     []int
 	oldCenters []float64
 }
 
-func newKMeansRun(x, sq []float64, n, d, k, block int) *kmeansRun {
+func newKMeansRun(x, sq []float64, x32 []float32, n, d, k, block, threads int) *kmeansRun {
 	block = min(block, n)
 	return &kmeansRun{
-		x: x, sq: sq, n: n, d: d, k: k, block: block,
-		centers: make([]float64, k*d), csq: make([]float64, k),
-		assign: make([]int, n), dist: make([]float64, n),
+		x: x, sq: sq, x32: x32, n: n, d: d, k: k, block: block, threads: max(threads, 1),
+		centers: make([]float64, k*d), c32: make([]float32, k*d), csq: make([]float64, k),
+		assign: make([]int, n), next: make([]int, n), dist: make([]float64, n),
 		sums: make([]float64, k*d), counts: make([]int, k), oldCenters: make([]float64, k*d),
 	}
 }
@@ -145,9 +152,36 @@ func (km *kmeansRun) setCenter(c int, v []float64) {
 	km.csq[c] = dot(v, v)
 }
 
+// margin is twice the bound on the error of a float32 distance sq[i] + csq - 2·dot between a
+// row and vectors of squared norm at most maxCsq, plus float64 rounding slack: a float32
+// distance more than margin above another's cannot be the smaller exact distance.
+func (km *kmeansRun) margin(maxCsq float64) float64 {
+	maxSq := 0.0
+	for _, v := range km.sq {
+		maxSq = max(maxSq, v)
+	}
+	return 4*matmul.ErrorBound(km.d, math.Sqrt(maxSq), math.Sqrt(maxCsq)) + 1e-12*(1+maxCsq)
+}
+
+// parallel calls f(lo, hi) on `threads` goroutines for consecutive ranges covering [0, n).
+func parallel(n, threads int, f func(lo, hi int)) {
+	threads = min(max(threads, 1), n)
+	if threads <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + threads - 1) / threads
+	for lo := 0; lo < n; lo += per {
+		wg.Go(func() { f(lo, min(lo+per, n)) })
+	}
+	wg.Wait()
+}
+
 // seed is greedy k-means++: each new centre is the best (lowest resulting potential) of
 // 2+⌊ln k⌋ rows sampled with probability proportional to their squared distance to the closest
-// centre so far.
+// centre so far. A row's distance to a trial is computed exactly (float64) only when the float32
+// product cannot rule out that it is below the row's current closest distance.
 func (km *kmeansRun) seed(rng *rand.Rand) {
 	n, d := km.n, km.d
 	trials := 2 + int(math.Log(float64(km.k)))
@@ -160,10 +194,16 @@ func (km *kmeansRun) seed(rng *rand.Rand) {
 		closest[i] = max(km.sq[i]+km.sq[first]-2*dot(km.row(i), km.row(first)), 0)
 		pot += closest[i]
 	}
+	maxSq := 0.0
+	for _, v := range km.sq {
+		maxSq = max(maxSq, v)
+	}
+	margin := km.margin(maxSq)
 	cand := make([]int, trials)
-	candRows := make([]float64, trials*d)
-	buf := make([]float64, trials*n)
-	best := make([]float64, n)
+	candRows := make([]float32, trials*d)
+	buf := make([]float32, trials*n)
+	newClosest := make([]float64, trials*n)
+	pots := make([]float64, trials)
 	for c := 1; c < km.k; c++ {
 		s := 0.0
 		for i, v := range closest {
@@ -174,58 +214,88 @@ func (km *kmeansRun) seed(rng *rand.Rand) {
 			r := rng.Float64() * pot
 			j, _ := slices.BinarySearch(cum, r) // first index with cum >= r
 			cand[t] = min(j, n-1)
-			copy(candRows[t*d:(t+1)*d], km.row(cand[t]))
+			copy(candRows[t*d:(t+1)*d], km.x32[cand[t]*d:(cand[t]+1)*d])
 		}
-		blas64.Implementation().Dgemm(blas.NoTrans, blas.Trans, trials, n, d,
-			1, candRows, d, km.x, d, 0, buf, n)
-		bestT, bestPot := -1, 0.0
-		for t := range cand {
-			p := 0.0
-			ct := cand[t]
-			for i, dt := range buf[t*n : (t+1)*n] {
-				p += min(closest[i], max(km.sq[i]+km.sq[ct]-2*dt, 0))
+		matmul.ParallelABt(buf, n, candRows, trials, km.x32, n, d, km.threads)
+		parallel(trials, km.threads, func(lo, hi int) {
+			for t := lo; t < hi; t++ {
+				ct := cand[t]
+				xc := km.row(ct)
+				nc := newClosest[t*n : (t+1)*n]
+				p := 0.0
+				for i, dt := range buf[t*n : (t+1)*n] {
+					v := closest[i]
+					if km.sq[i]+km.sq[ct]-2*float64(dt) <= v+margin {
+						v = min(v, max(km.sq[i]+km.sq[ct]-2*dot(km.row(i), xc), 0))
+					}
+					nc[i] = v
+					p += v
+				}
+				pots[t] = p
 			}
-			if bestT < 0 || p < bestPot {
-				bestT, bestPot = t, p
+		})
+		bestT := 0
+		for t := 1; t < trials; t++ {
+			if pots[t] < pots[bestT] {
+				bestT = t
 			}
 		}
-		ct := cand[bestT]
-		for i, dt := range buf[bestT*n : (bestT+1)*n] {
-			best[i] = min(closest[i], max(km.sq[i]+km.sq[ct]-2*dt, 0))
-		}
-		closest, best = best, closest
-		pot = bestPot
-		km.setCenter(c, km.row(ct))
+		copy(closest, newClosest[bestT*n:(bestT+1)*n])
+		pot = pots[bestT]
+		km.setCenter(c, km.row(cand[bestT]))
 	}
 }
 
 // assignStep assigns every row to its nearest centre (ties to the lower centre index), records
-// the squared distances and returns whether any assignment changed and the inertia.
+// the squared distances and returns whether any assignment changed and the inertia. Centres
+// whose float32 distance is more than the margin above a row's smallest are not rechecked in
+// float64.
 func (km *kmeansRun) assignStep(first bool) (changed bool, inertia float64) {
 	n, d, k := km.n, km.d, km.k
-	if len(km.buf) < km.block*k {
-		km.buf = make([]float64, km.block*k)
+	maxCsq := 0.0
+	for c, v := range km.centers {
+		km.c32[c] = float32(v)
 	}
-	for s := 0; s < n; s += km.block {
-		m := min(km.block, n-s)
-		blas64.Implementation().Dgemm(blas.NoTrans, blas.Trans, m, k, d,
-			1, km.x[s*d:], d, km.centers, d, 0, km.buf, k)
-		for r := range m {
-			i := s + r
-			dots := km.buf[r*k : (r+1)*k]
-			bc, bv := 0, km.csq[0]-2*dots[0]
-			for c := 1; c < k; c++ {
-				if v := km.csq[c] - 2*dots[c]; v < bv {
-					bc, bv = c, v
+	for _, v := range km.csq {
+		maxCsq = max(maxCsq, v)
+	}
+	margin := km.margin(maxCsq)
+	nBlocks := (n + km.block - 1) / km.block
+	parallel(nBlocks, km.threads, func(lo, hi int) {
+		buf := make([]float32, km.block*k)
+		for b := lo; b < hi; b++ {
+			s := b * km.block
+			m := min(km.block, n-s)
+			matmul.ABt(buf, k, km.x32[s*d:], m, km.c32, k, d)
+			for r := range m {
+				i := s + r
+				dots := buf[r*k : (r+1)*k]
+				lim := math.Inf(1)
+				for c, v := range dots {
+					lim = min(lim, km.csq[c]-2*float64(v))
 				}
+				lim += margin
+				xi := km.row(i)
+				bc, bv := -1, 0.0
+				for c, v := range dots {
+					if km.csq[c]-2*float64(v) > lim {
+						continue
+					}
+					if e := km.csq[c] - 2*dot(xi, km.centers[c*d:(c+1)*d]); bc < 0 || e < bv {
+						bc, bv = c, e
+					}
+				}
+				km.next[i] = bc
+				km.dist[i] = max(km.sq[i]+bv, 0)
 			}
-			if first || km.assign[i] != bc {
-				changed = true
-				km.assign[i] = bc
-			}
-			km.dist[i] = max(km.sq[i]+bv, 0)
-			inertia += km.dist[i]
 		}
+	})
+	for i, c := range km.next {
+		if first || km.assign[i] != c {
+			changed = true
+			km.assign[i] = c
+		}
+		inertia += km.dist[i]
 	}
 	return changed, inertia
 }

@@ -2,11 +2,14 @@
 // and MAP@R (Musgrave et al. 2020, "A Metric Learning Reality Check") from exact nearest
 // neighbours, and NMI/AMI of a k-means clustering against the labels (sklearn definitions).
 //
-// All functions are pure (no I/O). Internally everything is computed in float64; float32 inputs
-// are widened exactly, so Evaluate(x) and Evaluate64(float64(x)) give identical results.
+// All functions are pure (no I/O). Every decision (which row is nearer, which centre is nearest,
+// which k-means++ trial is best) is taken on float64 values; float32 inputs are widened exactly,
+// so Evaluate(x) and Evaluate64(float64(x)) give identical results.
 //
-// Nearest neighbours are exact and computed in blocks of query rows with a BLAS gemm
-// (gonum blas64), so memory is O(BlockSize·n + n·d), never n×n.
+// Nearest neighbours and k-means distances are exact. They are computed in blocks of rows with a
+// float32 matrix product (internal/matmul: OpenBLAS), whose proven error bound screens out the
+// rows that cannot be among the nearest; the rest are ranked on float64 distances with one fixed
+// summation order (see knn.go). Memory is O(Workers·BlockSize·n + n·d), never n×n.
 //
 // Conventions:
 //   - Rows are L2-normalized (on a copy) before anything else. A row with zero norm stays the zero
@@ -48,11 +51,11 @@ type Options struct {
 	KMeansRestarts int
 	// Seed makes k-means deterministic: equal seeds give equal clusterings.
 	Seed int64
-	// BlockSize is the number of query rows per gemm block; 0 picks one so that a block's
-	// distance buffer is about 32 MiB. Results do not depend on it.
+	// BlockSize is the number of query rows per matrix-product block; 0 picks one so that a
+	// block's float32 buffer is about 128 MiB. Results do not depend on it.
 	BlockSize int
 	// Workers is the number of blocks (and k-means restarts) processed concurrently; 0 means 1.
-	// The gemm itself already uses all cores. Results do not depend on it.
+	// A lone k-means run uses them for its distance steps. Results do not depend on it.
 	Workers int
 	// SkipClustering leaves NMI and AMI at 0 and skips k-means (retrieval metrics only).
 	SkipClustering bool
@@ -65,7 +68,7 @@ type Options struct {
 
 const (
 	defaultRestarts  = 10
-	blockBufferBytes = 32 << 20
+	blockBufferBytes = 128 << 20
 	maxRecallK       = 8
 )
 
@@ -116,7 +119,7 @@ func Neighbors(emb []float32, n, d, k int, opts Options) ([]int, error) {
 	}
 	out := make([]int, n*k)
 	rep := startStage(opts.Progress, StageNeighbors, n)
-	knn(x, sq, n, d, block, workers, rep, func(int) int { return k }, func(q int, nb []int32) {
+	knn(x, sq, newScreen(x, sq, d), n, d, block, workers, rep, func(int) int { return k }, func(q int, nb []int32) {
 		for r, j := range nb {
 			out[q*k+r] = int(j)
 		}
@@ -155,7 +158,7 @@ func blockAndWorkers(opts Options, n int) (block, workers int, err error) {
 	}
 	block = opts.BlockSize
 	if block == 0 {
-		block = min(max(blockBufferBytes/(8*n), 64), 4096)
+		block = min(max(blockBufferBytes/(4*n), 64), 4096)
 	}
 	workers = max(opts.Workers, 1)
 	workers = min(workers, runtime.GOMAXPROCS(0)*4)
@@ -221,7 +224,8 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 	pq := make([]perQuery, n)
 	kOf := func(q int) int { return min(max(maxRecallK, count[dense[q]]-1), n-1) }
 	rep := startStage(opts.Progress, StageNeighbors, n)
-	knn(x, sq, n, d, block, workers, rep, kOf, func(q int, nb []int32) {
+	sc := newScreen(x, sq, d)
+	knn(x, sq, sc, n, d, block, workers, rep, kOf, func(q int, nb []int32) {
 		lab := dense[q]
 		r := count[lab] - 1
 		res := &pq[q]
@@ -278,7 +282,7 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 		if restarts == 0 {
 			restarts = defaultRestarts
 		}
-		assign, _ := kmeans(x, sq, n, d, nClasses, restarts, opts.Seed, block, workers,
+		assign, _ := kmeans(x, sq, sc.x32, n, d, nClasses, restarts, opts.Seed, block, workers,
 			startStage(opts.Progress, StageKMeans, restarts))
 		out.NMI = NMI(labels, assign)
 		out.AMI = AMI(labels, assign)

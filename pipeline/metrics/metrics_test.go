@@ -465,3 +465,43 @@ func BenchmarkEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// TestNearTiesDecidedInFloat64: rows (1, t·2^-20, 0, ...) are identical in the float32 product
+// (their normalized first coordinates and dot products with (1, 0, ...) all round to 1), but their
+// float64 distances to (1, 0, ...) grow with t. Row j has t = m-j, so the exact order is the
+// highest index first: the opposite of what ties broken by the lower index would give, had the
+// float32 product decided.
+func TestNearTiesDecidedInFloat64(t *testing.T) {
+	const m, d, k = 40, 8, 12
+	n := m + 1
+	x := make([]float32, n*d)
+	for j := range m {
+		x[j*d] = 1
+		x[j*d+1] = float32(math.Ldexp(float64(m-j), -20))
+	}
+	x[m*d] = 1 // the query: row m
+	nb, err := Neighbors(x, n, d, k, Options{BlockSize: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x64 := make([]float64, len(x))
+	for i, v := range x {
+		x64[i] = float64(v)
+	}
+	_, orders := bruteForce(x64, n, d, make([]int, n))
+	for r := range k {
+		if nb[m*k+r] != m-1-r || orders[m][r] != m-1-r {
+			t.Fatalf("neighbours of the query: %v, brute force %v, want %d, %d, ...", nb[m*k:(m+1)*k], orders[m][:k], m-1, m-2)
+		}
+	}
+	// The same rows as labels: only the exact order puts the query's class first.
+	labels := make([]int, n)
+	labels[m-1], labels[m] = 1, 1
+	res, err := Evaluate(x, n, d, labels, Options{SkipClustering: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := bruteForce(x64, n, d, labels); res.RecallAt1 != want.RecallAt1 || res.MAPAtR != want.MAPAtR {
+		t.Errorf("Evaluate %+v, brute force %+v", res, want)
+	}
+}
