@@ -83,8 +83,10 @@ func cmdIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSummary, error) {
 	fromModel := o.model != "" || o.data != ""
 	switch {
-	case (o.out == "") == (o.pg.to == ""):
-		return nil, fmt.Errorf("%w: index needs one of --out FILE or --to postgres://...", errUsage)
+	case o.out == "" && o.pg.to == "":
+		return nil, fmt.Errorf("%w: index needs --out FILE (or --to postgres://...)", errUsage)
+	case o.out != "" && o.pg.to != "":
+		return nil, fmt.Errorf("%w: give either --out FILE or --to postgres://..., not both", errUsage)
 	case fromModel && o.embeddings != "":
 		return nil, fmt.Errorf("%w: give either --model and --data, or --embeddings [--labels], not both", errUsage)
 	case fromModel && (o.model == "" || o.data == ""):
