@@ -33,7 +33,7 @@ func BenchmarkHNSWRecall(b *testing.B) {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := Write(ctx, url, "bench_recall", gal, Options{}); err != nil {
+	if _, err := Write(ctx, url, "bench_recall", gal, Options{BuildMemory: "1GB"}); err != nil {
 		b.Fatal(err)
 	}
 	writeS := time.Since(start).Seconds()
