@@ -91,7 +91,7 @@ func TestDistBadUsage(t *testing.T) {
 		{[]string{"embed", "--model", model, "--data", root, "--queue", "nats://" + closed, "--submit"}, 1, closed},
 		{[]string{"worker", "--model", model}, 2, "needs --queue"},
 		{[]string{"worker", "--model", model, "--queue", "nats://" + closed}, 1, closed},
-		{[]string{"index", "--model", model, "--data", root, "--out", out, "--to", "postgres://x@" + closed + "/db"}, 2, "one of --out"},
+		{[]string{"index", "--model", model, "--data", root, "--out", out, "--to", "postgres://x@" + closed + "/db"}, 2, "not both"},
 		{[]string{"index", "--model", model, "--data", root, "--to", "postgres://u:pw@" + closed + "/db?connect_timeout=5"}, 1, closed},
 		{[]string{"search", "--index", "postgres://u:pw@" + closed + "/db?connect_timeout=5", "--query-npy", out}, 1, closed},
 	} {

@@ -54,7 +54,8 @@ type indexSummary struct {
 func cmdIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o indexOptions
 	fs := newFlagSet("pipeline index", stderr, "usage: pipeline index --model MODEL.onnx --data DIR|CSV --out FILE [flags]\n"+
-		"       pipeline index --embeddings FILE.npy [--labels FILE.csv] --out FILE [flags]\n\n"+
+		"       pipeline index --embeddings FILE.npy [--labels FILE.csv] --out FILE [flags]\n"+
+		"       pipeline index ... --to postgres://USER@HOST:PORT/DB [--table gallery]   (PostgreSQL + pgvector, HNSW)\n\n"+
 		"Writes a gallery index for `pipeline search`: the L2-normalized embeddings of every image, its\n"+
 		"path and label and, with --model, the model's path, SHA-256 and preprocessing metadata. One\n"+
 		"versioned file with a checksum, written atomically.\n\n")
@@ -83,8 +84,10 @@ func cmdIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSummary, error) {
 	fromModel := o.model != "" || o.data != ""
 	switch {
-	case (o.out == "") == (o.pg.to == ""):
-		return nil, fmt.Errorf("%w: index needs one of --out FILE or --to postgres://...", errUsage)
+	case o.out == "" && o.pg.to == "":
+		return nil, fmt.Errorf("%w: index needs --out FILE (or --to postgres://...)", errUsage)
+	case o.out != "" && o.pg.to != "":
+		return nil, fmt.Errorf("%w: give either --out FILE or --to postgres://..., not both", errUsage)
 	case fromModel && o.embeddings != "":
 		return nil, fmt.Errorf("%w: give either --model and --data, or --embeddings [--labels], not both", errUsage)
 	case fromModel && (o.model == "" || o.data == ""):
@@ -271,7 +274,8 @@ type searchNeighbor struct {
 func cmdSearch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o searchOptions
 	fs := newFlagSet("pipeline search", stderr, "usage: pipeline search --index FILE --query IMG [--query IMG2 ...] [-k 5] [--model MODEL.onnx] [--json]\n"+
-		"       pipeline search --index FILE --query-npy FILE.npy [-k 5] [--json]\n\n"+
+		"       pipeline search --index FILE --query-npy FILE.npy [-k 5] [--json]\n"+
+		"       pipeline search --index postgres://USER@HOST:PORT/DB [--table gallery] [--exact] ...   (pgvector <=>)\n\n"+
 		"Exact k nearest neighbours of each query in the gallery index, nearest first, one line per\n"+
 		"neighbour: rank, distance, label, path. The distance is the cosine distance 1 - cos(query, image)\n"+
 		"in [0, 2] (0: same direction), which orders like the Euclidean distance of L2-normalized\n"+

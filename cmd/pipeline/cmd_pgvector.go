@@ -12,20 +12,22 @@ import (
 
 // pgIndexFlags are the flags of `pipeline index` that write the gallery to PostgreSQL + pgvector.
 type pgIndexFlags struct {
-	to     string
-	table  string
-	noHNSW bool
+	to          string
+	table       string
+	noHNSW      bool
+	buildMemory string
 }
 
 func (f *pgIndexFlags) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.to, "to", "", "write the gallery to PostgreSQL with pgvector instead of --out: `URL` postgres://USER[:PASSWORD]@HOST:PORT/DB")
 	fs.StringVar(&f.table, "table", "gallery", "with --to: the gallery's table `NAME` (replaced in one transaction)")
 	fs.BoolVar(&f.noHNSW, "no-hnsw", false, "with --to: no HNSW index (every search scans all rows)")
+	fs.StringVar(&f.buildMemory, "hnsw-build-memory", "", "with --to: maintenance_work_mem for the HNSW build, e.g. `1GB` (default: the server's; the build is much faster when the graph fits)")
 }
 
 // write stores idx in the database and fills in the summary.
 func (f *pgIndexFlags) write(ctx context.Context, idx *pipeline.Index, sum *indexSummary) error {
-	n, err := pggallery.Write(ctx, f.to, f.table, idx, pggallery.Options{NoHNSW: f.noHNSW})
+	n, err := pggallery.Write(ctx, f.to, f.table, idx, pggallery.Options{NoHNSW: f.noHNSW, BuildMemory: f.buildMemory})
 	if err != nil {
 		return err
 	}

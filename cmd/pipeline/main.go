@@ -13,8 +13,8 @@
 //	pipeline embed --model MODEL.onnx --data DIR|CSV --queue nats://HOST:PORT --submit | --collect --out FILE.npy
 //	pipeline worker --queue nats://HOST:PORT --model MODEL.onnx [--idle 30s] [flags]
 //	pipeline eval --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] [flags]
-//	pipeline index --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] --out FILE
-//	pipeline search --index FILE --query IMG [--query IMG2 ...] | --query-npy FILE.npy [-k 5] [--model MODEL.onnx] [--json]
+//	pipeline index --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] --out FILE | --to postgres://...
+//	pipeline search --index FILE|postgres://... --query IMG [--query IMG2 ...] | --query-npy FILE.npy [-k 5] [--model MODEL.onnx] [--json]
 //	pipeline bench-memory [--n 100000] [--dim 512] [--out FILE.json]
 //	pipeline serve --model MODEL.onnx [--index GALLERY] [--addr 127.0.0.1:8080] [--name NAME] [flags]
 //	pipeline export --model MODEL.onnx --triton DIR [--name NAME] [--max-batch N]

@@ -85,7 +85,7 @@ func TestExactSearchMatchesFlatIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Write(ctx, url, "test_exact", gal, Options{}); err != nil {
+	if _, err := Write(ctx, url, "test_exact", gal, Options{BuildMemory: "128MB"}); err != nil {
 		t.Fatal(err)
 	}
 	g, err := Open(ctx, url, "test_exact")
