@@ -203,6 +203,8 @@ type runner struct {
 	skipped []skippedImage
 	// tail is the fine-tuned part of the backbone when the run trains it (prepareTail).
 	tail *tailSetup
+	// content is the dataset's content key once computed (contentKey).
+	content string
 }
 
 // prepare loads and checks everything a run needs before anything is written: the dataset, the
