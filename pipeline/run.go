@@ -76,6 +76,11 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		}
 	} else if reuse, err = checkRunFolder(cfg.Out, cfg.Force); err != nil {
 		return nil, err
+	} else if reuse {
+		uses := map[string]string{"data": cfg.Data, "backbone": cfg.Backbone.Path, "cache": cfg.Cache}
+		if err := checkReplaceable(cfg.Out, uses); err != nil {
+			return nil, err
+		}
 	}
 	sum := &Summary{Version: Version, Status: "failed"}
 	r := &runner{cfg: cfg, env: env, sum: sum, resume: resume != ""}
@@ -84,6 +89,25 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 	}
 	defer r.bb.Close()
 	r.dir = cfg.Out
+	_, statErr := os.Stat(cfg.Out)
+	created := errors.Is(statErr, fs.ErrNotExist) // by this run: a config error removes it again
+	if resume == "" && !reuse {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, fmt.Errorf("pipeline: run folder: %w", err)
+		}
+	}
+	// Claim the folder before writing to it (with --force, the folder replaced at the end): a
+	// second run on the same --out fails here. A new run must find its folder still empty once
+	// it holds it (another run may have filled it meanwhile).
+	claim := cfg.Out
+	if resume != "" {
+		claim = resume
+	}
+	release, err := claimRunFolder(claim)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if resume != "" {
 		r.dir = resume
 	} else if reuse {
@@ -94,8 +118,8 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		if err := os.Chmod(r.dir, 0o755); err != nil {
 			return nil, fmt.Errorf("pipeline: run folder: %w", err)
 		}
-	} else if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("pipeline: run folder: %w", err)
+	} else if _, err := checkRunFolder(r.dir, false); err != nil {
+		return nil, err
 	}
 	sum.RunDir = r.dir
 	if resume == "" {
@@ -104,6 +128,10 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		}
 	}
 	err = r.run(ctx)
+	if errors.Is(err, ErrConfig) && resume == "" { // config errors leave no file behind, also late ones
+		discardRunFolder(r.dir, created || reuse)
+		return nil, err
+	}
 	if reuse && err == nil { // the paths the files will have once the staged folder replaces the old one
 		sum.RunDir, sum.Export.Path = cfg.Out, filepath.Join(cfg.Out, filepath.Base(sum.Export.Path))
 		if sum.Report != "" {
@@ -137,7 +165,7 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 }
 
 // checkRunFolder reports whether out is an existing non-empty folder, which is an error unless
-// force is set.
+// force is set (see checkReplaceable for what force may replace).
 func checkRunFolder(out string, force bool) (reuse bool, err error) {
 	entries, err := os.ReadDir(out)
 	switch {
