@@ -97,7 +97,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // runEmbed is `pipeline embed`: embeddings of o.data with o.model written to o.out (.npy) and
-// the matching labels beside it (.csv), each atomically.
+// the matching labels beside it (.csv), as a pair (writePair).
 func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSummary, error) {
 	switch {
 	case o.model == "" || o.data == "" || o.out == "":
@@ -117,11 +117,17 @@ func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSu
 			return nil, fmt.Errorf("embed: %w", err)
 		}
 	}
-	labels := labelsPath(o.out)
-	if err := writeLabels(labels, ds); err != nil {
+	model, err := pipeline.IdentifyModel(o.model)
+	if err != nil {
 		return nil, err
 	}
-	if err := pipeline.WriteNPY(o.out, emb, len(ds.Items), dim); err != nil {
+	labels := labelsPath(o.out)
+	err = writePair(o.out, labels,
+		func(path string) error { return pipeline.WriteNPY(path, emb, len(ds.Items), dim) },
+		func(path, npySHA string) error {
+			return writeLabels(path, ds, pairIdentity{NPY: npySHA, Model: model.SHA256})
+		})
+	if err != nil {
 		return nil, err
 	}
 	return &embedSummary{Embeddings: o.out, Labels: labels, Images: len(ds.Items), Dim: dim,
@@ -134,17 +140,18 @@ func labelsPath(npy string) string {
 }
 
 // writeLabels writes the dataset's items as a CSV manifest path,label,class (absolute paths,
-// integer labels, class names), one line per embedding row, atomically.
-func writeLabels(path string, ds *data.Dataset) error {
+// integer labels, class names) and the pair's identity (npy_sha256, model_sha256), one line per
+// embedding row, atomically.
+func writeLabels(path string, ds *data.Dataset, id pairIdentity) error {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	w.Write([]string{"path", "label", "class"})
+	w.Write([]string{"path", "label", "class", pairNPYColumn, pairModelColumn})
 	for i, it := range ds.Items {
 		p, err := filepath.Abs(ds.Resolve(i))
 		if err != nil {
 			return fmt.Errorf("embed: %w", err)
 		}
-		w.Write([]string{filepath.ToSlash(p), strconv.Itoa(it.Label), it.Class})
+		w.Write([]string{filepath.ToSlash(p), strconv.Itoa(it.Label), it.Class, id.NPY, id.Model})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

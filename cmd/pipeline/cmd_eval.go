@@ -121,6 +121,9 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 		if labels, err = readLabels(lp); err != nil {
 			return nil, err
 		}
+		if _, err := checkPair(o.embeddings, lp, false); err != nil {
+			return nil, fmt.Errorf("eval: %w", err)
+		}
 		if len(labels) != n {
 			return nil, fmt.Errorf("eval: %q has %d rows but %q lists %d images: they must match line for line", o.embeddings, n, lp, len(labels))
 		}

@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
@@ -121,6 +123,9 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		paths, labels, err := readGallery(lp)
 		if err != nil {
 			return nil, err
+		}
+		if _, err := checkPair(o.embeddings, lp, false); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
 		}
 		if len(paths) != n {
 			return nil, fmt.Errorf("index: %q has %d rows but %q lists %d images: they must match line for line", o.embeddings, n, lp, len(paths))
@@ -308,6 +313,9 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 		if d != idx.Dim {
 			return nil, fmt.Errorf("search: %q holds %d-d embeddings but the index %q holds %d-d ones", o.queryNPY, d, o.index, idx.Dim)
 		}
+		if err := checkQueryModel(o.queryNPY, o.index, idx.Model.SHA256, logw); err != nil {
+			return nil, err
+		}
 		q = x
 		names = make([]string, n)
 		for i := range names {
@@ -388,12 +396,21 @@ func printSearch(w io.Writer, res []searchResult) {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "query %s\n", r.Query)
+		fmt.Fprintf(w, "query %s\n", printable(r.Query))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "rank\tdistance\tlabel\tpath")
 		for _, n := range r.Neighbors {
-			fmt.Fprintf(tw, "%d\t%.6f\t%s\t%s\n", n.Rank, n.Distance, n.Label, n.Path)
+			fmt.Fprintf(tw, "%d\t%.6f\t%s\t%s\n", n.Rank, n.Distance, printable(n.Label), printable(n.Path))
 		}
 		tw.Flush()
 	}
+}
+
+// printable returns s as is, or Go-quoted when it holds a control character (a newline or a tab
+// in a file or class name would add or shift lines of the text output).
+func printable(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }
