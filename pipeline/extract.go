@@ -112,14 +112,11 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 // under the on_bad_image policy: features cached by a run that skipped undecodable images are not
 // used with on_bad_image fail, so that extracting again fails on the first one.
 func (r *runner) cachedFeatures(path string, n, d int, skip bool) ([]float32, bool) {
-	f, cn, cd, meta, err := data.LoadFeatures(path)
+	f, meta, err := data.LoadFeaturesShape(path, n, d)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			r.env.Log.Warn("feature cache unusable, extracting again", "path", path, "err", err)
 		}
-		return nil, false
-	}
-	if cn != n || cd != d {
 		return nil, false
 	}
 	if i := firstNonFinite(f); i >= 0 {

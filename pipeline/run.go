@@ -266,6 +266,10 @@ func (r *runner) prepare() error {
 		return backboneHint(err)
 	}
 	r.bb = bb
+	if err := r.checkMemory(memoryBudget()); err != nil {
+		bb.Close()
+		return err
+	}
 	if cfg.Backbone.trainsTail() { // before any extraction: a cut the model cannot train fails now
 		if r.tail, err = r.prepareTail(); err != nil {
 			bb.Close()

@@ -477,7 +477,7 @@ func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int,
 	key := data.CacheKey("tail-activations", hex.EncodeToString(sum[:]), r.pre.Key(), content, "views="+strconv.Itoa(views))
 	path := filepath.Join(r.cfg.Cache, key+".act")
 	ts.ActivationCache = path
-	if acts, cn, cd, _, err := data.LoadFeatures(path); err == nil && cn == n*views && cd == d {
+	if acts, _, err := data.LoadFeaturesShape(path, n*views, d); err == nil {
 		ts.ActivationHit = true
 		r.env.Log.Info("activations from cache", "path", path)
 		return acts, views, nil

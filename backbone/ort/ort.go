@@ -22,6 +22,10 @@ const EnvVar = "ONNXRUNTIME_SHARED_LIBRARY_PATH"
 // DefaultRelPath is where `make ort` installs the library, relative to the repository root.
 var DefaultRelPath = filepath.Join(".deps", "onnxruntime", "libonnxruntime.so.1")
 
+// MaxThreads bounds Options.Threads: onnxruntime starts that many threads per session, each with
+// its own stack (100000 exhausted the process), and beyond the cores they only contend.
+const MaxThreads = 1024
+
 // telemetryEnv is the environment variable that turns onnxruntime's telemetry off (see Init).
 const telemetryEnv = "ORT_DISABLE_TELEMETRY"
 
@@ -215,6 +219,9 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 		return nil, fmt.Errorf("ort: session options: %w", err)
 	}
 	defer so.Destroy()
+	if opts.Threads < 0 || opts.Threads > MaxThreads {
+		return nil, fmt.Errorf("ort: %d threads, want 0 (onnxruntime decides) to %d", opts.Threads, MaxThreads)
+	}
 	if opts.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
 			return nil, fmt.Errorf("ort: set %d threads: %w", opts.Threads, err)

@@ -114,3 +114,14 @@ func TestSearchTextEscapesNames(t *testing.T) {
 		t.Fatalf("%d lines, want 3 (query, header, one neighbour):\n%s", len(lines), b.String())
 	}
 }
+
+// TestEvalKMeansRestartsBound: --kmeans-restarts 1e9 is a usage error before anything runs (it
+// allocated a record per restart: out of memory).
+func TestEvalKMeansRestartsBound(t *testing.T) {
+	dir := t.TempDir()
+	npy, _ := writeTestPair(t, dir, "a", 4, 1, "m1")
+	_, err := runEval(context.Background(), evalOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npy, kmeansRestarts: 1e9}, nil)
+	if !errors.Is(err, errUsage) {
+		t.Fatalf("got %v, want a usage error", err)
+	}
+}
