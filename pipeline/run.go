@@ -259,6 +259,10 @@ func (r *runner) prepare() error {
 		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx), JPEGDecoder: data.JPEGDecoder()}
 	log.Info("dataset", "source", ds.Source, "images", len(ds.Items), "classes", len(ds.Classes),
 		"train_classes", r.sum.Data.TrainClasses, "validation_classes", len(split.val), "eval_classes", len(split.eval))
+	if w := splitWarning(len(ds.Items), func(i int) string { return ds.Items[i].Split }, ds.Source); w != "" {
+		log.Warn(w)
+		r.sum.Warnings = append(r.sum.Warnings, w)
+	}
 
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
 		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads, Dequantize: cfg.Backbone.Dequantize})
@@ -415,6 +419,9 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 	}
 	trainL := append([]int(nil), present[:trainClasses]...)
 	s.eval = present[trainClasses:]
+	if err := checkEvalPositives(counts, s.eval, ds.Source); err != nil {
+		return s, err
+	}
 	if valClasses > 0 && trainClasses-valClasses < 2 {
 		return s, withHint(fmt.Errorf("%w: %d validation classes leave fewer than 2 of the %d training classes to train on", ErrConfig, valClasses, trainClasses),
 			fmt.Sprintf("pass --validation-classes %d or less (0 disables model selection)", trainClasses-2))
