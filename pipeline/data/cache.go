@@ -134,7 +134,7 @@ func loadFeatures(path string, wantN, wantD int) (feats []float32, n, d int, met
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("data: load features %q: %w: %s", path, ErrCorruptCache, fmt.Sprintf(format, args...))
 	}
-	f, err := openRegular(path, 1<<62)
+	f, err := OpenRegular(path, 1<<62)
 	if err != nil {
 		return nil, 0, 0, nil, fmt.Errorf("data: load features: %w", err)
 	}

@@ -152,7 +152,7 @@ func (e *ManifestError) Unwrap() error { return e.Err }
 // label) or all names (Classes are the sorted distinct names, label = index). Errors are
 // *ManifestError values naming the file and line.
 func LoadManifest(csvPath string) (*Dataset, error) {
-	f, err := openRegular(csvPath, MaxListBytes)
+	f, err := OpenRegular(csvPath, MaxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("data: manifest: %w", err)
 	}

@@ -52,7 +52,7 @@ type listLine struct {
 // readList reads the non-blank lines of a list file. split separates a line into fields; it
 // returns nil for a line that is not data (e.g. a header), which is skipped.
 func readList(format, path string, split func(line int, s string) ([]string, error)) ([]listLine, error) {
-	f, err := openRegular(path, MaxListBytes)
+	f, err := OpenRegular(path, MaxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("data: %s list: %w", format, err)
 	}
@@ -344,7 +344,7 @@ func LoadCars196(listPath string) (*Dataset, error) {
 
 // readCarsCSV reads the CSV form of a Cars196 list into rows of (path, class, test).
 func readCarsCSV(path string) ([]listLine, error) {
-	f, err := openRegular(path, MaxListBytes)
+	f, err := OpenRegular(path, MaxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("data: %s list: %w", FormatCars, err)
 	}

@@ -4,10 +4,10 @@ package data
 
 import "os"
 
-// readFile reads the regular file at path (os.ReadFile after the checks of openRegular; buf is not
+// readFile reads the regular file at path (os.ReadFile after the checks of OpenRegular; buf is not
 // reused).
 func readFile(path string, _ []byte) ([]byte, error) {
-	f, err := openRegular(path, MaxFileBytes)
+	f, err := OpenRegular(path, MaxFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -15,8 +15,8 @@ func readFile(path string, _ []byte) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// openRegular opens path for reading and refuses anything but a regular file of at most limit bytes.
-func openRegular(path string, limit int64) (*os.File, error) {
+// OpenRegular opens path for reading and refuses anything but a regular file of at most limit bytes.
+func OpenRegular(path string, limit int64) (*os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -83,9 +83,10 @@ func unixMode(m uint32) fs.FileMode {
 	return fs.ModeIrregular
 }
 
-// openRegular opens path for reading without blocking on a FIFO (O_NONBLOCK; it does not change
-// reads of a regular file) and refuses anything but a regular file of at most limit bytes.
-func openRegular(path string, limit int64) (*os.File, error) {
+// OpenRegular opens path for reading without blocking on a FIFO (O_NONBLOCK; it does not change
+// reads of a regular file) and refuses anything but a regular file of at most limit bytes: errors
+// wrap ErrNotRegular or ErrFileTooLarge. Every input file of the project is opened through it.
+func OpenRegular(path string, limit int64) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
