@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"syscall"
 
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/pipeline/metrics"
@@ -32,16 +31,6 @@ func (c *Config) sizeErrors() []string {
 	check("eval.kmeans_restarts", c.Eval.KMeansRestarts, metrics.MaxKMeansRestarts)
 	check("sampler.classes_per_batch x samples_per_class", c.Sampler.ClassesPerBatch*c.Sampler.SamplesPerClass, MaxBatchSize)
 	return errs
-}
-
-// memoryBudget is the most memory one of a run's large arrays may take: half of the machine's
-// physical memory (at least 1 GiB).
-func memoryBudget() int64 {
-	var si syscall.Sysinfo_t
-	if err := syscall.Sysinfo(&si); err != nil || si.Totalram == 0 {
-		return 8 << 30
-	}
-	return max(int64(si.Totalram)*int64(si.Unit)/2, 1<<30)
 }
 
 // checkMemory refuses, before extraction, a run whose features, head or PCA start would need

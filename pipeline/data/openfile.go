@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 )
 
 // ErrNotRegular is wrapped by the errors of files that are not regular files: a FIFO (reading it
@@ -23,6 +24,25 @@ var ErrFileTooLarge = errors.New("file too large")
 
 // MaxListBytes is the largest manifest or list file read (1 GiB, some 10 million lines).
 const MaxListBytes = 1 << 30
+
+// OpenRegular opens path for reading without blocking on a FIFO (O_NONBLOCK where it exists) and
+// refuses anything but a regular file of at most limit bytes: errors wrap ErrNotRegular or
+// ErrFileTooLarge. Every input file of the project is opened through it.
+func OpenRegular(path string, limit int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|nonblock, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = checkRegularLimit(path, fi.Mode(), fi.Size(), limit)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
 
 // checkRegular refuses anything but a regular file of at most MaxFileBytes.
 func checkRegular(path string, mode fs.FileMode, size int64) error {

@@ -15,19 +15,5 @@ func readFile(path string, _ []byte) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// OpenRegular opens path for reading and refuses anything but a regular file of at most limit bytes.
-func OpenRegular(path string, limit int64) (*os.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		err = checkRegularLimit(path, fi.Mode(), fi.Size(), limit)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
+// nonblock is 0 where O_NONBLOCK does not exist.
+const nonblock = 0

@@ -4,7 +4,6 @@ package data
 
 import (
 	"io/fs"
-	"os"
 	"syscall"
 )
 
@@ -83,21 +82,6 @@ func unixMode(m uint32) fs.FileMode {
 	return fs.ModeIrregular
 }
 
-// OpenRegular opens path for reading without blocking on a FIFO (O_NONBLOCK; it does not change
-// reads of a regular file) and refuses anything but a regular file of at most limit bytes: errors
-// wrap ErrNotRegular or ErrFileTooLarge. Every input file of the project is opened through it.
-func OpenRegular(path string, limit int64) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		err = checkRegularLimit(path, fi.Mode(), fi.Size(), limit)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
+// nonblock is added to the flags of OpenRegular: a FIFO opened for reading would block until a
+// writer opens it; O_NONBLOCK does not change reads of a regular file.
+const nonblock = syscall.O_NONBLOCK
