@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
@@ -176,25 +175,13 @@ func readGallery(path string) (paths, labels []string, err error) {
 		paths[i], labels[i] = filepath.ToSlash(p), it.Class
 	}
 	// LoadManifest ignores a class column; `pipeline embed` writes the class names there.
-	f, err := os.Open(path)
+	r, _, cols, closeFile, err := openLabelsCSV(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("index: %w", err)
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.TrimLeadingSpace = true
-	r.ReuseRecord = true
-	header, err := r.Read()
-	if err != nil {
-		return nil, nil, fmt.Errorf("index: labels %q: %w", path, err)
-	}
-	col := -1
-	for i, h := range header {
-		if strings.EqualFold(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")), "class") {
-			col = i
-		}
-	}
-	if col < 0 {
+	defer closeFile()
+	col, ok := cols["class"]
+	if !ok {
 		return paths, labels, nil
 	}
 	for i := range labels {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/grouploss/pipeline/pipeline/data"
 )
 
 // The .npy + .csv pair of `pipeline embed` carries a common identity: every row of the .csv holds
@@ -74,22 +76,11 @@ func fileSHA256(path string) (string, error) {
 
 // readPairIdentity reads the identity columns of a labels .csv; every row must agree.
 func readPairIdentity(labels string) (pairIdentity, error) {
-	f, err := os.Open(labels)
+	r, header, cols, closeFile, err := openLabelsCSV(labels)
 	if err != nil {
 		return pairIdentity{}, err
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.TrimLeadingSpace = true
-	r.ReuseRecord = true
-	header, err := r.Read()
-	if err != nil {
-		return pairIdentity{}, fmt.Errorf("labels %q: %w", labels, err)
-	}
-	cols := map[string]int{}
-	for i, h := range header {
-		cols[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))] = i
-	}
+	defer closeFile()
 	npyCol, okN := cols[pairNPYColumn]
 	modelCol, okM := cols[pairModelColumn]
 	var id pairIdentity
@@ -166,4 +157,25 @@ func checkQueryModel(npy, index, indexModel string, logw io.Writer) error {
 			"they are not comparable; embed the queries with the index's model", npy, id.Model, index, indexModel)
 	}
 	return nil
+}
+
+// openLabelsCSV opens a labels CSV (as embed writes it) after its header: the reader, the header,
+// the column of each lower-cased name, and the function that closes the file. Errors name the file.
+func openLabelsCSV(path string) (r *csv.Reader, header []string, cols map[string]int, closeFile func() error, err error) {
+	f, err := data.OpenRegular(path, data.MaxListBytes)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	r = csv.NewReader(f)
+	r.TrimLeadingSpace = true
+	r.ReuseRecord = true
+	if header, err = r.Read(); err != nil {
+		f.Close()
+		return nil, nil, nil, nil, fmt.Errorf("labels %q: %w", path, err)
+	}
+	cols = map[string]int{}
+	for i, h := range header {
+		cols[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))] = i
+	}
+	return r, header, cols, f.Close, nil
 }
