@@ -11,20 +11,26 @@ GO        ?= go
 export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(ORT_LIB)
 export PIPELINE_SHARED_DIR ?= $(SHARED)
 export CGO_ENABLED := 1
+# pglite (PostgreSQL + pgvector compiled to WASM) for the gallery tests, from npm
+PGLITE_DIR ?= $(CURDIR)/.deps/pglite
+export PGLITE_DIR
+# nats-server and pglite on 127.0.0.1 for the duration of a command (scripts/with-servers.sh)
+WITH_SERVERS := ./scripts/with-servers.sh
 
-.PHONY: run test build ort libjpeg onnx-testdata chromium bench vet clean fuzz race
+.PHONY: run test build ort libjpeg onnx-testdata chromium bench vet clean fuzz race nats-server pglite scale-test
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: build
 	./bin/pipeline run $(ARGS)
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
-## (the data package also in its pure-Go build, -tags nolibjpeg)
-test: ort libjpeg onnx-testdata chromium
+## (the data package also in its pure-Go build, -tags nolibjpeg), under nats-server and pglite (the
+## queue and pgvector tests, the multi-process scale test: `make scale-test` alone)
+test: ort libjpeg onnx-testdata chromium nats-server pglite
 	$(GO) vet ./...
 	$(GO) vet -tags nolibjpeg ./...
 	$(GO) test -count=1 -tags nolibjpeg ./pipeline/data
-	$(GO) test -count=1 -timeout 25m ./...
-	$(GO) test -race -short -count=1 -timeout 25m ./...
+	$(WITH_SERVERS) $(GO) test -count=1 -timeout 25m ./...
+	$(WITH_SERVERS) $(GO) test -race -short -count=1 -timeout 25m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(CI_FUZZTIME)
 
 ## race: every test under the race detector, the minutes-long end-to-end runs on the real model too
@@ -56,6 +62,24 @@ onnx-testdata:
 
 $(ORT_LIB):
 	./scripts/install-onnxruntime.sh $(ORT_DIR)
+
+## scale-test: nats-server and pglite on 127.0.0.1, a coordinator and 3 worker processes over a few
+## hundred CUB images, one worker SIGKILLed mid-batch, the collected embeddings against a
+## single-process embed, the gallery loaded into pgvector and searched against the flat index
+scale-test: ort libjpeg nats-server pglite
+	$(WITH_SERVERS) $(GO) test -count=1 -timeout 20m -run '^TestScaleQueue$$' -v ./cmd/pipeline
+
+# Debian's nats-server (JetStream) for the work-queue tests, when missing (as root; otherwise say how).
+nats-server:
+	@command -v nats-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server) >/dev/null; \
+	  else echo "make: nats-server is missing: run 'sudo apt-get install nats-server'"; exit 1; fi; }
+
+# pglite's socket server with pgvector (npm; Debian has no pgvector package) into $(PGLITE_DIR).
+pglite: $(PGLITE_DIR)/node_modules/.bin/pglite-server
+$(PGLITE_DIR)/node_modules/.bin/pglite-server:
+	mkdir -p $(PGLITE_DIR)
+	npm install --prefix $(PGLITE_DIR) --no-audit --no-fund --silent @electric-sql/pglite-socket@0.2.17 @electric-sql/pglite@0.5.14 @electric-sql/pglite-pgvector@0.0.15
 
 # Headless Chromium renders report.html in the report test (Debian's chromium; skipped without it).
 chromium:

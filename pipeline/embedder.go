@@ -21,6 +21,8 @@ import (
 // Embedder is safe for concurrent use; Close releases its onnxruntime session.
 type Embedder struct {
 	path    string
+	input   string // the model's input name
+	output  string // the model's output name
 	sess    *ort.Session
 	pre     data.Preprocess
 	dim     int
@@ -143,7 +145,8 @@ func OpenEmbedder(path string, opts ...EmbedderOption) (*Embedder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: embedding model %q: %w", path, err)
 	}
-	e := &Embedder{path: path, sess: sess, pre: pre, dim: dim, batch: o.batch, workers: o.workers}
+	e := &Embedder{path: path, input: ins[0].GetName(), output: outs[0].GetName(), sess: sess, pre: pre, dim: dim,
+		batch: o.batch, workers: o.workers}
 	if inDims[0] > 0 {
 		e.fixed = int(inDims[0])
 	}
@@ -152,6 +155,9 @@ func OpenEmbedder(path string, opts ...EmbedderOption) (*Embedder, error) {
 
 // Dim returns D, the length of each embedding.
 func (e *Embedder) Dim() int { return e.dim }
+
+// Names returns the names of the model's image input and embedding output.
+func (e *Embedder) Names() (input, output string) { return e.input, e.output }
 
 // Preprocess returns the preprocessing applied to images before the model.
 func (e *Embedder) Preprocess() data.Preprocess { return e.pre }
@@ -176,6 +182,20 @@ func (e *Embedder) Embed(images []image.Image) ([][]float32, error) {
 		}
 	}
 	return rows(out, len(images), e.dim), nil
+}
+
+// EmbedTensors returns the embeddings (n x Dim, row-major) of n images already preprocessed into
+// in (n x 3 x H x W, NCHW, as Preprocess().Tensor makes them), in one onnxruntime run (in runs of
+// the model's pinned batch size when it has one).
+func (e *Embedder) EmbedTensors(in []float32, n int) ([]float32, error) {
+	if n < 1 || len(in) != n*e.pre.Size() {
+		return nil, fmt.Errorf("pipeline: embed: %d tensor values for %d images of 3x%dx%d", len(in), n, e.pre.Height, e.pre.Width)
+	}
+	out := make([]float32, n*e.dim)
+	if err := e.run(in, n, out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // tensors preprocesses imgs into dst (len(imgs) x 3 x H x W) with up to e.workers goroutines.

@@ -222,3 +222,38 @@ func TestOpenEmbedderModels(t *testing.T) {
 		t.Error("batch size 0 accepted")
 	}
 }
+
+// TestEmbedTensors: EmbedTensors of preprocessed images is Embed of the images; Names are the
+// exported model's; a tensor of the wrong length is an error.
+func TestEmbedTensors(t *testing.T) {
+	e, err := pipeline.OpenEmbedder(embedTinyModel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	imgs := []image.Image{gradient(32, 24, 0), gradient(7, 9, 40)}
+	want, err := e.Embed(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre := e.Preprocess()
+	in := make([]float32, 2*pre.Size())
+	for i, img := range imgs {
+		if err := pre.Tensor(img, in[i*pre.Size():(i+1)*pre.Size()]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.EmbedTensors(in, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(got, append(append([]float32(nil), want[0]...), want[1]...)); d != 0 {
+		t.Errorf("EmbedTensors differs from Embed by %.3g", d)
+	}
+	if i, o := e.Names(); i != "images" || o != "embeddings" {
+		t.Errorf("Names %q %q", i, o)
+	}
+	if _, err := e.EmbedTensors(in[1:], 2); err == nil || !strings.Contains(err.Error(), "for 2 images of 3x6x6") {
+		t.Errorf("short tensor: %v", err)
+	}
+}

@@ -41,32 +41,47 @@ func (o *embedderFlags) addFlags(fs *flag.FlagSet) {
 // embedData loads the dataset and computes its embeddings (n x dim, in dataset order), drawing
 // progress on progress.
 func (o *embedderFlags) embedData(ctx context.Context, progress io.Writer) (ds *data.Dataset, emb []float32, dim int, err error) {
-	ds, err = data.Load(o.data)
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("%w (--data must be an image folder root/<class>/<image>, a .csv manifest path,label[,split], or a folder holding manifest.csv)", err)
+	if ds, err = o.loadData(); err != nil {
+		return nil, nil, 0, err
 	}
+	emb, dim, err = o.embedDataset(ctx, ds, progress)
+	return ds, emb, dim, err
+}
+
+// loadData loads --data.
+func (o *embedderFlags) loadData() (*data.Dataset, error) {
+	ds, err := data.Load(o.data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (--data must be an image folder root/<class>/<image>, a .csv manifest path,label[,split], or a folder holding manifest.csv)", err)
+	}
+	return ds, nil
+}
+
+// embedDataset computes the embeddings of ds with --model (n x dim, in dataset order).
+func (o *embedderFlags) embedDataset(ctx context.Context, ds *data.Dataset, progress io.Writer) (emb []float32, dim int, err error) {
 	e, err := pipeline.OpenEmbedder(o.model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
 		pipeline.WithThreads(o.threads), pipeline.WithWorkers(o.workers))
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, 0, err
 	}
 	defer e.Close()
-	emb, err = e.EmbedDataset(ctx, ds, progress)
-	if err != nil {
-		return nil, nil, 0, err
+	if emb, err = e.EmbedDataset(ctx, ds, progress); err != nil {
+		return nil, 0, err
 	}
-	return ds, emb, e.Dim(), nil
+	return emb, e.Dim(), nil
 }
 
 // embedOptions are the flags of `pipeline embed`.
 type embedOptions struct {
 	embedderFlags
-	out string
+	out  string
+	dist distFlags // --queue, --submit, --collect, --shard: see cmd_embed_dist.go
 }
 
 func (o *embedOptions) addFlags(fs *flag.FlagSet) {
 	o.embedderFlags.addFlags(fs)
 	fs.StringVar(&o.out, "out", "", "output `FILE.npy`: float32 (N, D) embeddings; FILE.csv beside it lists path,label,class per row")
+	o.dist.addFlags(fs)
 }
 
 // embedSummary describes what `pipeline embed` wrote.
@@ -86,6 +101,9 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.addFlags(fs)
 	if help, err := parseFlags(fs, args, ""); help || err != nil {
 		return err
+	}
+	if o.dist.active() {
+		return cmdEmbedDist(ctx, o, stdout, stderr)
 	}
 	sum, err := runEmbed(ctx, o, stderr)
 	if err != nil {
@@ -112,26 +130,36 @@ func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSu
 	if err != nil {
 		return nil, err
 	}
-	if dir := filepath.Dir(o.out); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("embed: %w", err)
-		}
-	}
-	model, err := pipeline.IdentifyModel(o.model)
-	if err != nil {
-		return nil, err
-	}
-	labels := labelsPath(o.out)
-	err = writePair(o.out, labels,
-		func(path string) error { return pipeline.WriteNPY(path, emb, len(ds.Items), dim) },
-		func(path, npySHA string) error {
-			return writeLabels(path, ds, pairIdentity{NPY: npySHA, Model: model.SHA256})
-		})
+	labels, err := writeEmbeddings(o.out, o.model, ds, emb, dim)
 	if err != nil {
 		return nil, err
 	}
 	return &embedSummary{Embeddings: o.out, Labels: labels, Images: len(ds.Items), Dim: dim,
 		Seconds: time.Since(start).Seconds()}, nil
+}
+
+// writeEmbeddings writes emb (one row of dim values per item of ds, computed by model) to out
+// (.npy) and the labels beside it (.csv) as a pair (writePair), and returns the labels' path.
+func writeEmbeddings(out, model string, ds *data.Dataset, emb []float32, dim int) (labels string, err error) {
+	if dir := filepath.Dir(out); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("embed: %w", err)
+		}
+	}
+	id, err := pipeline.IdentifyModel(model)
+	if err != nil {
+		return "", err
+	}
+	labels = labelsPath(out)
+	err = writePair(out, labels,
+		func(path string) error { return pipeline.WriteNPY(path, emb, len(ds.Items), dim) },
+		func(path, npySHA string) error {
+			return writeLabels(path, ds, pairIdentity{NPY: npySHA, Model: id.SHA256})
+		})
+	if err != nil {
+		return "", err
+	}
+	return labels, nil
 }
 
 // labelsPath is the .csv beside an .npy file.

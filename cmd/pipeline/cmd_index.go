@@ -16,6 +16,7 @@ import (
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/pggallery"
 )
 
 // indexOptions are the flags of `pipeline index`.
@@ -25,6 +26,7 @@ type indexOptions struct {
 	labels     string
 	out        string
 	jsonOut    bool
+	pg         pgIndexFlags // --to postgres://...: see cmd_pgvector.go
 }
 
 func (o *indexOptions) addFlags(fs *flag.FlagSet) {
@@ -33,6 +35,7 @@ func (o *indexOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.labels, "labels", "", "CSV `FILE` with a header path,label[,class] and one line per embedding row (default: FILE.csv beside --embeddings)")
 	fs.StringVar(&o.out, "out", "", "output index `FILE` (written atomically)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the summary as JSON")
+	o.pg.addFlags(fs)
 }
 
 // indexSummary describes what `pipeline index` wrote.
@@ -81,8 +84,8 @@ func cmdIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSummary, error) {
 	fromModel := o.model != "" || o.data != ""
 	switch {
-	case o.out == "":
-		return nil, fmt.Errorf("%w: index needs --out FILE", errUsage)
+	case (o.out == "") == (o.pg.to == ""):
+		return nil, fmt.Errorf("%w: index needs one of --out FILE or --to postgres://...", errUsage)
 	case fromModel && o.embeddings != "":
 		return nil, fmt.Errorf("%w: give either --model and --data, or --embeddings [--labels], not both", errUsage)
 	case fromModel && (o.model == "" || o.data == ""):
@@ -134,12 +137,11 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		}
 		sum.Embeddings, sum.Labels = o.embeddings, lp
 	}
-	if dir := filepath.Dir(o.out); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("index: %w", err)
+	if o.pg.to != "" {
+		if err := o.pg.write(ctx, idx, sum); err != nil {
+			return nil, err
 		}
-	}
-	if err := pipeline.WriteIndex(o.out, idx); err != nil {
+	} else if err := writeIndexFile(o.out, idx); err != nil {
 		return nil, err
 	}
 	classes := map[string]bool{}
@@ -152,6 +154,16 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 	}
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
+}
+
+// writeIndexFile writes idx to path, creating its folder.
+func writeIndexFile(path string, idx *pipeline.Index) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
+	return pipeline.WriteIndex(path, idx)
 }
 
 // readGallery reads a labels CSV (path,label[,class], as `pipeline embed` writes): the absolute
@@ -217,10 +229,11 @@ type searchOptions struct {
 	batchSize   int
 	threads     int
 	jsonOut     bool
+	pg          pgSearchFlags // --index postgres://...: see cmd_pgvector.go
 }
 
 func (o *searchOptions) addFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.index, "index", "", "gallery index `FILE` written by `pipeline index`")
+	fs.StringVar(&o.index, "index", "", "gallery index `FILE` written by `pipeline index`, or postgres://... (written by `index --to`)")
 	fs.Var(&o.queries, "query", "query image `FILE` (JPEG or PNG); repeat for several queries")
 	fs.StringVar(&o.queryNPY, "query-npy", "", "precomputed query embeddings: a `FILE.npy` of float32 (Q, D), one query per row")
 	fs.IntVar(&o.k, "k", 5, "neighbours per query (at most the gallery's size are returned)")
@@ -229,6 +242,7 @@ func (o *searchOptions) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.batchSize, "batch-size", 32, "images per onnxruntime run")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as a JSON array, one element per query")
+	o.pg.addFlags(fs)
 }
 
 // searchResult is the outcome of one query.
@@ -286,33 +300,16 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 	case o.batchSize < 1:
 		return nil, fmt.Errorf("%w: --batch-size %d, want >= 1", errUsage, o.batchSize)
 	}
+	if pggallery.IsURL(o.index) {
+		return runSearchPG(ctx, o, logw)
+	}
 	idx, err := pipeline.OpenIndex(o.index)
 	if err != nil {
 		return nil, err
 	}
-	var q []float32
-	var names []string
-	if o.queryNPY != "" {
-		x, n, d, err := pipeline.ReadNPY(o.queryNPY)
-		if err != nil {
-			return nil, err
-		}
-		if d != idx.Dim {
-			return nil, fmt.Errorf("search: %q holds %d-d embeddings but the index %q holds %d-d ones", o.queryNPY, d, o.index, idx.Dim)
-		}
-		if err := checkQueryModel(o.queryNPY, o.index, idx.Model.SHA256, logw); err != nil {
-			return nil, err
-		}
-		q = x
-		names = make([]string, n)
-		for i := range names {
-			names[i] = fmt.Sprintf("%s[%d]", o.queryNPY, i)
-		}
-	} else {
-		if q, err = embedQueries(ctx, o, idx, logw); err != nil {
-			return nil, err
-		}
-		names = o.queries
+	q, names, err := searchQueries(ctx, o, idx.Dim, idx.Model, logw)
+	if err != nil {
+		return nil, err
 	}
 	nb, err := idx.Search(q, len(names), o.k)
 	if err != nil {
@@ -326,6 +323,30 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 		}
 	}
 	return res, nil
+}
+
+// searchQueries returns the queries (rows of --query-npy, or the --query images embedded) as one
+// (len(names), dim) matrix, and a name for each, for an index of dim-d embeddings of model.
+func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline.IndexModel, logw io.Writer) (q []float32, names []string, err error) {
+	if o.queryNPY == "" {
+		q, err = embedQueries(ctx, o, &pipeline.Index{Dim: dim, Model: model}, logw)
+		return q, o.queries, err
+	}
+	q, n, d, err := pipeline.ReadNPY(o.queryNPY)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d != dim {
+		return nil, nil, fmt.Errorf("search: %q holds %d-d embeddings but the index %q holds %d-d ones", o.queryNPY, d, o.index, dim)
+	}
+	if err := checkQueryModel(o.queryNPY, o.index, model.SHA256, logw); err != nil {
+		return nil, nil, err
+	}
+	names = make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s[%d]", o.queryNPY, i)
+	}
+	return q, names, nil
 }
 
 // embedQueries embeds the query images with the index's model (or o.model, which must be the

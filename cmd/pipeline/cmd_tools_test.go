@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"image"
 	"image/color"
@@ -12,10 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/grouploss/pipeline/backbone"
-	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/pipeline/data"
-	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/internal/testmodel"
 )
 
 // Helpers of the inspect, doctor, embed and eval tests (prefixed "tool").
@@ -26,33 +21,8 @@ var toolTinyCNN = filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.on
 
 // toolModel exports an embedding model into a temporary folder without onnxruntime: the tiny CNN
 // cut at its pooled 4-d features, a 4->3 Linear head, L2 normalization, ImageNet preprocessing at
-// 6x6 in the metadata.
-func toolModel(t *testing.T) string {
-	t.Helper()
-	m, err := onnxpb.Load(toolTinyCNN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut, ci, err := backbone.Cut(m, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(toolTinyCNN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
-	pre := data.DefaultPreprocess()
-	pre.Width, pre.Height = 6, 6
-	head := []export.Layer{export.Linear{In: ci.Dim, Out: 3,
-		W: []float32{0.5, -0.2, 0.1, 0.3, -0.4, 0.6, 0.2, -0.1, 0.3, 0.3, -0.5, 0.2}, B: []float32{0.05, -0.05, 0.1}}}
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := export.Write(path, cut, ci, head, export.Metadata{Preprocess: pre.Metadata(), ToolVersion: "test",
-		SourceSHA256: hex.EncodeToString(sum[:])}); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// 6x6 in the metadata (testmodel.Tiny).
+func toolModel(t *testing.T) string { return testmodel.Tiny(t) }
 
 // toolDataset writes root/class<c>/<i>.png: per[c] images of class c, 10x8 pixels, each class
 // with its own colour and every image with its own noise.

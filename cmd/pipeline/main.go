@@ -9,11 +9,15 @@
 //	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
 //	pipeline inspect MODEL.onnx [--json]
 //	pipeline doctor [--onnxruntime FILE] [--json]
-//	pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]
+//	pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [--shard i/n] [flags]
+//	pipeline embed --model MODEL.onnx --data DIR|CSV --queue nats://HOST:PORT --submit | --collect --out FILE.npy
+//	pipeline worker --queue nats://HOST:PORT --model MODEL.onnx [--idle 30s] [flags]
 //	pipeline eval --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] [flags]
 //	pipeline index --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] --out FILE
 //	pipeline search --index FILE --query IMG [--query IMG2 ...] | --query-npy FILE.npy [-k 5] [--model MODEL.onnx] [--json]
 //	pipeline bench-memory [--n 100000] [--dim 512] [--out FILE.json]
+//	pipeline serve --model MODEL.onnx [--index GALLERY] [--addr 127.0.0.1:8080] [--name NAME] [flags]
+//	pipeline export --model MODEL.onnx --triton DIR [--name NAME] [--max-batch N]
 //	pipeline version
 //
 // Exit codes:
@@ -47,10 +51,13 @@ Commands:
   inspect   describe an ONNX model: inputs, outputs, opsets, metadata, ops, candidate feature tensors
   doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
   embed     write the embeddings of a dataset as .npy (+ .csv labels) with an exported model
+  worker    embed the batches of a NATS JetStream work queue (see embed --queue)
   eval      Recall@K, NMI, MAP@R, R-precision of a model on a dataset, or of .npy embeddings
   index     write a gallery index (embeddings, paths, labels, model identity) for search
   search    exact k nearest neighbours of query images (or .npy embeddings) in a gallery index
   bench-memory  peak memory and time of index, search and eval on N random embeddings, as JSON
+  serve     serve a model (and a gallery) over HTTP: KServe v2 / Triton protocol, /v1/embed, /v1/search
+  export    write a Triton model repository for a model (--triton DIR)
   version   print the version
 
 Run 'pipeline COMMAND --help' for the flags of a command.
@@ -89,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDoctor(ctx, args[1:], stdout, stderr)
 	case "embed":
 		err = cmdEmbed(ctx, args[1:], stdout, stderr)
+	case "worker":
+		err = cmdWorker(ctx, args[1:], stdout, stderr)
 	case "eval":
 		err = cmdEval(ctx, args[1:], stdout, stderr)
 	case "index":
@@ -97,6 +106,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSearch(ctx, args[1:], stdout, stderr)
 	case "bench-memory":
 		err = cmdBenchMemory(ctx, args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(ctx, args[1:], stdout, stderr)
+	case "export":
+		err = cmdExport(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, pipeline.Version)
 	default:

@@ -1,7 +1,8 @@
 // Package testenv locates what the tests need from outside the repository: the read-only shared
 // data (../shared beside the repository root, or $PIPELINE_SHARED_DIR) and the onnxruntime library
-// ($ONNXRUNTIME_SHARED_LIBRARY_PATH, set by the Makefile). Only the shared data may be absent: the
-// test then skips, saying how to provide it. A missing onnxruntime library fails the test, since
+// ($ONNXRUNTIME_SHARED_LIBRARY_PATH, set by the Makefile), and the servers of the distributed
+// tests (servers.go). Only the shared data and the servers may be absent: the test then skips,
+// saying how to provide them. A missing onnxruntime library fails the test, since
 // `make test` installs it. It imports only the standard library, so every package's tests can use it.
 package testenv
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Resize modes of Preprocess.Resize.
@@ -288,6 +289,23 @@ func decodeBytes(path string, b []byte, maxPixels int) (image.Image, error) {
 	}
 	return img, nil
 }
+
+// TensorBytes decodes the JPEG or PNG image b (the bytes of a file; name identifies it in
+// errors) and writes its tensor into dst, exactly as TensorFile does for a file holding b. Images
+// over p.MaxPixels are refused from their header, before any pixel is decoded (ErrTooLarge).
+// Errors are *ImageError values naming name.
+func (p Preprocess) TensorBytes(name string, b []byte, dst []float32) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	return s.encoded(p, name, b, dst)
+}
+
+// scratchPool keeps TensorBytes' decoding buffers between calls (a server decodes one image per
+// request, from many goroutines).
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 // Tensor writes the (3, Height, Width) float32 tensor of img into dst (len(dst) must be p.Size()),
 // channel-major (the NCHW layout of one image). Grayscale, paletted, CMYK, 16-bit and alpha images

@@ -83,6 +83,12 @@ func (s *scratch) file(p Preprocess, path string, dst []float32) error {
 	if err != nil {
 		return &ImageError{Path: path, Item: -1, Err: err}
 	}
+	return s.encoded(p, path, b, dst)
+}
+
+// encoded writes the tensor of the encoded JPEG or PNG image b (named path in errors) into dst:
+// libjpeg-turbo straight into the packed RGB buffer when it can, else the Go decoders.
+func (s *scratch) encoded(p Preprocess, path string, b []byte, dst []float32) error {
 	if w, h, ok := s.decodeJPEG(b, pixelCap(p.MaxPixels)); ok {
 		if err := s.resample(p, w, h, dst); err != nil {
 			return &ImageError{Path: path, Item: -1, Err: err}
