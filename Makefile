@@ -118,7 +118,8 @@ bench: build
 FUZZTIME ?= 60s
 ## `make test` runs each target briefly on top of the seed replay (new inputs, a few seconds each)
 CI_FUZZTIME ?= 10s
-FUZZ_TARGETS := ./backbone:FuzzInspectBytes ./pipeline/data:FuzzParseManifest ./pipeline/data:FuzzDecodeJPEG ./pipeline:FuzzParseConfig
+FUZZ_TARGETS := ./backbone:FuzzInspectBytes ./pipeline/data:FuzzParseManifest ./pipeline/data:FuzzDecodeJPEG ./pipeline:FuzzParseConfig \
+  ./pipeline/data:FuzzImageFolder ./pipeline:FuzzReadNPY
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \

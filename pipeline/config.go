@@ -439,6 +439,7 @@ func (c *Config) Validate() error {
 	if c.Head.EmbeddingDim < 1 {
 		errs = append(errs, fmt.Sprintf("head.embedding_dim %d < 1", c.Head.EmbeddingDim))
 	}
+	errs = append(errs, c.sizeErrors()...)
 	if c.Head.Init != "pca" && c.Head.Init != "random" {
 		errs = append(errs, fmt.Sprintf("head.init %q: want pca or random", c.Head.Init))
 	}

@@ -17,13 +17,17 @@ import (
 
 // features returns the backbone features of every item of the dataset (n x D, in item order)
 // and, when cfg.Backbone.Flip is set, those of the horizontally mirrored images (nil otherwise).
-// Both come from the on-disk cache when the model, the cut, the preprocessing and the image list
-// are unchanged. With on_bad_image skip, the rows of images that do not decode are zeros and the
+// Both come from the on-disk cache when the model, the cut, the preprocessing, the image list and
+// the images' bytes are unchanged (contentKey). With on_bad_image skip, the rows of images that do not decode are zeros and the
 // images are listed in r.skipped; with fail, the first one is an error naming the file.
 func (r *runner) features(ctx context.Context) (feats, flips []float32, err error) {
 	n, d := len(r.ds.Items), r.bb.Dim()
 	skip := r.cfg.OnBadImage == "skip"
-	key := data.CacheKey(r.bb.Hash(), r.pre.Key(), r.ds.Fingerprint(), "flip="+strconv.FormatBool(r.mirrors()))
+	content, err := r.contentKey(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := data.CacheKey(r.bb.Hash(), r.pre.Key(), content, "flip="+strconv.FormatBool(r.mirrors()))
 	path := filepath.Join(r.cfg.Cache, key+".feat")
 	if f, ok := r.cachedFeatures(path, n*r.copies(), d, skip); ok {
 		return r.splitCopies(f, n, d)
@@ -108,14 +112,11 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 // under the on_bad_image policy: features cached by a run that skipped undecodable images are not
 // used with on_bad_image fail, so that extracting again fails on the first one.
 func (r *runner) cachedFeatures(path string, n, d int, skip bool) ([]float32, bool) {
-	f, cn, cd, meta, err := data.LoadFeatures(path)
+	f, meta, err := data.LoadFeaturesShape(path, n, d)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			r.env.Log.Warn("feature cache unusable, extracting again", "path", path, "err", err)
 		}
-		return nil, false
-	}
-	if cn != n || cd != d {
 		return nil, false
 	}
 	if i := firstNonFinite(f); i >= 0 {
@@ -207,6 +208,23 @@ func (r *runner) dropSkipped() error {
 		return fmt.Errorf("pipeline: every image of the evaluation classes was skipped as undecodable (see %s)", path)
 	}
 	return nil
+}
+
+// contentKey is the dataset's data.ContentKey, computed once per run: the part of the feature and
+// activation cache keys that covers the images' contents, so that another folder with the same
+// file names, or an edited image, is never served another image's cached features.
+func (r *runner) contentKey(ctx context.Context) (string, error) {
+	if r.content != "" {
+		return r.content, nil
+	}
+	start := time.Now()
+	k, err := r.ds.ContentKey(ctx, r.cfg.Preprocess.Workers)
+	if err != nil {
+		return "", fmt.Errorf("pipeline: hash the images: %w", err)
+	}
+	r.env.Log.Info("hashed the images for the cache key", "images", len(r.ds.Items), "seconds", time.Since(start).Seconds())
+	r.content = k
+	return k, nil
 }
 
 // mirrors says whether the features of the mirrored images are needed.

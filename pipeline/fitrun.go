@@ -3,7 +3,9 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -73,8 +75,23 @@ func (r *runner) fit(ctx context.Context, j fitJob) error {
 		r.sum.Timing.SecondsPerEpoch = res.Seconds / float64(trained)
 	}
 	if err != nil {
-		return fmt.Errorf("%w (the best checkpoint so far is %s, the last completed epoch's %s)", err, ckpt,
-			filepath.Join(r.dir, lastCheckpointFile))
+		return fmt.Errorf("%w%s", err, checkpointsKept(ckpt, filepath.Join(r.dir, lastCheckpointFile)))
 	}
 	return nil
+}
+
+// checkpointsKept says which of the best and the last epoch's checkpoints exist, for an error of
+// training: only files that are there are named (a run that failed in its first epoch has none).
+func checkpointsKept(best, last string) string {
+	var kept []string
+	if _, err := os.Stat(best); err == nil {
+		kept = append(kept, "the best checkpoint so far is "+best)
+	}
+	if _, err := os.Stat(last); err == nil {
+		kept = append(kept, "the last completed epoch's "+last)
+	}
+	if len(kept) == 0 {
+		return " (no epoch completed: no checkpoint was written)"
+	}
+	return " (" + strings.Join(kept, ", ") + ")"
 }

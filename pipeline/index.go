@@ -213,7 +213,7 @@ func WriteIndex(path string, idx *Index) error {
 // header (a torn write) and its checksum (corruption). Problems with the file are *IndexError
 // values naming it. The embeddings are read into one (N, D) slice through a small buffer.
 func OpenIndex(path string) (*Index, error) {
-	f, err := os.Open(path)
+	f, err := data.OpenRegular(path, 1<<62)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: index: %w", err)
 	}

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/grouploss/pipeline/pipeline/data"
 )
 
 // npyMagic starts every NumPy .npy file; the format version follows it.
@@ -63,7 +64,7 @@ var (
 // returns its (rows, cols) row-major values. Other dtypes, Fortran order, other ranks and files
 // whose size does not match the header are errors naming the file.
 func ReadNPY(path string) (x []float32, rows, cols int, err error) {
-	f, err := os.Open(path)
+	f, err := data.OpenRegular(path, 1<<62)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("pipeline: npy: %w", err)
 	}

@@ -76,6 +76,11 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		}
 	} else if reuse, err = checkRunFolder(cfg.Out, cfg.Force); err != nil {
 		return nil, err
+	} else if reuse {
+		uses := map[string]string{"data": cfg.Data, "backbone": cfg.Backbone.Path, "cache": cfg.Cache}
+		if err := checkReplaceable(cfg.Out, uses); err != nil {
+			return nil, err
+		}
 	}
 	sum := &Summary{Version: Version, Status: "failed"}
 	r := &runner{cfg: cfg, env: env, sum: sum, resume: resume != ""}
@@ -84,6 +89,25 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 	}
 	defer r.bb.Close()
 	r.dir = cfg.Out
+	_, statErr := os.Stat(cfg.Out)
+	created := errors.Is(statErr, fs.ErrNotExist) // by this run: a config error removes it again
+	if resume == "" && !reuse {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, fmt.Errorf("pipeline: run folder: %w", err)
+		}
+	}
+	// Claim the folder before writing to it (with --force, the folder replaced at the end): a
+	// second run on the same --out fails here. A new run must find its folder still empty once
+	// it holds it (another run may have filled it meanwhile).
+	claim := cfg.Out
+	if resume != "" {
+		claim = resume
+	}
+	release, err := claimRunFolder(claim)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if resume != "" {
 		r.dir = resume
 	} else if reuse {
@@ -94,8 +118,8 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		if err := os.Chmod(r.dir, 0o755); err != nil {
 			return nil, fmt.Errorf("pipeline: run folder: %w", err)
 		}
-	} else if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("pipeline: run folder: %w", err)
+	} else if _, err := checkRunFolder(r.dir, false); err != nil {
+		return nil, err
 	}
 	sum.RunDir = r.dir
 	if resume == "" {
@@ -104,6 +128,10 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		}
 	}
 	err = r.run(ctx)
+	if errors.Is(err, ErrConfig) && resume == "" { // config errors leave no file behind, also late ones
+		discardRunFolder(r.dir, created || reuse)
+		return nil, err
+	}
 	if reuse && err == nil { // the paths the files will have once the staged folder replaces the old one
 		sum.RunDir, sum.Export.Path = cfg.Out, filepath.Join(cfg.Out, filepath.Base(sum.Export.Path))
 		if sum.Report != "" {
@@ -137,7 +165,7 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 }
 
 // checkRunFolder reports whether out is an existing non-empty folder, which is an error unless
-// force is set.
+// force is set (see checkReplaceable for what force may replace).
 func checkRunFolder(out string, force bool) (reuse bool, err error) {
 	entries, err := os.ReadDir(out)
 	switch {
@@ -203,6 +231,8 @@ type runner struct {
 	skipped []skippedImage
 	// tail is the fine-tuned part of the backbone when the run trains it (prepareTail).
 	tail *tailSetup
+	// content is the dataset's content key once computed (contentKey).
+	content string
 }
 
 // prepare loads and checks everything a run needs before anything is written: the dataset, the
@@ -252,6 +282,14 @@ func (r *runner) prepare() error {
 		TrainImages: len(split.fitIdx) + len(split.valIdx), EvalImages: len(split.evalIdx), JPEGDecoder: data.JPEGDecoder()}
 	log.Info("dataset", "source", ds.Source, "images", len(ds.Items), "classes", len(ds.Classes),
 		"train_classes", r.sum.Data.TrainClasses, "validation_classes", len(split.val), "eval_classes", len(split.eval))
+	if w := splitWarning(len(ds.Items), func(i int) string { return ds.Items[i].Split }, ds.Source); w != "" {
+		log.Warn(w)
+		r.sum.Warnings = append(r.sum.Warnings, w)
+	}
+	if err := r.checkMemory(memoryBudget()); err != nil {
+		bb.Close()
+		return err
+	}
 	if cfg.Backbone.trainsTail() { // before any extraction: a cut the model cannot train fails now
 		if r.tail, err = r.prepareTail(); err != nil {
 			bb.Close()
@@ -407,6 +445,9 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 		}
 	}
 	s.eval = present[trainClasses:]
+	if err := checkEvalPositives(counts, s.eval, ds.Source); err != nil {
+		return s, err
+	}
 	if len(trainL) < 2 {
 		return s, withHint(fmt.Errorf("pipeline: %d of the %d training classes of %q have 2 images or more; metric learning needs at least 2 such classes",
 			len(trainL), trainClasses, ds.Source), "add images to the training classes, or pass --train-classes to train on more classes")

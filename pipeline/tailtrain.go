@@ -461,7 +461,7 @@ func prodInts(s []int) int {
 
 // activations returns the activations at the cut of every item and, when mirrors are used, of
 // its mirror: row item*views+v, prod(shape) float32 values each; from the cache when the prefix
-// model, the preprocessing, the image list and the views are unchanged.
+// model, the preprocessing, the image list, the images' bytes and the views are unchanged.
 func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int, error) {
 	ts := r.sum.Tail
 	n, d, views := len(r.ds.Items), prodInts(s.shape), r.copies()
@@ -470,10 +470,14 @@ func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int,
 		return nil, 0, fmt.Errorf("pipeline: prefix model: %w", err)
 	}
 	sum := sha256.Sum256(model)
-	key := data.CacheKey("tail-activations", hex.EncodeToString(sum[:]), r.pre.Key(), r.ds.Fingerprint(), "views="+strconv.Itoa(views))
+	content, err := r.contentKey(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	key := data.CacheKey("tail-activations", hex.EncodeToString(sum[:]), r.pre.Key(), content, "views="+strconv.Itoa(views))
 	path := filepath.Join(r.cfg.Cache, key+".act")
 	ts.ActivationCache = path
-	if acts, cn, cd, _, err := data.LoadFeatures(path); err == nil && cn == n*views && cd == d {
+	if acts, _, err := data.LoadFeaturesShape(path, n*views, d); err == nil {
 		ts.ActivationHit = true
 		r.env.Log.Info("activations from cache", "path", path)
 		return acts, views, nil

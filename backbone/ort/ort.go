@@ -22,6 +22,13 @@ const EnvVar = "ONNXRUNTIME_SHARED_LIBRARY_PATH"
 // DefaultRelPath is where `make ort` installs the library, relative to the repository root.
 var DefaultRelPath = filepath.Join(".deps", "onnxruntime", "libonnxruntime.so.1")
 
+// MaxThreads bounds Options.Threads: onnxruntime starts that many threads per session, each with
+// its own stack (100000 exhausted the process), and beyond the cores they only contend.
+const MaxThreads = 1024
+
+// telemetryEnv is the environment variable that turns onnxruntime's telemetry off (see Init).
+const telemetryEnv = "ORT_DISABLE_TELEMETRY"
+
 // ErrNotInitialized is returned by NewSession before a successful Init.
 var ErrNotInitialized = errors.New("ort: onnxruntime is not initialized (call Init first)")
 
@@ -113,8 +120,19 @@ func Init(path string) error {
 	if initPath != "" {
 		return fmt.Errorf("ort: onnxruntime is already initialized from %q, cannot switch to %q", initPath, abs)
 	}
+	// onnxruntime's telemetry (Linux builds since 1.2x) starts with the environment: it writes
+	// /tmp/mat-debug-<pid>.log, /tmp/.ses and ~/.cache/Microsoft/DeveloperTools/.onnxruntime/, reads
+	// /etc/machine-id and resolves a telemetry host. ORT_DISABLE_TELEMETRY, read when the
+	// environment is created, stops all of it; DisableTelemetry (DisableTelemetryEvents) alone
+	// comes too late for the files. Set here, before the library is loaded, for every caller.
+	if err := os.Setenv(telemetryEnv, "1"); err != nil {
+		return &LibraryError{Path: path, Err: err}
+	}
 	ortgo.SetSharedLibraryPath(path)
 	if err := ortgo.InitializeEnvironment(ortgo.WithLogLevelError()); err != nil {
+		return &LibraryError{Path: path, Err: err}
+	}
+	if err := ortgo.DisableTelemetry(); err != nil {
 		return &LibraryError{Path: path, Err: err}
 	}
 	initPath = abs
@@ -201,6 +219,9 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 		return nil, fmt.Errorf("ort: session options: %w", err)
 	}
 	defer so.Destroy()
+	if opts.Threads < 0 || opts.Threads > MaxThreads {
+		return nil, fmt.Errorf("ort: %d threads, want 0 (onnxruntime decides) to %d", opts.Threads, MaxThreads)
+	}
 	if opts.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
 			return nil, fmt.Errorf("ort: set %d threads: %w", opts.Threads, err)

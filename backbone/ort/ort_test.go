@@ -217,3 +217,26 @@ func TestNewSessionRejects(t *testing.T) {
 		t.Errorf("dynamic non-batch axis: %v", err)
 	}
 }
+
+// TestNewSessionThreadsBound: threads over MaxThreads are refused before onnxruntime starts them
+// (threads 100000 exhausted the process).
+func TestNewSessionThreadsBound(t *testing.T) {
+	ortLib(t)
+	for _, n := range []int{-1, MaxThreads + 1, 100000} {
+		if s, err := NewSession(scaleModel(t, 1), Options{Threads: n}); err == nil || !strings.Contains(err.Error(), "threads") {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("Threads %d: %v, want an error", n, err)
+		}
+	}
+}
+
+// TestInitTurnsTelemetryOff: Init sets ORT_DISABLE_TELEMETRY before onnxruntime creates its
+// environment (TestCommandsTouchOnlyTheirFolders traces the files it no longer writes).
+func TestInitTurnsTelemetryOff(t *testing.T) {
+	ortLib(t)
+	if os.Getenv(telemetryEnv) != "1" {
+		t.Fatalf("%s=%q after Init", telemetryEnv, os.Getenv(telemetryEnv))
+	}
+}

@@ -115,7 +115,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // runEmbed is `pipeline embed`: embeddings of o.data with o.model written to o.out (.npy) and
-// the matching labels beside it (.csv), each atomically.
+// the matching labels beside it (.csv), as a pair (writePair).
 func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSummary, error) {
 	switch {
 	case o.model == "" || o.data == "" || o.out == "":
@@ -130,7 +130,7 @@ func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSu
 	if err != nil {
 		return nil, err
 	}
-	labels, err := writeEmbeddings(o.out, ds, emb, dim)
+	labels, err := writeEmbeddings(o.out, o.model, ds, emb, dim)
 	if err != nil {
 		return nil, err
 	}
@@ -138,19 +138,25 @@ func runEmbed(ctx context.Context, o embedOptions, progress io.Writer) (*embedSu
 		Seconds: time.Since(start).Seconds()}, nil
 }
 
-// writeEmbeddings writes emb (one row of dim values per item of ds) to out (.npy) and the labels
-// beside it (.csv), and returns the labels' path.
-func writeEmbeddings(out string, ds *data.Dataset, emb []float32, dim int) (labels string, err error) {
+// writeEmbeddings writes emb (one row of dim values per item of ds, computed by model) to out
+// (.npy) and the labels beside it (.csv) as a pair (writePair), and returns the labels' path.
+func writeEmbeddings(out, model string, ds *data.Dataset, emb []float32, dim int) (labels string, err error) {
 	if dir := filepath.Dir(out); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", fmt.Errorf("embed: %w", err)
 		}
 	}
-	labels = labelsPath(out)
-	if err := writeLabels(labels, ds); err != nil {
+	id, err := pipeline.IdentifyModel(model)
+	if err != nil {
 		return "", err
 	}
-	if err := pipeline.WriteNPY(out, emb, len(ds.Items), dim); err != nil {
+	labels = labelsPath(out)
+	err = writePair(out, labels,
+		func(path string) error { return pipeline.WriteNPY(path, emb, len(ds.Items), dim) },
+		func(path, npySHA string) error {
+			return writeLabels(path, ds, pairIdentity{NPY: npySHA, Model: id.SHA256})
+		})
+	if err != nil {
 		return "", err
 	}
 	return labels, nil
@@ -162,17 +168,18 @@ func labelsPath(npy string) string {
 }
 
 // writeLabels writes the dataset's items as a CSV manifest path,label,class (absolute paths,
-// integer labels, class names), one line per embedding row, atomically.
-func writeLabels(path string, ds *data.Dataset) error {
+// integer labels, class names) and the pair's identity (npy_sha256, model_sha256), one line per
+// embedding row, atomically.
+func writeLabels(path string, ds *data.Dataset, id pairIdentity) error {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	w.Write([]string{"path", "label", "class"})
+	w.Write([]string{"path", "label", "class", pairNPYColumn, pairModelColumn})
 	for i, it := range ds.Items {
 		p, err := filepath.Abs(ds.Resolve(i))
 		if err != nil {
 			return fmt.Errorf("embed: %w", err)
 		}
-		w.Write([]string{filepath.ToSlash(p), strconv.Itoa(it.Label), it.Class})
+		w.Write([]string{filepath.ToSlash(p), strconv.Itoa(it.Label), it.Class, id.NPY, id.Model})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

@@ -74,7 +74,7 @@ func cmdEmbedDist(ctx context.Context, o embedOptions, stdout, stderr io.Writer)
 		if err != nil {
 			return err
 		}
-		return reportEmbed(stdout, o.out, sub, emb, dim, start)
+		return reportEmbed(stdout, o.out, o.model, sub, emb, dim, start)
 	}
 	id, err := pipeline.IdentifyModel(o.model)
 	if err != nil {
@@ -109,12 +109,12 @@ func cmdEmbedDist(ctx context.Context, o embedOptions, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stderr, "collect: job %s: %d results, %d duplicates dropped, %d redelivered batches, per worker %v\n",
 		job.ID, cs.Results, cs.Duplicates, cs.Redelivered, cs.Workers)
-	return reportEmbed(stdout, o.out, sub, emb, dim, start)
+	return reportEmbed(stdout, o.out, o.model, sub, emb, dim, start)
 }
 
 // reportEmbed writes the embeddings and prints what `pipeline embed` prints.
-func reportEmbed(stdout io.Writer, out string, ds *data.Dataset, emb []float32, dim int, start time.Time) error {
-	labels, err := writeEmbeddings(out, ds, emb, dim)
+func reportEmbed(stdout io.Writer, out, model string, ds *data.Dataset, emb []float32, dim int, start time.Time) error {
+	labels, err := writeEmbeddings(out, model, ds, emb, dim)
 	if err != nil {
 		return err
 	}

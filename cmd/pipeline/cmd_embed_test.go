@@ -91,8 +91,11 @@ func TestEmbedCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 16 || strings.Join(recs[0], ",") != "path,label,class" {
-		t.Fatalf("labels CSV: %d lines, header %v; want 16 and path,label,class", len(recs), recs[0])
+	if len(recs) != 16 || strings.Join(recs[0], ",") != "path,label,class,npy_sha256,model_sha256" {
+		t.Fatalf("labels CSV: %d lines, header %v; want 16 and path,label,class,npy_sha256,model_sha256", len(recs), recs[0])
+	}
+	if _, err := checkPair(out, labelsPath(out), false); err != nil {
+		t.Fatalf("the pair embed wrote: %v", err)
 	}
 	for i, rec := range recs[1:] {
 		it := ds.Items[i]

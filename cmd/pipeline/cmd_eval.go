@@ -96,8 +96,8 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 		return nil, fmt.Errorf("%w: eval needs --model and --data, or --embeddings", errUsage)
 	case o.labels != "" && o.embeddings == "":
 		return nil, fmt.Errorf("%w: --labels goes with --embeddings (with --data the labels come from the dataset)", errUsage)
-	case o.kmeansRestarts < 0:
-		return nil, fmt.Errorf("%w: --kmeans-restarts %d, want >= 1 (or 0 for the default)", errUsage, o.kmeansRestarts)
+	case o.kmeansRestarts < 0 || o.kmeansRestarts > metrics.MaxKMeansRestarts:
+		return nil, fmt.Errorf("%w: --kmeans-restarts %d, want 1..%d (or 0 for the default)", errUsage, o.kmeansRestarts, metrics.MaxKMeansRestarts)
 	case o.batchSize < 1:
 		return nil, fmt.Errorf("%w: --batch-size %d, want >= 1", errUsage, o.batchSize)
 	}
@@ -122,6 +122,9 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 		}
 		if labels, err = readLabels(lp); err != nil {
 			return nil, err
+		}
+		if _, err := checkPair(o.embeddings, lp, false); err != nil {
+			return nil, fmt.Errorf("eval: %w", err)
 		}
 		if len(labels) != n {
 			return nil, fmt.Errorf("eval: %q has %d rows but %q lists %d images: they must match line for line", o.embeddings, n, lp, len(labels))

@@ -2,16 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
@@ -128,6 +129,9 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if err != nil {
 			return nil, err
 		}
+		if _, err := checkPair(o.embeddings, lp, false); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
 		if len(paths) != n {
 			return nil, fmt.Errorf("index: %q has %d rows but %q lists %d images: they must match line for line", o.embeddings, n, lp, len(paths))
 		}
@@ -186,25 +190,13 @@ func readGallery(path string) (paths, labels []string, err error) {
 		paths[i], labels[i] = filepath.ToSlash(p), it.Class
 	}
 	// LoadManifest ignores a class column; `pipeline embed` writes the class names there.
-	f, err := os.Open(path)
+	r, _, cols, closeFile, err := openLabelsCSV(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("index: %w", err)
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.TrimLeadingSpace = true
-	r.ReuseRecord = true
-	header, err := r.Read()
-	if err != nil {
-		return nil, nil, fmt.Errorf("index: labels %q: %w", path, err)
-	}
-	col := -1
-	for i, h := range header {
-		if strings.EqualFold(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")), "class") {
-			col = i
-		}
-	}
-	if col < 0 {
+	defer closeFile()
+	col, ok := cols["class"]
+	if !ok {
 		return paths, labels, nil
 	}
 	for i := range labels {
@@ -351,6 +343,9 @@ func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline
 	if d != dim {
 		return nil, nil, fmt.Errorf("search: %q holds %d-d embeddings but the index %q holds %d-d ones", o.queryNPY, d, o.index, dim)
 	}
+	if err := checkQueryModel(o.queryNPY, o.index, model.SHA256, logw); err != nil {
+		return nil, nil, err
+	}
 	names = make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s[%d]", o.queryNPY, i)
@@ -413,12 +408,21 @@ func printSearch(w io.Writer, res []searchResult) {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "query %s\n", r.Query)
+		fmt.Fprintf(w, "query %s\n", printable(r.Query))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "rank\tdistance\tlabel\tpath")
 		for _, n := range r.Neighbors {
-			fmt.Fprintf(tw, "%d\t%.6f\t%s\t%s\n", n.Rank, n.Distance, n.Label, n.Path)
+			fmt.Fprintf(tw, "%d\t%.6f\t%s\t%s\n", n.Rank, n.Distance, printable(n.Label), printable(n.Path))
 		}
 		tw.Flush()
 	}
+}
+
+// printable returns s as is, or Go-quoted when it holds a control character (a newline or a tab
+// in a file or class name would add or shift lines of the text output).
+func printable(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }

@@ -26,7 +26,8 @@
 //	1  the run failed (bad input, a failed step, a quality check)
 //	2  bad usage (unknown command or flag, invalid config)
 //	3  training stopped on a non-finite value (NaN/Inf); the last good checkpoint is kept
-//	130 interrupted (Ctrl-C, SIGTERM); the run folder keeps the last checkpoint: --resume continues
+//	130 interrupted (Ctrl-C, SIGTERM); the run folder keeps the last checkpoint: --resume continues.
+//	    A second signal, or 30 s without stopping after the first, exits at once
 package main
 
 import (
@@ -35,8 +36,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/pipeline"
@@ -81,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptContext(stderr, interruptGrace, os.Exit)
 	defer stop()
 	var err error
 	switch args[0] {

@@ -227,7 +227,7 @@ func TestRunBadInput(t *testing.T) {
 			1, []string{truncModel, "invalid ONNX model"}, "download or export it again", nil},
 		{"feature tensor not in the model", sharedORT, func() []string {
 			return []string{"--data", good, "--backbone", model, "--feature", "no_such_tensor"}
-		}, 1, []string{`feature tensor "no_such_tensor" is not produced by any node`, `"464_quantized" (auto)`},
+		}, 1, []string{`feature tensor "no_such_tensor" is not produced by any node`, `"464_quantized`, `(auto)`},
 			"hint: pass one of the candidates with --feature", nil},
 		{"missing data path", nothing, func() []string { return []string{"--data", noData} },
 			1, []string{noData, "no such file"}, "hint: check --data", nil},

@@ -119,12 +119,48 @@ func SaveFeatures(path string, feats []float32, n, d int, meta map[string]string
 // metadata. A missing file gives an error wrapping fs.ErrNotExist; a truncated, damaged or foreign
 // file one wrapping ErrCorruptCache.
 func LoadFeatures(path string) (feats []float32, n, d int, meta map[string]string, err error) {
-	b, err := os.ReadFile(path)
+	return loadFeatures(path, -1, -1)
+}
+
+// LoadFeaturesShape is LoadFeatures for a cache that must hold an (n, d) matrix: a file of another
+// shape, or whose size is not the one its header implies, is refused from its header, before its
+// body is read (an oversized cache file was read whole into memory).
+func LoadFeaturesShape(path string, n, d int) (feats []float32, meta map[string]string, err error) {
+	feats, _, _, meta, err = loadFeatures(path, n, d)
+	return feats, meta, err
+}
+
+func loadFeatures(path string, wantN, wantD int) (feats []float32, n, d int, meta map[string]string, err error) {
+	corrupt := func(format string, args ...any) error {
+		return fmt.Errorf("data: load features %q: %w: %s", path, ErrCorruptCache, fmt.Sprintf(format, args...))
+	}
+	f, err := OpenRegular(path, 1<<62)
 	if err != nil {
 		return nil, 0, 0, nil, fmt.Errorf("data: load features: %w", err)
 	}
-	corrupt := func(format string, args ...any) error {
-		return fmt.Errorf("data: load features %q: %w: %s", path, ErrCorruptCache, fmt.Sprintf(format, args...))
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, 0, nil, fmt.Errorf("data: load features: %w", err)
+	}
+	var hdr [cacheHeader]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return nil, 0, 0, nil, corrupt("truncated: %d bytes", fi.Size())
+	}
+	hn, hd := binary.LittleEndian.Uint64(hdr[12:]), binary.LittleEndian.Uint64(hdr[20:])
+	if wantN >= 0 && (hn != uint64(wantN) || hd != uint64(wantD)) {
+		return nil, 0, 0, nil, corrupt("shape (%d, %d), want (%d, %d)", hn, hd, wantN, wantD)
+	}
+	if hn > 1<<40 || hd > 1<<40 || (hn != 0 && hd > uint64(fi.Size())/hn) {
+		return nil, 0, 0, nil, corrupt("header shape (%d, %d) does not fit in %d bytes", hn, hd, fi.Size())
+	}
+	if want := int64(cacheHeader) + int64(binary.LittleEndian.Uint32(hdr[28:])) + 4*int64(hn*hd) + sha256.Size; fi.Size() != want {
+		return nil, 0, 0, nil, corrupt("%d bytes, want %d for shape (%d, %d)", fi.Size(), want, hn, hd)
+	}
+	b := make([]byte, fi.Size())
+	copy(b, hdr[:])
+	if _, err := io.ReadFull(f, b[cacheHeader:]); err != nil {
+		return nil, 0, 0, nil, corrupt("read: %v", err)
 	}
 	if len(b) < cacheHeader+sha256.Size {
 		return nil, 0, 0, nil, corrupt("truncated: %d bytes", len(b))

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,5 +108,33 @@ func TestFeaturesCorrupt(t *testing.T) {
 	}
 	if _, _, _, _, err := LoadFeatures(filepath.Join(dir, "absent.bin")); !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrCorruptCache) {
 		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// TestLoadFeaturesShapeOversized: a cache file far larger than its expected shape is refused from
+// its header and size, before its body is read (it was read whole into memory).
+func TestLoadFeaturesShapeOversized(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.feat")
+	if err := SaveFeatures(path, []float32{1, 2, 3, 4, 5, 6}, 2, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if f, _, err := LoadFeaturesShape(path, 2, 3); err != nil || len(f) != 6 {
+		t.Fatalf("the expected shape: %v", err)
+	}
+	if _, _, err := LoadFeaturesShape(path, 3, 3); !errors.Is(err, ErrCorruptCache) {
+		t.Fatalf("another shape: %v", err)
+	}
+	if err := os.Truncate(path, 2<<30); err != nil { // 2 GB, sparse
+		t.Skip(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err := LoadFeaturesShape(path, 2, 3)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorruptCache) {
+		t.Fatalf("oversized file: %v", err)
+	}
+	if a := after.TotalAlloc - before.TotalAlloc; a > 1<<20 {
+		t.Fatalf("allocated %d bytes to refuse it", a)
 	}
 }

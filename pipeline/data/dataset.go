@@ -152,7 +152,7 @@ func (e *ManifestError) Unwrap() error { return e.Err }
 // label) or all names (Classes are the sorted distinct names, label = index). Errors are
 // *ManifestError values naming the file and line.
 func LoadManifest(csvPath string) (*Dataset, error) {
-	f, err := os.Open(csvPath)
+	f, err := OpenRegular(csvPath, MaxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("data: manifest: %w", err)
 	}
@@ -167,7 +167,7 @@ func ParseManifest(in io.Reader, csvPath string) (*Dataset, error) {
 		return &ManifestError{Path: csvPath, Line: line, Err: fmt.Errorf(format, args...)}
 	}
 
-	r := csv.NewReader(in)
+	r := csv.NewReader(newLineLimiter(in))
 	r.TrimLeadingSpace = true
 	r.ReuseRecord = false
 	header, err := r.Read()
@@ -303,6 +303,10 @@ func ParseManifest(in io.Reader, csvPath string) (*Dataset, error) {
 }
 
 func csvError(path string, err error) error {
+	var long *lineTooLongError
+	if errors.As(err, &long) {
+		return &ManifestError{Path: path, Line: long.line, Err: err}
+	}
 	var pe *csv.ParseError
 	if errors.As(err, &pe) {
 		return &ManifestError{Path: path, Line: pe.Line, Err: pe.Err}

@@ -52,7 +52,7 @@ type listLine struct {
 // readList reads the non-blank lines of a list file. split separates a line into fields; it
 // returns nil for a line that is not data (e.g. a header), which is skipped.
 func readList(format, path string, split func(line int, s string) ([]string, error)) ([]listLine, error) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path, MaxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("data: %s list: %w", format, err)
 	}
@@ -344,7 +344,7 @@ func LoadCars196(listPath string) (*Dataset, error) {
 
 // readCarsCSV reads the CSV form of a Cars196 list into rows of (path, class, test).
 func readCarsCSV(path string) ([]listLine, error) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path, MaxListBytes)
 	if err != nil {
 		return nil, fmt.Errorf("data: %s list: %w", FormatCars, err)
 	}
@@ -353,13 +353,17 @@ func readCarsCSV(path string) ([]listLine, error) {
 		return &ListError{Format: FormatCars, Path: path, Line: line, Err: fmt.Errorf(format, args...)}
 	}
 	cerr := func(err error) error {
+		var long *lineTooLongError
+		if errors.As(err, &long) {
+			return &ListError{Format: FormatCars, Path: path, Line: long.line, Err: err}
+		}
 		var pe *csv.ParseError
 		if errors.As(err, &pe) {
 			return &ListError{Format: FormatCars, Path: path, Line: pe.Line, Err: pe.Err}
 		}
 		return &ListError{Format: FormatCars, Path: path, Err: err}
 	}
-	r := csv.NewReader(f)
+	r := csv.NewReader(newLineLimiter(f))
 	r.TrimLeadingSpace = true
 	header, err := r.Read()
 	if err == io.EOF {

@@ -8,7 +8,6 @@ import (
 	_ "image/jpeg" // register the JPEG decoder
 	_ "image/png"  // register the PNG decoder
 	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -253,7 +252,7 @@ var ErrTooLarge = errors.New("image too large")
 // DecodeFile decodes a JPEG or PNG file after checking from its header that width*height is at most
 // maxPixels (0 means DefaultMaxPixels). Errors are *ImageError values naming the file.
 func DecodeFile(path string, maxPixels int) (image.Image, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path, nil)
 	if err != nil {
 		return nil, &ImageError{Path: path, Item: -1, Err: err}
 	}
@@ -273,6 +272,9 @@ func decodeBytes(path string, b []byte, maxPixels int) (image.Image, error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
 		return nil, &ImageError{Path: path, Item: -1, Err: err}
+	}
+	if format != "jpeg" && format != "png" { // decoders other packages register (gif, tiff, ...)
+		return nil, &ImageError{Path: path, Item: -1, Err: fmt.Errorf("%w: %s content (only JPEG and PNG are read)", image.ErrFormat, format)}
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return nil, &ImageError{Path: path, Item: -1, Err: fmt.Errorf("%s of size %dx%d", format, cfg.Width, cfg.Height)}

@@ -152,9 +152,19 @@ func checkFinite(x []float64, d int) error {
 	return nil
 }
 
+// MaxKMeansRestarts bounds Options.KMeansRestarts: each restart is a full k-means run (and a
+// record of it is allocated up front); beyond a few dozen the kept clustering no longer changes.
+const MaxKMeansRestarts = 1000
+
+// MaxWorkers bounds Options.Workers.
+const MaxWorkers = 1024
+
 func blockAndWorkers(opts Options, n int) (block, workers int, err error) {
 	if opts.BlockSize < 0 || opts.Workers < 0 || opts.KMeansRestarts < 0 {
 		return 0, 0, errors.New("metrics: BlockSize, Workers and KMeansRestarts must be >= 0")
+	}
+	if opts.KMeansRestarts > MaxKMeansRestarts || opts.Workers > MaxWorkers {
+		return 0, 0, fmt.Errorf("metrics: %d k-means restarts and %d workers, want at most %d and %d", opts.KMeansRestarts, opts.Workers, MaxKMeansRestarts, MaxWorkers)
 	}
 	block = opts.BlockSize
 	if block == 0 {

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package pipeline
+
+// claimRunFolder does not lock on systems without flock.
+func claimRunFolder(dir string) (release func(), err error) { return func() {}, nil }
