@@ -45,6 +45,10 @@ type ExportSummary struct {
 	MaxAbsDiff   float64 `json:"max_abs_diff"`
 	CheckedRows  int     `json:"checked_images"`
 	EmbeddingDim int     `json:"embedding_dim"`
+	// Variants are the deployable models written (model.onnx first), each scored and timed;
+	// SourceBackboneImagesPerS is the source backbone file timed in the same rounds.
+	Variants                 []ExportVariant `json:"variants,omitempty"`
+	SourceBackboneImagesPerS float64         `json:"source_backbone_images_per_s,omitempty"`
 }
 
 // Timing holds the speed numbers of a run.

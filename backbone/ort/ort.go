@@ -196,30 +196,43 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 	}
 	s.inSize, s.outSize = int(prod(s.inShape)), int(prod(s.outShape))
 
+	so, err := sessionOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	s.sess, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{s.inName}, []string{s.outName}, so)
+	if err != nil {
+		return nil, fmt.Errorf("ort: create session: %w", err)
+	}
+	return s, nil
+}
+
+// sessionOptions builds onnxruntime's session options for opts; the caller destroys them.
+func sessionOptions(opts Options) (*ortgo.SessionOptions, error) {
 	so, err := ortgo.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("ort: session options: %w", err)
 	}
-	defer so.Destroy()
+	fail := func(err error) (*ortgo.SessionOptions, error) {
+		so.Destroy()
+		return nil, err
+	}
 	if opts.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
-			return nil, fmt.Errorf("ort: set %d threads: %w", opts.Threads, err)
+			return fail(fmt.Errorf("ort: set %d threads: %w", opts.Threads, err))
 		}
 		if err := so.SetInterOpNumThreads(1); err != nil {
-			return nil, fmt.Errorf("ort: set inter-op threads: %w", err)
+			return fail(fmt.Errorf("ort: set inter-op threads: %w", err))
 		}
 	}
 	// Spinning intra-op threads busy-wait between kernels and take the CPU from the goroutines
 	// that decode the next images; without spinning a frozen MobileNetV2 costs ~3.9 instead of
 	// ~5.9 CPU-ms per image on 2 cores (pipeline bench).
 	if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
-		return nil, fmt.Errorf("ort: disable spinning: %w", err)
+		return fail(fmt.Errorf("ort: disable spinning: %w", err))
 	}
-	s.sess, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{s.inName}, []string{s.outName}, so)
-	if err != nil {
-		return nil, fmt.Errorf("ort: create session: %w", err)
-	}
-	return s, nil
+	return so, nil
 }
 
 // sampleShape checks a float32 value info [batch, d1, ...] and returns [d1, ...] and the fixed

@@ -9,6 +9,7 @@
 //	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
 //	pipeline inspect MODEL.onnx [--json]
 //	pipeline doctor [--onnxruntime FILE] [--json]
+//	pipeline export --run RUN_FOLDER [--int8] [--flip-tta=false] --out FILE [flags]
 //	pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [flags]
 //	pipeline eval --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] [flags]
 //	pipeline index --model MODEL.onnx --data DIR|CSV | --embeddings FILE.npy [--labels FILE.csv] --out FILE
@@ -47,6 +48,7 @@ Commands:
   bench     measure extraction (pipeline vs bare onnxruntime) and head training speed, as JSON
   inspect   describe an ONNX model: inputs, outputs, opsets, metadata, ops, candidate feature tensors
   doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
+  export    write a variant of a run's model (int8, without the mirror pass), scored and timed
   embed     write the embeddings of a dataset as .npy (+ .csv labels) with an exported model
   eval      Recall@K, NMI, MAP@R, R-precision of a model on a dataset, or of .npy embeddings
   index     write a gallery index (embeddings, paths, labels, model identity) for search
@@ -88,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdInspect(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		err = cmdDoctor(ctx, args[1:], stdout, stderr)
+	case "export":
+		err = cmdExport(ctx, args[1:], stdout, stderr)
 	case "embed":
 		err = cmdEmbed(ctx, args[1:], stdout, stderr)
 	case "eval":
