@@ -43,6 +43,24 @@ type ExportVariant struct {
 	FloatConvs int `json:"float_convs"`
 }
 
+// Describe is the variant in one line: kind, R@1, NMI, speed.
+func (v ExportVariant) Describe() string {
+	kind := "float"
+	if v.Int8 {
+		kind = "int8 (" + v.Calibration + " calibration"
+		if v.ReduceRange {
+			kind += ", 7-bit weights"
+		}
+		kind += ")"
+	}
+	mirror := "without"
+	if v.FlipTTA {
+		mirror = "with"
+	}
+	return fmt.Sprintf("%s, %s the mirror pass: R@1 %.2f, NMI %.2f; %.1f images/s (batch 32), %.1f ms (batch 1); %d int8 kernels, %d float Conv",
+		kind, mirror, 100*v.RecallAt1, 100*v.NMI, v.ImagesPerS, v.LatencyMS, v.Int8Nodes, v.FloatConvs)
+}
+
 // Reduce-range choices of export.reduce_range.
 const (
 	ReduceRangeAuto = "auto" // 7-bit weights when the exporting CPU is x86 without VNNI

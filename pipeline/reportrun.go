@@ -49,6 +49,7 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 			filepath.Join(cfg.Out, filepath.Base(s.Export.Path)), s.Export.EmbeddingDim, s.Export.MaxAbsDiff, s.Export.CheckedRows)},
 		{Name: "run folder", Value: cfg.Out},
 	}
+	info = append(info, variantFields(s.Export)...)
 	rows := []report.Row{{Name: "baseline (raw features)", Result: s.Baseline}}
 	if s.BaselineTTA != nil {
 		rows = append(rows, report.Row{Name: "baseline, flip averaged", Result: *s.BaselineTTA})
@@ -133,4 +134,16 @@ func extraction(t Timing) string {
 		return "features from the cache"
 	}
 	return fmt.Sprintf("%.1f images/s, %.1f s", t.ExtractImagesPerS, t.ExtractSeconds)
+}
+
+// variantFields describe the exported variants, one field each, and the source backbone's speed.
+func variantFields(e ExportSummary) []report.Field {
+	var out []report.Field
+	for _, v := range e.Variants {
+		out = append(out, report.Field{Name: "variant " + filepath.Base(v.Path), Value: v.Describe()})
+	}
+	if e.SourceBackboneImagesPerS > 0 {
+		out = append(out, report.Field{Name: "source backbone", Value: fmt.Sprintf("%.1f images/s (batch 32), timed in the same rounds", e.SourceBackboneImagesPerS)})
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -132,6 +133,12 @@ func (s *Summary) PrintTable(w io.Writer) {
 		fmt.Fprintf(w, "fine-tuned backbone from %q to %q (%d values), backbone lr %g\n", t.From, t.To, t.Params, t.BackboneLR)
 	}
 	fmt.Fprintf(w, "cpu: %s\nmodel: %s\n", s.Machine.CPU, s.Export.Path)
+	for _, v := range s.Export.Variants {
+		fmt.Fprintf(w, "  %s: %s\n", filepath.Base(v.Path), v.Describe())
+	}
+	if s.Export.SourceBackboneImagesPerS > 0 {
+		fmt.Fprintf(w, "  source backbone: %.1f images/s (batch 32)\n", s.Export.SourceBackboneImagesPerS)
+	}
 	if s.Report != "" {
 		fmt.Fprintf(w, "report: %s\n", s.Report)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"text/tabwriter"
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -70,7 +69,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
-		Variant: pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: o.reduceRange, Calibration: o.calibration, Threads: o.threads},
+		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: o.reduceRange, Calibration: o.calibration, Threads: o.threads},
 		CalibrationImages: o.calibrationImages, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
 	if err != nil {
 		return err
@@ -91,21 +90,10 @@ func validCalibration(m string) bool {
 	return false
 }
 
-// printVariants writes the variants' table and the source backbone's speed.
+// printVariants writes one line per variant and the source backbone's speed.
 func printVariants(w io.Writer, vs []pipeline.ExportVariant, source string, sourceRate float64) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "model\tint8\tmirror\tR@1\tNMI\timages/s\tlatency ms\tint8 kernels\tfloat convs")
 	for _, v := range vs {
-		q := "no"
-		if v.Int8 {
-			q = "yes"
-			if v.ReduceRange {
-				q += " (7-bit weights)"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%.2f\t%.2f\t%.1f\t%.1f\t%d\t%d\n", v.Path, q, v.FlipTTA, 100*v.RecallAt1, 100*v.NMI,
-			v.ImagesPerS, v.LatencyMS, v.Int8Nodes, v.FloatConvs)
+		fmt.Fprintf(w, "%s: %s\n", v.Path, v.Describe())
 	}
-	fmt.Fprintf(tw, "%s (source backbone)\t\t\t\t\t%.1f\t\t\t\n", source, sourceRate)
-	tw.Flush()
+	fmt.Fprintf(w, "source backbone %s: %.1f images/s (batch 32), timed in the same rounds\n", source, sourceRate)
 }

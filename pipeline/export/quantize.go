@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
+	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 )
 
@@ -49,10 +50,10 @@ type QuantizeReport struct {
 
 // Quantization metadata keys written by Quantize.
 const (
-	MetaQuantization = "quantization"              // "qdq_int8" in a quantized model
-	MetaReduceRange  = "quantization.reduce_range" // "true" for 7-bit weights
-	MetaWeights      = "quantization.weights"      // e.g. "int8 symmetric per-channel [-64,64]"
-	MetaActivations  = "quantization.activations"  // e.g. "uint8 asymmetric per-tensor"
+	MetaQuantization = "quantization"             // "qdq_int8" in a quantized model
+	MetaReduceRange  = backbone.MetaReduceRange   // "true" for 7-bit weights
+	MetaWeights      = "quantization.weights"     // e.g. "int8 symmetric per-channel [-64,64]"
+	MetaActivations  = "quantization.activations" // e.g. "uint8 asymmetric per-tensor"
 )
 
 // opsetSafeAt13 are the ops whose meaning is the same at opset 13 as at opsets 7-12, so that a
