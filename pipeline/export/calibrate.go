@@ -131,7 +131,11 @@ func (c *Calibrator) Ranges(method string) (map[string]Range, error) {
 		default:
 			return nil, fmt.Errorf("export: calibrate: unknown method %q (want one of %v)", method, CalibrationMethods)
 		}
-		out[t] = Range{Min: float32(math.Max(s.min, -clip)), Max: float32(math.Min(s.max, clip))}
+		lo, hi := math.Max(s.min, -clip), math.Min(s.max, clip)
+		if lo > hi { // every value lies beyond the clip on one side (e.g. one value): keep them all
+			lo, hi = s.min, s.max
+		}
+		out[t] = Range{Min: float32(lo), Max: float32(hi)}
 	}
 	return out, nil
 }

@@ -134,7 +134,12 @@ func TestQuantizeRefuses(t *testing.T) {
 // TestCalibratorHostile: all-zero activations and a single observed value give finite ranges, and
 // the quantization parameters of a constant tensor are finite and flagged as degenerate.
 func TestCalibratorHostile(t *testing.T) {
-	c := NewCalibrator([]string{"zero", "one", "wide"})
+	c := NewCalibrator([]string{"zero", "one", "wide", "negative"})
+	// A one-sided tensor far from 0 (all-black images after normalization): entropy's smallest
+	// threshold lies below all its values.
+	if err := c.Observe("negative", []float32{-2.1, -1.8, -2.0, -2.1}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Observe("zero", make([]float32, 100)); err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +163,9 @@ func TestCalibratorHostile(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, rg := range r {
+			if rg.Min > rg.Max {
+				t.Errorf("%s %s: range %v", method, name, rg)
+			}
 			s, _, _ := ActivationParams(rg)
 			if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) || !(s > 0) {
 				t.Errorf("%s %s: range %v scale %v", method, name, rg, s)
