@@ -22,9 +22,13 @@ type FolderExport struct {
 	Variant VariantOptions
 	// CalibrationImages overrides the run's export.calibration_images when > 0.
 	CalibrationImages int
-	LibraryPath       string // onnxruntime; "" resolves it as the run does
-	Log               *slog.Logger
-	Progress          io.Writer
+	// KMeansRestarts overrides the run's eval.kmeans_restarts (NMI) when > 0.
+	KMeansRestarts int
+	// ExactInt8 scores the variant as CPUs with VNNI compute it (VariantCheck.ExactInt8).
+	ExactInt8   bool
+	LibraryPath string // onnxruntime; "" resolves it as the run does
+	Log         *slog.Logger
+	Progress    io.Writer
 }
 
 // FolderExportResult is the written and measured variant.
@@ -117,9 +121,13 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 		return nil, fmt.Errorf("export: %w", err)
 	}
 	vs := []ExportVariant{{Path: tmp.Name(), Int8: vo.Int8, FlipTTA: vo.FlipTTA, ReduceRange: info.ReduceRange, Calibration: info.Calibration}}
+	if o.KMeansRestarts > 0 {
+		cfg.Eval.KMeansRestarts = o.KMeansRestarts
+	}
 	rate, err := MeasureVariants(ctx, vs, VariantCheck{
 		Eval:    ImageSet{DS: ds, Items: split.evalIdx, Pre: pre, Workers: cfg.Preprocess.Workers},
-		Threads: vo.Threads, KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Source: cfg.Backbone.Path, Progress: o.Progress})
+		Threads: vo.Threads, KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Source: cfg.Backbone.Path, Progress: o.Progress,
+		ExactInt8: o.ExactInt8})
 	if err != nil {
 		return nil, err
 	}

@@ -281,6 +281,9 @@ type VariantCheck struct {
 	// Source is the backbone file the model was made from, timed beside the variants ("" to skip).
 	Source   string
 	Progress io.Writer
+	// ExactInt8 scores with onnxruntime's graph optimizations off (ort.Options.Unoptimized): the
+	// int8 arithmetic of CPUs with VNNI, simulated on any CPU. The timing is then not meaningful.
+	ExactInt8 bool
 }
 
 // MeasureVariants reloads each variant's file (our ONNX checks, then onnxruntime), scores it on
@@ -303,7 +306,7 @@ func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (f
 		if err != nil {
 			return 0, err
 		}
-		sess, err := ort.NewSession(b, ort.Options{Threads: c.Threads})
+		sess, err := ort.NewSession(b, ort.Options{Threads: c.Threads, Unoptimized: c.ExactInt8})
 		if err != nil {
 			return 0, fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", v.Path, err)
 		}

@@ -134,6 +134,10 @@ func Version() string {
 // Options configures a Session.
 type Options struct {
 	Threads int // intra-op threads; 0 lets onnxruntime decide
+	// Unoptimized turns onnxruntime's graph optimizations off: a QDQ model then runs its
+	// QuantizeLinear/DequantizeLinear and float ops as written, exact int8 arithmetic without the
+	// int16 saturation of the fused u8s8 kernels on x86 CPUs without VNNI (slower).
+	Unoptimized bool
 }
 
 // Session runs a model with one float32 input [batch, ...] and one float32 output
@@ -224,6 +228,11 @@ func sessionOptions(opts Options) (*ortgo.SessionOptions, error) {
 		}
 		if err := so.SetInterOpNumThreads(1); err != nil {
 			return fail(fmt.Errorf("ort: set inter-op threads: %w", err))
+		}
+	}
+	if opts.Unoptimized {
+		if err := so.SetGraphOptimizationLevel(ortgo.GraphOptimizationLevelDisableAll); err != nil {
+			return fail(fmt.Errorf("ort: disable graph optimizations: %w", err))
 		}
 	}
 	// Spinning intra-op threads busy-wait between kernels and take the CPU from the goroutines

@@ -22,6 +22,8 @@ type exportOptions struct {
 	calibration       string
 	calibrationImages int
 	threads           int
+	kmeansRestarts    int
+	exactInt8         bool
 	onnxruntime       string
 	jsonOut           bool
 	verbose           bool
@@ -37,7 +39,10 @@ func (o *exportOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.calibration, "calibration", "", "with --int8: minmax, percentile or entropy (default: the run's export.calibration)")
 	fs.IntVar(&o.calibrationImages, "calibration-images", 0, "with --int8: training images to calibrate on (default: the run's export.calibration_images)")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the run's)")
+	fs.IntVar(&o.kmeansRestarts, "kmeans-restarts", 0, "k-means++ restarts for NMI (default: the run's eval.kmeans_restarts)")
 	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	fs.BoolVar(&o.exactInt8, "exact-int8", false, "score with onnxruntime's graph optimizations off: exact int8 arithmetic, as CPUs with VNNI compute it,\n"+
+		"simulated here (no u8s8 saturation); the timing is then not meaningful")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.BoolVar(&o.verbose, "v", false, "log progress")
 }
@@ -60,8 +65,8 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: --reduce-range %q: want auto, true or false", errUsage, o.reduceRange)
 	case o.calibration != "" && !validCalibration(o.calibration):
 		return fmt.Errorf("%w: --calibration %q: want one of %v", errUsage, o.calibration, export.CalibrationMethods)
-	case o.calibrationImages < 0:
-		return fmt.Errorf("%w: --calibration-images %d, want >= 1", errUsage, o.calibrationImages)
+	case o.calibrationImages < 0 || o.kmeansRestarts < 0:
+		return fmt.Errorf("%w: --calibration-images and --kmeans-restarts want >= 1 (0: the run's)", errUsage)
 	}
 	level := slog.LevelWarn
 	if o.verbose {
@@ -70,7 +75,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
 		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: o.reduceRange, Calibration: o.calibration, Threads: o.threads},
-		CalibrationImages: o.calibrationImages, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
+		CalibrationImages: o.calibrationImages, KMeansRestarts: o.kmeansRestarts, ExactInt8: o.exactInt8, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
 	if err != nil {
 		return err
 	}
