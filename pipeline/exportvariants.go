@@ -392,35 +392,54 @@ func timingImages(ctx context.Context, set ImageSet) ([]float32, error) {
 
 // timeSessions times each session on batches of timingBatch images and on single images, in
 // turn for timingRounds rounds (so a machine busy with other work slows them alike), and keeps
-// each one's best: images/s and milliseconds per single image.
+// each one's best: images/s and milliseconds per single image. A model that pins its batch size
+// runs as many of its batches as make timingBatch images (and one for the latency).
 func timeSessions(ctx context.Context, sessions []*ort.Session, in []float32, chw int) ([]float64, []float64, error) {
 	best := make([]time.Duration, len(sessions))
 	bestOne := make([]time.Duration, len(sessions))
 	outs := make([][]float32, len(sessions))
+	// run times n images (rounded up to whole pinned batches: n is 1 or a multiple of them).
+	run := func(i, n int) (time.Duration, error) {
+		s := sessions[i]
+		t := time.Now()
+		if f := s.FixedBatch(); f > 0 {
+			for done := 0; done < n; done += f {
+				if err := s.Run(in[:f*chw], f, outs[i]); err != nil {
+					return 0, err
+				}
+			}
+		} else if err := s.Run(in[:n*chw], n, outs[i]); err != nil {
+			return 0, err
+		}
+		return time.Since(t), nil
+	}
 	for i, s := range sessions {
-		outs[i] = make([]float32, timingBatch*int(prodInt(s.OutputShape())))
-		if err := s.Run(in, timingBatch, outs[i]); err != nil { // warm-up
+		outs[i] = make([]float32, max(timingBatch, s.FixedBatch())*int(prodInt(s.OutputShape())))
+		if f := s.FixedBatch(); f > 1 && timingBatch%f != 0 {
+			return nil, nil, fmt.Errorf("pipeline: timing: a model pins batch %d, which does not divide the %d timing images", f, timingBatch)
+		}
+		if _, err := run(i, timingBatch); err != nil { // warm-up
 			return nil, nil, err
 		}
 	}
 	for r := 0; r < timingRounds; r++ {
-		for i, s := range sessions {
+		for i := range sessions {
 			if err := ctx.Err(); err != nil {
 				return nil, nil, err
 			}
-			t := time.Now()
-			if err := s.Run(in, timingBatch, outs[i]); err != nil {
+			d, err := run(i, timingBatch)
+			if err != nil {
 				return nil, nil, err
 			}
-			if d := time.Since(t); best[i] == 0 || d < best[i] {
+			if best[i] == 0 || d < best[i] {
 				best[i] = d
 			}
 			for k := 0; k < latencyRuns; k++ {
-				t := time.Now()
-				if err := s.Run(in[:chw], 1, outs[i]); err != nil {
+				d, err := run(i, 1)
+				if err != nil {
 					return nil, nil, err
 				}
-				if d := time.Since(t); bestOne[i] == 0 || d < bestOne[i] {
+				if bestOne[i] == 0 || d < bestOne[i] {
 					bestOne[i] = d
 				}
 			}

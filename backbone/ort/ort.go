@@ -266,6 +266,9 @@ func sampleShape(v *onnx.ValueInfoProto) ([]int64, int64, error) {
 // InputShape returns the per-sample input shape (without the batch axis).
 func (s *Session) InputShape() []int64 { return append([]int64(nil), s.inShape...) }
 
+// FixedBatch returns the batch size the model pins, 0 when the batch axis is dynamic.
+func (s *Session) FixedBatch() int { return s.fixed }
+
 // OutputShape returns the per-sample output shape (without the batch axis).
 func (s *Session) OutputShape() []int64 { return append([]int64(nil), s.outShape...) }
 
