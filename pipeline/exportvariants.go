@@ -180,7 +180,11 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	if err != nil {
 		return nil, nil, err
 	}
-	ranges, warn, err := calibrate(ctx, plain, targets, o, cal)
+	c, warn, err := calibrate(ctx, plain, targets, o, cal)
+	if err != nil {
+		return nil, nil, err
+	}
+	ranges, err := c.Ranges(o.Calibration)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -207,9 +211,9 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	return v, info, err
 }
 
-// calibrate runs the float model on the calibration images and returns the activation ranges by
-// o.Calibration, with warnings for a calibration set too small to be representative.
-func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o VariantOptions, cal ImageSet) (map[string]export.Range, []string, error) {
+// calibrate runs the float model on the calibration images and returns the targets' statistics,
+// with warnings for a calibration set too small to be representative.
+func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o VariantOptions, cal ImageSet) (*export.Calibrator, []string, error) {
 	var warn []string
 	if len(cal.Items) < 32 {
 		warn = append(warn, fmt.Sprintf("int8 export: calibrating on %d images only: the activation ranges may not cover other images (a few hundred are usual)", len(cal.Items)))
@@ -244,11 +248,7 @@ func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o Vari
 			o.Log("int8 calibration", "images", done, "of", len(cal.Items))
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
-	}
-	ranges, err := c.Ranges(o.Calibration)
-	return ranges, warn, err
+	return c, warn, ctx.Err()
 }
 
 // CalibrationSample returns n of the items, a seeded random sample in the original order.
