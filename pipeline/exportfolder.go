@@ -62,6 +62,11 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("export: %w", err)
 	}
+	for _, f := range []string{"model.onnx", "config.yaml"} {
+		if _, err := os.Stat(filepath.Join(runDir, f)); err != nil {
+			return nil, fmt.Errorf("%w: export: %q is not a run folder of `pipeline run`: no %s (%v)", ErrConfig, runDir, f, err)
+		}
+	}
 	cfg, err := LoadConfig(filepath.Join(runDir, "config.yaml"))
 	if err != nil {
 		return nil, fmt.Errorf("export: run folder %q: %w", runDir, err)
