@@ -170,15 +170,9 @@ var _ io.Closer = (*Session)(nil)
 // float32 input and one float32 output whose first axis is the batch and whose other axes are
 // fixed.
 func NewSession(model []byte, opts Options) (*Session, error) {
-	initMu.Lock()
-	ready := initPath != ""
-	initMu.Unlock()
-	if !ready {
-		return nil, ErrNotInitialized
-	}
-	m, err := onnxpb.Unmarshal(model, "session model")
+	m, err := parseModel(model, "session model")
 	if err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
+		return nil, err
 	}
 	ins := onnxpb.RealInputs(m.GetGraph())
 	outs := m.GetGraph().GetOutput()
@@ -210,6 +204,22 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 		return nil, fmt.Errorf("ort: create session: %w", err)
 	}
 	return s, nil
+}
+
+// parseModel checks that onnxruntime is initialized and parses a serialized model (name is used
+// in errors).
+func parseModel(model []byte, name string) (*onnx.ModelProto, error) {
+	initMu.Lock()
+	ready := initPath != ""
+	initMu.Unlock()
+	if !ready {
+		return nil, ErrNotInitialized
+	}
+	m, err := onnxpb.Unmarshal(model, name)
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	return m, nil
 }
 
 // sessionOptions builds onnxruntime's session options for opts; the caller destroys them.

@@ -21,15 +21,9 @@ type Probe struct {
 
 // NewProbe prepares a probe of the named tensors of a serialized model.
 func NewProbe(model []byte, tensors []string, opts Options) (*Probe, error) {
-	initMu.Lock()
-	ready := initPath != ""
-	initMu.Unlock()
-	if !ready {
-		return nil, ErrNotInitialized
-	}
-	m, err := onnxpb.Unmarshal(model, "probe model")
+	m, err := parseModel(model, "probe model")
 	if err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
+		return nil, err
 	}
 	ins := onnxpb.RealInputs(m.GetGraph())
 	if len(ins) != 1 {
