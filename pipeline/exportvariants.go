@@ -87,7 +87,7 @@ type ExportConfig struct {
 
 // DefaultExportConfig is the export section of DefaultConfig.
 func DefaultExportConfig() ExportConfig {
-	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: export.CalibMinMax, CalibrationImages: 256}
+	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: export.CalibPercentile, CalibrationImages: 256}
 }
 
 func (c ExportConfig) validate() []string {

@@ -110,7 +110,7 @@ func TestRunEndToEndSmall(t *testing.T) {
 			t.Fatalf("variant not measured: %+v", v)
 		}
 	}
-	if vs[1].Int8Nodes != 52+10 || vs[1].FloatConvs != 0 || vs[1].Calibration != "minmax" || vs[0].Int8Nodes != 0 {
+	if vs[1].Int8Nodes != 52+10 || vs[1].FloatConvs != 0 || vs[1].Calibration != "percentile" || vs[0].Int8Nodes != 0 {
 		t.Fatalf("onnxruntime did not fuse the QDQ model into int8 kernels: %+v", vs[1])
 	}
 	if d := vs[1].RecallAt1 - vs[0].RecallAt1; d < -0.1 || d > 0.1 {

@@ -48,7 +48,7 @@ func TestExportFromRunFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := res.Variant
-	if v.Path != out || !v.Int8 || v.FlipTTA || !v.ReduceRange || v.Calibration != "minmax" || v.Int8Nodes != 1 || v.FloatConvs != 0 ||
+	if v.Path != out || !v.Int8 || v.FlipTTA || !v.ReduceRange || v.Calibration != "percentile" || v.Int8Nodes != 1 || v.FloatConvs != 0 ||
 		v.RecallAt1 <= 0 || v.ImagesPerS <= 0 || v.LatencyMS <= 0 || res.SourceBackboneImagesPerS <= 0 {
 		t.Fatalf("result %+v", res)
 	}
