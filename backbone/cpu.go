@@ -89,10 +89,16 @@ func UseFloat(mode string, info *Info, cpu CPUInfo) bool {
 	return false
 }
 
+// MetaReduceRange is the metadata key of a model quantized by the export ("true": 7-bit weights,
+// which onnxruntime's u8s8 kernels multiply without saturating on x86 CPUs without VNNI).
+const MetaReduceRange = "quantization.reduce_range"
+
 // Int8Warning returns a warning when the model runs int8 (QLinear*) kernels on an x86 CPU
 // without VNNI, and "" otherwise.
+// A model quantized with 7-bit weights (metadata MetaReduceRange "true") is made for such CPUs and
+// gets no warning.
 func Int8Warning(info *Info, cpu CPUInfo) string {
-	if info == nil || !info.Quantized || !cpu.X86 || cpu.VNNI() {
+	if info == nil || !info.Quantized || !cpu.X86 || cpu.VNNI() || info.Metadata[MetaReduceRange] == "true" {
 		return ""
 	}
 	simd := "no AVX2"

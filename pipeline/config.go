@@ -68,6 +68,7 @@ type Config struct {
 	Sampler    SamplerConfig    `yaml:"sampler" json:"sampler"`
 	Optimizer  OptimizerConfig  `yaml:"optimizer" json:"optimizer"`
 	Eval       EvalConfig       `yaml:"eval" json:"eval"`
+	Export     ExportConfig     `yaml:"export" json:"export"`
 }
 
 // BackboneConfig selects the ONNX backbone and where it is cut.
@@ -221,6 +222,7 @@ func DefaultConfig() Config {
 		Sampler:   SamplerConfig{ClassesPerBatch: 6, SamplesPerClass: 9},
 		Optimizer: OptimizerConfig{Name: "radam", LR: 1.5e-4, WeightDecay: 6e-6, Epochs: 15, LRGamma: 0.1},
 		Eval:      EvalConfig{KMeansRestarts: 10},
+		Export:    DefaultExportConfig(),
 		Ensemble:  1,
 	}
 }
@@ -484,6 +486,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("backbone.dequantize %q: want auto, always or never", c.Backbone.Dequantize))
 	}
 	errs = append(errs, c.paperErrors()...)
+	errs = append(errs, c.Export.validate()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
 	}

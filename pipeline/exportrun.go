@@ -120,7 +120,7 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 	if worst > 1e-4 {
 		return fmt.Errorf("pipeline: exported model %q differs from the in-process embeddings by %.3g (> 1e-4)", path, worst)
 	}
-	return nil
+	return r.exportVariants(ctx)
 }
 
 // writeModel writes model.onnx (the backbone cut at ci plus layers) into the run folder, records it

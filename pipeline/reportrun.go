@@ -55,6 +55,7 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 	for _, a := range s.Adaptations {
 		info = append(info, report.Field{Name: "adapted to the data", Value: fmt.Sprintf("%s %s -> %s: %s", a.Key, a.From, a.To, a.Why)})
 	}
+	info = append(info, variantFields(s.Export)...)
 	rows := []report.Row{{Name: "baseline (raw features)", Result: s.Baseline}}
 	if s.BaselineTTA != nil {
 		rows = append(rows, report.Row{Name: "baseline, flip averaged", Result: *s.BaselineTTA})
@@ -139,4 +140,16 @@ func extraction(t Timing) string {
 		return "features from the cache"
 	}
 	return fmt.Sprintf("%.1f images/s, %.1f s", t.ExtractImagesPerS, t.ExtractSeconds)
+}
+
+// variantFields describe the exported variants, one field each, and the source backbone's speed.
+func variantFields(e ExportSummary) []report.Field {
+	var out []report.Field
+	for _, v := range e.Variants {
+		out = append(out, report.Field{Name: "variant " + filepath.Base(v.Path), Value: v.Describe()})
+	}
+	if e.SourceBackboneImagesPerS > 0 {
+		out = append(out, report.Field{Name: "source backbone", Value: fmt.Sprintf("%.1f images/s (batch 32), timed in the same rounds", e.SourceBackboneImagesPerS)})
+	}
+	return out
 }

@@ -134,6 +134,9 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 	}
 	if reuse && err == nil { // the paths the files will have once the staged folder replaces the old one
 		sum.RunDir, sum.Export.Path = cfg.Out, filepath.Join(cfg.Out, filepath.Base(sum.Export.Path))
+		for i, v := range sum.Export.Variants {
+			sum.Export.Variants[i].Path = filepath.Join(cfg.Out, filepath.Base(v.Path))
+		}
 		if sum.Report != "" {
 			sum.Report = filepath.Join(cfg.Out, reportFile)
 		}

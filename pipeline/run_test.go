@@ -97,6 +97,31 @@ func TestRunEndToEndSmall(t *testing.T) {
 			t.Fatalf("metrics.json export lacks %s", k)
 		}
 	}
+	// The variants: model.onnx and model-int8.onnx, each scored and timed; in the int8 one every
+	// Conv and residual Add runs as an int8 kernel, within a few R@1 points of the float model on
+	// these 48 images.
+	vs := sum.Export.Variants
+	if len(vs) != 2 || vs[0].Path != sum.Export.Path || vs[0].Int8 || !vs[1].Int8 || filepath.Base(vs[1].Path) != "model-int8.onnx" ||
+		!vs[0].FlipTTA || !vs[1].FlipTTA || sum.Export.SourceBackboneImagesPerS <= 0 {
+		t.Fatalf("export variants: %+v, source %v", vs, sum.Export.SourceBackboneImagesPerS)
+	}
+	for _, v := range vs {
+		if v.RecallAt1 <= 0 || v.NMI <= 0 || v.ImagesPerS <= 0 || v.LatencyMS <= 0 {
+			t.Fatalf("variant not measured: %+v", v)
+		}
+	}
+	if vs[1].Int8Nodes != 52+10 || vs[1].FloatConvs != 0 || vs[1].Calibration != "percentile" || vs[0].Int8Nodes != 0 {
+		t.Fatalf("onnxruntime did not fuse the QDQ model into int8 kernels: %+v", vs[1])
+	}
+	if d := vs[1].RecallAt1 - vs[0].RecallAt1; d < -0.1 || d > 0.1 {
+		t.Errorf("int8 R@1 %.3f vs float %.3f", vs[1].RecallAt1, vs[0].RecallAt1)
+	}
+	if _, ok := doc.Export["variants"]; !ok {
+		t.Fatal("metrics.json export lacks variants")
+	}
+	if _, ok := doc.Export["source_backbone_images_per_s"]; !ok {
+		t.Fatal("metrics.json export lacks source_backbone_images_per_s")
+	}
 	// report.html: the two plots and 8 queries with 5 neighbours each, all inline.
 	if sum.Report != filepath.Join(cfg.Out, "report.html") {
 		t.Fatalf("summary report %q", sum.Report)
@@ -108,7 +133,7 @@ func TestRunEndToEndSmall(t *testing.T) {
 	if n := strings.Count(string(html), `src="data:image/`); n != 2+8*6 || !strings.Contains(string(html), `id="score-plot"`) {
 		t.Fatalf("report.html has %d inline images (want 50), score plot: %v", n, strings.Contains(string(html), `id="score-plot"`))
 	}
-	for _, f := range []string{"model.onnx", "config.yaml", "checkpoint.ckpt"} {
+	for _, f := range []string{"model.onnx", "model-int8.onnx", "config.yaml", "checkpoint.ckpt"} {
 		if _, err := os.Stat(filepath.Join(cfg.Out, f)); err != nil {
 			t.Fatalf("run folder lacks %s", f)
 		}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -51,6 +52,10 @@ type ExportSummary struct {
 	EmbeddingDim int     `json:"embedding_dim"`
 	// EmbeddingSource is "trained" or "raw_features" (see ExportChoice).
 	EmbeddingSource string `json:"embedding_source"`
+	// Variants are the deployable models written (model.onnx first), each scored and timed;
+	// SourceBackboneImagesPerS is the source backbone file timed in the same rounds.
+	Variants                 []ExportVariant `json:"variants,omitempty"`
+	SourceBackboneImagesPerS float64         `json:"source_backbone_images_per_s,omitempty"`
 }
 
 // Timing holds the speed numbers of a run.
@@ -144,6 +149,12 @@ func (s *Summary) PrintTable(w io.Writer) {
 		fmt.Fprintf(w, "fine-tuned backbone from %q to %q (%d values), backbone lr %g\n", t.From, t.To, t.Params, t.BackboneLR)
 	}
 	fmt.Fprintf(w, "cpu: %s\nmodel: %s\n", s.Machine.CPU, s.Export.Path)
+	for _, v := range s.Export.Variants {
+		fmt.Fprintf(w, "  %s: %s\n", filepath.Base(v.Path), v.Describe())
+	}
+	if s.Export.SourceBackboneImagesPerS > 0 {
+		fmt.Fprintf(w, "  source backbone: %.1f images/s (batch 32)\n", s.Export.SourceBackboneImagesPerS)
+	}
 	if s.Report != "" {
 		fmt.Fprintf(w, "report: %s\n", s.Report)
 	}

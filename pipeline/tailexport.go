@@ -134,5 +134,5 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 	if worst > 1e-4 {
 		return fmt.Errorf("pipeline: exported model %q differs from the in-process embeddings by %.3g (> 1e-4)", path, worst)
 	}
-	return nil
+	return r.exportVariants(ctx)
 }

@@ -152,6 +152,10 @@ func Version() string {
 // Options configures a Session.
 type Options struct {
 	Threads int // intra-op threads; 0 lets onnxruntime decide
+	// Unoptimized turns onnxruntime's graph optimizations off: a QDQ model then runs its
+	// QuantizeLinear/DequantizeLinear and float ops as written, exact int8 arithmetic without the
+	// int16 saturation of the fused u8s8 kernels on x86 CPUs without VNNI (slower).
+	Unoptimized bool
 }
 
 // Session runs a model with one float32 input [batch, ...] and one float32 output
@@ -184,15 +188,9 @@ var _ io.Closer = (*Session)(nil)
 // float32 input and one float32 output whose first axis is the batch and whose other axes are
 // fixed.
 func NewSession(model []byte, opts Options) (*Session, error) {
-	initMu.Lock()
-	ready := initPath != ""
-	initMu.Unlock()
-	if !ready {
-		return nil, ErrNotInitialized
-	}
-	m, err := onnxpb.Unmarshal(model, "session model")
+	m, err := parseModel(model, "session model")
 	if err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
+		return nil, err
 	}
 	ins := onnxpb.RealInputs(m.GetGraph())
 	outs := m.GetGraph().GetOutput()
@@ -214,33 +212,67 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 	}
 	s.inSize, s.outSize = int(prod(s.inShape)), int(prod(s.outShape))
 
+	so, err := sessionOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	s.sess, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{s.inName}, []string{s.outName}, so)
+	if err != nil {
+		return nil, fmt.Errorf("ort: create session: %w", err)
+	}
+	return s, nil
+}
+
+// parseModel checks that onnxruntime is initialized and parses a serialized model (name is used
+// in errors).
+func parseModel(model []byte, name string) (*onnx.ModelProto, error) {
+	initMu.Lock()
+	ready := initPath != ""
+	initMu.Unlock()
+	if !ready {
+		return nil, ErrNotInitialized
+	}
+	m, err := onnxpb.Unmarshal(model, name)
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	return m, nil
+}
+
+// sessionOptions builds onnxruntime's session options for opts; the caller destroys them.
+func sessionOptions(opts Options) (*ortgo.SessionOptions, error) {
 	so, err := ortgo.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("ort: session options: %w", err)
 	}
-	defer so.Destroy()
+	fail := func(err error) (*ortgo.SessionOptions, error) {
+		so.Destroy()
+		return nil, err
+	}
 	if opts.Threads < 0 || opts.Threads > MaxThreads {
-		return nil, fmt.Errorf("ort: %d threads, want 0 (onnxruntime decides) to %d", opts.Threads, MaxThreads)
+		return fail(fmt.Errorf("ort: %d threads, want 0 (onnxruntime decides) to %d", opts.Threads, MaxThreads))
 	}
 	if opts.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
-			return nil, fmt.Errorf("ort: set %d threads: %w", opts.Threads, err)
+			return fail(fmt.Errorf("ort: set %d threads: %w", opts.Threads, err))
 		}
 		if err := so.SetInterOpNumThreads(1); err != nil {
-			return nil, fmt.Errorf("ort: set inter-op threads: %w", err)
+			return fail(fmt.Errorf("ort: set inter-op threads: %w", err))
+		}
+	}
+	if opts.Unoptimized {
+		if err := so.SetGraphOptimizationLevel(ortgo.GraphOptimizationLevelDisableAll); err != nil {
+			return fail(fmt.Errorf("ort: disable graph optimizations: %w", err))
 		}
 	}
 	// Spinning intra-op threads busy-wait between kernels and take the CPU from the goroutines
 	// that decode the next images; without spinning a frozen MobileNetV2 costs ~3.9 instead of
 	// ~5.9 CPU-ms per image on 2 cores (pipeline bench).
 	if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
-		return nil, fmt.Errorf("ort: disable spinning: %w", err)
+		return fail(fmt.Errorf("ort: disable spinning: %w", err))
 	}
-	s.sess, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{s.inName}, []string{s.outName}, so)
-	if err != nil {
-		return nil, fmt.Errorf("ort: create session: %w", err)
-	}
-	return s, nil
+	return so, nil
 }
 
 // sampleShape checks a float32 value info [batch, d1, ...] and returns [d1, ...] and the fixed
@@ -264,6 +296,9 @@ func sampleShape(v *onnx.ValueInfoProto) ([]int64, int64, error) {
 
 // InputShape returns the per-sample input shape (without the batch axis).
 func (s *Session) InputShape() []int64 { return append([]int64(nil), s.inShape...) }
+
+// FixedBatch returns the batch size the model pins, 0 when the batch axis is dynamic.
+func (s *Session) FixedBatch() int { return s.fixed }
 
 // OutputShape returns the per-sample output shape (without the batch axis).
 func (s *Session) OutputShape() []int64 { return append([]int64(nil), s.outShape...) }

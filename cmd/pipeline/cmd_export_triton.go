@@ -23,13 +23,6 @@ func (o *tritonFlags) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.maxBatch, "max-batch", 32, "Triton max_batch_size (the dynamic batcher's largest batch)")
 }
 
-// cmdExport is `pipeline export`. Only --triton is handled here; when merged with the export of a
-// run folder (--run, --out), that command hands argument lists holding --triton to
-// cmdExportTriton.
-func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return cmdExportTriton(ctx, args, stdout, stderr)
-}
-
 // cmdExportTriton is `pipeline export --model MODEL.onnx --triton DIR [--name N] [--max-batch N]`.
 func cmdExportTriton(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	var o tritonFlags

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/grouploss/pipeline/pipeline/export"
 	"io"
 	"sort"
 	"strings"
@@ -140,7 +141,10 @@ func printInspect(w io.Writer, r *inspectReport) {
 		fmt.Fprintf(tw, "%s\t%s = %s\n", groupLabel(i, "metadata"), k, info.Metadata[k])
 	}
 	int8 := "no"
-	if info.Quantized {
+	switch {
+	case info.Metadata[export.MetaQuantization] != "":
+		int8 = int8Summary(info.Metadata)
+	case info.Quantized:
 		int8 = "yes (QLinear*/integer ops)"
 	}
 	fmt.Fprintf(tw, "nodes\t%d, int8: %s\n", info.Nodes, int8)
@@ -247,4 +251,19 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// int8Summary describes a model quantized by our export from its metadata: the scheme and the
+// CPUs it was made for (7-bit weights for x86 without VNNI).
+func int8Summary(meta map[string]string) string {
+	s := "yes (" + meta[export.MetaQuantization] + ", " + meta[export.MetaWeights]
+	if meta[export.MetaReduceRange] == "true" {
+		s += ", reduce range: 7-bit weights for x86 CPUs without VNNI"
+	} else {
+		s += ", 8-bit weights: for CPUs with VNNI (u8s8 sums saturate on x86 without it)"
+	}
+	if c := meta["quantization.calibration"]; c != "" {
+		s += ", calibration " + c
+	}
+	return s + ")"
 }

@@ -9,6 +9,7 @@
 //	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
 //	pipeline inspect MODEL.onnx [--json]
 //	pipeline doctor [--onnxruntime FILE] [--json]
+//	pipeline export --run RUN_FOLDER [--int8] [--flip-tta=false] --out FILE [flags]
 //	pipeline embed --model MODEL.onnx --data DIR|CSV --out FILE.npy [--shard i/n] [flags]
 //	pipeline embed --model MODEL.onnx --data DIR|CSV --queue nats://HOST:PORT --submit | --collect --out FILE.npy
 //	pipeline worker --queue nats://HOST:PORT --model MODEL.onnx [--idle 30s] [flags]
@@ -50,6 +51,8 @@ Commands:
   bench     measure extraction (pipeline vs bare onnxruntime) and head training speed, as JSON
   inspect   describe an ONNX model: inputs, outputs, opsets, metadata, ops, candidate feature tensors
   doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
+  export    write a variant of a run's model (int8, without the mirror pass), scored and timed,
+            or a Triton model repository for a model (--triton DIR)
   embed     write the embeddings of a dataset as .npy (+ .csv labels) with an exported model
   worker    embed the batches of a NATS JetStream work queue (see embed --queue)
   eval      Recall@K, NMI, MAP@R, R-precision of a model on a dataset, or of .npy embeddings
@@ -57,7 +60,6 @@ Commands:
   search    exact k nearest neighbours of query images (or .npy embeddings) in a gallery index
   bench-memory  peak memory and time of index, search and eval on N random embeddings, as JSON
   serve     serve a model (and a gallery) over HTTP: KServe v2 / Triton protocol, /v1/embed, /v1/search
-  export    write a Triton model repository for a model (--triton DIR)
   version   print the version
 
 Run 'pipeline COMMAND --help' for the flags of a command.
@@ -94,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdInspect(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		err = cmdDoctor(ctx, args[1:], stdout, stderr)
+	case "export":
+		err = cmdExport(ctx, args[1:], stdout, stderr)
 	case "embed":
 		err = cmdEmbed(ctx, args[1:], stdout, stderr)
 	case "worker":
@@ -108,8 +112,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdBenchMemory(ctx, args[1:], stdout, stderr)
 	case "serve":
 		err = cmdServe(ctx, args[1:], stdout, stderr)
-	case "export":
-		err = cmdExport(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, pipeline.Version)
 	default:

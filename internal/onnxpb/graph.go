@@ -268,3 +268,14 @@ func OpsetVersion(m *onnx.ModelProto, domain string) int64 {
 	}
 	return 0
 }
+
+// ValueInfoNoShape builds a tensor ValueInfoProto of unknown shape (e.g. an intermediate tensor
+// declared as an extra graph output).
+func ValueInfoNoShape(name string, elemType int32) *onnx.ValueInfoProto {
+	return &onnx.ValueInfoProto{
+		Name: name,
+		Type: &onnx.TypeProto{Value: &onnx.TypeProto_TensorType{
+			TensorType: &onnx.TypeProto_Tensor{ElemType: elemType},
+		}},
+	}
+}

@@ -248,3 +248,38 @@ func Int64Tensor(name string, dims []int64, data []int64) *onnx.TensorProto {
 		Int64Data: append([]int64(nil), data...),
 	}
 }
+
+// Int8Tensor returns an int8 initializer (raw data); it panics when len(data) does not match dims.
+func Int8Tensor(name string, dims []int64, data []int8) *onnx.TensorProto {
+	raw := make([]byte, len(data))
+	for i, v := range data {
+		raw[i] = byte(v)
+	}
+	return rawTensor(name, Int8, dims, raw, len(data))
+}
+
+// Uint8Tensor returns a uint8 initializer (raw data); it panics when len(data) does not match dims.
+func Uint8Tensor(name string, dims []int64, data []uint8) *onnx.TensorProto {
+	return rawTensor(name, Uint8, dims, append([]byte(nil), data...), len(data))
+}
+
+// Int32Tensor returns an int32 initializer; it panics when len(data) does not match dims.
+func Int32Tensor(name string, dims []int64, data []int32) *onnx.TensorProto {
+	checkLen("Int32Tensor", name, dims, len(data))
+	return &onnx.TensorProto{Name: name, DataType: Int32, Dims: append([]int64(nil), dims...), Int32Data: append([]int32(nil), data...)}
+}
+
+func rawTensor(name string, dt int32, dims []int64, raw []byte, n int) *onnx.TensorProto {
+	checkLen("tensor", name, dims, n)
+	return &onnx.TensorProto{Name: name, DataType: dt, Dims: append([]int64(nil), dims...), RawData: raw}
+}
+
+func checkLen(what, name string, dims []int64, got int) {
+	n := 1
+	for _, d := range dims {
+		n *= int(d)
+	}
+	if n != got {
+		panic(fmt.Sprintf("onnxpb: %s %q: dims %v need %d values, got %d", what, name, dims, n, got))
+	}
+}

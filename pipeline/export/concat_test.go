@@ -131,14 +131,7 @@ func TestExportBranchesRoundTrip(t *testing.T) {
 }
 
 func TestBranchesBuildErrors(t *testing.T) {
-	m, err := onnxpb.Load(tinyModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut, ci, err := backbone.Cut(m, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cut, ci := tinyCut(t)
 	meta := Metadata{SourceSHA256: "abc"}
 	lin := func(in, out int) Linear { return Linear{In: in, Out: out, W: make([]float32, in*out)} }
 	cases := []struct {

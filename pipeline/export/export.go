@@ -122,8 +122,9 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 	for i := 1; hasPrefix(used, prefix+"."); i++ {
 		prefix = "head" + strconv.Itoa(i)
 	}
+	flip := false
 	if len(head) > 0 {
-		if _, ok := deref(head[0]).(FlipAverage); ok {
+		if _, flip = deref(head[0]).(FlipAverage); flip {
 			var err error
 			if cur, err = addFlipAverage(m, used, prefix+".flip", dim); err != nil {
 				return nil, err
@@ -155,6 +156,7 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 	onnxpb.SetMetadata(m, "feature_tensor", ci.Feature)
 	onnxpb.SetMetadata(m, "feature_dim", strconv.Itoa(ci.Dim))
 	onnxpb.SetMetadata(m, "source_model_sha256", meta.SourceSHA256)
+	onnxpb.SetMetadata(m, MetaFlipTTA, strconv.FormatBool(flip))
 	for _, k := range sortedKeys(meta.Extra) {
 		onnxpb.SetMetadata(m, k, meta.Extra[k])
 	}

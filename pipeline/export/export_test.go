@@ -215,14 +215,7 @@ func TestExportInt8RoundTrip(t *testing.T) {
 }
 
 func TestBuildErrors(t *testing.T) {
-	m, err := onnxpb.Load(tinyModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut, ci, err := backbone.Cut(m, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cut, ci := tinyCut(t)
 	meta := Metadata{SourceSHA256: "abc"}
 	cases := []struct {
 		name string

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/export"
+)
+
+// exportOptions are the flags of `pipeline export`: one field per flag, added in addFlags.
+type exportOptions struct {
+	run               string
+	out               string
+	force             bool
+	int8              bool
+	flipTTA           bool
+	reduceRange       string
+	calibration       string
+	calibrationImages int
+	threads           int
+	kmeansRestarts    int
+	exactInt8         bool
+	onnxruntime       string
+	jsonOut           bool
+	verbose           bool
+}
+
+func (o *exportOptions) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.run, "run", "", "run `FOLDER` (its model.onnx, config.yaml: data, class split, preprocessing)")
+	fs.StringVar(&o.out, "out", "", "model `FILE` to write")
+	fs.BoolVar(&o.force, "force", false, "replace an existing --out file")
+	fs.BoolVar(&o.int8, "int8", false, "quantize: int8 weights per channel, uint8 activations calibrated on training images (QDQ)")
+	fs.BoolVar(&o.flipTTA, "flip-tta", true, "run the mirror pass (each image and its mirror, features averaged: twice the cost)")
+	fs.StringVar(&o.reduceRange, "reduce-range", "", "with --int8: auto (7-bit weights when this CPU is x86 without VNNI), true or false (default: the run's export.reduce_range)")
+	fs.StringVar(&o.calibration, "calibration", "", "with --int8: minmax, percentile or entropy (default: the run's export.calibration)")
+	fs.IntVar(&o.calibrationImages, "calibration-images", 0, "with --int8: training images to calibrate on (default: the run's export.calibration_images)")
+	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the run's)")
+	fs.IntVar(&o.kmeansRestarts, "kmeans-restarts", 0, "k-means++ restarts for NMI (default: the run's eval.kmeans_restarts)")
+	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	fs.BoolVar(&o.exactInt8, "exact-int8", false, "score with onnxruntime's graph optimizations off: exact int8 arithmetic, as CPUs with VNNI compute it,\n"+
+		"simulated here (no u8s8 saturation); the timing is then not meaningful")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
+	fs.BoolVar(&o.verbose, "v", false, "log progress")
+}
+
+// cmdExport is `pipeline export`: a variant of a run's model (--run), or a Triton model repository
+// for a model file (--triton, cmd_export_triton.go); the two take different flags.
+func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if hasFlag(args, "triton") {
+		return cmdExportTriton(ctx, args, stdout, stderr)
+	}
+	var o exportOptions
+	fs := newFlagSet("pipeline export", stderr, "usage: pipeline export --run RUN_FOLDER [--int8] [--flip-tta=false] --out FILE [flags]\n"+
+		"       pipeline export --model MODEL.onnx --triton DIR [--name NAME] [--max-batch N]\n\n"+
+		"Writes a variant of a run's model.onnx (with or without the mirror pass, float or int8), reloads it in\n"+
+		"onnxruntime, scores it on the run's evaluation classes and times it beside the source backbone.\n\n")
+	o.addFlags(fs)
+	if help, err := parseFlags(fs, args, ""); help || err != nil {
+		return err
+	}
+	switch {
+	case o.run == "" || o.out == "":
+		return fmt.Errorf("%w: export needs --run RUN_FOLDER and --out FILE", errUsage)
+	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0):
+		return fmt.Errorf("%w: --reduce-range, --calibration and --calibration-images go with --int8", errUsage)
+	case o.reduceRange != "" && o.reduceRange != pipeline.ReduceRangeAuto && o.reduceRange != pipeline.ReduceRangeOn && o.reduceRange != pipeline.ReduceRangeOff:
+		return fmt.Errorf("%w: --reduce-range %q: want auto, true or false", errUsage, o.reduceRange)
+	case o.calibration != "" && !validCalibration(o.calibration):
+		return fmt.Errorf("%w: --calibration %q: want one of %v", errUsage, o.calibration, export.CalibrationMethods)
+	case o.calibrationImages < 0 || o.kmeansRestarts < 0:
+		return fmt.Errorf("%w: --calibration-images and --kmeans-restarts want >= 1 (0: the run's)", errUsage)
+	}
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
+		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: o.reduceRange, Calibration: o.calibration, Threads: o.threads},
+		CalibrationImages: o.calibrationImages, KMeansRestarts: o.kmeansRestarts, ExactInt8: o.exactInt8, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	if o.jsonOut {
+		return writeJSON(stdout, res)
+	}
+	printVariants(stdout, []pipeline.ExportVariant{res.Variant}, res.SourceBackbone, res.SourceBackboneImagesPerS)
+	return nil
+}
+
+func validCalibration(m string) bool {
+	for _, c := range export.CalibrationMethods {
+		if c == m {
+			return true
+		}
+	}
+	return false
+}
+
+// printVariants writes one line per variant and the source backbone's speed.
+func printVariants(w io.Writer, vs []pipeline.ExportVariant, source string, sourceRate float64) {
+	for _, v := range vs {
+		fmt.Fprintf(w, "%s: %s\n", v.Path, v.Describe())
+	}
+	fmt.Fprintf(w, "source backbone %s: %.1f images/s (batch 32), timed in the same rounds\n", source, sourceRate)
+}
+
+// hasFlag reports whether args hold the flag name as -name, --name, -name=... or --name=...
+// (before a lone "--", which ends the flags).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,518 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/advancedclimatesystems/gonnx/onnx"
+
+	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/metrics"
+)
+
+// ExportVariant is one deployable model written from a run, reloaded in onnxruntime, scored on the
+// evaluation classes and timed (metrics.json export.variants).
+type ExportVariant struct {
+	Path    string `json:"path"`
+	Int8    bool   `json:"int8"`
+	FlipTTA bool   `json:"flip_tta"`
+	// ReduceRange (int8 only): 7-bit weights, for x86 CPUs without VNNI (export.reduce_range).
+	ReduceRange bool `json:"reduce_range,omitempty"`
+	// Calibration (int8 only) is the method that chose the activation ranges.
+	Calibration string  `json:"calibration,omitempty"`
+	RecallAt1   float64 `json:"recall_at_1"`
+	NMI         float64 `json:"nmi"`
+	// ImagesPerS is the best of a few timed batches of 32 images; LatencyMS the best of a few
+	// single-image runs, in the same rounds as the source backbone's timing.
+	ImagesPerS float64 `json:"images_per_s"`
+	LatencyMS  float64 `json:"latency_ms"`
+	// Int8Nodes and FloatConvs count onnxruntime's optimized graph: the QLinear*/QGemm kernels
+	// the QDQ pairs were fused into, and Conv nodes still running in float.
+	Int8Nodes  int `json:"int8_nodes"`
+	FloatConvs int `json:"float_convs"`
+}
+
+// Describe is the variant in one line: kind, R@1, NMI, speed.
+func (v ExportVariant) Describe() string {
+	kind := "float"
+	if v.Int8 {
+		kind = "int8 (" + v.Calibration + " calibration"
+		if v.ReduceRange {
+			kind += ", 7-bit weights"
+		}
+		kind += ")"
+	}
+	mirror := "without"
+	if v.FlipTTA {
+		mirror = "with"
+	}
+	return fmt.Sprintf("%s, %s the mirror pass: R@1 %.2f, NMI %.2f; %.1f images/s (batch 32), %.1f ms (batch 1); %d int8 kernels, %d float Conv",
+		kind, mirror, 100*v.RecallAt1, 100*v.NMI, v.ImagesPerS, v.LatencyMS, v.Int8Nodes, v.FloatConvs)
+}
+
+// Reduce-range choices of export.reduce_range.
+const (
+	ReduceRangeAuto = "auto" // 7-bit weights when the exporting CPU is x86 without VNNI
+	ReduceRangeOn   = "true"
+	ReduceRangeOff  = "false"
+)
+
+// ExportConfig chooses the deployable variants a run writes beside model.onnx.
+type ExportConfig struct {
+	// FlipTTA makes the exported models run the mirror pass (each image and its mirror through the
+	// backbone, features averaged): twice the cost. Unset: as backbone.flip_tta (evaluation).
+	FlipTTA *bool `yaml:"flip_tta" json:"flip_tta"`
+	// Int8 also writes model-int8.onnx: static QDQ quantization (int8 weights per channel, uint8
+	// activations calibrated on training images), the head and normalizations in float.
+	Int8 bool `yaml:"int8" json:"int8"`
+	// ReduceRange: auto, true or false. 7-bit weights keep onnxruntime's u8s8 kernels from
+	// saturating on x86 CPUs without VNNI; auto decides from the exporting machine's CPU.
+	ReduceRange string `yaml:"reduce_range" json:"reduce_range"`
+	// Calibration: minmax, percentile or entropy (see export.CalibrationMethods).
+	Calibration string `yaml:"calibration" json:"calibration"`
+	// CalibrationImages is how many training images (a seeded sample) calibrate the activations.
+	CalibrationImages int `yaml:"calibration_images" json:"calibration_images"`
+}
+
+// DefaultExportConfig is the export section of DefaultConfig.
+func DefaultExportConfig() ExportConfig {
+	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: export.CalibPercentile, CalibrationImages: 256}
+}
+
+func (c ExportConfig) validate() []string {
+	var errs []string
+	switch c.ReduceRange {
+	case ReduceRangeAuto, ReduceRangeOn, ReduceRangeOff:
+	default:
+		errs = append(errs, fmt.Sprintf("export.reduce_range %q: want auto, true or false", c.ReduceRange))
+	}
+	if !contains(export.CalibrationMethods, c.Calibration) {
+		errs = append(errs, fmt.Sprintf("export.calibration %q: want one of %s", c.Calibration, strings.Join(export.CalibrationMethods, ", ")))
+	}
+	if c.CalibrationImages < 1 {
+		errs = append(errs, fmt.Sprintf("export.calibration_images %d: want >= 1", c.CalibrationImages))
+	}
+	return errs
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ResolveReduceRange turns export.reduce_range into a choice for cpu, and says why.
+func ResolveReduceRange(mode string, cpu backbone.CPUInfo) (bool, string) {
+	switch mode {
+	case ReduceRangeOn:
+		return true, "requested"
+	case ReduceRangeOff:
+		return false, "requested"
+	}
+	if cpu.X86 && !cpu.VNNI() {
+		return true, "auto: exported on an x86 CPU without VNNI (" + cpu.Model + ")"
+	}
+	return false, "auto: exported on a CPU with VNNI or not x86 (" + cpu.Model + ")"
+}
+
+// ImageSet is a list of dataset images with their preprocessing: what calibrates, scores or times
+// a variant.
+type ImageSet struct {
+	DS      *data.Dataset
+	Items   []int
+	Pre     data.Preprocess
+	Workers int
+}
+
+// VariantOptions describe the variant MakeVariant derives from an exported float model.
+type VariantOptions struct {
+	Int8, FlipTTA bool
+	ReduceRange   string // ReduceRangeAuto, ReduceRangeOn or ReduceRangeOff
+	Calibration   string // export.CalibMinMax, ...
+	Threads       int
+	Log           func(msg string, args ...any) // progress and warnings; nil: silent
+}
+
+// VariantInfo is what MakeVariant decided.
+type VariantInfo struct {
+	ReduceRange bool
+	Calibration string
+	Warnings    []string
+	Report      *export.QuantizeReport
+}
+
+// MakeVariant returns a variant of the exported float model m (images -> embeddings): with or
+// without the mirror pass, and for Int8 quantized (the backbone's Conv and Add nodes, up to its
+// features) with activation ranges calibrated on cal's images. The model m is not modified.
+func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal ImageSet) (*onnx.ModelProto, *VariantInfo, error) {
+	info := &VariantInfo{}
+	if !o.Int8 {
+		v, err := export.SetFlip(m, o.FlipTTA)
+		return v, info, err
+	}
+	if len(cal.Items) == 0 {
+		return nil, nil, fmt.Errorf("pipeline: int8 export: no calibration images")
+	}
+	// Calibrated once without the mirror pass: a mirrored image has the same value ranges.
+	plain, err := export.SetFlip(m, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	var why string
+	info.ReduceRange, why = ResolveReduceRange(o.ReduceRange, backbone.CPU())
+	info.Calibration = o.Calibration
+	qo := export.QuantizeOptions{ReduceRange: info.ReduceRange, Until: backbone.OutputName}
+	targets, err := export.QuantizeTargets(plain, qo)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, warn, err := calibrate(ctx, plain, targets, o, cal)
+	if err != nil {
+		return nil, nil, err
+	}
+	ranges, err := c.Ranges(o.Calibration)
+	if err != nil {
+		return nil, nil, err
+	}
+	info.Warnings = append(info.Warnings, warn...)
+	q, rep, err := export.Quantize(plain, ranges, qo)
+	if err != nil {
+		return nil, nil, err
+	}
+	info.Report = rep
+	if len(rep.Degenerate) > 0 {
+		info.Warnings = append(info.Warnings, fmt.Sprintf("int8 export: %d of %d activation tensors took a single value on the %d calibration images (e.g. %q), their scale is set to 1: "+
+			"the calibration images do not exercise the model (all alike?); use more, varied training images (export.calibration_images)",
+			len(rep.Degenerate), rep.Activations, len(cal.Items), rep.Degenerate[0]))
+	}
+	onnxpb.SetMetadata(q, "quantization.calibration", o.Calibration)
+	onnxpb.SetMetadata(q, "quantization.calibration_images", strconv.Itoa(len(cal.Items)))
+	onnxpb.SetMetadata(q, "quantization.reduce_range_reason", why)
+	if info.ReduceRange {
+		onnxpb.SetMetadata(q, "quantization.target_cpu", "x86 without VNNI (AVX2: 7-bit weights keep u8s8 int16 sums from saturating)")
+	} else {
+		onnxpb.SetMetadata(q, "quantization.target_cpu", "VNNI (8-bit weights; on x86 without VNNI onnxruntime's u8s8 sums saturate)")
+	}
+	v, err := export.SetFlip(q, o.FlipTTA)
+	return v, info, err
+}
+
+// calibrate runs the float model on the calibration images and returns the targets' statistics,
+// with warnings for a calibration set too small to be representative.
+func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o VariantOptions, cal ImageSet) (*export.Calibrator, []string, error) {
+	var warn []string
+	if len(cal.Items) < 32 {
+		warn = append(warn, fmt.Sprintf("int8 export: calibrating on %d images only: the activation ranges may not cover other images (a few hundred are usual)", len(cal.Items)))
+	}
+	b, err := onnxpb.Marshal(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	probe, err := ort.NewProbe(b, targets, ort.Options{Threads: o.Threads})
+	if err != nil {
+		return nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
+	}
+	defer probe.Close()
+	c := export.NewCalibrator(targets)
+	chw := cal.Pre.Size()
+	done := 0
+	for batch := range data.Batches(ctx, cal.DS, cal.Items, cal.Pre, 8, cal.Workers) {
+		if batch.Err != nil {
+			return nil, nil, batch.Err
+		}
+		outs, err := probe.Run(batch.Data[:batch.N*chw], batch.N)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
+		}
+		for i, t := range targets {
+			if err := c.Observe(t, outs[i]); err != nil {
+				return nil, nil, err
+			}
+		}
+		done += batch.N
+		if o.Log != nil && done%64 < batch.N {
+			o.Log("int8 calibration", "images", done, "of", len(cal.Items))
+		}
+	}
+	return c, warn, ctx.Err()
+}
+
+// CalibrationSample returns n of the items, a seeded random sample in the original order.
+func CalibrationSample(items []int, n int, seed int64) []int {
+	if n >= len(items) {
+		return append([]int(nil), items...)
+	}
+	perm := rand.New(rand.NewSource(seed)).Perm(len(items))[:n]
+	sort.Ints(perm)
+	out := make([]int, n)
+	for i, p := range perm {
+		out[i] = items[p]
+	}
+	return out
+}
+
+// Timing of a model in onnxruntime (MeasureVariants).
+const (
+	timingBatch  = 32
+	timingRounds = 3 // models are timed in turn, round after round; each keeps its best
+	latencyRuns  = 5
+)
+
+// VariantCheck scores and times written variants.
+type VariantCheck struct {
+	Eval           ImageSet
+	Threads        int
+	KMeansRestarts int
+	Seed           int64
+	// Source is the backbone file the model was made from, timed beside the variants ("" to skip).
+	Source   string
+	Progress io.Writer
+	// ExactInt8 scores with onnxruntime's graph optimizations off (ort.Options.Unoptimized): the
+	// int8 arithmetic of CPUs with VNNI, simulated on any CPU. The timing is then not meaningful.
+	ExactInt8 bool
+}
+
+// MeasureVariants reloads each variant's file (our ONNX checks, then onnxruntime), scores it on
+// the evaluation images (Recall@1, NMI) and times it, the source backbone in the same rounds. It
+// fills the measured fields of vs and returns the source backbone's images/s (0 without Source).
+func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (float64, error) {
+	sessions := make([]*ort.Session, 0, len(vs)+1)
+	defer func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	}()
+	labels := c.Eval.DS.Labels(c.Eval.Items)
+	for i := range vs {
+		v := &vs[i]
+		if _, err := onnxpb.Load(v.Path); err != nil {
+			return 0, err
+		}
+		b, err := onnxpb.ReadFile(v.Path)
+		if err != nil {
+			return 0, err
+		}
+		sess, err := ort.NewSession(b, ort.Options{Threads: c.Threads, Unoptimized: c.ExactInt8})
+		if err != nil {
+			return 0, fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", v.Path, err)
+		}
+		sessions = append(sessions, sess)
+		ops, err := ort.OptimizedOps(b, ort.Options{Threads: c.Threads})
+		if err != nil {
+			return 0, fmt.Errorf("pipeline: exported model %q: %w", v.Path, err)
+		}
+		v.Int8Nodes, v.FloatConvs = 0, ops["Conv"]+ops["FusedConv"]
+		for op, n := range ops {
+			if strings.HasPrefix(op, "QLinear") || op == "QGemm" || op == "MatMulIntegerToFloat" {
+				v.Int8Nodes += n
+			}
+		}
+		dim := int(sess.OutputShape()[0])
+		emb := make([]float32, len(c.Eval.Items)*dim)
+		chw := c.Eval.Pre.Size()
+		for batch := range data.Batches(ctx, c.Eval.DS, c.Eval.Items, c.Eval.Pre, timingBatch, c.Eval.Workers) {
+			if batch.Err != nil {
+				return 0, batch.Err
+			}
+			if err := sess.Run(batch.Data[:batch.N*chw], batch.N, emb[batch.Start*dim:]); err != nil {
+				return 0, fmt.Errorf("pipeline: running %q: %w", v.Path, err)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		res, err := metrics.Evaluate(emb, len(c.Eval.Items), dim, labels, metrics.Options{KMeansRestarts: c.KMeansRestarts, Seed: c.Seed, Workers: 2,
+			Progress: EvalProgress(c.Progress, v.Path)})
+		if err != nil {
+			return 0, fmt.Errorf("pipeline: evaluating %q: %w", v.Path, err)
+		}
+		v.RecallAt1, v.NMI = res.RecallAt1, res.NMI
+	}
+	if c.Source != "" {
+		b, err := onnxpb.ReadFile(c.Source)
+		if err != nil {
+			return 0, err
+		}
+		src, err := ort.NewSession(b, ort.Options{Threads: c.Threads})
+		if err != nil {
+			return 0, fmt.Errorf("pipeline: source backbone %q in onnxruntime: %w", c.Source, err)
+		}
+		sessions = append(sessions, src)
+	}
+	sample, err := timingImages(ctx, c.Eval)
+	if err != nil {
+		return 0, err
+	}
+	rates, lat, err := timeSessions(ctx, sessions, sample, c.Eval.Pre.Size())
+	if err != nil {
+		return 0, err
+	}
+	for i := range vs {
+		vs[i].ImagesPerS, vs[i].LatencyMS = rates[i], lat[i]
+	}
+	if c.Source != "" {
+		return rates[len(vs)], nil
+	}
+	return 0, nil
+}
+
+// timingImages preprocesses the first timingBatch evaluation images (repeated when fewer).
+func timingImages(ctx context.Context, set ImageSet) ([]float32, error) {
+	chw := set.Pre.Size()
+	items := set.Items[:min(timingBatch, len(set.Items))]
+	out := make([]float32, 0, timingBatch*chw)
+	for batch := range data.Batches(ctx, set.DS, items, set.Pre, timingBatch, set.Workers) {
+		if batch.Err != nil {
+			return nil, batch.Err
+		}
+		out = append(out, batch.Data[:batch.N*chw]...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("pipeline: no image to time the models on")
+	}
+	for len(out) < timingBatch*chw {
+		out = append(out, out[:min(len(out), timingBatch*chw-len(out))]...)
+	}
+	return out, ctx.Err()
+}
+
+// timeSessions times each session on batches of timingBatch images and on single images, in
+// turn for timingRounds rounds (so a machine busy with other work slows them alike), and keeps
+// each one's best: images/s and milliseconds per single image. A model that pins its batch size
+// runs as many of its batches as make timingBatch images (and one for the latency).
+func timeSessions(ctx context.Context, sessions []*ort.Session, in []float32, chw int) ([]float64, []float64, error) {
+	best := make([]time.Duration, len(sessions))
+	bestOne := make([]time.Duration, len(sessions))
+	outs := make([][]float32, len(sessions))
+	// run times n images (rounded up to whole pinned batches: n is 1 or a multiple of them).
+	run := func(i, n int) (time.Duration, error) {
+		s := sessions[i]
+		t := time.Now()
+		if f := s.FixedBatch(); f > 0 {
+			for done := 0; done < n; done += f {
+				if err := s.Run(in[:f*chw], f, outs[i]); err != nil {
+					return 0, err
+				}
+			}
+		} else if err := s.Run(in[:n*chw], n, outs[i]); err != nil {
+			return 0, err
+		}
+		return time.Since(t), nil
+	}
+	for i, s := range sessions {
+		outs[i] = make([]float32, max(timingBatch, s.FixedBatch())*int(prodInt(s.OutputShape())))
+		if f := s.FixedBatch(); f > 1 && timingBatch%f != 0 {
+			return nil, nil, fmt.Errorf("pipeline: timing: a model pins batch %d, which does not divide the %d timing images", f, timingBatch)
+		}
+		if _, err := run(i, timingBatch); err != nil { // warm-up
+			return nil, nil, err
+		}
+	}
+	for r := 0; r < timingRounds; r++ {
+		for i := range sessions {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, err
+			}
+			d, err := run(i, timingBatch)
+			if err != nil {
+				return nil, nil, err
+			}
+			if best[i] == 0 || d < best[i] {
+				best[i] = d
+			}
+			for k := 0; k < latencyRuns; k++ {
+				d, err := run(i, 1)
+				if err != nil {
+					return nil, nil, err
+				}
+				if bestOne[i] == 0 || d < bestOne[i] {
+					bestOne[i] = d
+				}
+			}
+		}
+	}
+	rates := make([]float64, len(sessions))
+	lat := make([]float64, len(sessions))
+	for i := range sessions {
+		rates[i] = timingBatch / best[i].Seconds()
+		lat[i] = float64(bestOne[i].Microseconds()) / 1000
+	}
+	return rates, lat, nil
+}
+
+func prodInt(dims []int64) int64 {
+	p := int64(1)
+	for _, d := range dims {
+		p *= d
+	}
+	return p
+}
+
+// exportVariants writes the deployable variants the export section asks for beside the checked
+// model.onnx (rewritten without or with the mirror pass when export.flip_tta differs from
+// evaluation's), then scores and times each one beside the source backbone.
+func (r *runner) exportVariants(ctx context.Context) error {
+	cfg, log := r.cfg, r.env.Log
+	flip := cfg.Backbone.FlipTTA
+	if cfg.Export.FlipTTA != nil {
+		flip = *cfg.Export.FlipTTA
+	}
+	path := r.sum.Export.Path
+	m, err := onnxpb.Load(path)
+	if err != nil {
+		return err
+	}
+	vs := []ExportVariant{{Path: path, FlipTTA: flip}}
+	if flip != export.HasFlip(m) {
+		if m, err = export.SetFlip(m, flip); err != nil {
+			return err
+		}
+		if err := onnxpb.SaveAtomic(path, m); err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+	}
+	if cfg.Export.Int8 {
+		cal := ImageSet{DS: r.ds, Items: CalibrationSample(r.split.fitIdx, cfg.Export.CalibrationImages, cfg.Seed), Pre: r.pre, Workers: cfg.Preprocess.Workers}
+		q, info, err := MakeVariant(ctx, m, VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
+			Calibration: cfg.Export.Calibration, Threads: cfg.Threads, Log: log.Info}, cal)
+		if err != nil {
+			return err
+		}
+		for _, w := range info.Warnings {
+			log.Warn(w)
+			r.sum.Warnings = append(r.sum.Warnings, w)
+		}
+		qpath := filepath.Join(filepath.Dir(path), "model-int8.onnx")
+		if err := onnxpb.SaveAtomic(qpath, q); err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		vs = append(vs, ExportVariant{Path: qpath, Int8: true, FlipTTA: flip, ReduceRange: info.ReduceRange, Calibration: info.Calibration})
+	}
+	src, err := MeasureVariants(ctx, vs, VariantCheck{
+		Eval:    ImageSet{DS: r.ds, Items: r.split.evalIdx, Pre: r.pre, Workers: cfg.Preprocess.Workers},
+		Threads: cfg.Threads, KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Source: cfg.Backbone.Path, Progress: r.env.Progress})
+	if err != nil {
+		return err
+	}
+	r.sum.Export.Variants, r.sum.Export.SourceBackboneImagesPerS = vs, src
+	for _, v := range vs {
+		log.Info("export variant", "path", v.Path, "int8", v.Int8, "flip_tta", v.FlipTTA, "recall_at_1", v.RecallAt1, "nmi", v.NMI,
+			"images_per_s", v.ImagesPerS, "latency_ms", v.LatencyMS, "int8_nodes", v.Int8Nodes, "float_convs", v.FloatConvs)
+	}
+	log.Info("source backbone", "path", cfg.Backbone.Path, "images_per_s", src)
+	return nil
+}

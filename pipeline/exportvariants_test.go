@@ -1,0 +1,154 @@
+package pipeline
+
+import (
+	"context"
+	"image"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/advancedclimatesystems/gonnx/onnx"
+
+	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
+	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/export"
+)
+
+// blackImages writes n all-black 6x6 PNGs as one class of an image folder and loads it.
+func blackImages(t *testing.T, n int) *data.Dataset {
+	t.Helper()
+	root := t.TempDir()
+	dir := filepath.Join(root, "black")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		f, err := os.Create(filepath.Join(dir, string(rune('a'+i))+".png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := png.Encode(f, image.NewRGBA(image.Rect(0, 0, 6, 6))); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	ds, err := data.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// tinyExport is the exported model of the 6x6 test CNN (Conv, Relu, pooling) with the mirror pass;
+// deadBias makes the Conv's bias so negative that the Relu outputs only zeros.
+func tinyExport(t *testing.T, deadBias bool) *onnx.ModelProto {
+	t.Helper()
+	m, err := onnxpb.Load("../backbone/testdata/tiny_cnn.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deadBias {
+		inits := onnxpb.Initializers(m.Graph)
+		for _, n := range m.Graph.Node {
+			if n.GetOpType() == "Conv" && len(n.Input) > 2 {
+				b := inits[n.Input[2]]
+				v, _ := onnxpb.Floats(b)
+				for i := range v {
+					v[i] = -1000
+				}
+				*b = *onnxpb.FloatTensor(b.GetName(), b.GetDims(), v)
+			}
+		}
+	}
+	cut, ci, err := backbone.Cut(m, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := export.Build(cut, ci, []export.Layer{export.FlipAverage{}, export.L2Normalize{}}, export.Metadata{SourceSHA256: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestInt8HostileCalibration: all-black calibration images that leave an activation at a single
+// value, and a single calibration image, give finite positive scales, a model onnxruntime loads
+// and runs to finite embeddings, and a warning saying what is wrong.
+func TestInt8HostileCalibration(t *testing.T) {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
+		t.Fatal(err)
+	}
+	pre := data.DefaultPreprocess()
+	pre.Width, pre.Height = 6, 6
+	for _, tc := range []struct {
+		name     string
+		images   int
+		deadBias bool
+		warn     string
+	}{
+		{"all black, dead activations", 3, true, "took a single value on the 3 calibration images"},
+		{"one image", 1, false, "calibrating on 1 images only"},
+	} {
+		ds := blackImages(t, tc.images)
+		items := make([]int, len(ds.Items))
+		for i := range items {
+			items[i] = i
+		}
+		for _, method := range export.CalibrationMethods {
+			q, info, err := MakeVariant(context.Background(), tinyExport(t, tc.deadBias),
+				VariantOptions{Int8: true, FlipTTA: true, ReduceRange: ReduceRangeOn, Calibration: method, Threads: 1},
+				ImageSet{DS: ds, Items: items, Pre: pre, Workers: 1})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", tc.name, method, err)
+			}
+			if !strings.Contains(strings.Join(info.Warnings, "\n"), tc.warn) {
+				t.Errorf("%s, %s: warnings %q, want one with %q", tc.name, method, info.Warnings, tc.warn)
+			}
+			for _, init := range q.Graph.Initializer {
+				if !strings.HasSuffix(init.GetName(), "_scale") {
+					continue
+				}
+				v, err := onnxpb.Floats(init)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range v {
+					if !(s > 0) || math.IsInf(float64(s), 0) {
+						t.Fatalf("%s, %s: %s = %v", tc.name, method, init.GetName(), v)
+					}
+				}
+			}
+			b, err := onnxpb.Marshal(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := onnxpb.Unmarshal(b, "int8"); err != nil {
+				t.Fatalf("%s: our checks: %v", tc.name, err)
+			}
+			sess, err := ort.NewSession(b, ort.Options{Threads: 1})
+			if err != nil {
+				t.Fatalf("%s: onnxruntime: %v", tc.name, err)
+			}
+			x := make([]float32, 2*3*6*6)
+			for i := range x {
+				x[i] = float32(i%7) - 3
+			}
+			out := make([]float32, 2*int(sess.OutputShape()[0]))
+			if err := sess.Run(x, 2, out); err != nil {
+				t.Fatal(err)
+			}
+			sess.Close()
+			for _, v := range out {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					t.Fatalf("%s, %s: embeddings %v", tc.name, method, out)
+				}
+			}
+		}
+	}
+}
