@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -180,6 +181,9 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(targets) == 0 {
+		return nil, nil, fmt.Errorf("%w: the model has no Conv or Add before %q", ErrNothingToQuantize, backbone.OutputName)
+	}
 	c, warn, err := calibrate(ctx, plain, targets, o, cal)
 	if err != nil {
 		return nil, nil, err
@@ -210,6 +214,9 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	v, err := export.SetFlip(q, o.FlipTTA)
 	return v, info, err
 }
+
+// ErrNothingToQuantize: the model has no op the int8 export quantizes; its float export is as fast.
+var ErrNothingToQuantize = errors.New("pipeline: int8 export: nothing to quantize")
 
 // calibrate runs the float model on the calibration images and returns the targets' statistics,
 // with warnings for a calibration set too small to be representative.
@@ -485,13 +492,22 @@ func (r *runner) exportVariants(ctx context.Context) error {
 			return fmt.Errorf("pipeline: %w", err)
 		}
 	}
+	var q *onnx.ModelProto // the int8 variant, when asked for and the model has ops to quantize
+	var info *VariantInfo
 	if cfg.Export.Int8 {
 		cal := ImageSet{DS: r.ds, Items: CalibrationSample(r.split.fitIdx, cfg.Export.CalibrationImages, cfg.Seed), Pre: r.pre, Workers: cfg.Preprocess.Workers}
-		q, info, err := MakeVariant(ctx, m, VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
+		q, info, err = MakeVariant(ctx, m, VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
 			Calibration: cfg.Export.Calibration, Threads: cfg.Threads, Log: log.Info}, cal)
-		if err != nil {
+		if errors.Is(err, ErrNothingToQuantize) {
+			w := err.Error() + ": model-int8.onnx not written"
+			log.Warn(w)
+			r.sum.Warnings = append(r.sum.Warnings, w)
+			q = nil
+		} else if err != nil {
 			return err
 		}
+	}
+	if q != nil {
 		for _, w := range info.Warnings {
 			log.Warn(w)
 			r.sum.Warnings = append(r.sum.Warnings, w)

@@ -25,6 +25,9 @@ func NewProbe(model []byte, tensors []string, opts Options) (*Probe, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(tensors) == 0 {
+		return nil, fmt.Errorf("ort: probe: no tensors to probe")
+	}
 	ins := onnxpb.RealInputs(m.GetGraph())
 	if len(ins) != 1 {
 		return nil, fmt.Errorf("ort: probe: model has %d inputs, want 1", len(ins))

@@ -123,7 +123,17 @@ func comparable(t *testing.T, dir string) map[string]any {
 	for _, k := range []string{"timing", "run_dir", "report", "machine", "warnings"} {
 		delete(m, k)
 	}
-	m["export"].(map[string]any)["path"] = ""
+	ex := m["export"].(map[string]any)
+	ex["path"] = ""
+	delete(ex, "source_backbone_images_per_s") // timings
+	if vs, ok := ex["variants"].([]any); ok {
+		for _, v := range vs {
+			v := v.(map[string]any)
+			v["path"] = filepath.Base(v["path"].(string))
+			delete(v, "images_per_s")
+			delete(v, "latency_ms")
+		}
+	}
 	if ts, ok := m["tail"].(map[string]any); ok { // activations: extracted, or from the cache
 		delete(ts, "activation_cache_hit")
 		delete(ts, "activation_cache") // a path: the extraction case uses its own cache folder

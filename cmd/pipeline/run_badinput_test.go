@@ -149,9 +149,9 @@ func checkRunFolderComplete(t *testing.T, dir string) map[string]any {
 			if err := dec.Decode(&cfg); err != nil {
 				t.Errorf("config.yaml does not parse: %v", err)
 			}
-		case e.Name() == "model.onnx":
+		case e.Name() == "model.onnx", e.Name() == "model-int8.onnx":
 			if _, err := onnxpb.Unmarshal(raw, p); err != nil {
-				t.Errorf("model.onnx does not parse: %v", err)
+				t.Errorf("%s does not parse: %v", e.Name(), err)
 			}
 		case e.Name() == "checkpoint.ckpt", e.Name() == "last.ckpt":
 			if _, err := pipeline.LoadCheckpoint(p); err != nil {
