@@ -5,8 +5,8 @@ import "sort"
 // Halving is asynchronous successive halving (ASHA, Li et al. 2020) run one trial after the
 // other: the rungs are the epochs MinEpochs·Eta^k; a trial reaching a rung goes on only if its
 // score there is among the best 1/Eta of the scores recorded at that rung by all trials so far
-// (itself included). A trial's score at a rung is its best validation score up to that epoch,
-// epoch 0 (before training) included, as model selection keeps the best epoch. Until Eta trials
+// (itself included). A trial's score at a rung is its best validation score up to that epoch
+// (RungScore), as model selection keeps the best epoch. Until Eta trials
 // have reached a rung, it stops none (with fewer there is no top 1/Eta to be out of).
 // Eta < 2 disables it.
 type Halving struct {
@@ -42,14 +42,17 @@ func (h Halving) Promote(others []float64, score float64) bool {
 	return score >= all[k/h.Eta-1]
 }
 
-// RungScore is the best of scores[0..epoch] (scores[e] is the validation score after epoch e),
-// and false when the scores do not reach epoch.
+// RungScore is the best of scores[1..epoch] (scores[e] is the validation score after epoch e):
+// what the trial's training reached by then. Epoch 0 (before training) is left out: in most
+// spaces every trial starts from the same initialization, and a trial whose training only lowers
+// the score would otherwise tie with the best of them. It is false when the scores do not reach
+// epoch (or epoch is 0).
 func RungScore(scores []float64, epoch int) (float64, bool) {
-	if epoch >= len(scores) {
+	if epoch < 1 || epoch >= len(scores) {
 		return 0, false
 	}
-	best := scores[0]
-	for _, s := range scores[1 : epoch+1] {
+	best := scores[1]
+	for _, s := range scores[2 : epoch+1] {
 		best = max(best, s)
 	}
 	return best, true

@@ -39,6 +39,9 @@ func TestHalvingPromote(t *testing.T) {
 	if s, ok := RungScore([]float64{0.3, 0.5, 0.4, 0.2}, 2); !ok || s != 0.5 {
 		t.Errorf("RungScore = %g %v, want the best up to epoch 2, 0.5", s, ok)
 	}
+	if s, ok := RungScore([]float64{0.9, 0.5, 0.4, 0.2}, 3); !ok || s != 0.5 {
+		t.Errorf("RungScore = %g %v, want the best of epochs 1-3, 0.5 (epoch 0 left out)", s, ok)
+	}
 	if _, ok := RungScore([]float64{0.3}, 1); ok {
 		t.Error("RungScore past the last epoch should be false")
 	}
