@@ -233,3 +233,30 @@ func TestSpaceFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiSimilarityConfig: loss {name: multi_similarity, args} reaches the head's loss with its
+// args, the unset ones at their defaults, and a head trains with it.
+func TestMultiSimilarityConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte("loss: {name: multi_similarity, args: {beta: 40, margin: 0.2}}\n"), "ms.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := cfg.Loss.headLoss()
+	if hl.Kind != "multi_similarity" || hl.MSAlpha != 2 || hl.MSBeta != 40 || hl.MSBase != 0.5 || hl.MSMargin != 0.2 {
+		t.Errorf("head loss %+v", hl)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	needORT(t)
+	run := tinyConfig(t)
+	run.Loss = cfg.Loss
+	run.Optimizer.Epochs = 2
+	sum, err := Run(context.Background(), run, RunEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Training.Steps == 0 || !(sum.Trained.RecallAt1 > 0) {
+		t.Errorf("multi_similarity run: %+v %+v", sum.Training, sum.Trained)
+	}
+}
