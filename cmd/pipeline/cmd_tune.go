@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 
 	"github.com/grouploss/pipeline/pipeline"
@@ -42,15 +41,7 @@ func cmdTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("%w: %s is required (pipeline tune -h)", errUsage, f.name)
 		}
 	}
-	level := slog.LevelWarn
-	if verbose {
-		level = slog.LevelInfo
-	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	lines := stdout
-	if jsonOut {
-		lines = stderr
-	}
+	logger, lines := batchOutput(stdout, stderr, verbose, jsonOut)
 	st, err := pipeline.Tune(ctx, o, pipeline.RunEnv{Log: logger, Progress: stderr}, lines)
 	if st == nil {
 		return err
