@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -168,22 +169,15 @@ type trialConfigs struct {
 	raw  []byte
 	name string
 	base Config
-	keys []string
+	keys []string // the space's keys in file order, set by check
 }
 
 func (tc *trialConfigs) config(params map[string]any) (Config, error) {
-	keys := tc.keys
-	if keys == nil {
-		for k := range params {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-	}
-	raw, err := tune.Apply(tc.raw, keys, params, "")
+	raw, err := tune.Apply(tc.raw, tc.keys, params, "")
 	if err != nil {
 		return Config{}, err
 	}
-	cfg, err := ParseConfig(raw, tc.name)
+	cfg, err := ParseConfig(raw, tc.name+" with the space's values")
 	if err != nil {
 		return cfg, err
 	}
@@ -198,21 +192,39 @@ func (tc *trialConfigs) config(params map[string]any) (Config, error) {
 	return cfg, nil
 }
 
-// check tries each key of sp at its bounds (or each of its choices) alone on the base config, so
-// that a key the config does not have, or a value it refuses, is an error naming the space
-// file's line before anything runs.
+// check tries each key of sp at its bounds (or each of its choices), the other keys at their
+// first value, so that a key the config does not have, or a value it refuses, is an error naming
+// the space file's line before anything runs. Keys are tried together, so that a space may set
+// loss.name and that loss's args; when the first values fail together, the first key (in file
+// order) whose addition fails is named.
 func (tc *trialConfigs) check(sp *tune.Space) error {
-	for _, p := range sp.Params {
-		for _, v := range p.Extremes() {
-			if _, err := tc.config(map[string]any{p.Key: v}); err != nil {
-				return withHint(fmt.Errorf("%w: %w", ErrConfig, &tune.SpaceError{File: sp.File, Line: p.Line, Key: p.Key,
-					Msg: fmt.Sprintf("value %v on %s: %v", v, tc.name, err)}), "name keys as in the config file (pipeline run's config.yaml lists them all), with values it accepts")
+	bad := func(p tune.Param, v any, err error) error {
+		return withHint(fmt.Errorf("%w: %w", ErrConfig, &tune.SpaceError{File: sp.File, Line: p.Line, Key: p.Key,
+			Msg: fmt.Sprintf("value %v: %v", v, err)}), "name keys as in the config file (pipeline run's config.yaml lists them all), with values it accepts")
+	}
+	tc.keys = make([]string, len(sp.Params))
+	ref := map[string]any{}
+	for i, p := range sp.Params {
+		tc.keys[i] = p.Key
+		ref[p.Key] = p.Extremes()[0]
+	}
+	if _, err := tc.config(ref); err != nil {
+		some := map[string]any{}
+		for _, p := range sp.Params {
+			some[p.Key] = ref[p.Key]
+			if _, err := tc.config(some); err != nil {
+				return bad(p, ref[p.Key], err)
 			}
 		}
 	}
-	tc.keys = make([]string, len(sp.Params))
-	for i, p := range sp.Params {
-		tc.keys[i] = p.Key
+	for _, p := range sp.Params {
+		for _, v := range p.Extremes() {
+			params := maps.Clone(ref)
+			params[p.Key] = v
+			if _, err := tc.config(params); err != nil {
+				return bad(p, v, err)
+			}
+		}
 	}
 	return nil
 }

@@ -10,8 +10,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Apply returns the YAML document base with each dotted key of values set (keys in the order
-// given), creating the mappings on its path that are missing; comments and the other keys are
+// Apply returns the YAML document base with each dotted key of values set, in the order of keys
+// (keys without a value are left alone), creating the mappings on its path that are missing; comments and the other keys are
 // kept. header, when not empty, is put as a comment above the document.
 func Apply(base []byte, keys []string, values map[string]any, header string) ([]byte, error) {
 	var doc yaml.Node
@@ -23,6 +23,9 @@ func Apply(base []byte, keys []string, values map[string]any, header string) ([]
 	}
 	root := doc.Content[0]
 	for _, k := range keys {
+		if _, ok := values[k]; !ok {
+			continue
+		}
 		if err := set(root, strings.Split(k, "."), values[k]); err != nil {
 			return nil, fmt.Errorf("tune: setting %q: %w", k, err)
 		}
