@@ -184,8 +184,8 @@ func TestTuneBadSpace(t *testing.T) {
 		{"loss.args.anchors_per_class: int(1, 9)\n", "loss.args.anchors_per_class", "anchors_per_class"},
 		{"seed: [1, 2]\n", "seed", "what every trial shares"},
 		{"optimizer.epochs_total: [3]\n", "optimizer.epochs_total", "epochs_total"},
-		// Keys apply together: the args of the loss the space names are checked against it.
-		{"loss.name: [multi_similarity]\nloss.args.beta: [40]\nloss.args.temperature: [8]\n", "loss.args.temperature", "temperature"},
+		// Keys apply together, on the base config: its group args do not fit the loss the space names.
+		{"loss.name: [multi_similarity]\nloss.args.beta: [40]\n", "loss.name", `loss "multi_similarity" has no arg anchors_per_class`},
 	} {
 		out := filepath.Join(t.TempDir(), "study")
 		_, err := Tune(context.Background(), TuneOptions{Config: base, Space: writeSpace(t, c.src), Trials: 1, Out: out}, RunEnv{}, &bytes.Buffer{})
