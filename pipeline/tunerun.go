@@ -159,7 +159,7 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return err
 	}
 	return tune.Run(ctx, tune.Settings{Space: sp, SpaceRaw: spaceRaw, ConfigPath: o.Config, ConfigRaw: cfgRaw,
-		Trials: o.Trials, Seed: o.Seed, Halving: o.Halving, Metric: "map_at_r of the validation classes (the model-selection score)",
+		Trials: o.Trials, Seed: o.Seed, Halving: o.Halving, Metric: "the model-selection score of pipeline run (metrics.json training.selection) on the validation classes",
 		BestConfig: tc.best(o)}, o.Out, objective, progress)
 }
 
