@@ -19,7 +19,7 @@
 // 1e-12 on the golden cases). ReLU has gradient 0 at exactly 0, as in PyTorch.
 //
 // Baseline losses train the same head through StepLoss with a LossConfig (LossKind "group", the
-// default, "softmax", "triplet", "contrastive", "proxy_anchor"; see the LossKind constants for the
+// default, "softmax", "triplet", "contrastive", "proxy_anchor", "multi_similarity"; see the LossKind constants for the
 // formulas). The metric losses work on L2-normalized embeddings z / sqrt(||z||² + 1e-12) (a zero
 // row stays zero) and on distances d = u / sqrt(u + 1e-12), u = ReLU(squared distance from the
 // Gram matrix): d is exactly 0 for identical rows and has a finite gradient there. Proxy-Anchor

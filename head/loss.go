@@ -34,10 +34,19 @@ const (
 	// loss = 1/|P⁺| Σ_{p∈P⁺} log(1 + Σ_{i: y_i=p} e^{−α(s_ip−δ)}) + 1/Classes Σ_p log(1 + Σ_{i: y_i≠p} e^{α(s_ip+δ)}),
 	// P⁺ being the classes present in the batch. The log-sum-exps are shifted, so any α is safe.
 	LossProxyAnchor LossKind = "proxy_anchor"
+	// LossMultiSimilarity is the Multi-Similarity loss (Wang et al., CVPR 2019) on the cosine
+	// similarities S of L2-normalized embeddings, with the pair mining of the authors' code: for
+	// anchor i, a negative j is kept if S_ij + ε > min of i's positive similarities, a positive j
+	// (j ≠ i) if S_ij − ε < max of i's negative similarities; with α = MSAlpha, β = MSBeta,
+	// λ = MSBase, ε = MSMargin,
+	// loss = 1/n Σ_i [1/α log(1 + Σ_{kept pos} e^{−α(S_ij−λ)}) + 1/β log(1 + Σ_{kept neg} e^{β(S_ij−λ)})],
+	// an anchor without a kept positive or a kept negative contributing 0 (the mining selects; no
+	// gradient flows through it).
+	LossMultiSimilarity LossKind = "multi_similarity"
 )
 
 // LossKinds lists the supported losses.
-var LossKinds = []LossKind{LossGroup, LossSoftmax, LossTriplet, LossContrastive, LossProxyAnchor}
+var LossKinds = []LossKind{LossGroup, LossSoftmax, LossTriplet, LossContrastive, LossProxyAnchor, LossMultiSimilarity}
 
 // LossConfig selects and configures the training loss. Only the fields of the selected Kind are
 // used; DefaultLossConfig fills them all. An empty Kind means LossGroup.
@@ -56,14 +65,22 @@ type LossConfig struct {
 	// LossProxyAnchor.
 	ProxyAlpha  float64 `yaml:"proxy_alpha" json:"proxy_alpha"`
 	ProxyMargin float64 `yaml:"proxy_margin" json:"proxy_margin"`
+	// MSAlpha (positive scale α > 0; 2), MSBeta (negative scale β > 0; 50), MSBase (similarity
+	// offset λ; 0.5) and MSMargin (mining margin ε >= 0; 0.1) configure LossMultiSimilarity.
+	MSAlpha  float64 `yaml:"ms_alpha" json:"ms_alpha"`
+	MSBeta   float64 `yaml:"ms_beta" json:"ms_beta"`
+	MSBase   float64 `yaml:"ms_base" json:"ms_base"`
+	MSMargin float64 `yaml:"ms_margin" json:"ms_margin"`
 }
 
 // DefaultLossConfig returns the loss kind with every setting at its published default: the Group
 // Loss of DefaultGroupLoss, triplet margin 0.2 (ref_heads.py), contrastive margins 0 and 1
-// (pytorch-metric-learning), Proxy-Anchor α 32 and δ 0.1 (the paper).
+// (pytorch-metric-learning), Proxy-Anchor α 32 and δ 0.1 (the paper), Multi-Similarity α 2, β 50,
+// λ 0.5 (pytorch-metric-learning's MultiSimilarityLoss) and mining margin ε 0.1 (the authors' code
+// and pytorch-metric-learning's MultiSimilarityMiner).
 func DefaultLossConfig(kind LossKind) LossConfig {
 	return LossConfig{Kind: kind, Group: DefaultGroupLoss(), TripletMargin: 0.2, PosMargin: 0, NegMargin: 1,
-		ProxyAlpha: 32, ProxyMargin: 0.1}
+		ProxyAlpha: 32, ProxyMargin: 0.1, MSAlpha: 2, MSBeta: 50, MSBase: 0.5, MSMargin: 0.1}
 }
 
 func (lc LossConfig) kind() LossKind {
@@ -101,6 +118,21 @@ func (lc LossConfig) Validate() error {
 		if !(lc.ProxyMargin >= 0) || !fin(lc.ProxyMargin) {
 			return bad("proxy_margin", lc.ProxyMargin, ">= 0 and finite")
 		}
+	case LossMultiSimilarity:
+		for _, f := range []struct {
+			name string
+			v    float64
+		}{{"ms_alpha", lc.MSAlpha}, {"ms_beta", lc.MSBeta}} {
+			if !(f.v > 0) || !fin(f.v) {
+				return bad(f.name, f.v, "positive and finite")
+			}
+		}
+		if !fin(lc.MSBase) {
+			return bad("ms_base", lc.MSBase, "finite")
+		}
+		if !(lc.MSMargin >= 0) || !fin(lc.MSMargin) {
+			return bad("ms_margin", lc.MSMargin, ">= 0 and finite")
+		}
 	default:
 		return fmt.Errorf("head: unknown loss %q (want one of %v)", lc.Kind, LossKinds)
 	}
@@ -121,6 +153,8 @@ func (lc LossConfig) key() LossConfig {
 		k.PosMargin, k.NegMargin = lc.PosMargin, lc.NegMargin
 	case LossProxyAnchor:
 		k.ProxyAlpha, k.ProxyMargin = lc.ProxyAlpha, lc.ProxyMargin
+	case LossMultiSimilarity:
+		k.MSAlpha, k.MSBeta, k.MSBase, k.MSMargin = lc.MSAlpha, lc.MSBeta, lc.MSBase, lc.MSMargin
 	}
 	return k
 }
@@ -137,6 +171,12 @@ func (lc LossConfig) usesProxies() bool { return lc.kind() == LossProxyAnchor }
 // l2Eps guards the L2 normalization of a zero row (z / sqrt(||z||² + l2Eps)) and the square root of
 // a zero squared distance (see dist). For ||z||² ≫ l2Eps it changes nothing measurable.
 const l2Eps = 1e-12
+
+// msNoPair is what the Multi-Similarity mining adds to (or subtracts from) the similarities of
+// pairs that are not candidates before taking the min of the positives or the max of the
+// negatives: cosines lie in [-1, 1], so an anchor without positives (negatives) keeps no negative
+// (positive) and contributes nothing.
+const msNoPair = 10
 
 // tripletNoNeg is what the batch-hard triplet loss adds to same-class distances before taking the
 // hardest negative, as the reference (1e3): a row without negatives contributes nothing.
@@ -187,6 +227,8 @@ func buildLossConfig(z, logits, proxiesT *gg.Node, bi *batchInputs, lc LossConfi
 		c := float64(bi.c)
 		ln.loss = b.do(gg.Add(b.do(gg.HadamardDiv(b.do(gg.Sum(posT)), present)),
 			b.do(gg.HadamardProd(b.do(gg.Sum(negT)), b.scalar(1/c)))))
+	case LossMultiSimilarity:
+		ln.loss = b.multiSimilarity(z, bi, lc)
 	default:
 		return nil, fmt.Errorf("head: unknown loss %q", lc.Kind)
 	}
@@ -194,6 +236,38 @@ func buildLossConfig(z, logits, proxiesT *gg.Node, bi *batchInputs, lc LossConfi
 		return nil, fmt.Errorf("head: building the %s loss graph: %w", lc.kind(), b.err)
 	}
 	return &ln, nil
+}
+
+// multiSimilarity builds LossMultiSimilarity of the embeddings z (n, e).
+func (b *builder) multiSimilarity(z *gg.Node, bi *batchInputs, lc LossConfig) *gg.Node {
+	if b.err != nil {
+		return nil
+	}
+	zn := b.l2Rows(z)
+	s := b.do(gg.Mul(zn, b.do(gg.Transpose(zn)))) // (n, n) cosine similarities
+	row := []byte{1}                              // broadcast an (n) vector along the columns: entry i to row i
+	one := b.scalar(1)
+	// Mining: the hardest positive (lowest similarity) and negative (highest) of each anchor.
+	notPos := b.do(gg.Sub(one, bi.pos))
+	minPos := b.do(gg.Neg(b.do(gg.Max(b.do(gg.Neg(b.do(gg.Add(s, b.do(gg.HadamardProd(notPos, b.scalar(msNoPair))))))), 1))))
+	notNeg := b.do(gg.Sub(one, bi.neg))
+	maxNeg := b.do(gg.Max(b.do(gg.Sub(s, b.do(gg.HadamardProd(notNeg, b.scalar(msNoPair))))), 1))
+	eps := b.scalar(lc.MSMargin)
+	negKept := b.do(gg.HadamardProd(bi.neg, b.do(gg.Gt(b.do(gg.BroadcastSub(b.do(gg.Add(s, eps)), minPos, nil, row)), b.scalar(0), true))))
+	posKept := b.do(gg.HadamardProd(bi.pos, b.do(gg.Lt(b.do(gg.BroadcastSub(b.do(gg.Sub(s, eps)), maxNeg, nil, row)), b.scalar(0), true))))
+	hasPos := b.do(gg.Gt(b.do(gg.Sum(posKept, 1)), b.scalar(0.5), true))
+	hasNeg := b.do(gg.Gt(b.do(gg.Sum(negKept, 1)), b.scalar(0.5), true))
+	valid := b.do(gg.HadamardProd(hasPos, hasNeg)) // (n)
+	// Weighting: log(1 + Σ_j mask_ij e^{a_ij}) per anchor i, as column sums of the transposes.
+	alpha, beta, base := lc.MSAlpha, lc.MSBeta, lc.MSBase
+	shifted := b.do(gg.Sub(s, b.scalar(base)))
+	posA := b.do(gg.HadamardProd(shifted, b.scalar(-alpha)))
+	negA := b.do(gg.HadamardProd(shifted, b.scalar(beta)))
+	posT := b.log1pSumExpCols(b.do(gg.Transpose(posA)), b.do(gg.Transpose(posKept)))
+	negT := b.log1pSumExpCols(b.do(gg.Transpose(negA)), b.do(gg.Transpose(negKept)))
+	per := b.do(gg.Add(b.do(gg.HadamardProd(posT, b.scalar(1/alpha))), b.do(gg.HadamardProd(negT, b.scalar(1/beta)))))
+	n := float64(bi.n)
+	return b.do(gg.HadamardProd(b.do(gg.Sum(b.do(gg.HadamardProd(per, valid)))), b.scalar(1/n)))
 }
 
 // l2Rows returns the rows of z (n, e) divided by sqrt(||row||² + l2Eps): a zero row stays zero

@@ -144,6 +144,10 @@ type lossGoldenCase struct {
 		NegMargin     float64 `json:"neg_margin"`
 		ProxyAlpha    float64 `json:"proxy_alpha"`
 		ProxyMargin   float64 `json:"proxy_margin"`
+		MSAlpha       float64 `json:"ms_alpha"`
+		MSBeta        float64 `json:"ms_beta"`
+		MSBase        float64 `json:"ms_base"`
+		MSMargin      float64 `json:"ms_margin"`
 	} `json:"config"`
 	Expected map[string]struct {
 		Loss        float64     `json:"loss"`
@@ -174,14 +178,15 @@ func TestLossGolden(t *testing.T) {
 		tol float64
 	}{{Float64, 1e-9}, {Float32, 1e-4}} {
 		for _, c := range doc.Cases {
-			for _, kind := range []LossKind{LossSoftmax, LossTriplet, LossContrastive, LossProxyAnchor} {
+			for _, kind := range []LossKind{LossSoftmax, LossTriplet, LossContrastive, LossProxyAnchor, LossMultiSimilarity} {
 				want, ok := c.Expected[string(kind)]
 				if !ok {
 					t.Fatalf("%s: no expected values for %q", c.Description, kind)
 				}
 				t.Run(fmt.Sprintf("%s/%s/%s", dt.dt, c.Description, kind), func(t *testing.T) {
 					lc := LossConfig{Kind: kind, TripletMargin: c.Config.TripletMargin, PosMargin: c.Config.PosMargin,
-						NegMargin: c.Config.NegMargin, ProxyAlpha: c.Config.ProxyAlpha, ProxyMargin: c.Config.ProxyMargin}
+						NegMargin: c.Config.NegMargin, ProxyAlpha: c.Config.ProxyAlpha, ProxyMargin: c.Config.ProxyMargin,
+						MSAlpha: c.Config.MSAlpha, MSBeta: c.Config.MSBeta, MSBase: c.Config.MSBase, MSMargin: c.Config.MSMargin}
 					r, err := evalLossConfig(t, lc, c.Embeddings, c.Logits, c.Proxies, c.Labels, dt.dt)
 					if err != nil {
 						t.Fatal(err)
@@ -377,7 +382,7 @@ func TestStepLossGroupAndCache(t *testing.T) {
 	if s := first[LossSoftmax]; s.Loss != s.CE || s.NLL != 0 || s.CE != want.CE {
 		t.Errorf("softmax %+v: want Loss = CE = the group loss's CE %g, NLL 0", s, want.CE)
 	}
-	for _, k := range []LossKind{LossTriplet, LossContrastive, LossProxyAnchor} {
+	for _, k := range []LossKind{LossTriplet, LossContrastive, LossProxyAnchor, LossMultiSimilarity} {
 		if s := first[k]; s.NLL != 0 || s.CE != 0 || !(s.Loss > 0) {
 			t.Errorf("%s: %+v, want NLL = CE = 0 and a positive loss", k, s)
 		}
@@ -441,6 +446,11 @@ func TestStepLossDegenerate(t *testing.T) {
 				want = 0.2 // every distance 0: margin
 			case k == LossContrastive && b.name == "identical rows":
 				want = 1 // positive distances 0, negative ones 0 < margin 1
+			case k == LossMultiSimilarity && b.name != "identical rows":
+				want = 0 // no negatives, or no positives: every anchor is skipped
+			case k == LossMultiSimilarity:
+				// Every cosine 1: all pairs kept; per anchor 1 positive and 4 negatives.
+				want = math.Log1p(math.Exp(-2*0.5))/2 + math.Log1p(4*math.Exp(50*0.5))/50
 			}
 			if !math.IsNaN(want) && math.Abs(r.Loss-want) > tol {
 				t.Errorf("%s/%s/%s: loss %.9g, want %g", dt, b.name, k, r.Loss, want)
@@ -468,6 +478,9 @@ func TestStepLossDegenerate(t *testing.T) {
 				// (4 rows for present classes, 6 for absent ones) give log(1+k·e^{αδ}).
 				a := 32 * 0.1
 				want = math.Log1p(2*math.Exp(a)) + (3*math.Log1p(4*math.Exp(a))+3*math.Log1p(6*math.Exp(a)))/6
+			case LossMultiSimilarity:
+				// cos = 0: all pairs kept; per anchor 1 positive and 4 negatives at S − λ = −0.5.
+				want = math.Log1p(math.Exp(2*0.5))/2 + math.Log1p(4*math.Exp(-50*0.5))/50
 			default:
 				return
 			}
@@ -499,6 +512,10 @@ func TestLossConfigValidate(t *testing.T) {
 		{LossConfig{Kind: LossContrastive, NegMargin: math.Inf(1)}, "neg_margin"},
 		{LossConfig{Kind: LossProxyAnchor, ProxyAlpha: 0, ProxyMargin: 0.1}, "proxy_alpha"},
 		{LossConfig{Kind: LossProxyAnchor, ProxyAlpha: 32, ProxyMargin: nan}, "proxy_margin"},
+		{LossConfig{Kind: LossMultiSimilarity, MSAlpha: 0, MSBeta: 50, MSMargin: 0.1}, "ms_alpha"},
+		{LossConfig{Kind: LossMultiSimilarity, MSAlpha: 2, MSBeta: -1, MSMargin: 0.1}, "ms_beta"},
+		{LossConfig{Kind: LossMultiSimilarity, MSAlpha: 2, MSBeta: 50, MSBase: nan}, "ms_base"},
+		{LossConfig{Kind: LossMultiSimilarity, MSAlpha: 2, MSBeta: 50, MSMargin: -0.1}, "ms_margin"},
 	}
 	for _, c := range bad {
 		err := c.lc.Validate()
@@ -532,7 +549,7 @@ func TestLossConfigJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"kind":"contrastive"`, `"neg_margin":1`, `"triplet_margin":0.2`, `"proxy_alpha":32`, `"temperature":24`} {
+	for _, key := range []string{`"kind":"contrastive"`, `"neg_margin":1`, `"triplet_margin":0.2`, `"proxy_alpha":32`, `"ms_beta":50`, `"temperature":24`} {
 		if !strings.Contains(string(b), key) {
 			t.Errorf("%s lacks %s", b, key)
 		}

@@ -355,6 +355,8 @@ func lossTitle(loss string) string {
 		return "contrastive"
 	case "proxy_anchor":
 		return "Proxy-Anchor"
+	case "multi_similarity":
+		return "Multi-Similarity"
 	}
 	return loss
 }

@@ -130,19 +130,24 @@ type HeadConfig struct {
 // LossConfig holds the Group Loss hyperparameters.
 type LossConfig struct {
 	// Name is group (the Group Loss), or a baseline trained by the same loop: softmax
-	// (cross-entropy of the classifier), triplet (batch-hard), contrastive or proxy_anchor.
+	// (cross-entropy of the classifier), triplet (batch-hard), contrastive, proxy_anchor or
+	// multi_similarity.
 	Name            string  `yaml:"name" json:"name"`
 	Temperature     float64 `yaml:"temperature" json:"temperature"`
 	Iterations      int     `yaml:"iterations" json:"iterations"`
 	Scaling         float64 `yaml:"scaling" json:"scaling"`
 	AnchorsPerClass int     `yaml:"anchors_per_class" json:"anchors_per_class"`
 	// Margins of the baselines (0 means the loss's default: triplet 0.2, contrastive 0 and 1,
-	// proxy_anchor alpha 32, margin 0.1).
+	// proxy_anchor alpha 32, margin 0.1, multi_similarity alpha 2, beta 50, base 0.5, margin 0.1).
 	TripletMargin float64 `yaml:"triplet_margin,omitempty" json:"triplet_margin,omitempty"`
 	PosMargin     float64 `yaml:"pos_margin,omitempty" json:"pos_margin,omitempty"`
 	NegMargin     float64 `yaml:"neg_margin,omitempty" json:"neg_margin,omitempty"`
 	ProxyAlpha    float64 `yaml:"proxy_alpha,omitempty" json:"proxy_alpha,omitempty"`
 	ProxyMargin   float64 `yaml:"proxy_margin,omitempty" json:"proxy_margin,omitempty"`
+	MSAlpha       float64 `yaml:"ms_alpha,omitempty" json:"ms_alpha,omitempty"`
+	MSBeta        float64 `yaml:"ms_beta,omitempty" json:"ms_beta,omitempty"`
+	MSBase        float64 `yaml:"ms_base,omitempty" json:"ms_base,omitempty"`
+	MSMargin      float64 `yaml:"ms_margin,omitempty" json:"ms_margin,omitempty"`
 	// PretrainEpochs > 0 trains the first PretrainEpochs epochs (of optimizer.epochs) with the
 	// softmax cross-entropy of the classifier logits only, as the reference fine-tunes its network
 	// for classification before the Group Loss; the loss above then takes over from the same
@@ -158,7 +163,8 @@ func (l LossConfig) headLoss() head.LossConfig {
 		dst *float64
 		v   float64
 	}{{&hl.TripletMargin, l.TripletMargin}, {&hl.PosMargin, l.PosMargin}, {&hl.NegMargin, l.NegMargin},
-		{&hl.ProxyAlpha, l.ProxyAlpha}, {&hl.ProxyMargin, l.ProxyMargin}} {
+		{&hl.ProxyAlpha, l.ProxyAlpha}, {&hl.ProxyMargin, l.ProxyMargin},
+		{&hl.MSAlpha, l.MSAlpha}, {&hl.MSBeta, l.MSBeta}, {&hl.MSBase, l.MSBase}, {&hl.MSMargin, l.MSMargin}} {
 		if f.v != 0 {
 			*f.dst = f.v
 		}

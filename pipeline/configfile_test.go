@@ -229,5 +229,6 @@ func effective(c Config) Config {
 	hl := c.Loss.headLoss()
 	c.Loss.TripletMargin, c.Loss.PosMargin, c.Loss.NegMargin = hl.TripletMargin, hl.PosMargin, hl.NegMargin
 	c.Loss.ProxyAlpha, c.Loss.ProxyMargin = hl.ProxyAlpha, hl.ProxyMargin
+	c.Loss.MSAlpha, c.Loss.MSBeta, c.Loss.MSBase, c.Loss.MSMargin = hl.MSAlpha, hl.MSBeta, hl.MSBase, hl.MSMargin
 	return c
 }

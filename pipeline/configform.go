@@ -91,6 +91,7 @@ var (
 		{"triplet", []compArg{{"margin", "triplet_margin"}}},
 		{"contrastive", plainArgs("pos_margin", "neg_margin")},
 		{"proxy_anchor", []compArg{{"alpha", "proxy_alpha"}, {"margin", "proxy_margin"}}},
+		{"multi_similarity", []compArg{{"alpha", "ms_alpha"}, {"beta", "ms_beta"}, {"base", "ms_base"}, {"margin", "ms_margin"}}},
 	}}}}
 	optimizerForm = form{path: "optimizer", comps: []component{
 		{field: "name", impls: []compImpl{

@@ -39,6 +39,9 @@ func TestConfigWrittenRoundTrip(t *testing.T) {
 			[]string{"loss.args.pos_margin", "loss.args.neg_margin"}},
 		tc{"proxy_anchor", func(c *Config) { c.Loss.Name, c.Loss.ProxyAlpha, c.Loss.ProxyMargin = "proxy_anchor", 16, 0.2 },
 			[]string{"loss.args.alpha", "loss.args.margin"}},
+		tc{"multi_similarity", func(c *Config) {
+			c.Loss.Name, c.Loss.MSAlpha, c.Loss.MSBeta, c.Loss.MSBase, c.Loss.MSMargin = "multi_similarity", 3, 40, 0.4, 0.2
+		}, []string{"loss.args.alpha", "loss.args.beta", "loss.args.base", "loss.args.margin"}},
 		tc{"adamw and a schedule", func(c *Config) {
 			c.Optimizer.Name, c.Optimizer.LR, c.Optimizer.WeightDecay = "adamw", 1e-3, 0.01
 			c.Optimizer.LRSteps, c.Optimizer.LRGamma = []int{5, 9}, 0.5
@@ -238,14 +241,14 @@ func TestConfigComponentErrors(t *testing.T) {
 	}{
 		{"seed: 1\nloss:\n  name: group\n  args: {temperature: 24, margin: 0.3}\n",
 			`line 4: unknown key "loss.args.margin": loss "group" has no arg margin`,
-			`the args of loss "group" are temperature, iterations, scaling, anchors_per_class; margin is an arg of loss triplet, proxy_anchor`},
+			`the args of loss "group" are temperature, iterations, scaling, anchors_per_class; margin is an arg of loss triplet, proxy_anchor, multi_similarity`},
 		{"loss:\n  name: softmax\n  args:\n    temperature: 3\n",
 			`line 4: unknown key "loss.args.temperature": loss "softmax" has no arg temperature`, `loss "softmax" takes no args`},
 		{"loss:\n  args: {margin: 0.3}\n", `line 2: unknown key "loss.args.margin": loss "group"`, "triplet"},
 		{"loss:\n  name: group\n  args: {iterations: 2}\n  temperature: 3\n",
 			`line 4: unknown key "loss.temperature" beside loss.args`, "its parameters go under args"},
 		{"loss:\n  name: tripplet\n  args: {margin: 1}\n",
-			`line 2: loss "tripplet" is not one of group, softmax, triplet, contrastive, proxy_anchor`, "the loss names are"},
+			`line 2: loss "tripplet" is not one of group, softmax, triplet, contrastive, proxy_anchor, multi_similarity`, "the loss names are"},
 		{"loss: {name: group, args: {temperature: hot, iterations: 1}}\n",
 			`line 1: loss.args.temperature: got a string "hot", want a number`, "config.yaml"},
 		{"optimizer:\n  name: adam\n  args:\n    lr: fast\n", `line 4: optimizer.args.lr: got a string "fast", want a number`, "config.yaml"},

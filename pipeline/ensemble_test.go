@@ -28,12 +28,20 @@ var tinyCNN = filepath.Join("..", "backbone", "testdata", "tiny_cnn.onnx")
 // classes and returns their manifest.
 func colorDataset(t *testing.T, classes, per int) string {
 	t.Helper()
+	return colorDatasetOf(t, classes, per, func(c int) [3]int {
+		return [3]int{(c * 97) % 256, (c*53 + 80) % 256, (c*151 + 160) % 256}
+	})
+}
+
+// colorDatasetOf is colorDataset with the mean colour of class c given by base.
+func colorDatasetOf(t *testing.T, classes, per int, base func(c int) [3]int) string {
+	t.Helper()
 	dir := t.TempDir()
 	rng := rand.New(rand.NewSource(int64(classes*100 + per)))
 	var b strings.Builder
 	b.WriteString("path,label\n")
 	for c := 0; c < classes; c++ {
-		base := [3]int{(c * 97) % 256, (c*53 + 80) % 256, (c*151 + 160) % 256}
+		base := base(c)
 		for i := 0; i < per; i++ {
 			img := image.NewRGBA(image.Rect(0, 0, 12, 12))
 			for y := 0; y < 12; y++ {

@@ -195,6 +195,7 @@ func (r *runner) dropSkipped() error {
 		return out
 	}
 	s := &r.split
+	hadEval := len(s.evalIdx) > 0 // Tune's dataset holds no evaluation images
 	s.fitIdx, s.valIdx, s.evalIdx = keep(s.fitIdx), keep(s.valIdx), keep(s.evalIdx)
 	r.sum.Data.TrainImages, r.sum.Data.EvalImages = len(s.fitIdx)+len(s.valIdx), len(s.evalIdx)
 	path := filepath.Join(r.dir, "skipped_images.txt")
@@ -204,7 +205,7 @@ func (r *runner) dropSkipped() error {
 	if err := onnxpb.WriteFileAtomic(path, []byte(b.String())); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	if len(s.evalIdx) == 0 {
+	if hadEval && len(s.evalIdx) == 0 {
 		return fmt.Errorf("pipeline: every image of the evaluation classes was skipped as undecodable (see %s)", path)
 	}
 	return nil

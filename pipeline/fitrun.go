@@ -63,6 +63,15 @@ func (r *runner) fit(ctx context.Context, j fitJob) error {
 	if err != nil {
 		return err
 	}
+	if after := r.env.afterEpoch; after != nil {
+		save := hooks.Checkpoint
+		hooks.Checkpoint = func(st train.State) error {
+			if err := save(st); err != nil {
+				return err
+			}
+			return after(st.History)
+		}
+	}
 	prog.Add(r.sum.Training.ResumedFromEpoch)
 	res, err := train.Fit(ctx, j.model, j.opt, j.sampler, j.batch, j.labels, j.dim, fitOpts, hooks)
 	if ferr := flush(); ferr != nil && err == nil {

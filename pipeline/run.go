@@ -33,6 +33,9 @@ type RunEnv struct {
 	// baselines, when set, shares the raw features' metrics between the runs of a comparison
 	// (see Compare).
 	baselines *baselineCache
+	// afterEpoch, when set, is called after each training epoch; its error stops training
+	// (Tune stops poor trials with it).
+	afterEpoch epochHook
 }
 
 // Run is `pipeline run`: extract features with the frozen backbone, train the head with the Group

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -77,15 +76,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			lossList = append(lossList, l)
 		}
 	}
-	level := slog.LevelWarn
-	if verbose {
-		level = slog.LevelInfo
-	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	lines := stdout
-	if jsonOut {
-		lines = stderr
-	}
+	logger, lines := batchOutput(stdout, stderr, verbose, jsonOut)
 	cmp, err := pipeline.Compare(ctx, cfg, pipeline.CompareOptions{Seeds: seedList, Out: out, Losses: lossList,
 		Ensemble: ensemble, EnsembleEpochs: ensembleEpochs, Force: force, Lines: lines},
 		pipeline.RunEnv{Log: logger, Progress: stderr})

@@ -54,7 +54,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.epochs, "epochs", 0, "training epochs")
 	fs.Float64Var(&o.lr, "lr", 0, "learning rate")
 	fs.Int64Var(&o.seed, "seed", 0, "random seed")
-	fs.StringVar(&o.loss, "loss", "", "loss: group (the Group Loss), or a baseline: softmax, triplet, contrastive, proxy_anchor")
+	fs.StringVar(&o.loss, "loss", "", "loss: group (the Group Loss), or a baseline: softmax, triplet, contrastive, proxy_anchor, multi_similarity")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads")
 	fs.StringVar(&o.onBadImage, "on-bad-image", "", "what an image that does not decode does: `fail` (stop before training) or skip (leave it out, list it in skipped_images.txt) (default fail)")
 	fs.IntVar(&o.trainBlocks, "train-blocks", 0, "fine-tune the last `K` inverted-residual blocks of the backbone with the head (0: head only)")

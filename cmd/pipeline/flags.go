@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -64,4 +65,18 @@ func writeJSONReport(cmd, out string, v any, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "%s: wrote %s\n", cmd, out)
 	return nil
+}
+
+// batchOutput is the logging of a command that runs many trainings (compare, tune): warnings only
+// on stderr unless verbose, and its progress lines on stdout, or on stderr when stdout gets JSON.
+func batchOutput(stdout, stderr io.Writer, verbose, jsonOut bool) (*slog.Logger, io.Writer) {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	lines := stdout
+	if jsonOut {
+		lines = stderr
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), lines
 }

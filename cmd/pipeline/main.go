@@ -6,6 +6,7 @@
 //	pipeline run [--config FILE] [--data DIR|CSV] [--backbone FILE] [--out DIR] [flags]
 //	pipeline run --resume RUN_DIR [-v] [--json]
 //	pipeline compare [--config FILE] [--seeds 1,2,3] [--out DIR] [flags]
+//	pipeline tune --config FILE --space SPACE.yaml --trials N --out DIR [flags]
 //	pipeline bench [--out FILE.json] [--images N] [--reference-python PYTHON] [flags]
 //	pipeline inspect MODEL.onnx [--json]
 //	pipeline doctor [--onnxruntime FILE] [--json]
@@ -48,6 +49,7 @@ const usage = `pipeline: Group Loss metric learning on ONNX backbones.
 Commands:
   run       import an ONNX backbone, fine-tune with the Group Loss, evaluate, export ONNX
   compare   raw features, baselines, the Group Loss and an ensemble on one protocol, several seeds: a table
+  tune      hyperparameter search on the validation classes (quasi-random trials, successive halving)
   bench     measure extraction (pipeline vs bare onnxruntime) and head training speed, as JSON
   inspect   describe an ONNX model: inputs, outputs, opsets, metadata, ops, candidate feature tensors
   doctor    check onnxruntime, ../shared data, the default backbone, the CPU and Go
@@ -90,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "compare":
 		err = cmdCompare(ctx, args[1:], stdout, stderr)
+	case "tune":
+		err = cmdTune(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "inspect":

@@ -1,0 +1,264 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/tune"
+)
+
+// tuneFixture writes a head-only base config on the tiny CNN and 12 classes of 10 images (train on
+// classes 0-5, 2 of them for validation; evaluate on 6-11) whose evaluation images are not
+// images: reading any of them fails the run (on_bad_image fail). It returns the config path.
+func tuneFixture(t *testing.T, epochs int) string {
+	t.Helper()
+	// Close colours under the noise: the classes overlap, so validation scores are below 1.
+	manifest := colorDatasetOf(t, 12, 10, func(c int) [3]int { return [3]int{100 + 7*c, 120 + 5*c, 140 - 6*c} })
+	ds, err := data.Load(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range ds.Items {
+		if it.Label >= 6 {
+			if err := os.WriteFile(ds.Resolve(i), []byte("evaluation image: must never be read"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cfg := fmt.Sprintf(`data: %s
+cache: %s
+validation_classes: 2
+threads: 1
+on_bad_image: fail
+backbone: {path: %s, train_blocks: 0}
+preprocess: {size: [6, 6]}
+head: {embedding_dim: 3, center: false}
+loss: {name: group, args: {anchors_per_class: 1}}
+sampler: {args: {classes_per_batch: 3, samples_per_class: 4}}
+optimizer: {args: {lr: 1.0e-3}, epochs: %d}
+`, manifest, filepath.Join(t.TempDir(), "cache"), tinyCNN, epochs)
+	p := filepath.Join(t.TempDir(), "base.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeSpace(t *testing.T, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "space.yaml")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestTune: the evaluation classes' files are never read (they are not images and on_bad_image is
+// fail, yet the study runs); a trial whose learning rate makes training diverge is recorded as
+// nan and the study goes on; best.yaml is a config LoadConfig reads, with the best trial's values;
+// a second call with more trials runs only the new ones.
+func TestTune(t *testing.T) {
+	needORT(t)
+	base := tuneFixture(t, 2)
+	space := writeSpace(t, "optimizer.args.lr: [1.0e-3, 1.0e+30]\nloss.args.temperature: uniform(8, 48)\n")
+	out := filepath.Join(t.TempDir(), "study")
+	o := TuneOptions{Config: base, Space: space, Trials: 2, Out: out, Seed: 1}
+	var progress bytes.Buffer
+	st, err := Tune(context.Background(), o, RunEnv{}, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, nan *tune.Trial
+	for i := range st.Trials {
+		switch tr := &st.Trials[i]; tr.Params["optimizer.args.lr"] {
+		case 1e-3:
+			ok = tr
+		case 1e30:
+			nan = tr
+		}
+	}
+	if ok == nil || nan == nil {
+		t.Fatalf("the 2 trials did not take both learning rates: %+v", st.Trials)
+	}
+	if ok.Status != tune.StatusOK || len(ok.Scores) != 3 || ok.Score <= 0 || ok.Score > 1 {
+		t.Errorf("good trial %+v", *ok)
+	}
+	if nan.Status != tune.StatusNaN || !strings.Contains(nan.Error, "non-finite") {
+		t.Errorf("diverging trial %+v, want status nan", *nan)
+	}
+	if &st.Trials[st.Best] != ok {
+		t.Errorf("best is trial %d, want the good one", st.Best+1)
+	}
+	if n := strings.Count(progress.String(), "\n"); n != 2 {
+		t.Errorf("%d progress lines, want 1 per trial:\n%s", n, progress.String())
+	}
+	best, err := LoadConfig(filepath.Join(out, tune.BestFile))
+	if err != nil {
+		t.Fatalf("best.yaml: %v", err)
+	}
+	if best.Optimizer.LR != 1e-3 || best.Loss.Temperature != ok.Params["loss.args.temperature"] || best.Head.EmbeddingDim != 3 {
+		t.Errorf("best.yaml: lr %g temperature %g dim %d, want the good trial's %v", best.Optimizer.LR, best.Loss.Temperature, best.Head.EmbeddingDim, ok.Params)
+	}
+	entries, _ := os.ReadDir(out)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "trial-") {
+			t.Errorf("trial folder %s left behind", e.Name())
+		}
+	}
+
+	progress.Reset()
+	o.Trials = 3
+	st2, err := Tune(context.Background(), o, RunEnv{}, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st2.Trials) != 3 || !strings.HasPrefix(progress.String(), "trial 3/3 ") || strings.Count(progress.String(), "\n") != 1 {
+		t.Errorf("resumed study: %d trials, progress %q; want only trial 3 run", len(st2.Trials), progress.String())
+	}
+	for i := range 2 {
+		if st2.Trials[i].Score != st.Trials[i].Score || st2.Trials[i].Seconds != st.Trials[i].Seconds {
+			t.Errorf("trial %d changed on resume: %+v, was %+v", i+1, st2.Trials[i], st.Trials[i])
+		}
+	}
+
+	// A plain run of the same config does read the evaluation images: the fixture is effective.
+	cfg, err := LoadConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Out = filepath.Join(t.TempDir(), "run")
+	if _, err := Run(context.Background(), cfg, RunEnv{}); err == nil || !strings.Contains(err.Error(), "c6/") {
+		t.Errorf("run on the fixture: %v, want an error naming an evaluation image", err)
+	}
+}
+
+// TestTuneHalving: the hook stops a trial's training at a rung exactly when successive halving
+// says so (the rule itself is tested in package tune): with a frozen learning rate and one that
+// scrambles the 3-d head, two trials each, the later trials of the worse one stop after epoch 1.
+func TestTuneHalving(t *testing.T) {
+	needORT(t)
+	base := tuneFixture(t, 4)
+	space := writeSpace(t, "optimizer.args.lr: [1.0e-12, 1.0]\n")
+	h := tune.Halving{Eta: 2, MinEpochs: 1}
+	o := TuneOptions{Config: base, Space: space, Trials: 4, Out: filepath.Join(t.TempDir(), "study"), Seed: 3, Halving: h}
+	st, err := Tune(context.Background(), o, RunEnv{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rung1 []float64
+	pruned := 0
+	for _, tr := range st.Trials {
+		if len(tr.Scores) < 2 {
+			t.Fatalf("trial %d has no epoch-1 score: %+v", tr.Index+1, tr)
+		}
+		want, epochs := tune.StatusOK, 4
+		if !h.Promote(rung1, tr.Scores[1]) {
+			want, epochs = tune.StatusPruned, 1
+			pruned++
+		}
+		if tr.Status != want || tr.Epochs() != epochs {
+			t.Errorf("trial %d (lr %v, epoch-1 score %.4f, earlier %v): %s after %d epochs, want %s after %d",
+				tr.Index+1, tr.Params["optimizer.args.lr"], tr.Scores[1], rung1, tr.Status, tr.Epochs(), want, epochs)
+		}
+		rung1 = append(rung1, tr.Scores[1])
+	}
+	if pruned == 0 {
+		t.Fatalf("no trial was stopped: %+v", st.Trials)
+	}
+}
+
+// TestTuneBadSpace: a key the config does not have, a value it refuses and a key that would
+// change the shared features are ErrConfig errors naming the space file's line and key, before
+// any image is read.
+func TestTuneBadSpace(t *testing.T) {
+	base := tuneFixture(t, 1)
+	for _, c := range []struct{ src, key, msg string }{
+		{"optimizer.args.lr: [1.0e-3]\nloss.args.margin: [0.1, 0.2]\n", "loss.args.margin", "margin"},
+		{"loss.args.anchors_per_class: int(1, 9)\n", "loss.args.anchors_per_class", "anchors_per_class"},
+		{"seed: [1, 2]\n", "seed", "what every trial shares"},
+		{"optimizer.epochs_total: [3]\n", "optimizer.epochs_total", "epochs_total"},
+		// Keys apply together, on the base config: its group args do not fit the loss the space names.
+		{"loss.name: [multi_similarity]\nloss.args.beta: [40]\n", "loss.name", `loss "multi_similarity" has no arg anchors_per_class`},
+	} {
+		out := filepath.Join(t.TempDir(), "study")
+		_, err := Tune(context.Background(), TuneOptions{Config: base, Space: writeSpace(t, c.src), Trials: 1, Out: out}, RunEnv{}, &bytes.Buffer{})
+		var se *tune.SpaceError
+		if !errors.Is(err, ErrConfig) || !errors.As(err, &se) || se.Key != c.key || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%q: %v, want ErrConfig naming key %q and %q", c.src, err, c.key, c.msg)
+			continue
+		}
+		if want := strings.Count(c.src[:strings.Index(c.src, c.key)], "\n") + 1; se.Line != want {
+			t.Errorf("%q: line %d, want %d", c.src, se.Line, want)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%q: the study folder was created", c.src)
+		}
+	}
+}
+
+// TestSpaceFiles: every space of configs/spaces parses and applies to configs/cub100-head.yaml.
+func TestSpaceFiles(t *testing.T) {
+	root := repoRoot(t)
+	files, err := filepath.Glob(filepath.Join(root, "configs", "spaces", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("configs/spaces: %v %v", files, err)
+	}
+	basePath := filepath.Join(root, "configs", "cub100-head.yaml")
+	raw, err := os.ReadFile(basePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := ParseConfig(raw, basePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp, err := tune.ParseSpace(src, f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		tc := trialConfigs{raw: raw, name: basePath, base: base}
+		if err := tc.check(sp); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// TestMultiSimilarityConfig: loss {name: multi_similarity, args} reaches the head's loss with its
+// args, the unset ones at their defaults, and a head trains with it.
+func TestMultiSimilarityConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte("loss: {name: multi_similarity, args: {beta: 40, margin: 0.2}}\n"), "ms.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := cfg.Loss.headLoss()
+	if hl.Kind != "multi_similarity" || hl.MSAlpha != 2 || hl.MSBeta != 40 || hl.MSBase != 0.5 || hl.MSMargin != 0.2 {
+		t.Errorf("head loss %+v", hl)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	needORT(t)
+	run := tinyConfig(t)
+	run.Loss = cfg.Loss
+	run.Optimizer.Epochs = 2
+	sum, err := Run(context.Background(), run, RunEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Training.Steps == 0 || !(sum.Trained.RecallAt1 > 0) {
+		t.Errorf("multi_similarity run: %+v %+v", sum.Training, sum.Trained)
+	}
+}
