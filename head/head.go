@@ -224,9 +224,11 @@ func (h *Head) step(t Trunk, x []float32, n int, labels []int, anchors []bool, l
 		}
 	}
 	for _, gp := range sg.params {
-		if gp.transposed {
+		switch {
+		case gp.shared:
+		case gp.transposed:
 			setDataT(gp.val, gp.value, gp.rows, gp.cols)
-		} else {
+		default:
 			setData(gp.val, gp.value)
 		}
 	}
@@ -253,9 +255,11 @@ func (h *Head) step(t Trunk, x []float32, n int, labels []int, anchors []bool, l
 		clear(p.Grad)
 	}
 	for _, gp := range sg.params {
-		if gp.transposed {
+		switch {
+		case gp.shared: // the Read node wrote Grad
+		case gp.transposed:
 			getDataT(gp.gradDst, gp.grad, gp.cols, gp.rows)
-		} else {
+		default:
 			getData(gp.gradDst, gp.grad)
 		}
 		if !finite(gp.gradDst) {
@@ -289,6 +293,7 @@ type graphParam struct {
 	name           string
 	value, gradDst []float64
 	transposed     bool
+	shared         bool // val is backed by value itself (no copy before a run)
 	rows, cols     int
 	val            *tensor.Dense
 	grad           gg.Value // dLoss/d(val), copied out by a Read node
@@ -314,7 +319,7 @@ func (h *Head) graph(t Trunk, n int, l LossConfig) (*stepGraph, error) {
 }
 
 // build constructs the training graph from the input leaf (through the trunk, if any) to the
-// loss. The input layer is a linearOp on W (out, in); inside the graph each further layer is
+// loss. The input layer is a linearOp on W (out, in), a float64 leaf; inside the graph each further layer is
 // a (n, in) · Wt (in, out) + b with Wt the transposed weight, copied in and out by step. The
 // classifier is built only when the loss uses it.
 func (h *Head) build(t Trunk, n int, l LossConfig) (*stepGraph, error) {
@@ -340,27 +345,28 @@ func (h *Head) build(t Trunk, n int, l LossConfig) (*stepGraph, error) {
 	}
 	var pnodes gg.Nodes // node of each sg.params entry
 	used := map[*Param]bool{}
-	leaf := func(p *Param, transposed bool) *gg.Node {
+	// leaf adds p's leaf in dtype pdt, its weight transposed when asked.
+	leaf := func(p *Param, transposed bool, pdt DType) *gg.Node {
 		gp := graphParam{name: p.Name, value: p.Value, gradDst: p.Grad, transposed: transposed}
 		shape := p.Shape
 		if transposed {
 			gp.rows, gp.cols = p.Shape[0], p.Shape[1]
 			shape = []int{gp.cols, gp.rows}
 		}
-		gp.val = newDense(dt, shape...)
+		gp.val = newDense(pdt, shape...)
 		name := p.Name
 		if transposed {
 			name += "_T"
 		}
-		nd := gg.NewTensor(g, dt.tensor(), len(shape), gg.WithShape(shape...), gg.WithName(name), gg.WithValue(gp.val))
+		nd := gg.NewTensor(g, pdt.tensor(), len(shape), gg.WithShape(shape...), gg.WithName(name), gg.WithValue(gp.val))
 		sg.params = append(sg.params, gp)
 		pnodes = append(pnodes, nd)
 		used[p] = true
 		return nd
 	}
 	linearLayer := func(ly layer, a *gg.Node) *gg.Node {
-		w := leaf(ly.w, true)
-		bias := leaf(ly.b, false)
+		w := leaf(ly.w, true, dt)
+		bias := leaf(ly.b, false, dt)
 		out := b.do(gg.BroadcastAdd(b.do(gg.Mul(a, w)), bias, nil, []byte{0}))
 		if ly.relu {
 			out = b.relu(out)
@@ -368,7 +374,20 @@ func (h *Head) build(t Trunk, n int, l LossConfig) (*stepGraph, error) {
 		return out
 	}
 	l0 := h.layers[0]
-	a := b.do(linear(feat, leaf(l0.w, false), leaf(l0.b, false)))
+	// linearOp reads its float64 W and b leaves and never writes them: they share the Params'
+	// memory (Value and Grad are updated in place), which saves copying the largest weight and
+	// its gradient every step.
+	shared := func(p *Param) *gg.Node {
+		nd := leaf(p, false, Float64)
+		gp := &sg.params[len(sg.params)-1]
+		gp.val, gp.shared = tensor.New(tensor.WithShape(p.Shape...), tensor.WithBacking(p.Value)), true
+		gp.grad = tensor.New(tensor.WithShape(p.Shape...), tensor.WithBacking(p.Grad)) // Read copies into it
+		if err := gg.Let(nd, gp.val); err != nil {
+			b.err = err
+		}
+		return nd
+	}
+	a := b.do(linear(feat, shared(l0.w), shared(l0.b)))
 	if l0.relu {
 		a = b.relu(a)
 	}
@@ -381,7 +400,7 @@ func (h *Head) build(t Trunk, n int, l LossConfig) (*stepGraph, error) {
 		logits = linearLayer(h.cls, z)
 	}
 	if l.usesProxies() {
-		proxiesT = leaf(h.cls.w, true)
+		proxiesT = leaf(h.cls.w, true, dt)
 	}
 	if b.err != nil {
 		return nil, fmt.Errorf("head: building the head graph: %w", b.err)

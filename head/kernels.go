@@ -99,19 +99,22 @@ func weightGradKernel[T, D float](dw, db []D, g, x []T, out, in, n, so, si int, 
 }
 
 // inputGradKernel computes the gradient of a linear layer's input, dx (n, in) = g (n, out) · W
-// (out, in), accumulated in T. It overwrites dx.
-func inputGradKernel[T float](dx, g, w []T, out, in, n int, axpy func(int, T, []T, []T)) {
+// (out, in), accumulated in float64 and stored as T. It overwrites dx.
+func inputGradKernel[T float](dx, g []T, w []float64, out, in, n int) {
 	_ = dx[n*in-1]
 	_ = g[n*out-1]
 	_ = w[out*in-1]
 	parallelRows(n, n*out*in, func(lo, hi int) {
+		acc := make([]float64, in)
 		for i := lo; i < hi; i++ {
-			acc := dx[i*in : (i+1)*in]
 			clear(acc)
 			for o, gi := range g[i*out : (i+1)*out] {
 				if gi != 0 {
-					axpy(in, gi, w[o*in:(o+1)*in], acc)
+					axpy64(in, float64(gi), w[o*in:(o+1)*in], acc)
 				}
+			}
+			for k, v := range acc {
+				dx[i*in+k] = T(v)
 			}
 		}
 	})

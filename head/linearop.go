@@ -14,8 +14,10 @@ import (
 // linearOp is the head's input layer as a gorgonia Op: y (n, out) = x (n, in) · Wᵀ + b with W
 // stored (out, in), computed by the kernels of kernels.go (about 2.3× less CPU than gonum's
 // blocked Sgemm, which gorgonia's Mul uses, for these shapes). Its gradients are linearGradOps.
-// Each Op owns its output buffer: gorgonia's tape machine may offer a reused buffer of another
-// node's shape.
+// W and b are float64 leaves (the Params' own type) whatever the dtype of x and y: the kernels
+// convert W's rows as they use them, and dW comes out in float64, which saves converting the
+// largest parameter to and from float32 at every step. Each Op owns its output buffer:
+// gorgonia's tape machine may offer a reused buffer of another node's shape.
 type linearOp struct {
 	id          uint64
 	n, in, out  int
@@ -38,7 +40,7 @@ func vecType(dt tensor.Dtype) hm.Type { return gg.TensorType{Dims: 1, Of: dt} }
 
 func (o *linearOp) Arity() int { return 3 }
 func (o *linearOp) Type() hm.Type {
-	return hm.NewFnType(matType(o.dt), matType(o.dt), vecType(o.dt), matType(o.dt))
+	return hm.NewFnType(matType(o.dt), matType(tensor.Float64), vecType(tensor.Float64), matType(o.dt))
 }
 func (o *linearOp) InferShape(...gg.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{o.n, o.out}, nil
@@ -48,13 +50,12 @@ func (o *linearOp) Do(vs ...gg.Value) (gg.Value, error) {
 	if o.y == nil {
 		o.y = newDense(dtypeOf(o.dt), o.n, o.out)
 	}
+	w, b := vs[1].Data().([]float64), vs[2].Data().([]float64)
 	switch y := o.y.Data().(type) {
 	case []float32:
-		x, w, b := vs[0].Data().([]float32), vs[1].Data().([]float32), vs[2].Data().([]float32)
-		linearKernel(y, w, b, x, o.out, o.in, o.n, 1, o.out, dot32)
+		linearKernel(y, w, b, vs[0].Data().([]float32), o.out, o.in, o.n, 1, o.out, dot32)
 	case []float64:
-		x, w, b := vs[0].Data().([]float64), vs[1].Data().([]float64), vs[2].Data().([]float64)
-		linearKernel(y, w, b, x, o.out, o.in, o.n, 1, o.out, dot64)
+		linearKernel(y, w, b, vs[0].Data().([]float64), o.out, o.in, o.n, 1, o.out, dot64)
 	}
 	return o.y, nil
 }
@@ -79,8 +80,8 @@ func (o *linearOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, er
 	return r, nil
 }
 
-// linearGradOp computes, from x, W and the output gradient g (n, out), one of dx = g·W (wrt 0),
-// dW = gᵀ·x (wrt 1) or db = column sums of g (wrt 2).
+// linearGradOp computes, from x, W and the output gradient g (n, out), one of dx = g·W (wrt 0,
+// x's dtype), dW = gᵀ·x (wrt 1, float64) or db = column sums of g (wrt 2, float64).
 type linearGradOp struct {
 	id  uint64
 	f   *linearOp
@@ -91,11 +92,8 @@ type linearGradOp struct {
 func (o *linearGradOp) Arity() int { return 3 }
 func (o *linearGradOp) Type() hm.Type {
 	dt := o.f.dt
-	r := matType(dt)
-	if o.wrt == 2 {
-		r = vecType(dt)
-	}
-	return hm.NewFnType(matType(dt), matType(dt), matType(dt), r)
+	r := [...]hm.Type{matType(dt), matType(tensor.Float64), vecType(tensor.Float64)}[o.wrt]
+	return hm.NewFnType(matType(dt), matType(tensor.Float64), matType(dt), r)
 }
 func (o *linearGradOp) InferShape(...gg.DimSizer) (tensor.Shape, error) {
 	f := o.f
@@ -106,29 +104,35 @@ func (o *linearGradOp) Do(vs ...gg.Value) (gg.Value, error) {
 	f := o.f
 	if o.d == nil {
 		s, _ := o.InferShape()
-		o.d = newDense(dtypeOf(f.dt), s...)
+		dt := Float64
+		if o.wrt == 0 {
+			dt = dtypeOf(f.dt)
+		}
+		o.d = newDense(dt, s...)
 	}
-	switch d := o.d.Data().(type) {
+	w := vs[1].Data().([]float64)
+	switch x := vs[0].Data().(type) {
 	case []float32:
-		linearGrad(o, d, vs[0].Data().([]float32), vs[1].Data().([]float32), vs[2].Data().([]float32), axpy32)
+		linearGrad(o, x, w, vs[2].Data().([]float32), axpy32)
 	case []float64:
-		linearGrad(o, d, vs[0].Data().([]float64), vs[1].Data().([]float64), vs[2].Data().([]float64), axpy64)
+		linearGrad(o, x, w, vs[2].Data().([]float64), axpy64)
 	}
 	return o.d, nil
 }
 
-func linearGrad[T float](o *linearGradOp, d, x, w, g []T, axpy func(int, T, []T, []T)) {
+func linearGrad[T float](o *linearGradOp, x []T, w []float64, g []T, axpy func(int, T, []T, []T)) {
 	f := o.f
 	switch o.wrt {
 	case 0:
-		inputGradKernel(d, g, w, f.out, f.in, f.n, axpy)
+		inputGradKernel(o.d.Data().([]T), g, w, f.out, f.in, f.n)
 	case 1:
-		weightGradKernel(d, make([]T, f.out), g, x, f.out, f.in, f.n, 1, f.out, axpy)
+		weightGradKernel(o.d.Data().([]float64), make([]float64, f.out), g, x, f.out, f.in, f.n, 1, f.out, axpy)
 	case 2:
+		d := o.d.Data().([]float64)
 		clear(d)
 		for i := 0; i < f.n; i++ {
 			for j, v := range g[i*f.out : (i+1)*f.out] {
-				d[j] += v
+				d[j] += float64(v)
 			}
 		}
 	}
