@@ -145,4 +145,3 @@ func newKernel[T float](n *pnode) (kernel[T], error) {
 	}
 	return nil, ErrUnsupported
 }
-
