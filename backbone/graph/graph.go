@@ -8,15 +8,15 @@ import (
 
 // Options selects the subgraph Decode turns into a Graph.
 type Options struct {
-	// From names the activations the subgraph starts from (cut points): Forward receives one
-	// float32 slice per name, in this order. Each has a leading batch axis.
+	// From names the activations the subgraph starts from (cut points): AddTo takes one node
+	// and Infer one float32 slice per name, in this order. Each has a leading batch axis.
 	From []string
 	// To names the output tensor, e.g. "464_quantized" (pooled features of MobileNetV2).
 	To string
 	// Trainable makes the float initializers read as data (Conv/Gemm/MatMul weights and
 	// biases, Add/Sub/Mul/Concat constant operands, BatchNormalization scale and bias when not
-	// folded) Params with gradients. Without it the graph has no Params; Backward still
-	// returns the gradients of the inputs.
+	// folded) Params with gradients. Without it the graph has no Params; gradients still
+	// flow to the inputs.
 	Trainable bool
 	// InputShapes gives the per-sample shape (without the batch axis) of each From tensor, e.g.
 	// [160 7 7]. A nil entry, or a nil slice, means the shape declared in the model (graph
@@ -26,8 +26,9 @@ type Options struct {
 
 // Param is one trainable tensor, with the layout of the ONNX initializer it comes from (Conv
 // weights [M, C/group, kH, kW], biases [M], Gemm B as stored). Value and Grad are row-major
-// float64 slices of len prod(Shape). Forward converts Value to float32 on every call, so the
-// caller (optimizer, checkpoint) may update it in place between calls; Backward overwrites Grad.
+// float64 slices of len prod(Shape). LoadParams (and Infer) convert Value to the graph's dtype on
+// every run, so the caller (optimizer, checkpoint) may update it in place between runs; the
+// training step writes Grad.
 type Param struct {
 	Name        string
 	Shape       []int
