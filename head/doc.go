@@ -27,14 +27,18 @@
 // export) is the same for every loss. Values and gradients match PyTorch
 // (testdata/make_loss_golden.py).
 //
-// The loss is built as a gorgonia expression graph and differentiated symbolically; gorgonia types
-// never appear in this package's API, and gorgonia panics are returned as errors. Graphs are built
-// per batch size and loss configuration and cached; a Head is not safe for concurrent use.
+// The head and the loss are built as a gorgonia expression graph and differentiated
+// symbolically; gorgonia types appear in this package's API only in Trunk (StepTrunk), which puts
+// a computation in front of the head into the same graph (the decoded tail of the backbone), so
+// that one gradient pass gives the gradients of the trunk's and the head's parameters. gorgonia
+// panics are returned as errors. Graphs are built per trunk, batch size and loss configuration
+// and cached; a Head is not safe for concurrent use.
 //
 // Speed: the input layer (In×out weights against a batch of ~54 rows, most of a step's
-// arithmetic) runs outside the graph in parallel Go kernels (kernels.go) built on gonum's
-// assembly dot/axpy, about 2.3× less CPU than gonum's blocked Sgemm for these shapes; its output
-// is a leaf of the graph. Evaluation-time embedding (Embed) uses the same kernels, in float64.
+// arithmetic) is a custom gorgonia Op (linearop.go) running parallel Go kernels (kernels.go)
+// built on gonum's assembly dot/axpy, about 2.3× less CPU than gonum's blocked Sgemm (which
+// gorgonia's Mul uses) for these shapes. Evaluation-time embedding (Embed) uses the same
+// kernels, in float64, without a graph.
 //
 // gorgonia v0.9.18 / tensor v0.9.24 problems worked around here: OuterProd's gradient is wrong
 // (replaced by two broadcast divisions); SoftMax/LogSoftMax shift rows by a value from the first

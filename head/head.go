@@ -138,9 +138,6 @@ func (h *Head) SetParam(name string, values []float64) error {
 // Anchors(labels, gl.AnchorsPerClass)). It overwrites every Param's Grad with dLoss/dValue. n must
 // be at least 2. A NaN or infinity in the loss or a gradient returns an error wrapping ErrNonFinite.
 // It is StepLoss with LossConfig{Kind: LossGroup, Group: gl}.
-//
-// The input layer runs outside the graph (kernels.go) for speed; its output is a leaf of the graph
-// and its weight gradient is formed from the graph's gradient with respect to that leaf.
 func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLoss) (StepResult, error) {
 	return h.StepLoss(x, n, labels, anchors, LossConfig{Kind: LossGroup, Group: gl})
 }
@@ -151,7 +148,42 @@ func (h *Head) Step(x []float32, n int, labels []int, anchors []bool, gl GroupLo
 // does not depend on (the classifier for the triplet and contrastive losses, cls.bias for
 // Proxy-Anchor) get a zero gradient. StepResult.NLL is set by LossGroup only, CE by LossGroup and
 // LossSoftmax. Graphs are cached per batch size and loss setting.
-func (h *Head) StepLoss(x []float32, n int, labels []int, anchors []bool, l LossConfig) (res StepResult, err error) {
+func (h *Head) StepLoss(x []float32, n int, labels []int, anchors []bool, l LossConfig) (StepResult, error) {
+	return h.step(nil, x, n, labels, anchors, l)
+}
+
+// Trunk is a differentiable computation in front of the head, built into the head's training
+// graph so that one gradient pass gives the gradients of its parameters and the head's (e.g. the
+// decoded last blocks of the backbone, see StepTrunk). It is the one place where gorgonia types
+// cross this package's API.
+type Trunk interface {
+	// InputShape is the per-sample shape of the trunk's input (the samples StepTrunk gets).
+	InputShape() []int
+	// Build adds the trunk to x's graph: x is [n, InputShape()...] of the head's dtype; it returns
+	// the (n, In) features node and the trunk's parameters.
+	Build(x *gg.Node) (*gg.Node, []TrunkParam, error)
+}
+
+// TrunkParam is a trainable tensor of a Trunk: Node is its leaf, whose value (a *tensor.Dense of
+// the graph's dtype with len(Value) elements) the head fills from Value before every step; Grad
+// receives dLoss/dValue after it. Value and Grad are read and written in place.
+type TrunkParam struct {
+	Name        string
+	Node        *gg.Node
+	Value, Grad []float64
+}
+
+// StepTrunk is StepLoss through a trunk: x holds n samples of t's input (n × prod(InputShape())
+// float32 values), the head reads t's output, and one gradient pass through the whole graph fills
+// the Grad of every Param and every TrunkParam. Graphs are cached per trunk, batch size and loss.
+func (h *Head) StepTrunk(t Trunk, x []float32, n int, labels []int, anchors []bool, l LossConfig) (StepResult, error) {
+	if t == nil {
+		return StepResult{}, fmt.Errorf("head: step: nil trunk")
+	}
+	return h.step(t, x, n, labels, anchors, l)
+}
+
+func (h *Head) step(t Trunk, x []float32, n int, labels []int, anchors []bool, l LossConfig) (res StepResult, err error) {
 	defer recoverErr(&err)
 	if err := l.Validate(); err != nil {
 		return res, err
@@ -159,8 +191,15 @@ func (h *Head) StepLoss(x []float32, n int, labels []int, anchors []bool, l Loss
 	if n < 2 {
 		return res, fmt.Errorf("head: step: batch of %d rows, want at least 2", n)
 	}
-	if len(x) != n*h.cfg.In {
-		return res, fmt.Errorf("head: step: %d feature values for %d rows of %d", len(x), n, h.cfg.In)
+	per := h.cfg.In
+	if t != nil {
+		per = 1
+		for _, d := range t.InputShape() {
+			per *= d
+		}
+	}
+	if len(x) != n*per {
+		return res, fmt.Errorf("head: step: %d input values for %d rows of %d", len(x), n, per)
 	}
 	if anchors == nil {
 		perClass := 0
@@ -169,29 +208,28 @@ func (h *Head) StepLoss(x []float32, n int, labels []int, anchors []bool, l Loss
 		}
 		anchors = Anchors(labels, perClass)
 	}
-	sg, err := h.graph(n, l)
+	sg, err := h.graph(t, n, l)
 	if err != nil {
 		return res, err
 	}
 	if err := sg.bi.fill(labels, anchors); err != nil {
 		return res, err
 	}
-	l0 := h.layers[0]
-	switch a0 := sg.a0.Data().(type) {
+	switch d := sg.x.Data().(type) {
 	case []float32:
-		linearKernel(a0, l0.w.Value, l0.b.Value, x, l0.out, l0.in, n, 1, l0.out, dot32)
+		copy(d, x)
 	case []float64:
-		sg.x64 = sg.x64[:0]
-		for _, v := range x {
-			sg.x64 = append(sg.x64, float64(v))
+		for i, v := range x {
+			d[i] = float64(v)
 		}
-		linearKernel(a0, l0.w.Value, l0.b.Value, sg.x64, l0.out, l0.in, n, 1, l0.out, dot64)
 	}
 	for _, gp := range sg.params {
-		if gp.transposed {
-			setDataT(gp.val, gp.p.Value, gp.p.Shape[0], gp.p.Shape[1])
-		} else {
-			setData(gp.val, gp.p.Value)
+		switch {
+		case gp.shared:
+		case gp.transposed:
+			setDataT(gp.val, gp.value, gp.rows, gp.cols)
+		default:
+			setData(gp.val, gp.value)
 		}
 	}
 	sg.vm.Reset()
@@ -213,64 +251,60 @@ func (h *Head) StepLoss(x []float32, n int, labels []int, anchors []bool, l Loss
 			return res, fmt.Errorf("head: step: %q: %w", o.name, ErrNonFinite)
 		}
 	}
-	switch g0 := sg.g0.Data().(type) {
-	case []float32:
-		weightGradKernel(l0.w.Grad, l0.b.Grad, g0, x, l0.out, l0.in, n, 1, l0.out, axpy32)
-	case []float64:
-		weightGradKernel(l0.w.Grad, l0.b.Grad, g0, sg.x64, l0.out, l0.in, n, 1, l0.out, axpy64)
-	default:
-		panic(fmt.Sprintf("head: unexpected gradient data %T", g0))
-	}
 	for _, p := range sg.unused {
 		clear(p.Grad)
 	}
 	for _, gp := range sg.params {
-		if gp.transposed {
-			getDataT(gp.p.Grad, gp.grad, gp.p.Shape[1], gp.p.Shape[0])
-		} else {
-			getData(gp.p.Grad, gp.grad)
+		switch {
+		case gp.shared: // the Read node wrote Grad
+		case gp.transposed:
+			getDataT(gp.gradDst, gp.grad, gp.cols, gp.rows)
+		default:
+			getData(gp.gradDst, gp.grad)
 		}
-	}
-	for _, p := range h.params {
-		if !finite(p.Grad) {
-			return res, fmt.Errorf("head: step: gradient of %q: %w", p.Name, ErrNonFinite)
+		if !finite(gp.gradDst) {
+			return res, fmt.Errorf("head: step: gradient of %q: %w", gp.name, ErrNonFinite)
 		}
 	}
 	return res, nil
 }
 
 type graphKey struct {
-	n    int
-	loss LossConfig // LossConfig.key()
+	trunk Trunk
+	n     int
+	loss  LossConfig // LossConfig.key()
 }
 
-// stepGraph is the compiled training graph for one batch size and loss configuration.
+// stepGraph is the compiled training graph for one trunk (or none), batch size and loss
+// configuration.
 type stepGraph struct {
 	vm     gg.VM
-	a0     *tensor.Dense // (n, out0) input layer output: a leaf of the graph
-	x64    []float64     // float64 copy of the features (Float64 heads)
-	params []graphParam  // the parameters inside the graph (all but the input layer's)
+	x      *tensor.Dense // the input leaf: features (n, In), or the trunk's input
+	params []graphParam  // every parameter in the graph: the head's, then the trunk's
 	unused []*Param      // parameters the loss does not depend on (zero gradient)
 	bi     *batchInputs
 	out    [3]gg.Value // loss, nll, ce (copied out by Read nodes; nil for absent terms)
-	g0     gg.Value    // dLoss/da0, (n, out0)
 }
 
-// graphParam is a parameter inside a training graph. A weight [out, in] is held transposed
-// ([in, out]) so that the graph needs no gorgonia Transpose (slow, element by element).
+// graphParam is a parameter inside a training graph. A weight [rows, cols] = [out, in] read by
+// gorgonia's Mul is held transposed ([in, out]) so that the graph needs no gorgonia Transpose
+// (slow, element by element); the input layer's linearOp reads it as stored.
 type graphParam struct {
-	p          *Param
-	transposed bool
-	val        *tensor.Dense
-	grad       gg.Value // dLoss/d(val), copied out by a Read node
+	name           string
+	value, gradDst []float64
+	transposed     bool
+	shared         bool // val is backed by value itself (no copy before a run)
+	rows, cols     int
+	val            *tensor.Dense
+	grad           gg.Value // dLoss/d(val), copied out by a Read node
 }
 
-func (h *Head) graph(n int, l LossConfig) (*stepGraph, error) {
-	key := graphKey{n, l.key()}
+func (h *Head) graph(t Trunk, n int, l LossConfig) (*stepGraph, error) {
+	key := graphKey{t, n, l.key()}
 	if sg, ok := h.graphs[key]; ok {
 		return sg, nil
 	}
-	sg, err := h.build(n, l)
+	sg, err := h.build(t, n, l)
 	if err != nil {
 		return nil, err
 	}
@@ -284,53 +318,89 @@ func (h *Head) graph(n int, l LossConfig) (*stepGraph, error) {
 	return sg, nil
 }
 
-// build constructs the training graph from the input layer's output a0 to the loss. Inside the
-// graph each layer is a (n, in) · Wt (in, out) + b with Wt the transposed weight, copied in and
-// out by StepLoss. The classifier is built only when the loss uses it.
-func (h *Head) build(n int, l LossConfig) (*stepGraph, error) {
+// build constructs the training graph from the input leaf (through the trunk, if any) to the
+// loss. The input layer is a linearOp on W (out, in), a float64 leaf; inside the graph each further layer is
+// a (n, in) · Wt (in, out) + b with Wt the transposed weight, copied in and out by step. The
+// classifier is built only when the loss uses it.
+func (h *Head) build(t Trunk, n int, l LossConfig) (*stepGraph, error) {
 	dt := h.cfg.DType
 	g := gg.NewGraph()
 	b := &builder{dt: dt}
-	l0 := h.layers[0]
-	sg := &stepGraph{a0: newDense(dt, n, l0.out)}
-	a0 := gg.NewMatrix(g, dt.tensor(), gg.WithShape(n, l0.out), gg.WithName(l0.w.Name+"_out"), gg.WithValue(sg.a0))
-	a := a0
-	if l0.relu {
-		a = b.relu(a)
+	inShape := []int{n, h.cfg.In}
+	if t != nil {
+		inShape = append([]int{n}, t.InputShape()...)
+	}
+	sg := &stepGraph{x: newDense(dt, inShape...)}
+	x := gg.NewTensor(g, dt.tensor(), len(inShape), gg.WithShape(inShape...), gg.WithName("x"), gg.WithValue(sg.x))
+	feat := x
+	var tps []TrunkParam
+	if t != nil {
+		var err error
+		if feat, tps, err = t.Build(x); err != nil {
+			return nil, fmt.Errorf("head: building the trunk: %w", err)
+		}
+		if s := feat.Shape(); len(s) != 2 || s[0] != n || s[1] != h.cfg.In || feat.Dtype() != dt.tensor() {
+			return nil, fmt.Errorf("head: the trunk's output is %v %v, want %v (%d, %d)", feat.Dtype(), s, dt, n, h.cfg.In)
+		}
 	}
 	var pnodes gg.Nodes // node of each sg.params entry
-	used := map[*Param]bool{l0.w: true, l0.b: true}
-	weightT := func(ly layer) *gg.Node {
-		wt := newDense(dt, ly.in, ly.out)
-		w := gg.NewMatrix(g, dt.tensor(), gg.WithShape(ly.in, ly.out), gg.WithName(ly.w.Name+"_T"), gg.WithValue(wt))
-		sg.params = append(sg.params, graphParam{p: ly.w, transposed: true, val: wt})
-		pnodes = append(pnodes, w)
-		used[ly.w] = true
-		return w
+	used := map[*Param]bool{}
+	// leaf adds p's leaf in dtype pdt, its weight transposed when asked.
+	leaf := func(p *Param, transposed bool, pdt DType) *gg.Node {
+		gp := graphParam{name: p.Name, value: p.Value, gradDst: p.Grad, transposed: transposed}
+		shape := p.Shape
+		if transposed {
+			gp.rows, gp.cols = p.Shape[0], p.Shape[1]
+			shape = []int{gp.cols, gp.rows}
+		}
+		gp.val = newDense(pdt, shape...)
+		name := p.Name
+		if transposed {
+			name += "_T"
+		}
+		nd := gg.NewTensor(g, pdt.tensor(), len(shape), gg.WithShape(shape...), gg.WithName(name), gg.WithValue(gp.val))
+		sg.params = append(sg.params, gp)
+		pnodes = append(pnodes, nd)
+		used[p] = true
+		return nd
 	}
-	linear := func(ly layer, a *gg.Node) *gg.Node {
-		w := weightT(ly)
-		bt := newDense(dt, ly.out)
-		bias := gg.NewVector(g, dt.tensor(), gg.WithShape(ly.out), gg.WithName(ly.b.Name), gg.WithValue(bt))
-		sg.params = append(sg.params, graphParam{p: ly.b, val: bt})
-		pnodes = append(pnodes, bias)
-		used[ly.b] = true
+	linearLayer := func(ly layer, a *gg.Node) *gg.Node {
+		w := leaf(ly.w, true, dt)
+		bias := leaf(ly.b, false, dt)
 		out := b.do(gg.BroadcastAdd(b.do(gg.Mul(a, w)), bias, nil, []byte{0}))
 		if ly.relu {
 			out = b.relu(out)
 		}
 		return out
 	}
+	l0 := h.layers[0]
+	// linearOp reads its float64 W and b leaves and never writes them: they share the Params'
+	// memory (Value and Grad are updated in place), which saves copying the largest weight and
+	// its gradient every step.
+	shared := func(p *Param) *gg.Node {
+		nd := leaf(p, false, Float64)
+		gp := &sg.params[len(sg.params)-1]
+		gp.val, gp.shared = tensor.New(tensor.WithShape(p.Shape...), tensor.WithBacking(p.Value)), true
+		gp.grad = tensor.New(tensor.WithShape(p.Shape...), tensor.WithBacking(p.Grad)) // Read copies into it
+		if err := gg.Let(nd, gp.val); err != nil {
+			b.err = err
+		}
+		return nd
+	}
+	a := b.do(linear(feat, shared(l0.w), shared(l0.b)))
+	if l0.relu {
+		a = b.relu(a)
+	}
 	for _, ly := range h.layers[1:] {
-		a = linear(ly, a)
+		a = linearLayer(ly, a)
 	}
 	z := a
 	var logits, proxiesT *gg.Node
 	if l.usesLogits() {
-		logits = linear(h.cls, z)
+		logits = linearLayer(h.cls, z)
 	}
 	if l.usesProxies() {
-		proxiesT = weightT(h.cls)
+		proxiesT = leaf(h.cls.w, true, dt)
 	}
 	if b.err != nil {
 		return nil, fmt.Errorf("head: building the head graph: %w", b.err)
@@ -339,6 +409,14 @@ func (h *Head) build(n int, l LossConfig) (*stepGraph, error) {
 		if !used[p] {
 			sg.unused = append(sg.unused, p)
 		}
+	}
+	for _, tp := range tps {
+		val, ok := tp.Node.Value().(*tensor.Dense)
+		if !ok || val.Shape().TotalSize() != len(tp.Value) || len(tp.Grad) != len(tp.Value) {
+			return nil, fmt.Errorf("head: trunk parameter %q: its node's value is not a dense tensor of %d values", tp.Name, len(tp.Value))
+		}
+		sg.params = append(sg.params, graphParam{name: tp.Name, value: tp.Value, gradDst: tp.Grad, val: val})
+		pnodes = append(pnodes, tp.Node)
 	}
 	bi, err := newBatchInputs(g, dt, n, h.cfg.Classes)
 	if err != nil {
@@ -349,7 +427,7 @@ func (h *Head) build(n int, l LossConfig) (*stepGraph, error) {
 	if err != nil {
 		return nil, err
 	}
-	gnodes, err := gg.Grad(ln.loss, append(gg.Nodes{a0}, pnodes...)...)
+	gnodes, err := gg.Grad(ln.loss, pnodes...)
 	if err != nil {
 		return nil, fmt.Errorf("head: differentiating the head graph: %w", err)
 	}
@@ -361,9 +439,8 @@ func (h *Head) build(n int, l LossConfig) (*stepGraph, error) {
 			roots = append(roots, gg.Read(nd, &sg.out[i]))
 		}
 	}
-	roots = append(roots, gg.Read(gnodes[0], &sg.g0))
 	for i := range sg.params {
-		roots = append(roots, gg.Read(gnodes[1+i], &sg.params[i].grad))
+		roots = append(roots, gg.Read(gnodes[i], &sg.params[i].grad))
 	}
 	// Compile only what the outputs need (gradients of the leaf inputs are not).
 	sg.vm = gg.NewTapeMachine(g.SubgraphRoots(roots...))

@@ -7,8 +7,8 @@ import (
 	"gonum.org/v1/gonum/blas/gonum"
 )
 
-// The input layer (the largest: In×out weights against a small batch) runs outside the gorgonia
-// graph with these kernels. gonum's Sgemm splits every dimension into 64-wide blocks, which for
+// The input layer (the largest: In×out weights against a small batch) runs in the gorgonia graph
+// as linearOp (linearop.go) with these kernels. gonum's Sgemm splits every dimension into 64-wide blocks, which for
 // (54×1280)·(1280×512) and its weight gradient leaves dot/axpy calls of length 64 and costs about
 // 2.3× the CPU time of long dot products (forward) and long axpy rows (weight gradient) below.
 
@@ -48,11 +48,11 @@ func axpy64(n int, a float64, x, y []float64) {
 	blasImpl.Daxpy(n, a, x, 1, y, 1)
 }
 
-// linearKernel computes y = x Wᵀ + b for x (n, in) row-major of type T and float64 W (out, in),
-// b (out), writing y[i][o] to dst[o*so+i*si] (so=n, si=1 gives the (out, n) transpose; so=1,
+// linearKernel computes y = x Wᵀ + b for x (n, in) row-major of type T and W (out, in), b (out)
+// of type V, writing y[i][o] to dst[o*so+i*si] (so=n, si=1 gives the (out, n) transpose; so=1,
 // si=out gives (n, out)). Each goroutine converts its rows of W to T just before using them.
 // It panics on short slices (a programmer bug).
-func linearKernel[T float](dst []T, w, b []float64, x []T, out, in, n, so, si int, dot func(int, []T, []T) T) {
+func linearKernel[T, V float](dst []T, w, b []V, x []T, out, in, n, so, si int, dot func(int, []T, []T) T) {
 	_ = w[out*in-1]
 	_ = x[n*in-1]
 	_ = b[out-1]
@@ -72,9 +72,9 @@ func linearKernel[T float](dst []T, w, b []float64, x []T, out, in, n, so, si in
 
 // weightGradKernel computes the weight and bias gradients of a linear layer from the gradient g
 // of its output (element [i][o] at g[o*so+i*si], as in linearKernel) and its input x (n, in):
-// dw (out, in) = gᵀ x and db (out) = column sums of g, accumulated in T and stored as float64.
+// dw (out, in) = gᵀ x and db (out) = column sums of g, accumulated in T and stored as D.
 // It overwrites dw and db.
-func weightGradKernel[T float](dw, db []float64, g, x []T, out, in, n, so, si int, axpy func(int, T, []T, []T)) {
+func weightGradKernel[T, D float](dw, db []D, g, x []T, out, in, n, so, si int, axpy func(int, T, []T, []T)) {
 	_ = dw[out*in-1]
 	_ = x[n*in-1]
 	_ = g[(out-1)*so+(n-1)*si]
@@ -91,9 +91,31 @@ func weightGradKernel[T float](dw, db []float64, g, x []T, out, in, n, so, si in
 				}
 			}
 			for k, v := range row {
-				dw[o*in+k] = float64(v)
+				dw[o*in+k] = D(v)
 			}
-			db[o] = float64(s)
+			db[o] = D(s)
+		}
+	})
+}
+
+// inputGradKernel computes the gradient of a linear layer's input, dx (n, in) = g (n, out) · W
+// (out, in), accumulated in float64 and stored as T. It overwrites dx.
+func inputGradKernel[T float](dx, g []T, w []float64, out, in, n int) {
+	_ = dx[n*in-1]
+	_ = g[n*out-1]
+	_ = w[out*in-1]
+	parallelRows(n, n*out*in, func(lo, hi int) {
+		acc := make([]float64, in)
+		for i := lo; i < hi; i++ {
+			clear(acc)
+			for o, gi := range g[i*out : (i+1)*out] {
+				if gi != 0 {
+					axpy64(in, float64(gi), w[o*in:(o+1)*in], acc)
+				}
+			}
+			for k, v := range acc {
+				dx[i*in+k] = T(v)
+			}
 		}
 	})
 }

@@ -33,9 +33,9 @@ type TailBench struct {
 	Loss            string `json:"loss"`
 	Warmup          int    `json:"warmup_steps"`
 	Steps           int    `json:"steps"` // timed
-	// MsPerStep is the wall time of one step in train.Fit: the batch copy, tail forward, feature
-	// transform, head loss and its input gradient, backward through the tail, optimizer update
-	// of head and tail, and the finiteness check.
+	// MsPerStep is the wall time of one step in train.Fit: the batch copy, one run of the single
+	// gorgonia graph (tail, feature transform, head, loss and the gradient pass), the optimizer
+	// update of head and tail, and the finiteness check.
 	MsPerStep float64 `json:"ms_per_step"`
 	StepsPerS float64 `json:"steps_per_s"`
 	// CPUMsPerStep is the process's CPU time (user + system, all threads) per timed step: less
@@ -108,7 +108,7 @@ func BenchTail(ctx context.Context, cfg Config, classes, steps, warmup int) (*Ta
 
 	m := &tailModel{tail: s.graph, params: s.graph.Params(), inDim: in, views: 1,
 		headModel: &headModel{normalize: cfg.Head.Normalize, loss: cfg.Loss.headLoss()}}
-	out, err := m.tail.Forward([][]float32{res.Input}, n)
+	out, err := m.tail.Infer([][]float32{res.Input}, n)
 	if err != nil {
 		return nil, err
 	}

@@ -104,7 +104,7 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 			if err := prefix.Run(img, n, act); err != nil {
 				return err
 			}
-			f, err := m.tail.Forward([][]float32{act}, n)
+			f, err := m.tail.Infer([][]float32{act}, n)
 			if err != nil {
 				return err
 			}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -38,9 +37,10 @@ import (
 // the prefix model's bytes, the preprocessing, the image list and the views) and held in RAM
 // during training (5902 CUB-100 images x 2 views x 160x7x7 float32 = 370 MB for K <= 3). The
 // rest of the backbone is decoded into a Go graph (backbone/graph) with BatchNormalizations
-// folded; a training step runs tail forward -> feature transform (centering, L2 normalization)
-// -> head.StepLossInputGrad -> transform backward -> tail backward. The tail has its own
-// learning rate (backbone.lr) with the same optimizer kind and weight decay as the head.
+// folded. A training step runs one gorgonia graph, the tail's nodes -> feature transform
+// (centering, L2 normalization) -> head -> loss, with one gradient pass (head.StepTrunk with
+// tailTrunk). The tail has its own learning rate (backbone.lr) with the same optimizer kind and
+// weight decay as the head.
 
 // tailParamPrefix prefixes the tail's parameter names in train.Tensors, optimizer state and
 // checkpoints, keeping them apart from the head's.
@@ -76,6 +76,7 @@ type TailSummary struct {
 type tailModel struct {
 	*headModel
 	tail    *graph.Graph
+	trunk   *tailTrunk // built at the first Step
 	params  []*graph.Param
 	inDim   int // values per sample at the cut
 	featDim int // values per sample of the features
@@ -101,71 +102,15 @@ func (m *tailModel) setTensors() {
 	}
 }
 
-// Step runs tail forward, the feature transform, the head's loss with its input gradient, and
-// backward through the transform and the tail; it fills the Grad of every tensor.
+// Step runs one training step of the single graph (tail, feature transform, head, loss) and
+// fills the Grad of every tensor.
 func (m *tailModel) Step(x []float32, n int, labels []int, anchors []bool) (float64, error) {
-	f, err := m.tail.Forward([][]float32{x}, n)
-	if err != nil {
-		return 0, err
+	if m.trunk == nil {
+		m.trunk = &tailTrunk{g: m.tail, inShape: m.tail.InputShapes()[0], featDim: m.featDim, normalize: m.normalize}
 	}
-	if len(f) != n*m.featDim {
-		return 0, fmt.Errorf("pipeline: tail output has %d values for %d samples, want %d each", len(f), n, m.featDim)
-	}
-	norms := m.transformNorms(f, n)
-	res, dz, err := m.h.StepLossInputGrad(f, n, labels, anchors, m.stepLoss())
-	if err != nil {
-		return res.Loss, err
-	}
-	// Backward through y = c/|c| (c = f - center): dc = (dy - y (y·dy)) / |c|.
-	if m.normalize {
-		d := m.featDim
-		for i := 0; i < n; i++ {
-			y, g := f[i*d:(i+1)*d], dz[i*d:(i+1)*d]
-			if norms[i] == 0 {
-				clear(g)
-				continue
-			}
-			var dot float64
-			for j := range y {
-				dot += float64(y[j]) * float64(g[j])
-			}
-			inv := 1 / norms[i]
-			for j := range g {
-				g[j] = float32((float64(g[j]) - float64(y[j])*dot) * inv)
-			}
-		}
-	}
-	if _, err := m.tail.Backward(dz); err != nil {
-		return res.Loss, err
-	}
-	return res.Loss, nil
-}
-
-// transformNorms applies the feature transform to n rows of x in place, as headModel.transform,
-// and returns each row's norm before normalization (after centering).
-func (m *tailModel) transformNorms(x []float32, n int) []float64 {
-	d := len(x) / max(n, 1)
-	norms := make([]float64, n)
-	for i := 0; i < n; i++ {
-		row := x[i*d : (i+1)*d]
-		if m.center != nil {
-			for j := range row {
-				row[j] -= m.center[j]
-			}
-		}
-		var s float64
-		for _, v := range row {
-			s += float64(v) * float64(v)
-		}
-		norms[i] = math.Sqrt(s)
-		if m.normalize && s > 0 {
-			inv := float32(1 / norms[i])
-			for j := range row {
-				row[j] *= inv
-			}
-		}
-	}
-	return norms
+	m.trunk.setCenter(m.center)
+	res, err := m.h.StepTrunk(m.trunk, x, n, labels, anchors, m.stepLoss())
+	return res.Loss, err
 }
 
 // features returns the tail's raw features (len(items) x featDim) of the dataset items: the
@@ -184,7 +129,7 @@ func (m *tailModel) features(items []int, avg bool) ([]float32, error) {
 				row := it*m.views + v
 				copy(x[i*m.inDim:(i+1)*m.inDim], m.acts[row*m.inDim:(row+1)*m.inDim])
 			}
-			f, err := m.tail.Forward([][]float32{x[:c*m.inDim]}, c)
+			f, err := m.tail.Infer([][]float32{x[:c*m.inDim]}, c)
 			if err != nil {
 				return nil, err
 			}
@@ -594,11 +539,11 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	for _, p := range m.params {
 		ts.Params += len(p.Value)
 	}
-	// The feature size, from one forward pass.
-	if _, err := g.Forward([][]float32{acts[:m.inDim]}, 1); err != nil {
+	outShape, err := g.OutputShape()
+	if err != nil {
 		return nil, err
 	}
-	m.featDim = prodInts(g.OutputShape()[1:])
+	m.featDim = prodInts(outShape)
 	d := m.featDim
 	r.env.Log.Info("tail", "from", s.cut, "to", s.feature, "activation_shape", s.shape, "features", d,
 		"params", len(m.params), "values", ts.Params, "folded", len(ts.Folded))

@@ -162,7 +162,7 @@ func TestWriteBackFoldedBN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := g.Forward([][]float32{x}, n)
+	want, err := g.Infer([][]float32{x}, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestWriteBackMobileNetTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := g.Forward([][]float32{act}, n)
+	want, err := g.Infer([][]float32{act}, n)
 	if err != nil {
 		t.Fatal(err)
 	}

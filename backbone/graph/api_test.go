@@ -94,29 +94,23 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
-func TestForwardBackwardErrors(t *testing.T) {
+func TestInferErrors(t *testing.T) {
 	g, err := Decode(chainModel(t), Options{From: []string{"x"}, To: "y", Trainable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Backward(make([]float32, 6)); err == nil || !strings.Contains(err.Error(), "before a successful Forward") {
-		t.Errorf("Backward before Forward: %v", err)
-	}
-	if _, err := g.Forward([][]float32{make([]float32, 10)}, 2); err == nil || !strings.Contains(err.Error(), `input "x" has 10 values, want 128 (shape [2 4 4 4])`) {
+	if _, err := g.Infer([][]float32{make([]float32, 10)}, 2); err == nil || !strings.Contains(err.Error(), `input "x" has 10 values, want 128 (shape [2 4 4 4])`) {
 		t.Errorf("short input: %v", err)
 	}
-	if _, err := g.Forward(nil, 2); err == nil || !strings.Contains(err.Error(), "got 0 inputs, want 1") {
+	if _, err := g.Infer(nil, 2); err == nil || !strings.Contains(err.Error(), "got 0 inputs, want 1") {
 		t.Errorf("no inputs: %v", err)
 	}
-	if _, err := g.Forward([][]float32{make([]float32, 128)}, 2); err != nil {
+	if _, err := g.Infer([][]float32{make([]float32, 128)}, 2); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := g.Backward(make([]float32, 5)); err == nil || !strings.Contains(err.Error(), "gradient has 5 values, want 6 (output shape [2 3])") {
-		t.Errorf("short gradient: %v", err)
 	}
 	// A Param whose Value was replaced by a slice of the wrong length.
 	g.Params()[0].Value = g.Params()[0].Value[:3]
-	if _, err := g.Forward([][]float32{make([]float32, 128)}, 2); err == nil || !strings.Contains(err.Error(), `Param "W1" has 3 values`) {
+	if _, err := g.Infer([][]float32{make([]float32, 128)}, 2); err == nil || !strings.Contains(err.Error(), `Param "W1" has 3 values`) {
 		t.Errorf("bad Param: %v", err)
 	}
 	// A run-time shape error names the node and op.
@@ -126,7 +120,7 @@ func TestForwardBackwardErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = g.Forward([][]float32{make([]float32, 6)}, 2)
+	_, err = g.Infer([][]float32{make([]float32, 6)}, 2)
 	var ne *NodeError
 	if !errors.As(err, &ne) || ne.Node != "add" || ne.Op != "Add" || !strings.Contains(err.Error(), "[2 3] and [4] are not broadcastable") {
 		t.Errorf("broadcast error: %v", err)
@@ -134,7 +128,7 @@ func TestForwardBackwardErrors(t *testing.T) {
 }
 
 // TestParamsAndBatch checks that Params follow the model's initializers, that Value updates
-// are used by the next Forward, that the batch size may change between calls, and that without
+// are used by the next Infer, that the batch size may change between calls, and that without
 // Trainable there are no Params but input gradients still flow.
 func TestParamsAndBatch(t *testing.T) {
 	m := chainModel(t)
@@ -156,19 +150,19 @@ func TestParamsAndBatch(t *testing.T) {
 	for i := range x {
 		x[i] = float32(math.Sin(float64(i)))
 	}
-	y1, err := g.Forward([][]float32{x}, 3)
+	y1, err := g.Infer([][]float32{x}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := g.OutputShape(); len(s) != 2 || s[0] != 3 || s[1] != 3 {
-		t.Fatalf("OutputShape %v after batch 3", s)
+	if s, err := g.OutputShape(); err != nil || len(s) != 1 || s[0] != 3 || len(y1) != 9 {
+		t.Fatalf("OutputShape %v, %v; %d values at batch 3", s, err, len(y1))
 	}
 	// y = f·Gᵀ (no bias): doubling G doubles y.
 	G := g.Params()[4]
 	for i := range G.Value {
 		G.Value[i] *= 2
 	}
-	y2, err := g.Forward([][]float32{x}, 3)
+	y2, err := g.Infer([][]float32{x}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +172,7 @@ func TestParamsAndBatch(t *testing.T) {
 		}
 	}
 	// Batch 1 gives the first sample's row.
-	y3, err := g.Forward([][]float32{x[:64]}, 1)
+	y3, err := g.Infer([][]float32{x[:64]}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +188,11 @@ func TestParamsAndBatch(t *testing.T) {
 	if len(frozen.Params()) != 0 {
 		t.Fatalf("Trainable false: %d Params", len(frozen.Params()))
 	}
-	if _, err := frozen.Forward([][]float32{x}, 3); err != nil {
+	st, err := newStepper[float32](frozen, 3)
+	if err != nil {
 		t.Fatal(err)
 	}
-	gx, err := frozen.Backward([]float32{1, 0, 0, 0, 0, 0, 0, 0, 0})
+	_, gx, err := st.step([][]float32{x}, []float32{1, 0, 0, 0, 0, 0, 0, 0, 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +241,7 @@ func TestBatchNormFolding(t *testing.T) {
 				for j := range x {
 					x[j] = float32(math.Cos(float64(j)))
 				}
-				if outs[i], err = g.Forward([][]float32{x}, c.inputs["x"][0]); err != nil {
+				if outs[i], err = g.Infer([][]float32{x}, c.inputs["x"][0]); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -87,7 +87,7 @@ func errorf(format string, args ...any) error {
 }
 
 // NodeError reports a node Decode cannot turn into a trainable op, or a node that failed in
-// Forward or Backward. It wraps ErrUnsupported for unsupported ops and attributes.
+// a run (forward or gradient). It wraps ErrUnsupported for unsupported ops and attributes.
 type NodeError struct {
 	Node, Op string
 	// CutAt, for unsupported nodes, names the first tensor after the node (and after every other

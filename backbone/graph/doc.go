@@ -1,6 +1,6 @@
-// Package graph decodes a float ONNX subgraph (e.g. the last blocks of a CNN backbone) into a
-// graph that runs forward and backward in Go, so that it can be fine-tuned together with a
-// head on cached activations.
+// Package graph decodes a float ONNX subgraph (e.g. the last blocks of a CNN backbone) into
+// gorgonia nodes, so that it can be fine-tuned together with a head in one gorgonia graph and
+// one gradient pass.
 //
 // Decode takes the nodes that compute Options.To from the cut points Options.From (activations
 // with a leading batch axis) and the model's initializers and Constant nodes. Float
@@ -8,9 +8,10 @@
 // Options.Trainable; Clip bounds, Reshape shapes and BatchNormalization running statistics stay
 // fixed. BatchNormalization right after a Conv is folded into the Conv at decode time
 // (W' = W·s, B' = (B − mean)·s + β, s = γ/sqrt(var + ε)); elsewhere it runs with frozen
-// statistics. Graph.Forward maps float32 inputs [batch, ...] to the output; Graph.Backward takes
-// dLoss/dOutput (e.g. what the head returns for its input features) and returns dLoss/dInputs,
-// filling Param.Grad. The batch size may change between calls.
+// statistics. Graph.AddTo adds the nodes to a gorgonia.ExprGraph, reading given input nodes
+// [batch, ...] and returning the output node and the Params' leaves (LoadParams fills them), so
+// that gorgonia.Grad through whatever reads the output (the head's loss) reaches the Params.
+// Graph.Infer runs the same nodes forward in float32 (features for evaluation and export).
 //
 // Supported ops (ai.onnx domain, float32): Conv (1-D and 2-D; groups including depthwise with
 // any channel multiplier, strides, pads, auto_pad, dilations, bias), Gemm, MatMul (numpy
@@ -29,13 +30,14 @@
 // strictly inside (min, max) (hardtanh/ReLU6), MaxPool sends the gradient to the first maximum
 // of each window.
 //
-// Implementation: plain Go kernels per op over row-major tensors with a tape (the forward
-// values are kept for Backward); buffers are recycled between steps. Convolutions and matrix
+// Implementation: gorgonia v0.9.18 has no grouped or depthwise convolution, its 1×1
+// convolution is about 6× slower than ours, and it has no Clip and no gradient for global
+// average pooling, so every decoded node is a custom gorgonia Op (gorgonia.go: nodeOp, with one
+// gradOp per input for gorgonia's symbolic differentiation) running a plain Go kernel (ops*.go)
+// over row-major tensors; each Op owns and recycles its buffers. Convolutions and matrix
 // products use a packed, blocked matrix product (gemm.go) with an AVX2/FMA assembly
-// micro-kernel for float32 on amd64 (portable Go elsewhere, and for the float64 engine the
+// micro-kernel for float32 on amd64 (portable Go elsewhere, and for the float64 graphs the
 // tests use for finite differences): a 1×1 convolution is one product over all batch·H·W
 // positions, other convolutions go through im2col, and depthwise convolutions are direct loops.
-// Work is split over GOMAXPROCS goroutines. On 2 cores the MobileNetV2 tail (last block, final
-// 1×1 Conv and pooling: 2.3 GMAC forward) at 7×7 and batch 54 takes about 0.25–0.45 s for
-// Forward+Backward.
+// Work is split over GOMAXPROCS goroutines.
 package graph

@@ -1,7 +1,11 @@
 package graph
 
 import (
+	"fmt"
 	"math/rand/v2"
+
+	gg "gorgonia.org/gorgonia"
+	gt "gorgonia.org/tensor"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 
@@ -60,3 +64,102 @@ func randFloats(r *rand.Rand, n int, scale float64) []float64 {
 }
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 1)) }
+
+// stepper runs a decoded graph forward and backward through gorgonia in element type T for one
+// batch size: the loss is Σ gy ⊙ y for a given gy, so the gradients it reports are those of the
+// output with gradient gy.
+type stepper[T float] struct {
+	vm     gg.VM
+	xs     []*gt.Dense
+	gy     *gt.Dense
+	params []ParamNode
+	y      gg.Value
+	gx     []gg.Value
+	gp     []gg.Value
+}
+
+func newStepper[T float](g *Graph, batch int) (*stepper[T], error) {
+	dt := dtypeOf[T]()
+	eg := gg.NewGraph()
+	s := &stepper[T]{}
+	var xs gg.Nodes
+	for i, shape := range g.p.inShapes {
+		sh := append([]int{batch}, shape...)
+		v := gt.New(gt.WithShape(sh...), gt.Of(dt))
+		xs = append(xs, gg.NewTensor(eg, dt, len(sh), gg.WithShape(sh...), gg.WithName(fmt.Sprint("x", i)), gg.WithValue(v)))
+		s.xs = append(s.xs, v)
+	}
+	out, params, err := g.AddTo(eg, xs...)
+	if err != nil {
+		return nil, err
+	}
+	s.params = params
+	if out.Shape().TotalSize() == 0 { // gorgonia's arithmetic and Read panic on empty tensors
+		s.vm = gg.NewTapeMachine(eg.SubgraphRoots(out))
+		s.y = gt.New(gt.WithShape(out.Shape()...), gt.Of(dt))
+		return s, nil
+	}
+	s.gy = gt.New(gt.WithShape(out.Shape()...), gt.Of(dt))
+	gy := gg.NewTensor(eg, dt, out.Dims(), gg.WithShape(out.Shape()...), gg.WithName("gy"), gg.WithValue(s.gy))
+	loss, err := gg.Sum(gg.Must(gg.HadamardProd(out, gy)))
+	if err != nil {
+		return nil, err
+	}
+	wrt := append(gg.Nodes(nil), xs...)
+	for _, p := range params {
+		wrt = append(wrt, p.Node)
+	}
+	grads, err := gg.Grad(loss, wrt...)
+	if err != nil {
+		return nil, err
+	}
+	s.gx = make([]gg.Value, len(xs))
+	s.gp = make([]gg.Value, len(params))
+	roots := gg.Nodes{gg.Read(out, &s.y)}
+	for i := range xs {
+		roots = append(roots, gg.Read(grads[i], &s.gx[i]))
+	}
+	for i := range params {
+		roots = append(roots, gg.Read(grads[len(xs)+i], &s.gp[i]))
+	}
+	s.vm = gg.NewTapeMachine(eg.SubgraphRoots(roots...))
+	return s, nil
+}
+
+// step runs the graph on xs with output gradient gy (nil: zeros) and returns the output and
+// the inputs' gradients; it overwrites every Param's Grad.
+func (s *stepper[T]) step(xs [][]T, gy []T) ([]T, [][]T, error) {
+	for i, x := range xs {
+		d, _ := dataOf[T](s.xs[i])
+		copy(d, x)
+	}
+	if s.gy != nil {
+		d, _ := dataOf[T](s.gy)
+		clear(d)
+		copy(d, gy)
+	}
+	LoadParams(s.params)
+	s.vm.Reset()
+	if err := s.vm.RunAll(); err != nil {
+		return nil, nil, runError(err)
+	}
+	gx := make([][]T, len(s.gx))
+	for i, v := range s.gx {
+		if v == nil {
+			continue
+		}
+		d, _ := dataOf[T](v)
+		gx[i] = append([]T(nil), d...)
+	}
+	for i, p := range s.params {
+		if s.gp == nil {
+			break
+		}
+		d, _ := dataOf[T](s.gp[i])
+		for j, v := range d {
+			p.Param.Grad[j] = float64(v)
+		}
+	}
+	y, _ := dataOf[T](s.y)
+	return append([]T(nil), y...), gx, nil
+}

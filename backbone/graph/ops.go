@@ -5,11 +5,13 @@ import (
 	"math"
 )
 
-// kernel is one operator's forward and backward computation on tensors of element type T.
-// forward returns a new output tensor (it may keep state for backward in the kernel: each node
-// has its own kernel). backward adds the gradients of the inputs to gin[i], which is nil for an
-// input that needs none; out is the forward output and g the gradient of the output.
-// Tensors come from the arena a, which recycles buffers between steps.
+// kernel is one operator's forward and backward computation on tensors of element type T: the
+// work of a node's gorgonia Ops (gorgonia.go). forward returns a new output tensor (it may keep
+// state for backward in the kernel: each node has its own kernel, and gorgonia runs the
+// backward after the forward of the same run). backward adds the gradients of the inputs to
+// gin[i], which is nil for an input whose gradient is not asked for; out is the forward output
+// and g the gradient of the output. Tensors come from the arena a, which recycles buffers
+// between runs.
 type kernel[T float] interface {
 	forward(a *arena[T], in []*tensor[T]) (*tensor[T], error)
 	backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error
@@ -277,7 +279,8 @@ func (k *reshapeK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], 
 
 type concatK[T float] struct{ axis int }
 
-func (k *concatK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
+// shape returns the output shape (the data of in is not read).
+func (k *concatK[T]) shape(in []*tensor[T]) ([]int, error) {
 	r := len(in[0].shape)
 	ax, ok := normAxis(k.axis, r)
 	if !ok {
@@ -296,6 +299,15 @@ func (k *concatK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		}
 		shape[ax] += t.shape[ax]
 	}
+	return shape, nil
+}
+
+func (k *concatK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
+	shape, err := k.shape(in)
+	if err != nil {
+		return nil, err
+	}
+	ax, _ := normAxis(k.axis, len(shape))
 	y := a.uninit(shape)
 	outer := numel(shape[:ax])
 	inner := numel(shape[ax+1:])

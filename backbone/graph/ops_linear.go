@@ -29,18 +29,30 @@ func (k *gemmK[T]) views(in []*tensor[T]) (av, bv view[T], m, kk, n int, err err
 	return av, bv, m, kk, n, nil
 }
 
-func (k *gemmK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
-	av, bv, m, _, n, err := k.views(in)
+// shape returns the output shape [m, n] after checking A, B and C (the data is not read).
+func (k *gemmK[T]) shape(in []*tensor[T]) ([]int, error) {
+	_, _, m, _, n, err := k.views(in)
 	if err != nil {
 		return nil, err
 	}
+	if len(in) > 2 && in[2] != nil && k.beta != 0 {
+		C := in[2]
+		shape, err := broadcastShapes(C.shape, []int{m, n})
+		if err != nil || !sameShape(shape, []int{m, n}) {
+			return nil, fmt.Errorf("C %s does not broadcast to the output [%d %d]", shapeString(C.shape), m, n)
+		}
+	}
+	return []int{m, n}, nil
+}
+
+func (k *gemmK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
+	if _, err := k.shape(in); err != nil {
+		return nil, err
+	}
+	av, bv, m, _, n, _ := k.views(in)
 	y := a.tensor([]int{m, n})
 	if len(in) > 2 && in[2] != nil && k.beta != 0 {
 		C := in[2]
-		shape, err := broadcastShapes(C.shape, y.shape)
-		if err != nil || !sameShape(shape, y.shape) {
-			return nil, fmt.Errorf("C %s does not broadcast to the output [%d %d]", shapeString(C.shape), m, n)
-		}
 		beta := T(k.beta)
 		bcastRuns(y.shape, bstrides(C.shape, y.shape), bstrides(C.shape, y.shape), func(o, co, _, cnt, cs, _ int) {
 			for i := 0; i < cnt; i++ {

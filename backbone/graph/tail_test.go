@@ -154,12 +154,12 @@ func TestMobileNetTail(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := g.Forward([][]float32{act}, n)
+		got, err := g.Infer([][]float32{act}, n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := g.OutputShape(); len(s) != 4 || s[0] != n || s[1] != 1280 || s[2] != 1 || s[3] != 1 {
-			t.Fatalf("output shape %v, want [%d 1280 1 1]", s, n)
+		if s, err := g.OutputShape(); err != nil || len(s) != 3 || s[0] != 1280 || s[1] != 1 || s[2] != 1 {
+			t.Fatalf("output shape %v (%v), want [1280 1 1]", s, err)
 		}
 		worst := 0.0
 		for i := range pooled {
@@ -174,7 +174,11 @@ func TestMobileNetTail(t *testing.T) {
 		for i := range gy {
 			gy[i] = 1.0 / float32(len(gy))
 		}
-		gx, err := g.Backward(gy)
+		st, err := newStepper[float32](g, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, gx, err := st.step([][]float32{act}, gy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,21 +220,27 @@ func tailGraph(t testing.TB, m *onnx.ModelProto) *Graph {
 	return g
 }
 
-// TestMobileNetTailSpeed times Forward+Backward of the last block + final Conv + pooling at
-// batch 54 (the training batch size). It logs the times and asserts nothing about them (the
-// machine is shared); `go test -bench TailForwardBackward` measures the same.
+// TestMobileNetTailSpeed times forward (Infer) and forward+backward (through gorgonia) of the
+// last block + final Conv + pooling at batch 54 (the training batch size). It logs the times and
+// asserts nothing about them (the machine is shared); `go test -bench TailForwardBackward`
+// measures the same.
 func TestMobileNetTailSpeed(t *testing.T) {
 	g := tailGraph(t, floatMobileNet(t))
 	const batch = 54
 	x, gy := tailInput(batch)
+	st, err := newStepper[float32](g, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var best time.Duration
 	for it := 0; it < 3; it++ {
 		t0 := time.Now()
-		if _, err := g.Forward([][]float32{x}, batch); err != nil {
+		if _, err := g.Infer([][]float32{x}, batch); err != nil {
 			t.Fatal(err)
 		}
 		tf := time.Since(t0)
-		if _, err := g.Backward(gy); err != nil {
+		t0 = time.Now()
+		if _, _, err := st.step([][]float32{x}, gy); err != nil {
 			t.Fatal(err)
 		}
 		d := time.Since(t0)
@@ -246,17 +256,18 @@ func BenchmarkTailForwardBackward(b *testing.B) {
 	g := tailGraph(b, floatMobileNet(b))
 	const batch = 54
 	x, gy := tailInput(batch)
+	st, err := newStepper[float32](g, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
-		if _, err := g.Forward([][]float32{x}, batch); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := g.Backward(gy); err != nil {
+		if _, _, err := st.step([][]float32{x}, gy); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// TestMobileNetTailFloat32 checks the float32 Graph against the float64 engine on the tail at
+// TestMobileNetTailFloat32 checks the float32 graph against the float64 one on the tail at
 // batch 12 (outputs and all gradients, relative to the largest magnitude ≤ 1e-5). The Clips are
 // replaced by Identity for this comparison: at a clip bound float32 and float64 may put a value
 // on different sides and legitimately pass or block its gradient (about 100 of the 2.5 million
@@ -271,11 +282,11 @@ func TestMobileNetTailFloat32(t *testing.T) {
 	g := tailGraph(t, m)
 	const batch = 12
 	x, gy := tailInput(batch)
-	y32, err := g.Forward([][]float32{x}, batch)
+	st32, err := newStepper[float32](g, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gx32, err := g.Backward(gy)
+	y32, gx32, err := st32.step([][]float32{x}, gy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +297,7 @@ func TestMobileNetTailFloat32(t *testing.T) {
 			pg32[p.Name][i] = float32(v)
 		}
 	}
-	e64, err := build[float64](g.p)
+	st64, err := newStepper[float64](g, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,11 +308,7 @@ func TestMobileNetTailFloat32(t *testing.T) {
 	for i, v := range gy {
 		gy64[i] = float64(v)
 	}
-	y64, err := e64.forward([][]float64{x64}, batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gx64, err := e64.backward(gy64)
+	y64, gx64, err := st64.step([][]float64{x64}, gy64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +324,8 @@ func TestMobileNetTailFloat32(t *testing.T) {
 			t.Logf("%s: float32 vs float64 max error %.2g (relative %.2g)", what, worst, worst/scale)
 		}
 	}
-	check("output", y32, y64.data)
-	check("input gradient", gx32[0], gx64[0].data)
+	check("output", y32, y64)
+	check("input gradient", gx32[0], gx64[0])
 	for _, p := range g.Params() {
 		check("gradient of "+p.Name, pg32[p.Name], p.Grad)
 	}

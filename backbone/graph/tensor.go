@@ -17,9 +17,9 @@ func newTensor[T float](shape []int) *tensor[T] {
 	return &tensor[T]{shape: append([]int(nil), shape...), data: make([]T, numel(shape))}
 }
 
-// arena recycles tensor buffers between Forward/Backward steps, so that the activations and
-// gradients of a step reuse the memory of the previous one (fresh memory costs page faults).
-// It is used by one goroutine at a time.
+// arena recycles tensor buffers between runs of a gorgonia Op (each Op has its own), so that
+// the activations and gradients of a step reuse the memory of the previous one (fresh memory
+// costs page faults). It is used by one goroutine at a time.
 type arena[T float] struct {
 	free map[int][][]T
 }
