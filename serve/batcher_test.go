@@ -5,6 +5,7 @@ import (
 	"errors"
 	"image"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -12,15 +13,17 @@ import (
 // fakeModel embeds each 2-value image (a, b) as (a+b, a-b), recording the batch sizes; runs wait
 // for a token on gate when gate is not nil.
 type fakeModel struct {
-	mu    sync.Mutex
-	sizes []int
-	gate  chan struct{}
-	fail  error
+	mu      sync.Mutex
+	sizes   []int
+	gate    chan struct{}
+	fail    error
+	entered atomic.Int32 // calls that reached the gate
 }
 
 func (m *fakeModel) Dim() int { return 2 }
 
 func (m *fakeModel) EmbedTensors(in []float32, n int) ([]float32, error) {
+	m.entered.Add(1)
 	if m.gate != nil {
 		<-m.gate
 	}
@@ -127,7 +130,13 @@ func TestBatcherOverload(t *testing.T) {
 	for range 3 { // one running (held at the gate), two queued
 		go b.submit(ctx, []float32{1, 2}, 1)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Polled rather than slept for: on a loaded machine the goroutines may take long to get there.
+	for deadline := time.Now().Add(10 * time.Second); m.entered.Load() < 1 || len(b.queue) < cap(b.queue); {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s: %d runs started, %d of %d queued", m.entered.Load(), len(b.queue), cap(b.queue))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if _, err := b.submit(ctx, []float32{1, 2}, 1); !errors.Is(err, errOverloaded) {
 		t.Errorf("submit to a full queue: %v, want errOverloaded", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/export"
 )
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig.
@@ -95,25 +96,13 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxBatch < 1 || c.QueueSize < 1 || c.MaxPixels < 1 || c.MaxBodyBytes < 1 || c.MaxWait < 0:
 		return c, fmt.Errorf("serve: max batch %d, queue %d, max pixels %d, max body %d, max wait %v: want positive values (max wait >= 0)",
 			c.MaxBatch, c.QueueSize, c.MaxPixels, c.MaxBodyBytes, c.MaxWait)
-	case !validName(c.Name):
+	case !export.ValidModelName(c.Name):
 		return c, fmt.Errorf("serve: model name %q: want letters, digits, '.', '_' or '-' (it is a URL path element)", c.Name)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c, nil
-}
-
-func validName(s string) bool {
-	if s == "" || s == "." || s == ".." {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Server answers the HTTP API for one model. Handler is its http.Handler; Serve runs it on a

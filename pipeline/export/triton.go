@@ -66,7 +66,7 @@ func TritonModelConfig(raw []byte, path string, o TritonOptions) (*TritonConfig,
 	if o.Name == "" {
 		o.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
-	if !validTritonName(o.Name) {
+	if !ValidModelName(o.Name) {
 		return nil, fmt.Errorf("export: triton: model name %q: want letters, digits, '.', '_' or '-' (it is a folder name)", o.Name)
 	}
 	if o.MaxBatch == 0 {
@@ -137,7 +137,9 @@ func tritonTensor(v *onnx.ValueInfoProto, path string) (TritonTensor, error) {
 	return TritonTensor{Name: v.GetName(), DataType: typ, Dims: dims}, nil
 }
 
-func validTritonName(s string) bool {
+// ValidModelName reports whether s can name a served model: a Triton repository folder and a URL
+// path segment (/v2/models/NAME) alike, so letters, digits, '.', '_' and '-', not "." or "..".
+func ValidModelName(s string) bool {
 	if s == "" || s == "." || s == ".." {
 		return false
 	}
