@@ -19,7 +19,7 @@ export PGLITE_DIR
 # nats-server and pglite on 127.0.0.1 for the duration of a command (scripts/with-servers.sh)
 WITH_SERVERS := ./scripts/with-servers.sh
 
-.PHONY: run test build ort libjpeg openblas onnx-testdata chromium fashion-mnist bench vet clean fuzz race nats-server pglite scale-test
+.PHONY: run test build ort libjpeg openblas onnx-testdata chromium fashion-mnist pytorch bench vet clean fuzz race nats-server pglite scale-test
 ## run: the main job on its default config (CUB-100 protocol); pass flags with ARGS="..."
 run: build
 	./bin/pipeline run $(ARGS)
@@ -28,7 +28,7 @@ run: build
 ## (the data package also in its pure-Go build, -tags nolibjpeg; the matrix product and its users
 ## also without OpenBLAS, -tags noopenblas), under nats-server and pglite (the queue and pgvector
 ## tests, the multi-process scale test: `make scale-test` alone)
-test: ort libjpeg openblas onnx-testdata chromium fashion-mnist nats-server pglite
+test: ort libjpeg openblas onnx-testdata chromium fashion-mnist nats-server pglite pytorch
 	$(GO) vet ./...
 	$(GO) vet -tags nolibjpeg,noopenblas ./...
 	$(GO) test -count=1 -tags nolibjpeg ./pipeline/data
@@ -98,6 +98,13 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "make: chromium is missing: run 'sudo apt-get install chromium' (the report's browser test skips without it)"; fi; }
+
+# Debian's python3-torch and python3-onnx: the PyTorch references that tests compare with (the tail step,
+# the goldens' scripts); cross-checks only, never part of the product.
+pytorch:
+	@/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-onnx) >/dev/null; \
+	  else echo "make: PyTorch is missing: run 'sudo apt-get install python3-torch python3-onnx' (the PyTorch comparisons skip without it)"; fi; }
 
 # Debian's dataset-fashion-mnist: real 28x28 grayscale images for the data-shape tests
 # (cmd/pipeline/datashapes_test.go; skipped without it) and `go run ./scripts/fashion-mnist`.
