@@ -7,6 +7,7 @@ import (
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 	ortgo "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
 )
@@ -52,14 +53,6 @@ func tinyReference(t *testing.T, m *onnx.ModelProto, x []float32, n int) []float
 	return out
 }
 
-func maxAbsDiff(a, b []float32) float64 {
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
-
 func TestCutTinyMatchesReference(t *testing.T) {
 	ortLib(t)
 	m, err := onnxpb.Load(tinyModel)
@@ -98,7 +91,7 @@ func TestCutTinyMatchesReference(t *testing.T) {
 			t.Fatalf("batch %d: %v", n, err)
 		}
 		ref := tinyReference(t, m, x, n)
-		if d := maxAbsDiff(got, ref); d > 1e-5 {
+		if d := testenv.MaxAbsDiff(got, ref); d > 1e-5 {
 			t.Errorf("batch %d: max |ort - reference| = %g > 1e-5\nort %v\nref %v", n, d, got, ref)
 		}
 		zeros := 0
@@ -141,7 +134,7 @@ func TestOpenTiny(t *testing.T) {
 	if err := b.Features(x, n, got); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(got, tinyReference(t, m, x, n)); d > 1e-5 {
+	if d := testenv.MaxAbsDiff(got, tinyReference(t, m, x, n)); d > 1e-5 {
 		t.Errorf("features of flat: max diff %g > 1e-5", d)
 	}
 	if err := b.Features(x[:10], n, got); err == nil {
@@ -278,7 +271,7 @@ func TestCutInt8MatchesFullModel(t *testing.T) {
 			if err := b.Features(x[start*img:(start+bs)*img], bs, got); err != nil {
 				t.Fatal(err)
 			}
-			if diff := maxAbsDiff(got, all[start*d:(start+bs)*d]); diff > 1e-5 {
+			if diff := testenv.MaxAbsDiff(got, all[start*d:(start+bs)*d]); diff > 1e-5 {
 				t.Errorf("batch %d at %d: max diff to batch %d = %g > 1e-5", bs, start, n, diff)
 			}
 		}
@@ -288,8 +281,8 @@ func TestCutInt8MatchesFullModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := int8Reference(t, m, x, n)
-	if diff := maxAbsDiff(all, ref); diff > 1e-5 {
+	if diff := testenv.MaxAbsDiff(all, ref); diff > 1e-5 {
 		t.Errorf("cut features vs dequantized 464_quantized of the full model: max diff %g > 1e-5", diff)
 	}
-	t.Logf("int8 cut: %d/%d non-zero features, max diff to full-model reference %g", nonzero, n*d, maxAbsDiff(all, ref))
+	t.Logf("int8 cut: %d/%d non-zero features, max diff to full-model reference %g", nonzero, n*d, testenv.MaxAbsDiff(all, ref))
 }

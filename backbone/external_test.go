@@ -11,6 +11,7 @@ import (
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // externalTiny writes the tiny CNN to dir/model.onnx with its conv weights in the external file
@@ -80,7 +81,7 @@ func TestExternalDataInsideFolder(t *testing.T) {
 	if err := inline.Features(x, n, b); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(a, b); d != 0 {
+	if d := testenv.MaxAbsDiff(a, b); d != 0 {
 		t.Errorf("external-data model features differ from the inline model's by %g", d)
 	}
 }

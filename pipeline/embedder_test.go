@@ -12,6 +12,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
@@ -33,17 +34,6 @@ func embedTinyModel(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func maxDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var m float64
-	for i := range a {
-		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return m
 }
 
 // TestEmbedMatchesBackboneAndHead recomputes the embeddings from the metadata's preprocessing,
@@ -103,7 +93,7 @@ func TestEmbedMatchesBackboneAndHead(t *testing.T) {
 			t.Fatalf("batch %d: %d embeddings for %d images", batch, len(got), len(imgs))
 		}
 		for i := range imgs {
-			if d := maxDiff(got[i], want[i]); d > 1e-5 {
+			if d := testenv.MaxAbsDiff(got[i], want[i]); d > 1e-5 {
 				t.Errorf("batch %d image %d: embedding %v, want %v (max diff %.3g > 1e-5)", batch, i, got[i], want[i], d)
 			}
 		}
@@ -160,7 +150,7 @@ func TestEmbedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range want {
-		if d := maxDiff(got[i], want[i]); d > 1e-6 {
+		if d := testenv.MaxAbsDiff(got[i], want[i]); d > 1e-6 {
 			t.Errorf("file %d: %v, want %v (max diff %.3g > 1e-6)", i, got[i], want[i], d)
 		}
 	}
@@ -205,7 +195,7 @@ func TestOpenEmbedderModels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := maxDiff(all[i], one[0]); len(all[i]) != 3 || d > 1e-6 {
+		if d := testenv.MaxAbsDiff(all[i], one[0]); len(all[i]) != 3 || d > 1e-6 {
 			t.Errorf("image %d: %v in a batch of 3, %v alone", i, all[i], one[0])
 		}
 	}
@@ -247,7 +237,7 @@ func TestEmbedTensors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := maxDiff(got, append(append([]float32(nil), want[0]...), want[1]...)); d != 0 {
+	if d := testenv.MaxAbsDiff(got, append(append([]float32(nil), want[0]...), want[1]...)); d != 0 {
 		t.Errorf("EmbedTensors differs from Embed by %.3g", d)
 	}
 	if i, o := e.Names(); i != "images" || o != "embeddings" {

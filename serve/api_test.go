@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
@@ -70,7 +71,7 @@ func TestV2Protocol(t *testing.T) {
 		fmt.Sprint(resp.Outputs[0].Shape) != "[3 3]" || resp.Outputs[0].Datatype != "FP32" {
 		t.Fatalf("infer: %d %s", code, b)
 	}
-	if d := maxAbsDiff(resp.Outputs[0].Data, want); d > 1e-6 {
+	if d := testenv.MaxAbsDiff(resp.Outputs[0].Data, want); d > 1e-6 {
 		t.Errorf("infer (flat JSON) differs from Embed by %.3g", d)
 	}
 	// Nested JSON data, one image, through the versioned route.
@@ -78,7 +79,7 @@ func TestV2Protocol(t *testing.T) {
 	req = fmt.Sprintf(`{"inputs":[{"name":"images","shape":[1,3,6,6],"datatype":"FP32","data":[%s]}]}`, nested)
 	code, _, b = call(t, "POST", r.url+"/v2/models/tiny/versions/1/infer", "application/json", []byte(req))
 	decode(t, b, &resp)
-	if code != 200 || maxAbsDiff(resp.Outputs[0].Data, want[:3]) > 1e-6 {
+	if code != 200 || testenv.MaxAbsDiff(resp.Outputs[0].Data, want[:3]) > 1e-6 {
 		t.Errorf("infer (nested JSON): %d %s, want %v", code, b, want[:3])
 	}
 	// Binary tensor data in, binary out (what Triton's clients send by default).
@@ -102,7 +103,7 @@ func TestV2Protocol(t *testing.T) {
 	for i := range got {
 		got[i] = math.Float32frombits(binary.LittleEndian.Uint32(rb.Bytes()[hl+4*i:]))
 	}
-	if d := maxAbsDiff(got, want); d != 0 || !strings.Contains(rb.String()[:hl], `"binary_data_size":36`) {
+	if d := testenv.MaxAbsDiff(got, want); d != 0 || !strings.Contains(rb.String()[:hl], `"binary_data_size":36`) {
 		t.Errorf("binary infer: %v (diff %.3g), header %s", got, d, rb.String()[:hl])
 	}
 }
@@ -191,7 +192,7 @@ func TestEmbedAndSearch(t *testing.T) {
 		}
 		code, _, body := call(t, "POST", r.url+"/v1/embed", "image/png", b)
 		decode(t, body, &got)
-		if code != 200 || got.Dim != 3 || maxAbsDiff(got.Embedding, want[i]) > 1e-6 {
+		if code != 200 || got.Dim != 3 || testenv.MaxAbsDiff(got.Embedding, want[i]) > 1e-6 {
 			t.Errorf("embed %s: %d %s, want %v", paths[i], code, body, want[i])
 		}
 		var mp bytes.Buffer
@@ -202,7 +203,7 @@ func TestEmbedAndSearch(t *testing.T) {
 		mw.Close()
 		code, _, body = call(t, "POST", r.url+"/v1/embed", mw.FormDataContentType(), mp.Bytes())
 		decode(t, body, &got)
-		if code != 200 || maxAbsDiff(got.Embedding, want[i]) > 1e-6 {
+		if code != 200 || testenv.MaxAbsDiff(got.Embedding, want[i]) > 1e-6 {
 			t.Errorf("embed multipart %s: %d %s, want %v", paths[i], code, body, want[i])
 		}
 		var res struct {
@@ -220,7 +221,7 @@ func TestEmbedAndSearch(t *testing.T) {
 			t.Fatalf("search %s: %d %s", paths[i], code, body)
 		}
 		// Equal embeddings (the tiny model maps some images to the same point) tie at distance 0.
-		if nb := res.Neighbors[0]; nb.Path != paths[i] && maxAbsDiff(want[slicesIndex(paths, nb.Path)], want[i]) > 1e-6 {
+		if nb := res.Neighbors[0]; nb.Path != paths[i] && testenv.MaxAbsDiff(want[slicesIndex(paths, nb.Path)], want[i]) > 1e-6 {
 			t.Errorf("search %s: nearest %+v", paths[i], nb)
 		}
 		if nb := res.Neighbors[0]; nb.Label != labels[slicesIndex(paths, nb.Path)] {

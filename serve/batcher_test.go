@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // fakeModel embeds each 2-value image (a, b) as (a+b, a-b), recording the batch sizes; runs wait
@@ -169,7 +171,7 @@ func TestHTTPBatching(t *testing.T) {
 			var got struct{ Embedding []float32 }
 			code, _, b := call(t, "POST", r.url+"/v1/embed", "image/png", imgs[i])
 			decode(t, b, &got)
-			if code != 200 || maxAbsDiff(got.Embedding, want[i]) > 1e-6 {
+			if code != 200 || testenv.MaxAbsDiff(got.Embedding, want[i]) > 1e-6 {
 				t.Errorf("request %d: %d %s, want %v", i, code, b, want[i])
 			}
 		}()

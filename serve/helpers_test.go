@@ -10,10 +10,8 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,25 +25,7 @@ type running struct {
 	url  string
 	stop context.CancelFunc
 	done chan error // Serve's result
-	logs *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testenv.SyncBuffer
 }
 
 // start serves cfg (Model defaults to the tiny test model) on 127.0.0.1:0 until the test ends.
@@ -55,7 +35,7 @@ func start(t *testing.T, cfg Config) *running {
 		cfg.Model = testmodel.Tiny(t)
 	}
 	cfg.ORTLibrary = testenv.ORTLibrary(t)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	}
@@ -142,15 +122,4 @@ func encodeJPEG(t *testing.T, img image.Image) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var m float64
-	for i := range a {
-		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return m
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // bnModel is x [N,3,6,6] -> Conv a (3x3, pad 1, no bias) -> BatchNormalization bn1 -> Relu ->
@@ -94,14 +95,6 @@ func maxAbs(v []float32) float64 {
 	return m
 }
 
-func maxDiff(a, b []float32) float64 {
-	m := 0.0
-	for i := range a {
-		m = math.Max(m, math.Abs(float64(a[i]-b[i])))
-	}
-	return m
-}
-
 // TestWriteBackFoldedBN decodes a Conv+BN model with both BNs folded, writes the (unchanged, then
 // perturbed) Params back and runs the result in onnxruntime: unchanged Params reproduce the
 // original model (max |diff| <= 1e-5 * max |y|: only the folding's rounding differs); perturbed
@@ -152,7 +145,7 @@ func TestWriteBackFoldedBN(t *testing.T) {
 		t.Fatal("WriteBack modified its input model")
 	}
 	got := ortRun(t, same, "x", x, shape, []string{"y"})[0]
-	if d := maxDiff(got, orig); d > 1e-5*scale {
+	if d := testenv.MaxAbsDiff(got, orig); d > 1e-5*scale {
 		t.Fatalf("unchanged weights: max |written - original| = %.3g (max |y| %.3g)", d, scale)
 	} else {
 		t.Logf("unchanged weights: max |written - original| = %.2g (max |y| %.3g)", d, scale)
@@ -167,12 +160,12 @@ func TestWriteBackFoldedBN(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = ortRun(t, pert, "x", x, shape, []string{"y"})[0]
-	if d := maxDiff(got, want); d > 1e-5*scale {
+	if d := testenv.MaxAbsDiff(got, want); d > 1e-5*scale {
 		t.Fatalf("perturbed weights: max |onnxruntime - Go| = %.3g (max |y| %.3g)", d, scale)
 	} else {
-		t.Logf("perturbed weights: max |onnxruntime - Go| = %.2g; moved from the original by %.2g", d, maxDiff(got, orig))
+		t.Logf("perturbed weights: max |onnxruntime - Go| = %.2g; moved from the original by %.2g", d, testenv.MaxAbsDiff(got, orig))
 	}
-	if d := maxDiff(got, orig); d < 1e-2*scale {
+	if d := testenv.MaxAbsDiff(got, orig); d < 1e-2*scale {
 		t.Fatalf("perturbed weights changed the output by only %.3g", d)
 	}
 }
@@ -220,7 +213,7 @@ func TestWriteBackMobileNetTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := maxDiff(run(same, pooled), orig); d != 0 {
+	if d := testenv.MaxAbsDiff(run(same, pooled), orig); d != 0 {
 		t.Fatalf("unchanged weights: max |written - original| = %g, want 0", d)
 	}
 	pert, err := WriteBack(f, paramValues(g, r, 0.05), nil)
@@ -232,13 +225,13 @@ func TestWriteBackMobileNetTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := run(pert, pooled)
-	d := maxDiff(got, want)
+	d := testenv.MaxAbsDiff(got, want)
 	t.Logf("%d params written back; perturbed: max |onnxruntime - Go| = %.2g, moved from the original by %.2g (max |features| %.3g)",
-		len(g.Params()), d, maxDiff(got, orig), scale)
+		len(g.Params()), d, testenv.MaxAbsDiff(got, orig), scale)
 	if d > 1e-4*scale {
 		t.Fatalf("perturbed weights: max |onnxruntime - Go| = %.3g > 1e-4 * %.3g", d, scale)
 	}
-	if maxDiff(got, orig) < 1e-2*scale {
+	if testenv.MaxAbsDiff(got, orig) < 1e-2*scale {
 		t.Fatal("perturbed weights did not change the features")
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,24 +26,6 @@ import (
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
-
-// lockedBuffer collects the server's log lines from its goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var listeningRE = regexp.MustCompile(`"msg":"serve: listening","addr":"([0-9.:]+)"`)
 
@@ -107,7 +88,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- cmdServe(ctx, []string{"--model", model, "--index", gallery, "--addr", "127.0.0.1:0", "--name", "cub"}, io.Discard, logs)
@@ -139,7 +120,7 @@ func TestServeEndToEnd(t *testing.T) {
 		if code := postJSON(t, url+"/v1/embed", "image/jpeg", img, &emb); code != 200 {
 			t.Fatalf("/v1/embed %s: %d", row[0], code)
 		}
-		worst["/v1/embed"] = math.Max(worst["/v1/embed"], diff(emb.Embedding, wantRow))
+		worst["/v1/embed"] = math.Max(worst["/v1/embed"], testenv.MaxAbsDiff(emb.Embedding, wantRow))
 		var mp bytes.Buffer
 		mw := multipart.NewWriter(&mp)
 		fw, _ := mw.CreateFormFile("image", filepath.Base(row[0]))
@@ -148,7 +129,7 @@ func TestServeEndToEnd(t *testing.T) {
 		if code := postJSON(t, url+"/v1/embed", mw.FormDataContentType(), mp.Bytes(), &emb); code != 200 {
 			t.Fatalf("/v1/embed multipart %s: %d", row[0], code)
 		}
-		worst["/v1/embed multipart"] = math.Max(worst["/v1/embed multipart"], diff(emb.Embedding, wantRow))
+		worst["/v1/embed multipart"] = math.Max(worst["/v1/embed multipart"], testenv.MaxAbsDiff(emb.Embedding, wantRow))
 		var res struct {
 			Neighbors []struct {
 				Path, Label string
@@ -178,7 +159,7 @@ func TestServeEndToEnd(t *testing.T) {
 		fmt.Sprint(inf.Outputs[0].Shape) != fmt.Sprint([]int{n, d}) {
 		t.Fatalf("/v2 infer: %d %+v", code, inf.Outputs)
 	}
-	worst["/v2/models/cub/infer"] = diff(inf.Outputs[0].Data, want)
+	worst["/v2/models/cub/infer"] = testenv.MaxAbsDiff(inf.Outputs[0].Data, want)
 	for route, w := range worst {
 		t.Logf("%s: max |diff| %.3g against `pipeline embed` over %d CUB images", route, w, n)
 		if w > 1e-5 {
@@ -189,17 +170,6 @@ func TestServeEndToEnd(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
 	}
-}
-
-func diff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var m float64
-	for i := range a {
-		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return m
 }
 
 // TestServeHelperProcess is the `pipeline` process of TestServeSIGTERM.
@@ -222,7 +192,7 @@ func TestServeSIGTERM(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServeHelperProcess$")
 	args, _ := json.Marshal([]string{"serve", "--model", model, "--addr", "127.0.0.1:0"})
 	cmd.Env = append(os.Environ(), "PIPELINE_SERVE_HELPER="+string(args))
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
