@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
 )
@@ -79,4 +80,14 @@ func batchOutput(stdout, stderr io.Writer, verbose, jsonOut bool) (*slog.Logger,
 		lines = stderr
 	}
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), lines
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
 }
