@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -108,19 +107,4 @@ func printVariants(w io.Writer, vs []pipeline.ExportVariant, source string, sour
 		fmt.Fprintf(w, "%s: %s\n", v.Path, v.Describe())
 	}
 	fmt.Fprintf(w, "source backbone %s: %.1f images/s (batch 32), timed in the same rounds\n", source, sourceRate)
-}
-
-// hasFlag reports whether args hold the flag name as -name, --name, -name=... or --name=...
-// (before a lone "--", which ends the flags).
-func hasFlag(args []string, name string) bool {
-	for _, a := range args {
-		if a == "--" {
-			return false
-		}
-		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		if a == name || strings.HasPrefix(a, name+"=") {
-			return true
-		}
-	}
-	return false
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,7 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/train"
 )
 
 // newFlagSet returns the flag set of a subcommand: errors and -h go to stderr, -h prints usage
@@ -90,4 +95,63 @@ func (s *stringList) String() string { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error {
 	*s = append(*s, v)
 	return nil
+}
+
+// errUsage marks errors that are the caller's fault (exit code 2).
+var errUsage = errors.New("usage")
+
+// exitCode maps an error to the documented exit codes, in one place.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "error:", err)
+	if h := pipeline.Hint(err); h != "" {
+		fmt.Fprintln(stderr, "hint:", h)
+	}
+	switch {
+	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
+		return 2
+	case errors.Is(err, train.ErrNonFinite), errors.Is(err, head.ErrNonFinite):
+		return 3
+	case errors.Is(err, context.Canceled):
+		return 130
+	default:
+		return 1
+	}
+}
+
+// hasFlag reports whether args hold the flag name as -name, --name, -name=... or --name=...
+// (before a lone "--", which ends the flags).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// parseInterspersed parses flags that may come before, between or after positional arguments
+// (`inspect MODEL --json`) and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
 }

@@ -33,15 +33,11 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 
-	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/pipeline"
-	"github.com/grouploss/pipeline/pipeline/train"
 )
 
 const usage = `pipeline: Group Loss metric learning on ONNX backbones.
@@ -68,9 +64,6 @@ Run 'pipeline COMMAND --help' for the flags of a command.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.
 `
-
-// errUsage marks errors that are the caller's fault (exit code 2).
-var errUsage = errors.New("usage")
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -123,25 +116,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return exitCode(err, stderr)
-}
-
-// exitCode maps an error to the documented exit codes, in one place.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintln(stderr, "error:", err)
-	if h := pipeline.Hint(err); h != "" {
-		fmt.Fprintln(stderr, "hint:", h)
-	}
-	switch {
-	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
-		return 2
-	case errors.Is(err, train.ErrNonFinite), errors.Is(err, head.ErrNonFinite):
-		return 3
-	case errors.Is(err, context.Canceled):
-		return 130
-	default:
-		return 1
-	}
 }
