@@ -41,7 +41,7 @@ func (o *benchOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.out, "out", "", "write the JSON report to `FILE` (atomically) instead of stdout")
 	fs.StringVar(&o.data, "data", "", "dataset (default: the config's, ../shared/data/cub100)")
 	fs.StringVar(&o.backbone, "backbone", "", "ONNX backbone `FILE` (default: the config's, the shared int8 MobileNetV2)")
-	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	onnxruntimeFlag(fs, &o.onnxruntime)
 	fs.IntVar(&o.images, "images", 512, "images extracted per round (the first `N` of the dataset)")
 	fs.IntVar(&o.batch, "batch", 0, "extraction batch size (default: the config's backbone.batch_size, 32)")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the config's threads, 2)")

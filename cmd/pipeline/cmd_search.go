@@ -35,9 +35,9 @@ func (o *searchOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.queryNPY, "query-npy", "", "precomputed query embeddings: a `FILE.npy` of float32 (Q, D), one query per row")
 	fs.IntVar(&o.k, "k", 5, "neighbours per query (at most the gallery's size are returned)")
 	fs.StringVar(&o.model, "model", "", "embedding model `FILE` for --query (default: the model recorded in the index; it must have the recorded SHA-256)")
-	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	onnxruntimeFlag(fs, &o.onnxruntime)
 	fs.IntVar(&o.batchSize, "batch-size", 32, "images per onnxruntime run")
-	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+	threadsFlag(fs, &o.threads)
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as a JSON array, one element per query")
 	o.pg.addFlags(fs)
 }
