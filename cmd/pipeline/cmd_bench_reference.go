@@ -24,11 +24,9 @@ const refTailMissingModule = 3
 // batch and the settings of t and cfg, written to a temporary folder. skipped is set (and err nil)
 // when the interpreter lacks a module.
 func benchTailReference(ctx context.Context, o benchOptions, cfg pipeline.Config, t *pipeline.TailBench) (ref *tailReference, skipped string, err error) {
-	script := o.tailScript
-	if script == "" {
-		if script = findRepoFile(filepath.Join("scripts", "bench_ref_tail.py")); script == "" {
-			return nil, "", errors.New("bench: scripts/bench_ref_tail.py not found above the working directory or the executable; pass --reference-tail-script")
-		}
+	script, err := referenceScript(o.tailScript, "bench_ref_tail.py", "reference-tail-script")
+	if err != nil {
+		return nil, "", err
 	}
 	dir, err := os.MkdirTemp("", "bench-tail-")
 	if err != nil {
@@ -65,20 +63,13 @@ func benchTailReference(ctx context.Context, o benchOptions, cfg pipeline.Config
 	if err := os.WriteFile(specPath, js, 0o644); err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, o.refPython, script, "--spec", specPath)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	raw, stderr, err := runReference(ctx, o.refPython, script, "--spec", specPath)
+	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() == refTailMissingModule {
-			return nil, strings.TrimSpace(tail(stderr.String(), 500)), nil
+			return nil, strings.TrimSpace(tail(stderr, 500)), nil
 		}
-		return nil, "", fmt.Errorf("bench: reference %q %q: %w\n%s", o.refPython, script, err, tail(stderr.String(), 2000))
-	}
-	var raw map[string]any
-	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
-	if err := json.Unmarshal(lines[len(lines)-1], &raw); err != nil {
-		return nil, "", fmt.Errorf("bench: reference %q printed no JSON line: %w\n%s", script, err, tail(stdout.String(), 2000))
+		return nil, "", err
 	}
 	ms, _ := raw["ms_per_step"].(float64)
 	diff, okDiff := raw["forward_max_abs_diff"].(float64)
@@ -110,23 +101,13 @@ func refHeadsPath() string {
 
 // benchReference runs scripts/bench_ref_head.py with o.refPython and parses its JSON line.
 func benchReference(ctx context.Context, o benchOptions, ours float64) (*referenceBench, error) {
-	script := o.refScript
-	if script == "" {
-		script = findRepoFile(filepath.Join("scripts", "bench_ref_head.py"))
-		if script == "" {
-			return nil, errors.New("bench: scripts/bench_ref_head.py not found above the working directory or the executable; pass --reference-script")
-		}
+	script, err := referenceScript(o.refScript, "bench_ref_head.py", "reference-script")
+	if err != nil {
+		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, o.refPython, script, "--ref", refHeadsPath(), "--epochs", fmt.Sprint(o.refEpochs))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("bench: reference %q %q: %w\n%s", o.refPython, script, err, tail(stderr.String(), 2000))
-	}
-	var raw map[string]any
-	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
-	if err := json.Unmarshal(lines[len(lines)-1], &raw); err != nil {
-		return nil, fmt.Errorf("bench: reference %q printed no JSON line: %w\n%s", script, err, tail(stdout.String(), 2000))
+	raw, _, err := runReference(ctx, o.refPython, script, "--ref", refHeadsPath(), "--epochs", fmt.Sprint(o.refEpochs))
+	if err != nil {
+		return nil, err
 	}
 	sps, _ := raw["steps_per_s"].(float64)
 	ms, _ := raw["ms_per_step"].(float64)
@@ -135,6 +116,35 @@ func benchReference(ctx context.Context, o benchOptions, ours float64) (*referen
 	}
 	return &referenceBench{Python: o.refPython, Script: script, StepsPerS: sps, MsPerStep: ms,
 		Speedup: ours / sps, MeetsGoal: ours >= sps, Raw: raw}, nil
+}
+
+// referenceScript returns the reference script flagValue, or by default scripts/name of the
+// repository.
+func referenceScript(flagValue, name, flagName string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if p := findRepoFile(filepath.Join("scripts", name)); p != "" {
+		return p, nil
+	}
+	return "", fmt.Errorf("bench: scripts/%s not found above the working directory or the executable; pass --%s", name, flagName)
+}
+
+// runReference runs `python script args...` and returns the JSON object on the last line of its
+// stdout, and its stderr. A script that fails is an error that wraps its *exec.ExitError and
+// quotes the end of its stderr.
+func runReference(ctx context.Context, python, script string, args ...string) (raw map[string]any, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, python, append([]string{script}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return nil, errOut.String(), fmt.Errorf("bench: reference %q %q: %w\n%s", python, script, err, tail(errOut.String(), 2000))
+	}
+	lines := bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n"))
+	if err := json.Unmarshal(lines[len(lines)-1], &raw); err != nil {
+		return nil, errOut.String(), fmt.Errorf("bench: reference %q printed no JSON line: %w\n%s", script, err, tail(out.String(), 2000))
+	}
+	return raw, errOut.String(), nil
 }
 
 // findRepoFile returns rel under the first folder holding go.mod at or above the working
