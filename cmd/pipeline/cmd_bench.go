@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime"
 
-	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
@@ -117,9 +115,7 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 	if rep.Extract, err = benchExtract(ctx, cfg, o.images, o.rounds, logw); err != nil {
 		return nil, err
 	}
-	cpu := backbone.CPU()
-	rep.Machine = pipeline.Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
-		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
+	rep.Machine = thisMachine()
 	if rep.Head, err = benchHead(ctx, o.headSteps); err != nil {
 		return nil, err
 	}
