@@ -113,14 +113,23 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 	if err != nil {
 		return nil, err
 	}
+	return searchResults(names, nb, func(n pipeline.Neighbor) searchNeighbor {
+		return searchNeighbor{Distance: n.Distance, Label: idx.Labels[n.Row], Path: idx.Paths[n.Row], Row: n.Row}
+	}), nil
+}
+
+// searchResults pairs each query of names with its neighbours nb, nearest first, as neighbor
+// converts them (the rank is set here).
+func searchResults[N any](names []string, nb [][]N, neighbor func(N) searchNeighbor) []searchResult {
 	res := make([]searchResult, len(names))
 	for i, name := range names {
 		res[i] = searchResult{Query: name, Neighbors: make([]searchNeighbor, len(nb[i]))}
 		for r, n := range nb[i] {
-			res[i].Neighbors[r] = searchNeighbor{Rank: r + 1, Distance: n.Distance, Label: idx.Labels[n.Row], Path: idx.Paths[n.Row], Row: n.Row}
+			res[i].Neighbors[r] = neighbor(n)
+			res[i].Neighbors[r].Rank = r + 1
 		}
 	}
-	return res, nil
+	return res
 }
 
 // searchQueries returns the queries (rows of --query-npy, or the --query images embedded) as one
