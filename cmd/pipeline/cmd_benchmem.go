@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/pipeline"
 )
 
@@ -132,9 +131,7 @@ func runBenchMemory(ctx context.Context, o benchMemOptions, logw io.Writer) (*be
 	rep := &benchMemReport{N: o.n, Dim: o.dim, Classes: o.classes, Queries: o.queries, K: o.k,
 		Goal: "max_rss_bytes < 2 GiB per command", GoalBytes: benchMemGoalBytes, LoadAverage: loadAverage(),
 		Version: pipeline.Version}
-	cpu := backbone.CPU()
-	rep.Machine = pipeline.Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
-		Cores: runtime.NumCPU(), GoVersion: runtime.Version()}
+	rep.Machine = thisMachine()
 
 	dir := o.dir
 	if dir == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -82,9 +81,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		pipeline.RunEnv{Log: logger, Progress: stderr})
 	if cmp != nil && len(cmp.Rows) > 0 {
 		if jsonOut {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			if e := enc.Encode(cmp); e != nil && err == nil {
+			if e := writeJSON(stdout, cmp); e != nil && err == nil {
 				err = e
 			}
 		} else {

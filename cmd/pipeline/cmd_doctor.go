@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -67,9 +66,7 @@ func cmdDoctor(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	checks := runDoctor(o, backbone.CPU())
 	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(checks); err != nil {
+		if err := writeJSON(stdout, checks); err != nil {
 			return err
 		}
 	} else {

@@ -32,9 +32,9 @@ type embedderFlags struct {
 func (o *embedderFlags) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.model, "model", "", "embedding model `FILE` (model.onnx of a run folder, or any model with preprocess.* metadata)")
 	fs.StringVar(&o.data, "data", "", "image folder (root/<class>/<image>), CSV manifest (path,label[,split]) or folder with manifest.csv")
-	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	onnxruntimeFlag(fs, &o.onnxruntime)
 	fs.IntVar(&o.batchSize, "batch-size", 32, "images per onnxruntime run")
-	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+	threadsFlag(fs, &o.threads)
 	fs.IntVar(&o.workers, "workers", 0, "image-decoding goroutines (0: one per CPU)")
 }
 

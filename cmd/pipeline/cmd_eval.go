@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"text/tabwriter"
 
 	"github.com/grouploss/pipeline/pipeline"
@@ -144,14 +145,28 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 	if rep.KMeansRestarts == 0 {
 		rep.KMeansRestarts = autoKMeansRestarts(rep.Images, rep.Classes, rep.Dim)
 	}
+	workers, block := evalParallelism(rep.Images)
 	res, err := metrics.Evaluate(emb, rep.Images, rep.Dim, labels,
-		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed, Workers: 2,
+		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed, Workers: workers, BlockSize: block,
 			Progress: timeStages(&rep.Stages, pipeline.EvalProgress(progress, ""))})
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
 	}
 	rep.Metrics = res
 	return rep, nil
+}
+
+// evalBufferBytes bounds the float32 distance buffers of eval's concurrent blocks together (each
+// worker holds block x n of them): twice the 128 MiB of metrics' default block, on any number of
+// cores, so that bench-memory's peak stays what it is on two.
+const evalBufferBytes = 256 << 20
+
+// evalParallelism returns the metrics workers for n embeddings, one per core, and a block size
+// (within metrics' default 64..4096 rows) that keeps their buffers within evalBufferBytes. The
+// metrics do not depend on either.
+func evalParallelism(n int) (workers, block int) {
+	workers = runtime.GOMAXPROCS(0)
+	return workers, min(max(evalBufferBytes/(4*n*workers), 64), 4096)
 }
 
 func printEval(w io.Writer, r *evalReport) {

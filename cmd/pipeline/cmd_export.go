@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -41,7 +40,7 @@ func (o *exportOptions) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.calibrationImages, "calibration-images", 0, "with --int8: training images to calibrate on (default: the run's export.calibration_images)")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the run's)")
 	fs.IntVar(&o.kmeansRestarts, "kmeans-restarts", 0, "k-means++ restarts for NMI (default: the run's eval.kmeans_restarts)")
-	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	onnxruntimeFlag(fs, &o.onnxruntime)
 	fs.BoolVar(&o.exactInt8, "exact-int8", false, "score with onnxruntime's graph optimizations off: exact int8 arithmetic, as CPUs with VNNI compute it,\n"+
 		"simulated here (no u8s8 saturation); the timing is then not meaningful")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
@@ -75,11 +74,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case o.calibrationImages < 0 || o.kmeansRestarts < 0:
 		return fmt.Errorf("%w: --calibration-images and --kmeans-restarts want >= 1 (0: the run's)", errUsage)
 	}
-	level := slog.LevelWarn
-	if o.verbose {
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := textLogger(stderr, o.verbose, slog.LevelWarn, slog.LevelInfo)
 	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
 		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: o.reduceRange, Calibration: o.calibration, Threads: o.threads},
 		CalibrationImages: o.calibrationImages, KMeansRestarts: o.kmeansRestarts, ExactInt8: o.exactInt8, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
@@ -108,19 +103,4 @@ func printVariants(w io.Writer, vs []pipeline.ExportVariant, source string, sour
 		fmt.Fprintf(w, "%s: %s\n", v.Path, v.Describe())
 	}
 	fmt.Fprintf(w, "source backbone %s: %.1f images/s (batch 32), timed in the same rounds\n", source, sourceRate)
-}
-
-// hasFlag reports whether args hold the flag name as -name, --name, -name=... or --name=...
-// (before a lone "--", which ends the flags).
-func hasFlag(args []string, name string) bool {
-	for _, a := range args {
-		if a == "--" {
-			return false
-		}
-		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		if a == name || strings.HasPrefix(a, name+"=") {
-			return true
-		}
-	}
-	return false
 }

@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/grouploss/pipeline/pipeline/export"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/grouploss/pipeline/pipeline/export"
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/internal/onnxpb"
@@ -62,9 +62,7 @@ func cmdInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(stdout, rep)
 	}
 	printInspect(stdout, rep)
 	return nil
@@ -85,26 +83,6 @@ func runInspect(path string, cpu backbone.CPUInfo) (*inspectReport, error) {
 		rep.Training = inspectTraining(m, info.Quantized, info.Auto)
 	}
 	return rep, nil
-}
-
-// parseInterspersed parses flags that may come before, between or after positional arguments
-// (`inspect MODEL --json`) and returns the positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }
 
 // printInspect writes the human-readable description.

@@ -63,12 +63,7 @@ func runSearchPG(ctx context.Context, o searchOptions, logw io.Writer) ([]search
 	if err != nil {
 		return nil, err
 	}
-	res := make([]searchResult, len(names))
-	for i, name := range names {
-		res[i] = searchResult{Query: name, Neighbors: make([]searchNeighbor, len(nb[i]))}
-		for r, n := range nb[i] {
-			res[i].Neighbors[r] = searchNeighbor{Rank: r + 1, Distance: n.Distance, Label: n.Label, Path: n.Path, Row: n.Row}
-		}
-	}
-	return res, nil
+	return searchResults(names, nb, func(n pggallery.Neighbor) searchNeighbor {
+		return searchNeighbor{Distance: n.Distance, Label: n.Label, Path: n.Path, Row: n.Row}
+	}), nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -48,7 +47,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.feature, "feature", "", "feature tensor to cut the backbone at (default: the penultimate pooled features)")
 	fs.StringVar(&o.out, "out", "", "run folder `DIR` (default runs/<date-time>)")
 	fs.StringVar(&o.cache, "cache", "", "feature cache `DIR` (default .cache/features)")
-	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	onnxruntimeFlag(fs, &o.onnxruntime)
 	fs.IntVar(&o.trainClasses, "train-classes", 0, "train on the first `N` classes (sorted), evaluate on the rest (default half)")
 	fs.IntVar(&o.valClasses, "validation-classes", 0, "training classes held out for model selection and the comparison with the raw features (default: 20% of them, at least 2, adapted to the data)")
 	fs.IntVar(&o.epochs, "epochs", 0, "training epochs")
@@ -143,12 +142,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	o.apply(fs, &cfg)
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	env := pipeline.RunEnv{Log: logger, Progress: stderr}
+	env := pipeline.RunEnv{Log: textLogger(stderr, o.verbose, slog.LevelInfo, slog.LevelDebug), Progress: stderr}
 	var sum *pipeline.Summary
 	var err error
 	if o.resume != "" {
@@ -160,9 +154,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// the run folder's metrics.json.
 	if sum != nil && err == nil {
 		if o.jsonOut {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			if e := enc.Encode(sum); e != nil && err == nil {
+			if e := writeJSON(stdout, sum); e != nil && err == nil {
 				err = e
 			}
 		} else {

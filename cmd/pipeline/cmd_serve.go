@@ -37,8 +37,8 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", cfg.ReadTimeout, "time a client has to send the whole request")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", cfg.WriteTimeout, "time to answer, from the end of the request headers")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "on SIGTERM, how long in-flight requests may take")
-	fs.StringVar(&cfg.ORTLibrary, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
-	fs.IntVar(&cfg.Threads, "threads", 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+	onnxruntimeFlag(fs, &cfg.ORTLibrary)
+	threadsFlag(fs, &cfg.Threads)
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if help, err := parseFlags(fs, args, ""); help || err != nil {
 		return err

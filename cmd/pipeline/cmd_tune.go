@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -47,9 +46,7 @@ func cmdTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if e := enc.Encode(st); e != nil && err == nil {
+		if e := writeJSON(stdout, st); e != nil && err == nil {
 			err = e
 		}
 	} else if st.Best >= 0 {

@@ -27,9 +27,9 @@ type workerOptions struct {
 
 func (o *workerOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.model, "model", "", "embedding model `FILE`: the model the jobs were submitted with (checked by SHA-256)")
-	fs.StringVar(&o.onnxruntime, "onnxruntime", "", "path of libonnxruntime.so (default $ONNXRUNTIME_SHARED_LIBRARY_PATH, then .deps/onnxruntime)")
+	onnxruntimeFlag(fs, &o.onnxruntime)
 	fs.IntVar(&o.batchSize, "batch-size", 32, "images per onnxruntime run (the --batch-size of the submission gives results identical to `pipeline embed`)")
-	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (0: onnxruntime decides)")
+	threadsFlag(fs, &o.threads)
 	fs.IntVar(&o.workers, "workers", 0, "image-decoding goroutines (0: one per CPU)")
 	fs.StringVar(&o.queue, "queue", "", "NATS JetStream `URL` of the work queue (nats://host:port)")
 	fs.StringVar(&o.name, "name", "", "worker name in the results and logs (default host-pid)")

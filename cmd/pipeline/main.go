@@ -34,14 +34,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 
-	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/pipeline"
-	"github.com/grouploss/pipeline/pipeline/train"
 )
 
 const usage = `pipeline: Group Loss metric learning on ONNX backbones.
@@ -69,8 +66,24 @@ Run 'pipeline COMMAND --help' for the flags of a command.
 Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 NaN/Inf during training, 130 interrupted.
 `
 
-// errUsage marks errors that are the caller's fault (exit code 2).
-var errUsage = errors.New("usage")
+// commands are the subcommands, each in its own file (cmd_<name>.go).
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"run":          cmdRun,
+	"compare":      cmdCompare,
+	"tune":         cmdTune,
+	"bench":        cmdBench,
+	"inspect":      cmdInspect,
+	"doctor":       cmdDoctor,
+	"export":       cmdExport,
+	"embed":        cmdEmbed,
+	"worker":       cmdWorker,
+	"eval":         cmdEval,
+	"index":        cmdIndex,
+	"search":       cmdSearch,
+	"bench-memory": cmdBenchMemory,
+	"serve":        cmdServe,
+	"version":      cmdVersion,
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -84,64 +97,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := interruptContext(stderr, interruptGrace, os.Exit)
-	defer stop()
-	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(ctx, args[1:], stdout, stderr)
-	case "compare":
-		err = cmdCompare(ctx, args[1:], stdout, stderr)
-	case "tune":
-		err = cmdTune(ctx, args[1:], stdout, stderr)
-	case "bench":
-		err = cmdBench(ctx, args[1:], stdout, stderr)
-	case "inspect":
-		err = cmdInspect(ctx, args[1:], stdout, stderr)
-	case "doctor":
-		err = cmdDoctor(ctx, args[1:], stdout, stderr)
-	case "export":
-		err = cmdExport(ctx, args[1:], stdout, stderr)
-	case "embed":
-		err = cmdEmbed(ctx, args[1:], stdout, stderr)
-	case "worker":
-		err = cmdWorker(ctx, args[1:], stdout, stderr)
-	case "eval":
-		err = cmdEval(ctx, args[1:], stdout, stderr)
-	case "index":
-		err = cmdIndex(ctx, args[1:], stdout, stderr)
-	case "search":
-		err = cmdSearch(ctx, args[1:], stdout, stderr)
-	case "bench-memory":
-		err = cmdBenchMemory(ctx, args[1:], stdout, stderr)
-	case "serve":
-		err = cmdServe(ctx, args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, pipeline.Version)
-	default:
+	cmd, ok := commands[args[0]]
+	if !ok {
 		fmt.Fprintf(stderr, "pipeline: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	return exitCode(err, stderr)
+	ctx, stop := interruptContext(stderr, interruptGrace, os.Exit)
+	defer stop()
+	return exitCode(cmd(ctx, args[1:], stdout, stderr), stderr)
 }
 
-// exitCode maps an error to the documented exit codes, in one place.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintln(stderr, "error:", err)
-	if h := pipeline.Hint(err); h != "" {
-		fmt.Fprintln(stderr, "hint:", h)
-	}
-	switch {
-	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
-		return 2
-	case errors.Is(err, train.ErrNonFinite), errors.Is(err, head.ErrNonFinite):
-		return 3
-	case errors.Is(err, context.Canceled):
-		return 130
-	default:
-		return 1
-	}
+func cmdVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	fmt.Fprintln(stdout, pipeline.Version)
+	return nil
 }
