@@ -11,6 +11,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -18,6 +19,19 @@ import (
 
 // exportCheckImages is how many evaluation images the exported model is checked on.
 const exportCheckImages = 32
+
+// metaLoss is the model's metadata key naming the loss that trained it (exportedLoss).
+const metaLoss = "loss"
+
+// exportedLoss is the metaLoss value of a run trained with loss.name name: the name itself
+// ("triplet", "multi_similarity", ...), "group_loss" for the Group Loss as models said before the
+// other losses existed.
+func exportedLoss(name string) string {
+	if name == string(head.LossGroup) {
+		return "group_loss"
+	}
+	return name
+}
 
 // layers returns the head as export layers: feature transform, embedding layer.
 func (m *headModel) layers() ([]export.Layer, error) {
@@ -64,7 +78,7 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 		return err
 	}
 	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version,
-		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(r.split.fit)),
+		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{metaLoss: exportedLoss(r.cfg.Loss.Name), "train.classes": strconv.Itoa(len(r.split.fit)),
 			metaEmbeddingSource: r.embeddingSource()}}
 	if n := r.cfg.ensembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)

@@ -56,7 +56,7 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 		return err
 	}
 	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version, SourceSHA256: r.bb.Info().SHA256,
-		Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(m.classes)),
+		Extra: map[string]string{metaLoss: exportedLoss(r.cfg.Loss.Name), "train.classes": strconv.Itoa(len(m.classes)),
 			"backbone.trained_from": s.cut, "backbone.dequantized": strconv.FormatBool(r.sum.Tail.Dequantized),
 			metaEmbeddingSource: r.embeddingSource()}}
 	if r.cfg.Backbone.TrainBlocks > 0 {
