@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"strconv"
@@ -70,26 +71,33 @@ func toF32(x []float64) []float32 {
 	return out
 }
 
-// export writes backbone + head as model.onnx, reloads it in onnxruntime and compares its
-// embeddings with the in-process ones on real evaluation images.
-func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) error {
+// export writes the model m, after the backbone its features come from, as model.onnx, reloads
+// it in onnxruntime and compares its embeddings of real evaluation images with the in-process
+// ones (max |diff| <= 1e-4), then writes the variants.
+func (r *runner) export(ctx context.Context, m model) error {
 	layers, err := m.layers()
 	if err != nil {
 		return err
 	}
-	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version,
-		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{metaLoss: exportedLoss(r.cfg.Loss.Name), "train.classes": strconv.Itoa(len(r.split.fit)),
+	cut, ci, extra, err := m.source().backbone()
+	if err != nil {
+		return err
+	}
+	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version, SourceSHA256: r.bb.Info().SHA256,
+		Extra: map[string]string{metaLoss: exportedLoss(r.cfg.Loss.Name), "train.classes": strconv.Itoa(len(r.split.fit)),
 			metaEmbeddingSource: r.embeddingSource()}}
+	maps.Copy(meta.Extra, extra)
 	if n := r.cfg.ensembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)
 	}
-	sess, path, err := r.writeModel(r.bb.Cut(), r.bb.CutInfo(), layers, meta, m.dim())
+	sess, path, err := r.writeModel(cut, ci, layers, meta, m.dim())
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	evalIdx := r.split.evalIdx
 	idx := evalIdx[:min(exportCheckImages, len(evalIdx))]
-	d, e := r.bb.Dim(), m.dim()
+	e := m.dim()
 	var worst float64
 	chw := r.pre.Size()
 	for batch := range data.Batches(ctx, r.ds, idx, r.pre, 16, r.cfg.Preprocess.Workers) {
@@ -101,18 +109,10 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 		if err := sess.Run(in, batch.N, got); err != nil {
 			return fmt.Errorf("pipeline: running exported model %q: %w", path, err)
 		}
-		feats := make([]float32, batch.N*d)
-		if err := r.bb.Features(in, batch.N, feats); err != nil {
+		want, err := m.embedImages(in, batch.N)
+		if err != nil {
 			return err
 		}
-		if r.cfg.Backbone.FlipTTA {
-			mirrored := make([]float32, batch.N*d)
-			if err := r.bb.Features(flipNCHW(in, batch.N, r.pre.Height, r.pre.Width, nil), batch.N, mirrored); err != nil {
-				return err
-			}
-			feats = meanRows(feats, mirrored)
-		}
-		want := m.embed(feats, batch.N)
 		for i := 0; i < batch.N; i++ {
 			row := want[i*e : (i+1)*e]
 			var s float64

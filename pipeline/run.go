@@ -352,30 +352,60 @@ func (r *runner) run(ctx context.Context) error {
 		log.Info("baseline (raw features, flip averaged)", "recall_at_1", res.RecallAt1, "nmi", res.NMI)
 	}
 
-	mopt.Progress = EvalProgress(r.env.Progress, "trained")
+	// The model, of whichever kind (model.go): trained, evaluated, exported and reported once.
+	frozen := frozenFeatures{feats: feats, flips: flips, d: d, bb: bb, pre: r.pre}
+	newProblem := func(r *runner) (problem, error) { return r.headProblem(frozen) }
 	if cfg.Backbone.trainsTail() {
-		return r.runTail(ctx, feats, flips, evalLabels, mopt)
-	}
-	model, err := r.trainModel(ctx, feats, flips, split)
-	if err != nil {
-		return err
-	}
-	emb := model.embed(evalFeats, len(split.evalIdx))
-	if r.sum.Trained, err = metrics.Evaluate(emb, len(split.evalIdx), model.dim(), evalLabels, mopt); err != nil {
-		return err
-	}
-	log.Info("trained", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips, d); err != nil || raw {
+		acts, views, err := r.activations(ctx, r.tail)
 		if err != nil {
 			return err
 		}
-		return r.exportRaw(ctx, feats, flips)
+		newProblem = func(r *runner) (problem, error) { return r.tailProblem(r.tail, acts, views) }
 	}
-	if err := r.export(ctx, model, split.evalIdx); err != nil {
+	m, err := r.trainModel(ctx, newProblem)
+	if err != nil {
 		return err
 	}
-	r.writeReport(emb, model.dim(), split.evalIdx) // a report that fails is a warning
+	if c, ok := m.(io.Closer); ok {
+		defer c.Close()
+	}
+	mopt.Progress = EvalProgress(r.env.Progress, "trained")
+	emb, err := r.evaluate(m, evalLabels, mopt)
+	if err != nil {
+		return err
+	}
+	if raw, err := r.chooseExport(feats, flips, d); err != nil {
+		return err
+	} else if raw {
+		m = rawModel{src: frozen, flipTTA: cfg.Backbone.FlipTTA && flips != nil}
+		if emb, err = m.embedItems(split.evalIdx); err != nil {
+			return err
+		}
+	}
+	if err := r.export(ctx, m); err != nil {
+		return err
+	}
+	r.writeReport(emb, m.dim(), split.evalIdx) // a report that fails is a warning
 	return nil
+}
+
+// evaluate scores the trained model m on the evaluation classes (r.sum.Trained) and returns its
+// embeddings of the evaluated items.
+func (r *runner) evaluate(m model, labels []int, mopt metrics.Options) ([]float32, error) {
+	idx := r.split.evalIdx
+	emb, err := m.embedItems(idx)
+	if err != nil {
+		return nil, err
+	}
+	if r.sum.Trained, err = metrics.Evaluate(emb, len(idx), m.dim(), labels, mopt); err != nil {
+		return nil, err
+	}
+	what := "trained"
+	if r.tail != nil {
+		what = "trained (tail + head)"
+	}
+	r.env.Log.Info(what, "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
+	return emb, nil
 }
 
 // dataHint attaches what to do to a data.Load error.

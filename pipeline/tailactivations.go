@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/backbone/ort"
-	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -22,10 +21,7 @@ import (
 func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int, error) {
 	ts := r.sum.Tail
 	n, d, views := len(r.ds.Items), prodInts(s.shape), r.copies()
-	model, err := onnxpb.Marshal(s.prefix)
-	if err != nil {
-		return nil, 0, fmt.Errorf("pipeline: prefix model: %w", err)
-	}
+	model := s.prefixBytes
 	sum := sha256.Sum256(model)
 	content, err := r.contentKey(ctx)
 	if err != nil {

@@ -22,7 +22,13 @@ type tailSetup struct {
 	feature string           // the feature tensor
 	shape   []int            // per-image shape of the cut tensor
 	prefix  *onnx.ModelProto // the float backbone cut at cut (output "features" [batch, prod(shape)])
-	graph   *graph.Graph     // the trained part, decoded from cut to feature
+	// prefixBytes is prefix serialized: what onnxruntime runs, and the activation cache's key.
+	prefixBytes []byte
+	graph       *graph.Graph // the trained part, decoded from cut to feature
+	// dequantized is set when the backbone was int8 and was converted to float; trainBlocks is
+	// backbone.train_blocks (0 with trainable_from).
+	dequantized bool
+	trainBlocks int
 }
 
 // prepareTail loads the backbone as a float model, resolves the cut tensor, builds the prefix and
@@ -41,7 +47,7 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	s := &tailSetup{float: m, feature: r.bb.CutInfo().Feature}
+	s := &tailSetup{float: m, feature: r.bb.CutInfo().Feature, trainBlocks: cfg.TrainBlocks}
 	ts := &TailSummary{TrainBlocks: cfg.TrainBlocks, To: s.feature, BackboneLR: cfg.LR}
 	r.sum.Tail = ts
 	if r.bb.Info().Quantized {
@@ -50,7 +56,7 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 			return nil, fmt.Errorf("pipeline: tail training needs a float backbone: %w", err)
 		}
 		s.float = f
-		ts.Dequantized = true
+		ts.Dequantized, s.dequantized = true, true
 		r.env.Log.Info("backbone converted to float for tail training", "report", rep.String())
 	}
 	g := s.float.GetGraph()
@@ -85,6 +91,9 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
 	}
 	s.prefix = prefix
+	if s.prefixBytes, err = onnxpb.Marshal(prefix); err != nil {
+		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
+	}
 	if s.shape, err = tensorShape(s.float, s.cut); err != nil {
 		return nil, err
 	}

@@ -1,13 +1,14 @@
 package pipeline
 
 import (
-	"context"
 	"fmt"
+	"io"
 	"math/rand"
 	"strings"
 
 	"github.com/grouploss/pipeline/backbone/graph"
-	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -68,7 +69,15 @@ type tailModel struct {
 	views   int // 1, or 2 with mirrored activations
 	acts    []float32
 	tensors []train.Tensor
+	// setup is the cut the tail was decoded from; pre, threads and prefixSess compute the
+	// features of images (the export's check).
+	setup      *tailSetup
+	pre        data.Preprocess
+	threads    int
+	prefixSess *ort.Session
 }
+
+var _ io.Closer = (*tailModel)(nil)
 
 // tailEvalChunk is the number of rows per tail forward pass when embedding.
 const tailEvalChunk = 64
@@ -127,14 +136,52 @@ func (m *tailModel) features(items []int, avg bool) ([]float32, error) {
 	return out, nil
 }
 
-// embedItems returns the un-normalized embeddings of the dataset items (flip averaged with
-// flip_tta).
-func (m *tailModel) embedItems(items []int) ([]float32, error) {
-	f, err := m.features(items, m.flipTTA)
-	if err != nil {
-		return nil, err
+func (m *tailModel) featureDim() int { return m.featDim }
+
+func (m *tailModel) items(items []int, avg bool) ([]float32, error) { return m.features(items, avg) }
+
+// images runs the prefix in onnxruntime and the tail in Go on n preprocessed images (and on
+// their mirrors when avg is set).
+func (m *tailModel) images(img []float32, n int, avg bool) ([]float32, error) {
+	if m.prefixSess == nil {
+		sess, err := ort.NewSession(m.setup.prefixBytes, ort.Options{Threads: m.threads})
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: the backbone before %q in onnxruntime: %w", m.setup.cut, err)
+		}
+		m.prefixSess = sess
 	}
-	return m.embed(f, len(items)), nil
+	views := 1
+	if avg {
+		views = 2
+	}
+	feats := make([]float32, n*m.featDim)
+	act := make([]float32, n*m.inDim)
+	for v := 0; v < views; v++ {
+		if v == 1 {
+			img = flipNCHW(img, n, m.pre.Height, m.pre.Width, nil)
+		}
+		if err := m.prefixSess.Run(img, n, act); err != nil {
+			return nil, err
+		}
+		f, err := m.tail.Infer([][]float32{act}, n)
+		if err != nil {
+			return nil, err
+		}
+		for j, x := range f {
+			feats[j] += x / float32(views)
+		}
+	}
+	return feats, nil
+}
+
+// Close releases the prefix's onnxruntime session, if images opened one.
+func (m *tailModel) Close() error {
+	if m.prefixSess == nil {
+		return nil
+	}
+	err := m.prefixSess.Close()
+	m.prefixSess = nil
+	return err
 }
 
 func (m *tailModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint {
@@ -209,190 +256,60 @@ func (o *splitOptimizer) SetState(s train.OptimizerState) error {
 	return o.tail.SetState(ts)
 }
 
-// runTail is runner.run after the baselines when the tail of the backbone is trained: prepare
-// the float backbone and the activations, train tail + head, evaluate, export and report.
-func (r *runner) runTail(ctx context.Context, feats, flips []float32, evalLabels []int, mopt metrics.Options) error {
-	s := r.tail
-	acts, views, err := r.activations(ctx, s)
-	if err != nil {
-		return err
-	}
-	m, err := r.trainTail(ctx, s, acts, views)
-	if err != nil {
-		return err
-	}
-	split := r.split
-	emb, err := m.embedItems(split.evalIdx)
-	if err != nil {
-		return err
-	}
-	if r.sum.Trained, err = metrics.Evaluate(emb, len(split.evalIdx), m.dim(), evalLabels, mopt); err != nil {
-		return err
-	}
-	r.env.Log.Info("trained (tail + head)", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips, r.bb.Dim()); err != nil || raw {
-		if err != nil {
-			return err
-		}
-		return r.exportRaw(ctx, feats, flips)
-	}
-	if err := r.exportTail(ctx, s, m, split.evalIdx); err != nil {
-		return err
-	}
-	r.writeReport(emb, m.dim(), split.evalIdx)
-	return nil
-}
-
-// trainTail decodes the tail, initializes the head on the tail's initial features as
-// trainHead does, and trains both with the Group Loss, model selection on the validation classes
-// and checkpoints.
-func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, views int) (*tailModel, error) {
+// tailProblem is the backbone's tail from the cut s and the head trained together on the
+// activations acts at the cut (views per item: 1, or 2 with mirrors). It evaluates the tail's
+// untrained float features on the evaluation classes first: the reference the fine-tuning
+// improves on (metrics.json tail.baseline_float).
+func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, error) {
 	cfg, split, ts := r.cfg, r.split, r.sum.Tail
 	g := s.graph
-	hm := &headModel{normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: split.fit, loss: cfg.Loss.headLoss()}
-	if err := hm.loss.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	m := &tailModel{tail: g, params: g.Params(), inDim: prodInts(s.shape), views: views, acts: acts,
+		setup: s, pre: r.pre, threads: cfg.Threads}
+	hm, err := newHeadModel(cfg, m, split.fit)
+	if err != nil {
+		return problem{}, err
 	}
-	m := &tailModel{headModel: hm, tail: g, params: g.Params(), inDim: prodInts(s.shape), views: views, acts: acts}
+	m.headModel = hm
 	ts.Folded = g.Folded()
 	for _, p := range m.params {
 		ts.Params += len(p.Value)
 	}
 	outShape, err := g.OutputShape()
 	if err != nil {
-		return nil, err
+		return problem{}, err
 	}
 	m.featDim = prodInts(outShape)
-	d := m.featDim
-	r.env.Log.Info("tail", "from", s.cut, "to", s.feature, "activation_shape", s.shape, "features", d,
+	r.env.Log.Info("tail", "from", s.cut, "to", s.feature, "activation_shape", s.shape, "features", m.featDim,
 		"params", len(m.params), "values", ts.Params, "folded", len(ts.Folded))
 
-	// The untrained float features: the reference the fine-tuning improves on.
 	evalF, err := m.features(split.evalIdx, cfg.Backbone.FlipTTA)
 	if err != nil {
-		return nil, err
+		return problem{}, err
 	}
 	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
 		Progress: EvalProgress(r.env.Progress, "baseline (float backbone)")}
-	if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), d, r.ds.Labels(split.evalIdx), mopt); err != nil {
-		return nil, err
+	if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), m.featDim, r.ds.Labels(split.evalIdx), mopt); err != nil {
+		return problem{}, err
 	}
 	r.env.Log.Info("baseline (float features, untrained tail)", "recall_at_1", ts.BaselineFloat.RecallAt1, "nmi", ts.BaselineFloat.NMI)
 
-	// Head initialization as in trainHead, on the tail's initial features of the original images.
-	n := len(split.fitIdx)
-	fitX, err := m.features(split.fitIdx, false)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Head.Center {
-		hm.center = make([]float32, d)
-		acc := make([]float64, d)
-		for i := 0; i < n; i++ {
-			for j, v := range fitX[i*d : (i+1)*d] {
-				acc[j] += float64(v)
-			}
-		}
-		for j := range acc {
-			hm.center[j] = float32(acc[j] / float64(n))
-		}
-	}
-	hm.transform(fitX, n)
-	classOf := map[int]int{}
-	for i, l := range split.fit {
-		classOf[l] = i
-	}
-	labels := make([]int, n)
-	for i, k := range split.fitIdx {
-		labels[i] = classOf[r.ds.Items[k].Label]
-	}
-	emb := cfg.Head.EmbeddingDim
-	h, err := head.New(head.Config{In: d, Emb: emb, Classes: len(split.fit), DType: head.Float32}, rand.New(rand.NewSource(cfg.Seed)))
-	if err != nil {
-		return nil, err
-	}
-	hm.h = h
-	if cfg.Head.Init == "pca" {
-		if emb > d || emb > n {
-			return nil, fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", ErrConfig, emb, d, n)
-		}
-		comp, mean, err := train.PCA(fitX, n, d, emb, cfg.Head.Center)
-		if err != nil {
-			return nil, err
-		}
-		bias := make([]float64, emb)
-		for k := 0; k < emb; k++ {
-			var sum float64
-			for j := 0; j < d; j++ {
-				sum += comp[k*d+j] * mean[j]
-			}
-			bias[k] = -sum
-		}
-		if err := h.SetParam(paramEmbWeight, comp); err != nil {
-			return nil, err
-		}
-		if err := h.SetParam(paramEmbBias, bias); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Head.ClassifierInit == "means" {
-		if err := hm.initClassifierMeans(fitX, labels, len(split.fit), cfg.Head.ClassifierScale); err != nil {
-			return nil, err
-		}
-	}
-	m.setTensors()
-
-	sampler, notes, err := train.NewClassSampler(labels, cfg.Sampler.ClassesPerBatch, cfg.Sampler.SamplesPerClass,
-		func(c int) string { return r.ds.Classes[split.fit[c]] })
-	if err != nil {
-		return nil, err
-	}
-	for _, note := range notes {
-		r.env.Log.Warn("sampler: " + note)
-	}
-	r.sum.Training.SamplerNotes = notes
-	r.sum.Training.BatchSize = sampler.BatchSize()
 	opt, err := newSplitOptimizer(cfg)
 	if err != nil {
-		return nil, err
+		return problem{}, err
 	}
 	// Each training sample is the activation of the image or of its mirror, at random.
 	in := m.inDim
-	batch := func(idx []int, dst []float32, rng *rand.Rand) {
-		for i, k := range idx {
-			row := split.fitIdx[k] * views
-			if views > 1 {
-				row += rng.Intn(views)
+	inputs := func([]float32) (train.Batch, int) {
+		return func(idx []int, dst []float32, rng *rand.Rand) {
+			for i, k := range idx {
+				row := split.fitIdx[k] * views
+				if views > 1 {
+					row += rng.Intn(views)
+				}
+				copy(dst[i*in:(i+1)*in], acts[row*in:(row+1)*in])
 			}
-			copy(dst[i*in:(i+1)*in], acts[row*in:(row+1)*in])
-		}
-	}
-	var hooks train.Hooks
-	r.sum.Training.Selection = "none (last epoch)"
-	if len(split.val) > 0 {
-		r.sum.Training.Selection = "map_at_r on validation classes"
-		valY := r.ds.Labels(split.valIdx)
-		hooks.Validate = func(epoch int) (float64, error) {
-			e, err := m.embedItems(split.valIdx)
-			if err != nil {
-				return 0, err
-			}
-			res, err := metrics.Evaluate(e, len(split.valIdx), emb, valY, metrics.Options{SkipClustering: true})
-			if err != nil {
-				return 0, err
-			}
-			r.env.Log.Debug("validation", "epoch", epoch, "recall_at_1", res.RecallAt1, "map_at_r", res.MAPAtR)
-			return res.MAPAtR, nil
-		}
-	}
-	// last.ckpt (head and tail tensors, both optimizer states) lets --resume continue the run.
-	base := func() *Checkpoint {
-		return &Checkpoint{Center: hm.center, Normalize: hm.normalize, FlipTTA: hm.flipTTA, Classes: hm.classes, Config: cfg}
+		}, in
 	}
 	logEpoch := func(st train.EpochStats) []any { return []any{"backbone_lr", st.LR * opt.ratio} }
-	if err := r.fit(ctx, fitJob{model: m, opt: opt, sampler: sampler, batch: batch, labels: labels, dim: in, hooks: hooks,
-		what: "train tail + head (epochs)", logEpoch: logEpoch, center: hm.center, base: base}); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return problem{model: m, head: hm, inputs: inputs, opt: opt, what: "train tail + head (epochs)", logEpoch: logEpoch}, nil
 }
