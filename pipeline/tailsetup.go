@@ -3,7 +3,6 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
@@ -39,18 +38,16 @@ type tailSetup struct {
 func (r *runner) prepareTail() (*tailSetup, error) {
 	cfg := r.cfg.Backbone
 	path := cfg.Path
-	raw, err := onnxpb.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: %w", err)
-	}
-	m, err := onnxpb.UnmarshalDir(raw, path, filepath.Dir(path))
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: %w", err)
-	}
+	// The model as the backbone loaded it, float already when it runs as its float conversion.
+	m := r.bb.Model()
 	s := &tailSetup{float: m, feature: r.bb.CutInfo().Feature, trainBlocks: cfg.TrainBlocks}
 	ts := &TailSummary{TrainBlocks: cfg.TrainBlocks, To: s.feature, BackboneLR: cfg.LR}
 	r.sum.Tail = ts
-	if r.bb.Info().Quantized {
+	switch {
+	case r.bb.Dequantized():
+		ts.Dequantized, s.dequantized = true, true
+		r.env.Log.Info("tail training on the backbone's float conversion (backbone.dequantize)")
+	case r.bb.Info().Quantized:
 		f, rep, err := weights.DequantizeModel(m)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: tail training needs a float backbone: %w", err)
