@@ -90,11 +90,12 @@ func (r *runner) export(ctx context.Context, m model) error {
 	if n := r.cfg.ensembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)
 	}
-	sess, path, err := r.writeModel(cut, ci, layers, meta, m.dim())
+	sess, built, err := r.writeModel(cut, ci, layers, meta, m.dim())
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	path := built.path
 	evalIdx := r.split.evalIdx
 	idx := evalIdx[:min(exportCheckImages, len(evalIdx))]
 	e := m.dim()
@@ -134,24 +135,46 @@ func (r *runner) export(ctx context.Context, m model) error {
 	if worst > 1e-4 {
 		return fmt.Errorf("pipeline: exported model %q differs from the in-process embeddings by %.3g (> 1e-4)", path, worst)
 	}
-	return r.exportVariants(ctx)
+	return r.exportVariants(ctx, built)
 }
 
 // writeModel writes model.onnx (the backbone cut at ci plus layers) into the run folder, records it
-// in the summary and opens it in onnxruntime for the check against the in-process embeddings.
-func (r *runner) writeModel(cut *onnx.ModelProto, ci *backbone.CutInfo, layers []export.Layer, meta export.Metadata, dim int) (*ort.Session, string, error) {
+// in the summary and opens it in onnxruntime for the check against the in-process embeddings. The
+// model is built and serialized once: the file, the session and the variants (exportVariants) come
+// from the same model and bytes.
+func (r *runner) writeModel(cut *onnx.ModelProto, ci *backbone.CutInfo, layers []export.Layer, meta export.Metadata, dim int) (*ort.Session, builtModel, error) {
 	path := filepath.Join(r.dir, "model.onnx")
-	if err := export.Write(path, cut, ci, layers, meta); err != nil {
-		return nil, "", err
+	m, err := export.Build(cut, ci, layers, meta)
+	if err != nil {
+		return nil, builtModel{}, err
+	}
+	bm, err := saveModel(path, m)
+	if err != nil {
+		return nil, builtModel{}, err
 	}
 	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: dim, EmbeddingSource: meta.Extra[metaEmbeddingSource]}
-	b, err := onnxpb.ReadFile(path)
+	sess, err := ort.NewSession(bm.bytes, ort.Options{Threads: r.cfg.Threads})
 	if err != nil {
-		return nil, "", err
+		return nil, builtModel{}, fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
 	}
-	sess, err := ort.NewSession(b, ort.Options{Threads: r.cfg.Threads})
+	return sess, bm, nil
+}
+
+// builtModel is a model this run wrote: the model, its bytes and its file.
+type builtModel struct {
+	model *onnx.ModelProto
+	bytes []byte
+	path  string
+}
+
+// saveModel serializes m once and writes it to path atomically.
+func saveModel(path string, m *onnx.ModelProto) (builtModel, error) {
+	b, err := onnxpb.Marshal(m)
 	if err != nil {
-		return nil, "", fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
+		return builtModel{}, fmt.Errorf("pipeline: %q: %w", path, err)
 	}
-	return sess, path, nil
+	if err := onnxpb.WriteFileAtomic(path, b); err != nil {
+		return builtModel{}, fmt.Errorf("pipeline: %w", err)
+	}
+	return builtModel{model: m, bytes: b, path: path}, nil
 }
