@@ -26,7 +26,8 @@ import (
 // folded. A training step runs one gorgonia graph, the tail's nodes -> feature transform
 // (centering, L2 normalization) -> head -> loss, with one gradient pass (head.StepTrunk with
 // tailTrunk). The tail has its own learning rate (backbone.lr) with the same optimizer kind and
-// weight decay as the head.
+// weight decay as the head. The model (tailModel) is the head over the tail's features; it is
+// trained, evaluated and exported by the same calls as the head alone (model.go).
 
 // tailParamPrefix prefixes the tail's parameter names in train.Tensors, optimizer state and
 // checkpoints, keeping them apart from the head's.
