@@ -30,7 +30,9 @@ type Options struct {
 // onnxruntime. It is safe for concurrent use (runs are serialized).
 type Backbone struct {
 	info *Info
-	cut  *onnx.ModelProto
+	// model is the whole source model as it runs (its float conversion when float is set).
+	model *onnx.ModelProto
+	cut   *onnx.ModelProto
 	ci   *CutInfo
 	sess *ort.Session
 	hash string
@@ -93,7 +95,7 @@ func Open(path string, opts Options) (*Backbone, error) {
 			path, ci.Feature, in, out, ci.InputShape, ci.Dim)
 	}
 	sum := sha256.Sum256([]byte(info.SHA256 + "\n" + ci.Feature + variant))
-	return &Backbone{info: info, cut: cut, ci: ci, sess: sess, hash: hex.EncodeToString(sum[:]), float: variant != ""}, nil
+	return &Backbone{info: info, model: m, cut: cut, ci: ci, sess: sess, hash: hex.EncodeToString(sum[:]), float: variant != ""}, nil
 }
 
 // Features computes the features of n images: in holds n*C*H*W float32 values (NCHW, already
@@ -119,6 +121,11 @@ func (b *Backbone) Hash() string { return b.hash }
 // Cut returns the cut model (input [batch, C, H, W], output "features" [batch, D]) for export.
 // Callers must not modify it.
 func (b *Backbone) Cut() *onnx.ModelProto { return b.cut }
+
+// Model returns the whole source model as it runs: its float conversion when Dequantized. It is
+// what a caller that needs more of the model than the cut (fine-tuning its tail) starts from,
+// without reading and converting the file again. Callers must not modify it.
+func (b *Backbone) Model() *onnx.ModelProto { return b.model }
 
 // CutInfo describes the cut.
 func (b *Backbone) CutInfo() *CutInfo { return b.ci }

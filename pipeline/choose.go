@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -38,15 +37,19 @@ type ExportChoice struct {
 	Message string `json:"message"`
 }
 
-// rawModel is the raw backbone features as a trainedModel (identity, flip averaged in the export
-// with flip_tta): what the run exports when training did not beat them.
+// rawModel is the raw backbone features as a model (identity, flip averaged in the export with
+// flip_tta): what the run exports when training did not beat them.
 type rawModel struct {
-	d       int
+	src     frozenFeatures
 	flipTTA bool
 }
 
-func (m rawModel) embed(x []float32, n int) []float32 { return append([]float32(nil), x...) }
-func (m rawModel) dim() int                           { return m.d }
+func (m rawModel) dim() int                                  { return m.src.d }
+func (m rawModel) source() featureSource                     { return m.src }
+func (m rawModel) embedItems(items []int) ([]float32, error) { return m.src.items(items, m.flipTTA) }
+func (m rawModel) embedImages(img []float32, n int) ([]float32, error) {
+	return m.src.images(img, n, m.flipTTA)
+}
 func (m rawModel) layers() ([]export.Layer, error) {
 	if m.flipTTA {
 		return []export.Layer{export.FlipAverage{}}, nil
@@ -96,21 +99,6 @@ func (r *runner) chooseExport(feats, flips []float32, d int) (bool, error) {
 	r.env.Log.Warn(c.Message)
 	r.sum.Warnings = append(r.sum.Warnings, c.Message)
 	return c.Source == sourceRaw, nil
-}
-
-// exportRaw exports the raw features (see rawModel) and writes the report on them.
-func (r *runner) exportRaw(ctx context.Context, feats, flips []float32) error {
-	split, d := r.split, r.bb.Dim()
-	m := rawModel{d: d, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}
-	emb := gather(feats, d, split.evalIdx)
-	if m.flipTTA {
-		emb = meanRows(emb, gather(flips, d, split.evalIdx))
-	}
-	if err := r.export(ctx, m, split.evalIdx); err != nil {
-		return err
-	}
-	r.writeReport(emb, d, split.evalIdx)
-	return nil
 }
 
 // embeddingSource is the export's embedding_source: what chooseExport chose.

@@ -13,16 +13,6 @@ import (
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
 
-// trainedModel is what a run evaluates, exports and reports: one head (*headModel) or a naive
-// ensemble of heads (*ensembleModel).
-type trainedModel interface {
-	// embed returns the n x dim() float32 embeddings (not normalized) of n rows of raw features x.
-	embed(x []float32, n int) []float32
-	dim() int
-	// layers returns the model as export layers applied to the backbone features.
-	layers() ([]export.Layer, error)
-}
-
 // MemberSummary is one head of a naive ensemble (config ensemble > 1), in metrics.json "members".
 // The run's "trained" metrics are the ensemble's; its "training" block is the first member's and
 // timing.train_seconds the sum over the members.
@@ -36,9 +26,9 @@ type MemberSummary struct {
 	Checkpoint string `json:"checkpoint"`
 }
 
-// ensembleModel is the naive ensemble of heads trained on the same features: the embedding of an
-// image is the concatenation of the members' L2-normalized embeddings.
-type ensembleModel struct{ members []*headModel }
+// ensembleModel is the naive ensemble of models trained on the same features: the embedding of
+// an image is the concatenation of the members' L2-normalized embeddings.
+type ensembleModel struct{ members []model }
 
 func (e *ensembleModel) dim() int {
 	n := 0
@@ -48,13 +38,29 @@ func (e *ensembleModel) dim() int {
 	return n
 }
 
-func (e *ensembleModel) embed(x []float32, n int) []float32 {
+func (e *ensembleModel) embedItems(items []int) ([]float32, error) {
+	return e.concat(len(items), func(m model) ([]float32, error) { return m.embedItems(items) })
+}
+
+func (e *ensembleModel) embedImages(img []float32, n int) ([]float32, error) {
+	return e.concat(n, func(m model) ([]float32, error) { return m.embedImages(img, n) })
+}
+
+// source is the members' common feature source.
+func (e *ensembleModel) source() featureSource { return e.members[0].source() }
+
+// concat returns the n rows of the members' embeddings (embed of each member), each member's part
+// L2-normalized.
+func (e *ensembleModel) concat(n int, embed func(model) ([]float32, error)) ([]float32, error) {
 	total := e.dim()
 	out := make([]float32, n*total)
 	off := 0
 	for _, m := range e.members {
 		w := m.dim()
-		z := m.embed(x, n)
+		z, err := embed(m)
+		if err != nil {
+			return nil, err
+		}
 		for i := 0; i < n; i++ {
 			row := z[i*w : (i+1)*w]
 			var s float64
@@ -72,7 +78,7 @@ func (e *ensembleModel) embed(x []float32, n int) []float32 {
 		}
 		off += w
 	}
-	return out
+	return out, nil
 }
 
 // layers exports the ensemble as the members' common leading layers (flip averaging and the
@@ -110,30 +116,31 @@ func (e *ensembleModel) layers() ([]export.Layer, error) {
 // ensembleSize is the number of heads the run trains.
 func (c *Config) ensembleSize() int { return max(c.Ensemble, 1) }
 
-// trainModel trains the run's model: one head, or with ensemble N > 1 the heads of seeds seed ..
-// seed+N-1 on the same features and split, each evaluated on its own in r.sum.Members. The first
-// member checkpoints in the run folder as a single head does, member k (k >= 2) in
-// member-<k>/checkpoint.ckpt.
-func (r *runner) trainModel(ctx context.Context, feats, flips []float32, split classSplit) (trainedModel, error) {
-	first, err := r.trainHead(ctx, feats, flips, split)
+// trainModel trains the run's model, the problem newProblem makes for a runner: one model, or
+// with ensemble N > 1 the models of seeds seed .. seed+N-1 on the same features and split, each
+// evaluated on its own in r.sum.Members. The first member checkpoints in the run folder as a
+// single model does, member k (k >= 2) in member-<k>/checkpoint.ckpt.
+func (r *runner) trainModel(ctx context.Context, newProblem func(*runner) (problem, error)) (model, error) {
+	p, err := newProblem(r)
 	if err != nil {
 		return nil, err
 	}
+	if err := r.train(ctx, p); err != nil {
+		return nil, err
+	}
+	first := p.model
 	n := r.cfg.ensembleSize()
 	if n == 1 {
 		return first, nil
 	}
-	cfg, d := r.cfg, r.bb.Dim()
-	evalX := gather(feats, d, split.evalIdx)
-	if cfg.Backbone.FlipTTA {
-		evalX = meanRows(evalX, gather(flips, d, split.evalIdx))
-	}
+	cfg, split := r.cfg, r.split
 	evalY := r.ds.Labels(split.evalIdx)
 	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
 	ens := &ensembleModel{}
 	var dirs []string
 	for k := 0; k < n; k++ {
-		m, sub := first, r
+		var m model = first
+		sub := r
 		if k > 0 {
 			cp := *r
 			sub = &cp
@@ -146,15 +153,24 @@ func (r *runner) trainModel(ctx context.Context, feats, flips []float32, split c
 			dirs = append(dirs, sub.dir)
 			r.env.Log.Info("ensemble member", "member", k+1, "of", n, "seed", sub.cfg.Seed)
 			t0 := time.Now()
-			if m, err = sub.trainHead(ctx, feats, flips, split); err != nil {
+			p, err := newProblem(sub)
+			if err == nil {
+				err = sub.train(ctx, p)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("pipeline: ensemble member %d (seed %d): %w", k+1, sub.cfg.Seed, err)
 			}
+			m = p.model
 			r.sum.Timing.TrainSeconds += sub.sum.Timing.TrainSeconds
 			r.sum.Warnings = append(r.sum.Warnings, sub.sum.Warnings...)
 			r.env.Log.Debug("ensemble member trained", "member", k+1, "seconds", time.Since(t0).Seconds())
 		}
 		mopt.Progress = EvalProgress(r.env.Progress, fmt.Sprintf("ensemble member %d", k+1))
-		res, err := metrics.Evaluate(m.embed(evalX, len(split.evalIdx)), len(split.evalIdx), m.dim(), evalY, mopt)
+		emb, err := m.embedItems(split.evalIdx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := metrics.Evaluate(emb, len(split.evalIdx), m.dim(), evalY, mopt)
 		if err != nil {
 			return nil, err
 		}

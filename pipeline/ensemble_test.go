@@ -166,27 +166,35 @@ func TestRunEnsemble(t *testing.T) {
 // embeddings, and its export layers hoist the shared feature transform out of the branches.
 func TestEnsembleModel(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
-	member := func(emb int) *headModel {
-		h, err := head.New(head.Config{In: 5, Emb: emb, Classes: 3, DType: head.Float32}, rng)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &headModel{h: h, normalize: true, flipTTA: true}
-	}
-	e := &ensembleModel{members: []*headModel{member(2), member(3)}}
-	if e.dim() != 5 {
-		t.Fatalf("dim %d, want 5", e.dim())
-	}
 	n := 4
 	x := make([]float32, n*5)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
-	got := e.embed(x, n)
+	src := frozenFeatures{feats: x, d: 5} // no mirrors: flip averaging embeds the images
+	items := []int{0, 1, 2, 3}
+	member := func(emb int) *headModel {
+		h, err := head.New(head.Config{In: 5, Emb: emb, Classes: 3, DType: head.Float32}, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &headModel{src: src, h: h, normalize: true, flipTTA: true}
+	}
+	e := &ensembleModel{members: []model{member(2), member(3)}}
+	if e.dim() != 5 {
+		t.Fatalf("dim %d, want 5", e.dim())
+	}
+	got, err := e.embedItems(items)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < n; i++ {
 		off := 0
 		for _, m := range e.members {
-			z := m.embed(x, n)
+			z, err := m.embedItems(items)
+			if err != nil {
+				t.Fatal(err)
+			}
 			w := m.dim()
 			var s float64
 			for _, v := range z[i*w : (i+1)*w] {

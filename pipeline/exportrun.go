@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -18,6 +20,19 @@ import (
 
 // exportCheckImages is how many evaluation images the exported model is checked on.
 const exportCheckImages = 32
+
+// metaLoss is the model's metadata key naming the loss that trained it (exportedLoss).
+const metaLoss = "loss"
+
+// exportedLoss is the metaLoss value of a run trained with loss.name name: the name itself
+// ("triplet", "multi_similarity", ...), "group_loss" for the Group Loss as models said before the
+// other losses existed.
+func exportedLoss(name string) string {
+	if name == string(head.LossGroup) {
+		return "group_loss"
+	}
+	return name
+}
 
 // layers returns the head as export layers: feature transform, embedding layer.
 func (m *headModel) layers() ([]export.Layer, error) {
@@ -56,26 +71,34 @@ func toF32(x []float64) []float32 {
 	return out
 }
 
-// export writes backbone + head as model.onnx, reloads it in onnxruntime and compares its
-// embeddings with the in-process ones on real evaluation images.
-func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) error {
+// export writes the model m, after the backbone its features come from, as model.onnx, reloads
+// it in onnxruntime and compares its embeddings of real evaluation images with the in-process
+// ones (max |diff| <= 1e-4), then writes the variants.
+func (r *runner) export(ctx context.Context, m model) error {
 	layers, err := m.layers()
 	if err != nil {
 		return err
 	}
-	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version,
-		SourceSHA256: r.bb.Info().SHA256, Extra: map[string]string{"loss": "group_loss", "train.classes": strconv.Itoa(len(r.split.fit)),
+	cut, ci, extra, err := m.source().backbone()
+	if err != nil {
+		return err
+	}
+	meta := export.Metadata{Preprocess: r.pre.Metadata(), ToolVersion: Version, SourceSHA256: r.bb.Info().SHA256,
+		Extra: map[string]string{metaLoss: exportedLoss(r.cfg.Loss.Name), "train.classes": strconv.Itoa(len(r.split.fit)),
 			metaEmbeddingSource: r.embeddingSource()}}
+	maps.Copy(meta.Extra, extra)
 	if n := r.cfg.ensembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)
 	}
-	sess, path, err := r.writeModel(r.bb.Cut(), r.bb.CutInfo(), layers, meta, m.dim())
+	sess, built, err := r.writeModel(cut, ci, layers, meta, m.dim())
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	path := built.path
+	evalIdx := r.split.evalIdx
 	idx := evalIdx[:min(exportCheckImages, len(evalIdx))]
-	d, e := r.bb.Dim(), m.dim()
+	e := m.dim()
 	var worst float64
 	chw := r.pre.Size()
 	for batch := range data.Batches(ctx, r.ds, idx, r.pre, 16, r.cfg.Preprocess.Workers) {
@@ -87,18 +110,10 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 		if err := sess.Run(in, batch.N, got); err != nil {
 			return fmt.Errorf("pipeline: running exported model %q: %w", path, err)
 		}
-		feats := make([]float32, batch.N*d)
-		if err := r.bb.Features(in, batch.N, feats); err != nil {
+		want, err := m.embedImages(in, batch.N)
+		if err != nil {
 			return err
 		}
-		if r.cfg.Backbone.FlipTTA {
-			mirrored := make([]float32, batch.N*d)
-			if err := r.bb.Features(flipNCHW(in, batch.N, r.pre.Height, r.pre.Width, nil), batch.N, mirrored); err != nil {
-				return err
-			}
-			feats = meanRows(feats, mirrored)
-		}
-		want := m.embed(feats, batch.N)
 		for i := 0; i < batch.N; i++ {
 			row := want[i*e : (i+1)*e]
 			var s float64
@@ -120,24 +135,46 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 	if worst > 1e-4 {
 		return fmt.Errorf("pipeline: exported model %q differs from the in-process embeddings by %.3g (> 1e-4)", path, worst)
 	}
-	return r.exportVariants(ctx)
+	return r.exportVariants(ctx, built)
 }
 
 // writeModel writes model.onnx (the backbone cut at ci plus layers) into the run folder, records it
-// in the summary and opens it in onnxruntime for the check against the in-process embeddings.
-func (r *runner) writeModel(cut *onnx.ModelProto, ci *backbone.CutInfo, layers []export.Layer, meta export.Metadata, dim int) (*ort.Session, string, error) {
+// in the summary and opens it in onnxruntime for the check against the in-process embeddings. The
+// model is built and serialized once: the file, the session and the variants (exportVariants) come
+// from the same model and bytes.
+func (r *runner) writeModel(cut *onnx.ModelProto, ci *backbone.CutInfo, layers []export.Layer, meta export.Metadata, dim int) (*ort.Session, builtModel, error) {
 	path := filepath.Join(r.dir, "model.onnx")
-	if err := export.Write(path, cut, ci, layers, meta); err != nil {
-		return nil, "", err
+	m, err := export.Build(cut, ci, layers, meta)
+	if err != nil {
+		return nil, builtModel{}, err
+	}
+	bm, err := saveModel(path, m)
+	if err != nil {
+		return nil, builtModel{}, err
 	}
 	r.sum.Export = ExportSummary{Path: path, EmbeddingDim: dim, EmbeddingSource: meta.Extra[metaEmbeddingSource]}
-	b, err := onnxpb.ReadFile(path)
+	sess, err := ort.NewSession(bm.bytes, ort.Options{Threads: r.cfg.Threads})
 	if err != nil {
-		return nil, "", err
+		return nil, builtModel{}, fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
 	}
-	sess, err := ort.NewSession(b, ort.Options{Threads: r.cfg.Threads})
+	return sess, bm, nil
+}
+
+// builtModel is a model this run wrote: the model, its bytes and its file.
+type builtModel struct {
+	model *onnx.ModelProto
+	bytes []byte
+	path  string
+}
+
+// saveModel serializes m once and writes it to path atomically.
+func saveModel(path string, m *onnx.ModelProto) (builtModel, error) {
+	b, err := onnxpb.Marshal(m)
 	if err != nil {
-		return nil, "", fmt.Errorf("pipeline: exported model %q does not load in onnxruntime: %w", path, err)
+		return builtModel{}, fmt.Errorf("pipeline: %q: %w", path, err)
 	}
-	return sess, path, nil
+	if err := onnxpb.WriteFileAtomic(path, b); err != nil {
+		return builtModel{}, fmt.Errorf("pipeline: %w", err)
+	}
+	return builtModel{model: m, bytes: b, path: path}, nil
 }

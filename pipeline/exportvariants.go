@@ -288,12 +288,16 @@ type VariantCheck struct {
 	// Source is the backbone file the model was made from, timed beside the variants ("" to skip).
 	Source   string
 	Progress io.Writer
+	// Written holds the bytes of variants this process built and wrote, by path: they are not
+	// read and parsed again.
+	Written map[string][]byte
 	// ExactInt8 scores with onnxruntime's graph optimizations off (ort.Options.Unoptimized): the
 	// int8 arithmetic of CPUs with VNNI, simulated on any CPU. The timing is then not meaningful.
 	ExactInt8 bool
 }
 
-// MeasureVariants reloads each variant's file (our ONNX checks, then onnxruntime), scores it on
+// MeasureVariants reloads each variant's file (our ONNX checks, then onnxruntime; the bytes in
+// c.Written go to onnxruntime as they are), scores it on
 // the evaluation images (Recall@1, NMI) and times it, the source backbone in the same rounds. It
 // fills the measured fields of vs and returns the source backbone's images/s (0 without Source).
 func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (float64, error) {
@@ -306,12 +310,15 @@ func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (f
 	labels := c.Eval.DS.Labels(c.Eval.Items)
 	for i := range vs {
 		v := &vs[i]
-		b, err := onnxpb.ReadFile(v.Path)
-		if err != nil {
-			return 0, err
-		}
-		if _, err := onnxpb.UnmarshalDir(b, v.Path, filepath.Dir(v.Path)); err != nil { // our checks, as Load makes them
-			return 0, err
+		b, ok := c.Written[v.Path]
+		if !ok {
+			var err error
+			if b, err = onnxpb.ReadFile(v.Path); err != nil {
+				return 0, err
+			}
+			if _, err := onnxpb.UnmarshalDir(b, v.Path, filepath.Dir(v.Path)); err != nil { // our checks, as Load makes them
+				return 0, err
+			}
 		}
 		sess, err := ort.NewSession(b, ort.Options{Threads: c.Threads, Unoptimized: c.ExactInt8})
 		if err != nil {
@@ -470,28 +477,26 @@ func prodInt(dims []int64) int64 {
 }
 
 // exportVariants writes the deployable variants the export section asks for beside the checked
-// model.onnx (rewritten without or with the mirror pass when export.flip_tta differs from
+// model.onnx, built (rewritten without or with the mirror pass when export.flip_tta differs from
 // evaluation's), then scores and times each one beside the source backbone.
-func (r *runner) exportVariants(ctx context.Context) error {
+func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 	cfg, log := r.cfg, r.env.Log
 	flip := cfg.Backbone.FlipTTA
 	if cfg.Export.FlipTTA != nil {
 		flip = *cfg.Export.FlipTTA
 	}
-	path := r.sum.Export.Path
-	m, err := onnxpb.Load(path)
-	if err != nil {
-		return err
-	}
+	path, m := built.path, built.model
 	vs := []ExportVariant{{Path: path, FlipTTA: flip}}
+	var err error
 	if flip != export.HasFlip(m) {
 		if m, err = export.SetFlip(m, flip); err != nil {
 			return err
 		}
-		if err := onnxpb.SaveAtomic(path, m); err != nil {
-			return fmt.Errorf("pipeline: %w", err)
+		if built, err = saveModel(path, m); err != nil {
+			return err
 		}
 	}
+	written := map[string][]byte{path: built.bytes}
 	var q *onnx.ModelProto // the int8 variant, when asked for and the model has ops to quantize
 	var info *VariantInfo
 	if cfg.Export.Int8 {
@@ -513,14 +518,17 @@ func (r *runner) exportVariants(ctx context.Context) error {
 			r.sum.Warnings = append(r.sum.Warnings, w)
 		}
 		qpath := filepath.Join(filepath.Dir(path), "model-int8.onnx")
-		if err := onnxpb.SaveAtomic(qpath, q); err != nil {
-			return fmt.Errorf("pipeline: %w", err)
+		qb, err := saveModel(qpath, q)
+		if err != nil {
+			return err
 		}
+		written[qpath] = qb.bytes
 		vs = append(vs, ExportVariant{Path: qpath, Int8: true, FlipTTA: flip, ReduceRange: info.ReduceRange, Calibration: info.Calibration})
 	}
 	src, err := MeasureVariants(ctx, vs, VariantCheck{
 		Eval:    ImageSet{DS: r.ds, Items: r.split.evalIdx, Pre: r.pre, Workers: cfg.Preprocess.Workers},
-		Threads: cfg.Threads, KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Source: cfg.Backbone.Path, Progress: r.env.Progress})
+		Threads: cfg.Threads, KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Source: cfg.Backbone.Path, Progress: r.env.Progress,
+		Written: written})
 	if err != nil {
 		return err
 	}

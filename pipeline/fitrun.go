@@ -8,18 +8,105 @@ import (
 	"strings"
 
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
-// checkpointer is a model whose best epoch is saved as checkpoint.ckpt.
-type checkpointer interface {
+// trainable is a model that runner.train trains.
+type trainable interface {
+	model
 	train.Model
+	// setTensors lists the parameters as the tensors Fit trains, once the head is built.
+	setTensors()
 	checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint
 }
 
-// fitJob is what differs between the head-only and the tail + head training runs.
+// problem is one model to train, as data: what differs between the head alone and the tail +
+// head (gonum's optimize.Problem plays this part).
+type problem struct {
+	model trainable
+	// head is the model's feature transform and head, built by runner.train on the training
+	// features of its source.
+	head *headModel
+	// inputs returns the sampler's batch function and the values per training sample, given
+	// the transformed features of the training images (the head's input).
+	inputs func(fitX []float32) (train.Batch, int)
+	opt    train.Optimizer
+	what   string // progress label
+	// logEpoch, when set, gives extra key-value pairs for an epoch's log line.
+	logEpoch func(st train.EpochStats) []any
+}
+
+// train is the one training call of a run, for every kind of model: it builds the head on the
+// training features (head.init), then trains with the class sampler, model selection on the
+// validation classes, checkpoints and --resume (fit).
+func (r *runner) train(ctx context.Context, p problem) error {
+	cfg, split, m := r.cfg, r.split, p.head
+	classOf := map[int]int{}
+	for i, l := range split.fit {
+		classOf[l] = i
+	}
+	labels := make([]int, len(split.fitIdx))
+	for i, k := range split.fitIdx {
+		labels[i] = classOf[r.ds.Items[k].Label]
+	}
+	fitX, err := m.src.items(split.fitIdx, false)
+	if err != nil {
+		return err
+	}
+	if err := m.init(fitX, labels, cfg.Head, cfg.Seed, r.restoring()); err != nil {
+		return err
+	}
+	p.model.setTensors()
+	batch, dim := p.inputs(fitX)
+	sampler, notes, err := train.NewClassSampler(labels, cfg.Sampler.ClassesPerBatch, cfg.Sampler.SamplesPerClass,
+		func(c int) string { return r.ds.Classes[split.fit[c]] })
+	if err != nil {
+		return err
+	}
+	for _, note := range notes {
+		r.env.Log.Warn("sampler: " + note)
+	}
+	r.sum.Training.SamplerNotes = notes
+	r.sum.Training.BatchSize = sampler.BatchSize()
+	var hooks train.Hooks
+	r.sum.Training.Selection = "none (last epoch)"
+	if len(split.val) > 0 {
+		r.sum.Training.Selection = "map_at_r on validation classes"
+		valY := r.ds.Labels(split.valIdx)
+		hooks.Validate = func(epoch int) (float64, error) {
+			e, err := p.model.embedItems(split.valIdx)
+			if err != nil {
+				return 0, err
+			}
+			res, err := metrics.Evaluate(e, len(split.valIdx), p.model.dim(), valY, metrics.Options{SkipClustering: true})
+			if err != nil {
+				return 0, err
+			}
+			r.env.Log.Debug("validation", "epoch", epoch, "recall_at_1", res.RecallAt1, "map_at_r", res.MAPAtR)
+			return res.MAPAtR, nil
+		}
+	}
+	base := func() *Checkpoint {
+		return &Checkpoint{Center: m.center, Normalize: m.normalize, FlipTTA: m.flipTTA, Classes: m.classes, Config: cfg}
+	}
+	return r.fit(ctx, fitJob{model: p.model, opt: p.opt, sampler: sampler, batch: batch, labels: labels, dim: dim, hooks: hooks,
+		what: p.what, logEpoch: p.logEpoch, center: m.center, base: base})
+}
+
+// restoring reports whether the run resumes from a last.ckpt, whose parameters replace the
+// initialization.
+func (r *runner) restoring() bool {
+	if !r.resume {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(r.dir, lastCheckpointFile))
+	return err == nil
+}
+
+// fitJob is a built model's training: what fit hands to train.Fit.
 type fitJob struct {
-	model   checkpointer
+	model   trainable
 	opt     train.Optimizer
 	sampler train.Sampler
 	batch   train.Batch

@@ -1,22 +1,19 @@
 package pipeline
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"math/rand"
-	"os"
-	"path/filepath"
 
 	"github.com/grouploss/pipeline/head"
-	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
-// headModel is the trained part of the pipeline: a fixed feature transform (centering on the
-// training mean, L2 normalization) followed by the gorgonia head. It adapts head.Head to
-// train.Model.
+// headModel is the trained head of a run: a fixed feature transform (centering on the training
+// mean, L2 normalization) followed by the gorgonia head, over the features of src. It adapts
+// head.Head to train.Model.
 type headModel struct {
+	src       featureSource // what the head embeds
 	h         *head.Head
 	loss      head.LossConfig
 	pretrain  bool // Step trains with the softmax cross-entropy (loss.pretrain_epochs)
@@ -73,6 +70,24 @@ func (m *headModel) transform(x []float32, n int) {
 	}
 }
 
+func (m *headModel) source() featureSource { return m.src }
+
+func (m *headModel) embedItems(items []int) ([]float32, error) {
+	x, err := m.src.items(items, m.flipTTA)
+	if err != nil {
+		return nil, err
+	}
+	return m.embed(x, len(items)), nil
+}
+
+func (m *headModel) embedImages(img []float32, n int) ([]float32, error) {
+	x, err := m.src.images(img, n, m.flipTTA)
+	if err != nil {
+		return nil, err
+	}
+	return m.embed(x, n), nil
+}
+
 // embed returns the (un-normalized) n x dim embeddings of raw features x.
 func (m *headModel) embed(x []float32, n int) []float32 {
 	t := append([]float32(nil), x...)
@@ -82,18 +97,28 @@ func (m *headModel) embed(x []float32, n int) []float32 {
 	return out
 }
 
-func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split classSplit) (*headModel, error) {
-	cfg, d := r.cfg, r.bb.Dim()
-	m := &headModel{normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: split.fit,
-		loss: cfg.Loss.headLoss()}
+// newHeadModel returns the head the run's config describes over the features of src, not yet
+// built (see init).
+func newHeadModel(cfg Config, src featureSource, classes []int) (*headModel, error) {
+	m := &headModel{src: src, normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: classes, loss: cfg.Loss.headLoss()}
 	if err := m.loss.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	fitX := gather(feats, d, split.fitIdx)
-	n := len(split.fitIdx)
-	if cfg.Head.Center {
+	return m, nil
+}
+
+// init builds the head on the training features: fitX holds the raw features (n x d, of the
+// images, not their mirrors) of the samples labelled labels (classifier outputs). It sets the
+// centering (head.center: the mean of fitX), transforms fitX in place, draws the weights from
+// seed and, unless restored (a resumed run, whose parameters come from last.ckpt), starts the
+// embedding layer from a PCA of fitX (head.init pca) and the classifier from the class means
+// (head.classifier_init means).
+func (m *headModel) init(fitX []float32, labels []int, hc HeadConfig, seed int64, restored bool) error {
+	n, classes, emb := len(labels), len(m.classes), hc.EmbeddingDim
+	d := len(fitX) / max(n, 1)
+	if hc.Center {
 		m.center = make([]float32, d)
-		var acc = make([]float64, d)
+		acc := make([]float64, d)
 		for i := 0; i < n; i++ {
 			for j, v := range fitX[i*d : (i+1)*d] {
 				acc[j] += float64(v)
@@ -103,42 +128,21 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 			m.center[j] = float32(acc[j] / float64(n))
 		}
 	}
-	var fitFlip, fitAvg []float32
-	if flips != nil {
-		fitFlip = gather(flips, d, split.fitIdx)
-		fitAvg = meanRows(fitX, fitFlip)
-		m.transform(fitFlip, n)
-		m.transform(fitAvg, n)
-	}
 	m.transform(fitX, n)
-	classOf := map[int]int{}
-	for i, l := range split.fit {
-		classOf[l] = i
-	}
-	labels := make([]int, n)
-	for i, k := range split.fitIdx {
-		labels[i] = classOf[r.ds.Items[k].Label]
-	}
-	rng := rand.New(rand.NewSource(cfg.Seed))
-	emb := cfg.Head.EmbeddingDim
-	h, err := head.New(head.Config{In: d, Emb: emb, Classes: len(split.fit), DType: head.Float32}, rng)
+	h, err := head.New(head.Config{In: d, Emb: emb, Classes: classes, DType: head.Float32}, rand.New(rand.NewSource(seed)))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	m.h = h
-	// A resumed run's parameters come from last.ckpt: the initialization (a PCA of the features
-	// takes seconds) would be overwritten.
-	_, statErr := os.Stat(filepath.Join(r.dir, lastCheckpointFile))
-	restored := r.resume && statErr == nil
-	if cfg.Head.Init == "pca" {
+	if hc.Init == "pca" {
 		if emb > d || emb > n {
-			return nil, fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", ErrConfig, emb, d, n)
+			return fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", ErrConfig, emb, d, n)
 		}
 	}
-	if cfg.Head.Init == "pca" && !restored {
-		comp, mean, err := train.PCA(fitX, n, d, emb, cfg.Head.Center)
+	if hc.Init == "pca" && !restored { // a PCA of the features takes seconds, and last.ckpt overwrites it
+		comp, mean, err := train.PCA(fitX, n, d, emb, hc.Center)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		bias := make([]float64, emb)
 		for k := 0; k < emb; k++ {
@@ -149,80 +153,68 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 			bias[k] = -s
 		}
 		if err := h.SetParam(paramEmbWeight, comp); err != nil {
-			return nil, err
+			return err
 		}
 		if err := h.SetParam(paramEmbBias, bias); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if cfg.Head.ClassifierInit == "means" && !restored {
-		if err := m.initClassifierMeans(fitX, labels, len(split.fit), cfg.Head.ClassifierScale); err != nil {
-			return nil, err
+	if hc.ClassifierInit == "means" && !restored {
+		if err := m.initClassifierMeans(fitX, labels, classes, hc.ClassifierScale); err != nil {
+			return err
 		}
 	}
-	for _, p := range h.Params() {
+	return nil
+}
+
+// setTensors lists the head's parameters as the tensors Fit trains.
+func (m *headModel) setTensors() {
+	m.tensors = m.tensors[:0]
+	for _, p := range m.h.Params() {
 		m.tensors = append(m.tensors, train.Tensor{Name: p.Name, Value: p.Value, Grad: p.Grad})
 	}
-	sampler, notes, err := train.NewClassSampler(labels, cfg.Sampler.ClassesPerBatch, cfg.Sampler.SamplesPerClass,
-		func(c int) string { return r.ds.Classes[split.fit[c]] })
+}
+
+// headProblem is the head trained alone on the frozen features src.
+func (r *runner) headProblem(src frozenFeatures) (problem, error) {
+	cfg, split, d := r.cfg, r.split, src.d
+	m, err := newHeadModel(cfg, src, split.fit)
 	if err != nil {
-		return nil, err
+		return problem{}, err
 	}
-	for _, note := range notes {
-		r.env.Log.Warn("sampler: " + note)
-	}
-	r.sum.Training.SamplerNotes = notes
-	r.sum.Training.BatchSize = sampler.BatchSize()
 	opt, err := train.NewOptimizer(train.OptimizerKind(cfg.Optimizer.Name), cfg.Optimizer.WeightDecay)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return problem{}, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	// The head trains on what it will see: with flip_tta the mean of an image's and its mirror's
 	// features (measured on CUB-100: R@1 78.4 vs 78.0 with the two views as random augmentation
-	// and 77.9 with all three); with flip alone, a random one of the two views.
-	views := [][]float32{fitX}
-	switch {
-	case cfg.Backbone.FlipTTA:
-		views = [][]float32{fitAvg}
-	case fitFlip != nil:
-		views = [][]float32{fitX, fitFlip}
-	}
-	batch := func(idx []int, dst []float32, rng *rand.Rand) {
-		for i, k := range idx {
-			src := views[0]
-			if len(views) > 1 {
-				src = views[rng.Intn(len(views))]
+	// and 77.9 with all three); with flip alone, a random one of the two views. The samples are
+	// transformed once.
+	inputs := func(fitX []float32) (train.Batch, int) {
+		n := len(split.fitIdx)
+		views := [][]float32{fitX}
+		if src.flips != nil {
+			raw, flip := gather(src.feats, d, split.fitIdx), gather(src.flips, d, split.fitIdx)
+			if cfg.Backbone.FlipTTA {
+				avg := meanRows(raw, flip)
+				m.transform(avg, n)
+				views = [][]float32{avg}
+			} else {
+				m.transform(flip, n)
+				views = [][]float32{fitX, flip}
 			}
-			copy(dst[i*d:(i+1)*d], src[k*d:(k+1)*d])
 		}
-	}
-	var hooks train.Hooks
-	r.sum.Training.Selection = "none (last epoch)"
-	if len(split.val) > 0 {
-		r.sum.Training.Selection = "map_at_r on validation classes"
-		valX := gather(feats, d, split.valIdx)
-		if cfg.Backbone.FlipTTA {
-			valX = meanRows(valX, gather(flips, d, split.valIdx))
-		}
-		valY := r.ds.Labels(split.valIdx)
-		hooks.Validate = func(epoch int) (float64, error) {
-			e := m.embed(valX, len(split.valIdx))
-			res, err := metrics.Evaluate(e, len(split.valIdx), emb, valY, metrics.Options{SkipClustering: true})
-			if err != nil {
-				return 0, err
+		return func(idx []int, dst []float32, rng *rand.Rand) {
+			for i, k := range idx {
+				src := views[0]
+				if len(views) > 1 {
+					src = views[rng.Intn(len(views))]
+				}
+				copy(dst[i*d:(i+1)*d], src[k*d:(k+1)*d])
 			}
-			r.env.Log.Debug("validation", "epoch", epoch, "recall_at_1", res.RecallAt1, "map_at_r", res.MAPAtR)
-			return res.MAPAtR, nil
-		}
+		}, d
 	}
-	base := func() *Checkpoint {
-		return &Checkpoint{Center: m.center, Normalize: m.normalize, FlipTTA: m.flipTTA, Classes: m.classes, Config: cfg}
-	}
-	if err := r.fit(ctx, fitJob{model: m, opt: opt, sampler: sampler, batch: batch, labels: labels, dim: d, hooks: hooks,
-		what: "train (epochs)", center: m.center, base: base}); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return problem{model: m, head: m, inputs: inputs, opt: opt, what: "train (epochs)"}, nil
 }
 
 func (m *headModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint {

@@ -305,22 +305,10 @@ func (r *runner) prepare() error {
 	return nil
 }
 
+// run is the run's stages once everything is checked (prepare): features, baselines, the model
+// of whichever kind (model.go) trained, evaluated, exported and reported once.
 func (r *runner) run(ctx context.Context) error {
-	cfg, log, ds, bb := r.cfg, r.env.Log, r.ds, r.bb
-	cpu := backbone.CPU()
-	r.sum.Machine = Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
-		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
-	if bb.Dequantized() {
-		r.sum.Data.Dequantized = true
-		log.Info("int8 backbone runs as its float conversion (backbone.dequantize "+cfg.Backbone.Dequantize+")",
-			"cpu", cpu.Model, "vnni", cpu.VNNI())
-	} else if w := backbone.Int8Warning(bb.Info(), cpu); w != "" {
-		log.Warn(w)
-		r.sum.Warnings = append(r.sum.Warnings, w)
-	}
-	r.sum.Data.FeatureDim = bb.Dim()
-	r.sum.Data.FeatureTensor = bb.CutInfo().Feature
-
+	r.recordMachine()
 	feats, flips, err := r.features(ctx)
 	if err != nil {
 		return err
@@ -328,54 +316,118 @@ func (r *runner) run(ctx context.Context) error {
 	if err := r.dropSkipped(); err != nil {
 		return err
 	}
-	split := r.split
-	d := bb.Dim()
-
-	// Baseline: the raw backbone features of the evaluated classes.
-	evalFeats := gather(feats, d, split.evalIdx)
-	evalLabels := ds.Labels(split.evalIdx)
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
-		Progress: EvalProgress(r.env.Progress, "baseline")}
-	if r.sum.Baseline, err = r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt); err != nil {
+	frozen := frozenFeatures{feats: feats, flips: flips, d: r.bb.Dim(), bb: r.bb, pre: r.pre}
+	eval := evalSet{items: r.split.evalIdx, labels: r.ds.Labels(r.split.evalIdx),
+		opts: metrics.Options{KMeansRestarts: r.cfg.Eval.KMeansRestarts, Seed: r.cfg.Seed, Workers: 2}}
+	if err := r.evaluateBaselines(frozen, eval); err != nil {
 		return err
 	}
-	log.Info("baseline (raw features)", "recall_at_1", r.sum.Baseline.RecallAt1, "nmi", r.sum.Baseline.NMI)
-
-	if cfg.Backbone.FlipTTA {
-		evalFeats = meanRows(evalFeats, gather(flips, d, split.evalIdx))
-		mopt.Progress = EvalProgress(r.env.Progress, "baseline (flip averaged)")
-		res, err := r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt)
+	newProblem := func(r *runner) (problem, error) { return r.headProblem(frozen) }
+	if r.tail != nil {
+		acts, views, err := r.activations(ctx, r.tail)
 		if err != nil {
 			return err
 		}
-		r.sum.BaselineTTA = &res
-		log.Info("baseline (raw features, flip averaged)", "recall_at_1", res.RecallAt1, "nmi", res.NMI)
+		newProblem = func(r *runner) (problem, error) { return r.tailProblem(r.tail, acts, views) }
 	}
-
-	mopt.Progress = EvalProgress(r.env.Progress, "trained")
-	if cfg.Backbone.trainsTail() {
-		return r.runTail(ctx, feats, flips, evalLabels, mopt)
-	}
-	model, err := r.trainModel(ctx, feats, flips, split)
+	m, err := r.trainModel(ctx, newProblem)
 	if err != nil {
 		return err
 	}
-	emb := model.embed(evalFeats, len(split.evalIdx))
-	if r.sum.Trained, err = metrics.Evaluate(emb, len(split.evalIdx), model.dim(), evalLabels, mopt); err != nil {
+	if c, ok := m.(io.Closer); ok {
+		defer c.Close()
+	}
+	emb, err := r.evaluate(m, eval)
+	if err != nil {
 		return err
 	}
-	log.Info("trained", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips, d); err != nil || raw {
-		if err != nil {
+	if raw, err := r.chooseExport(feats, flips, frozen.d); err != nil {
+		return err
+	} else if raw { // the report shows what model.onnx embeds
+		m = rawModel{src: frozen, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}
+		if emb, err = m.embedItems(eval.items); err != nil {
 			return err
 		}
-		return r.exportRaw(ctx, feats, flips)
 	}
-	if err := r.export(ctx, model, split.evalIdx); err != nil {
+	if err := r.export(ctx, m); err != nil {
 		return err
 	}
-	r.writeReport(emb, model.dim(), split.evalIdx) // a report that fails is a warning
+	r.writeReport(emb, m.dim(), eval.items) // a report that fails is a warning
 	return nil
+}
+
+// recordMachine records the CPU, onnxruntime and Go in the summary, and says how an int8
+// backbone runs on this CPU.
+func (r *runner) recordMachine() {
+	cpu, bb, log := backbone.CPU(), r.bb, r.env.Log
+	r.sum.Machine = Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
+		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
+	if bb.Dequantized() {
+		r.sum.Data.Dequantized = true
+		log.Info("int8 backbone runs as its float conversion (backbone.dequantize "+r.cfg.Backbone.Dequantize+")",
+			"cpu", cpu.Model, "vnni", cpu.VNNI())
+	} else if w := backbone.Int8Warning(bb.Info(), cpu); w != "" {
+		log.Warn(w)
+		r.sum.Warnings = append(r.sum.Warnings, w)
+	}
+	r.sum.Data.FeatureDim = bb.Dim()
+	r.sum.Data.FeatureTensor = bb.CutInfo().Feature
+}
+
+// evalSet is the evaluated items, their labels and the evaluation's settings.
+type evalSet struct {
+	items  []int
+	labels []int
+	opts   metrics.Options
+}
+
+// evaluateBaselines scores the raw backbone features of the evaluated items, and their flip
+// average with backbone.flip_tta (r.sum.Baseline, r.sum.BaselineTTA).
+func (r *runner) evaluateBaselines(f frozenFeatures, eval evalSet) error {
+	n, mopt := len(eval.items), eval.opts
+	x, err := f.items(eval.items, false)
+	if err != nil {
+		return err
+	}
+	mopt.Progress = EvalProgress(r.env.Progress, "baseline")
+	if r.sum.Baseline, err = r.env.baselines.evaluate(x, n, f.d, eval.labels, mopt); err != nil {
+		return err
+	}
+	r.env.Log.Info("baseline (raw features)", "recall_at_1", r.sum.Baseline.RecallAt1, "nmi", r.sum.Baseline.NMI)
+	if !r.cfg.Backbone.FlipTTA {
+		return nil
+	}
+	if x, err = f.items(eval.items, true); err != nil {
+		return err
+	}
+	mopt.Progress = EvalProgress(r.env.Progress, "baseline (flip averaged)")
+	res, err := r.env.baselines.evaluate(x, n, f.d, eval.labels, mopt)
+	if err != nil {
+		return err
+	}
+	r.sum.BaselineTTA = &res
+	r.env.Log.Info("baseline (raw features, flip averaged)", "recall_at_1", res.RecallAt1, "nmi", res.NMI)
+	return nil
+}
+
+// evaluate scores the trained model m on the evaluated items (r.sum.Trained) and returns its
+// embeddings of them.
+func (r *runner) evaluate(m model, eval evalSet) ([]float32, error) {
+	emb, err := m.embedItems(eval.items)
+	if err != nil {
+		return nil, err
+	}
+	mopt := eval.opts
+	mopt.Progress = EvalProgress(r.env.Progress, "trained")
+	if r.sum.Trained, err = metrics.Evaluate(emb, len(eval.items), m.dim(), eval.labels, mopt); err != nil {
+		return nil, err
+	}
+	what := "trained"
+	if r.tail != nil {
+		what = "trained (tail + head)"
+	}
+	r.env.Log.Info(what, "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
+	return emb, nil
 }
 
 // dataHint attaches what to do to a data.Load error.

@@ -142,7 +142,10 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 			return stop
 		}
 		r := runner{cfg: cfg, env: tenv, sum: &Summary{}, ds: ds, pre: pre, split: split, bb: bb, dir: dir}
-		_, err = r.trainHead(ctx, feats, flips, split)
+		p, err := r.headProblem(frozenFeatures{feats: feats, flips: flips, d: bb.Dim(), bb: bb, pre: pre})
+		if err == nil {
+			err = r.train(ctx, p)
+		}
 		switch {
 		case err == nil:
 			return nil
