@@ -365,7 +365,8 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	log.Info("trained", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips, d); err != nil || raw {
+	embedVal := func(x []float32, n int) ([]float32, int, error) { return model.embed(x, n), model.dim(), nil }
+	if raw, err := r.chooseExport(feats, flips, d, embedVal); err != nil || raw {
 		if err != nil {
 			return err
 		}

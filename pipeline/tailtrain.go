@@ -511,7 +511,11 @@ func (r *runner) runTail(ctx context.Context, feats, flips []float32, evalLabels
 		return err
 	}
 	r.env.Log.Info("trained (tail + head)", "recall_at_1", r.sum.Trained.RecallAt1, "nmi", r.sum.Trained.NMI)
-	if raw, err := r.chooseExport(feats, flips, r.bb.Dim()); err != nil || raw {
+	embedVal := func([]float32, int) ([]float32, int, error) {
+		e, err := m.embedItems(split.valIdx)
+		return e, m.dim(), err
+	}
+	if raw, err := r.chooseExport(feats, flips, r.bb.Dim(), embedVal); err != nil || raw {
 		if err != nil {
 			return err
 		}
