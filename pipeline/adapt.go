@@ -57,6 +57,16 @@ func (c *Config) isSet(key string) bool {
 	return get(c) != get(&def)
 }
 
+// adapted reports whether the run adapted key to the data (see adaptToData).
+func (c *Config) adapted(key string) bool {
+	for _, a := range c.Adapted {
+		if a.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
 // minTrainSteps is the fewest training steps a run with validation classes takes (optimizer.epochs
 // is raised for tiny sets): the best epoch is selected on the validation classes, so extra epochs
 // cost time, not accuracy. CUB-100's default takes about 700 steps.

@@ -74,6 +74,7 @@ const (
 	reasonNMI         = "not_better_nmi"
 	reasonOneClass    = "lead_from_one_class"
 	reasonEnsemble    = "ensemble_not_compared"
+	reasonValOff      = "validation_off"
 	reasonKeepTrained = "keep_trained"
 )
 
@@ -95,7 +96,7 @@ func decideExport(e exportEvidence, keepTrained bool) (raw bool, reason, msg str
 		100*e.trainedMAP, e.bestEpoch, 100*e.rawMAP, 100*e.trainedNMI, 100*e.rawNMI)
 	switch {
 	case e.classes == 0:
-		reason, msg = reasonNoVal, "no validation classes: nothing shows that training generalizes to classes it has not seen"
+		reason, msg = reasonNoVal, "no validation classes (too few training classes to hold any out): nothing shows that training generalizes to classes it has not seen"
 	case e.classes < minCompareClasses:
 		reason, msg = reasonFewClasses, fmt.Sprintf("only %d validation classes (fewer than %d): too few to show that training generalizes to classes it has not seen (%s)",
 			e.classes, minCompareClasses, scores)
@@ -143,8 +144,15 @@ func (r *runner) chooseExport(feats, flips []float32, d int, embedVal embedFunc)
 	cfg, split := r.cfg, r.split
 	c := &ExportChoice{Source: sourceTrained, ValidationClasses: len(split.val), MinClasses: minCompareClasses}
 	r.sum.Choice = c
-	if len(split.val) > 0 && cfg.ensembleSize() > 1 {
+	switch {
+	case len(split.val) > 0 && cfg.ensembleSize() > 1:
 		c.Reason, c.Message = reasonEnsemble, "the ensemble is exported without comparison with the raw features (its members are selected one by one)"
+		r.warn(c.Message)
+		return false, nil
+	case len(split.val) == 0 && !cfg.adapted(keyValClasses):
+		// validation_classes 0 set by the user: training on every class for a known number of
+		// epochs (e.g. the count a validated run chose) is theirs to judge.
+		c.Reason, c.Message = reasonValOff, "validation_classes is 0: the trained model (last epoch) is exported without comparison with the raw features"
 		r.warn(c.Message)
 		return false, nil
 	}

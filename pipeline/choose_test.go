@@ -114,7 +114,8 @@ func TestChooseExport(t *testing.T) {
 		{"the identity ties", 5, identity, false, true, reasonScore, true},
 		{"the identity, keep_trained", 5, identity, true, false, reasonKeepTrained, true},
 		{"trained better on 4 validation classes", 4, denoise, false, true, reasonFewClasses, true},
-		{"no validation classes", 0, denoise, false, true, reasonNoVal, false},
+		{"no validation classes, adapted to the data", 0, denoise, false, true, reasonNoVal, false},
+		{"validation_classes 0 set by the user", 0, denoise, false, false, reasonValOff, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,6 +125,9 @@ func TestChooseExport(t *testing.T) {
 			}
 			cfg := DefaultConfig()
 			cfg.KeepTrained = tc.keep
+			if tc.reason == reasonNoVal {
+				cfg.Adapted = []Adaptation{{Key: keyValClasses, From: "10", To: "0"}}
+			}
 			r := &runner{cfg: cfg, ds: ds, split: split, sum: &Summary{}, env: RunEnv{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 			raw, err := r.chooseExport(feats, feats, d, tc.embed)
 			if err != nil {
