@@ -19,9 +19,13 @@ import (
 //     (MAP@R 67.4 vs 65.3) and 12 flower species, while the evaluated classes lost 0.6 R@1 / 1.6 NMI
 //     and 1.5 NMI; CUB-100's 10 kept the trained model on 3 seeds, rightly (README, "Your own data");
 //   - the trained model beats the raw features by the epoch-selection score (MAP@R over every
-//     validation image) and by NMI, the two things the run reports that the raw features could win;
-//   - and by MAP@R still with any one validation class left out: a lead that one class carries is
-//     within the noise of which classes happened to be held out.
+//     validation image);
+//   - and still with any one validation class left out: a lead that one class carries is within
+//     the noise of which classes happened to be held out.
+//
+// NMI on the validation classes is reported but does not decide: on CUB-100 it preferred the raw
+// features on 2 of 3 seeds (96.4 vs 95.5, 91.9 vs 90.8) whose trained models led by 4-6 NMI points
+// on the 50 evaluated classes; k-means on 10 classes of 60 images is too noisy to veto with.
 //
 // Otherwise the raw features are exported through the same export path (same input and
 // metadata, "embedding_source" saying which), and the run says which test failed.
@@ -71,7 +75,6 @@ const (
 	reasonNoVal       = "no_validation_classes"
 	reasonFewClasses  = "too_few_validation_classes"
 	reasonScore       = "not_better_map_at_r"
-	reasonNMI         = "not_better_nmi"
 	reasonOneClass    = "lead_from_one_class"
 	reasonEnsemble    = "ensemble_not_compared"
 	reasonValOff      = "validation_off"
@@ -102,8 +105,6 @@ func decideExport(e exportEvidence, keepTrained bool) (raw bool, reason, msg str
 			e.classes, minCompareClasses, scores)
 	case e.trainedMAP <= e.rawMAP:
 		reason, msg = reasonScore, "training did not beat the raw features on the validation classes ("+scores+")"
-	case e.trainedNMI <= e.rawNMI:
-		reason, msg = reasonNMI, "training beat the raw features on the validation classes by MAP@R but not by NMI ("+scores+")"
 	case e.worstLead <= 0:
 		reason, msg = reasonOneClass, fmt.Sprintf("the trained model's lead on the validation classes comes from one class: without class %q its MAP@R leads the raw features' by %.2f points (%s)",
 			e.worstClass, 100*e.worstLead, scores)
@@ -181,8 +182,8 @@ func (r *runner) chooseExport(feats, flips []float32, d int, embedVal embedFunc)
 }
 
 // exportEvidence scores the trained model (embedVal) and the raw features on the validation
-// classes: MAP@R and NMI on all of them, MAP@R with each class left out (from minCompareClasses
-// classes on).
+// classes: MAP@R and NMI (reported only) on all of them, MAP@R with each class left out (from
+// minCompareClasses classes on).
 func (r *runner) exportEvidence(feats, flips []float32, d int, embedVal embedFunc) (exportEvidence, error) {
 	cfg, split := r.cfg, r.split
 	e := exportEvidence{classes: len(split.val), bestEpoch: r.sum.Training.BestEpoch}
