@@ -114,7 +114,7 @@ func decideExport(e exportEvidence, keepTrained bool) (raw bool, reason, msg str
 	if keepTrained {
 		return false, reasonKeepTrained, msg + "; the trained model is exported anyway (keep_trained)"
 	}
-	return true, reason, "model.onnx embeds the raw features: " + msg + "; --keep-trained exports the trained model"
+	return true, reason, msg + "; --keep-trained exports the trained model"
 }
 
 // rawModel is the raw backbone features as a trainedModel (identity, flip averaged in the export
@@ -173,9 +173,12 @@ func (r *runner) chooseExport(feats, flips []float32, d int, embedVal embedFunc)
 	if raw {
 		c.Source = sourceRaw
 	}
-	if reason == reasonBetter {
+	switch {
+	case raw:
+		r.warn("model.onnx embeds the raw features: " + msg) // the table prints its own heading
+	case reason == reasonBetter:
 		r.env.Log.Info(msg)
-	} else {
+	default:
 		r.warn(msg)
 	}
 	return raw, nil

@@ -58,8 +58,8 @@ func TestDecideExport(t *testing.T) {
 			if raw != tc.raw || reason != tc.reason || !strings.Contains(msg, tc.msg) {
 				t.Fatalf("raw %v, reason %q, %q; want raw %v, reason %q, a message with %q", raw, reason, msg, tc.raw, tc.reason, tc.msg)
 			}
-			if raw && !strings.Contains(msg, "model.onnx embeds the raw features") || raw != strings.Contains(msg, "--keep-trained exports the trained model") {
-				t.Errorf("message %q does not say what is exported and how to keep the trained model", msg)
+			if raw != strings.Contains(msg, "--keep-trained exports the trained model") {
+				t.Errorf("message %q does not say how to keep the trained model", msg)
 			}
 			// keep_trained keeps the trained model, and still says why it would not have been.
 			raw, reason, msg = decideExport(tc.e, true)
@@ -139,8 +139,12 @@ func TestChooseExport(t *testing.T) {
 			if raw != tc.raw || c.Reason != tc.reason || c.Compared != tc.compare || (c.Source == sourceRaw) != tc.raw || c.ValidationClasses != tc.val {
 				t.Fatalf("raw %v, choice %+v; want raw %v, reason %q, compared %v", raw, c, tc.raw, tc.reason, tc.compare)
 			}
-			if warned := strings.Contains(strings.Join(r.sum.Warnings, "\n"), c.Message); warned == (c.Reason == reasonBetter) {
+			warnings := strings.Join(r.sum.Warnings, "\n")
+			if warned := strings.Contains(warnings, c.Message); warned == (c.Reason == reasonBetter) {
 				t.Errorf("warnings %q (every choice but a better trained model is a warning)", r.sum.Warnings)
+			}
+			if raw != strings.Contains(warnings, "model.onnx embeds the raw features: "+c.Message) {
+				t.Errorf("warnings %q do not say what model.onnx embeds", r.sum.Warnings)
 			}
 			if !tc.compare {
 				return
