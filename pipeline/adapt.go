@@ -57,6 +57,16 @@ func (c *Config) isSet(key string) bool {
 	return get(c) != get(&def)
 }
 
+// adapted reports whether the run adapted key to the data (see adaptToData).
+func (c *Config) adapted(key string) bool {
+	for _, a := range c.Adapted {
+		if a.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
 // minTrainSteps is the fewest training steps a run with validation classes takes (optimizer.epochs
 // is raised for tiny sets): the best epoch is selected on the validation classes, so extra epochs
 // cost time, not accuracy. CUB-100's default takes about 700 steps.
@@ -113,14 +123,19 @@ func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, erro
 		if v < minValidationClasses {
 			v = minValidationClasses
 		}
+		// Fewer than minCompareClasses validation classes cannot keep the trained model (see
+		// decideExport): hold out that many when minCenterClasses still remain to train on.
+		if v < minCompareClasses && trainable-minCompareClasses >= minCenterClasses {
+			v = minCompareClasses
+		}
 		if trainable-v < 2 {
 			v = 0
-			warnings = append(warnings, fmt.Sprintf("%d training classes are too few to hold out %d for model selection and train on 2: no validation classes, the last epoch is exported and is not compared with the raw features",
+			warnings = append(warnings, fmt.Sprintf("%d training classes are too few to hold out %d for model selection and train on 2: no validation classes: all epochs are trained, and the raw features are exported unless --keep-trained",
 				trainable, minValidationClasses))
 		}
 		if v != cfg.ValidationClasses {
-			a.change(keyValClasses, cfg.ValidationClasses, v, fmt.Sprintf("%.0f%% of the %d training classes with 2 images or more, at least %d, leaving 2 to train on",
-				100*validationFraction, trainable, minValidationClasses))
+			a.change(keyValClasses, cfg.ValidationClasses, v, fmt.Sprintf("%.0f%% of the %d training classes with 2 images or more, at least %d (%d when %d remain to train on, the fewest that can keep the trained model), leaving 2 to train on",
+				100*validationFraction, trainable, minValidationClasses, minCompareClasses, minCenterClasses))
 			cfg.ValidationClasses = v
 		}
 	}

@@ -36,6 +36,12 @@ func TestAdaptToData(t *testing.T) {
 			map[string]string{keyValClasses: "2", keyEmbeddingDim: "320", keyClassesPerBatch: "4", keyCenter: "false"}, "", 4, 2, ""},
 		{"12 classes x 10: more epochs", sameSizes(12, 10), nil,
 			map[string]string{keyValClasses: "2", keyEmbeddingDim: "40", keyClassesPerBatch: "4", keyEpochs: "50", keyCenter: "false"}, "", 4, 2, ""},
+		// 15 training classes: 5 held out (the fewest whose comparison can keep the trained
+		// model), 10 still trained on; 14: 20% (3), else fewer than 10 would remain.
+		{"30 classes: 5 validation classes", sameSizes(30, 60), nil,
+			map[string]string{keyValClasses: "5"}, "", 10, 5, ""},
+		{"28 classes: 20% of 14", sameSizes(28, 60), nil,
+			map[string]string{keyValClasses: "3"}, "", 11, 3, ""},
 		{"3 classes x 5", sameSizes(3, 5), nil,
 			map[string]string{keyTrainClasses: "2", keyValClasses: "0", keyEmbeddingDim: "10", keyClassesPerBatch: "2", keySamplesPerClass: "5", keyCenter: "false"},
 			"no validation classes", 2, 0, ""},

@@ -54,8 +54,8 @@ type Config struct {
 	// embedding is the concatenation of their L2-normalized embeddings (normalized again), in
 	// evaluation and in the one exported model. 0 or 1: a single head.
 	Ensemble int `yaml:"ensemble" json:"ensemble"`
-	// KeepTrained exports the trained model even when it does not beat the raw features on the
-	// validation classes (by default the raw features are exported then; see ExportChoice).
+	// KeepTrained exports the trained model even when the validation classes do not show that it
+	// beats the raw features (by default the raw features are exported then; see decideExport).
 	KeepTrained bool `yaml:"keep_trained" json:"keep_trained"`
 	// Adapted is written by the run into its config.yaml: the defaults it adapted to the data
 	// (adapt.go), kept so that a resumed run reports them too. A config file need not set it.

@@ -341,7 +341,7 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if raw, err := r.chooseExport(feats, flips, frozen.d); err != nil {
+	if raw, err := r.chooseExport(feats, flips, frozen.d, m); err != nil {
 		return err
 	} else if raw { // the report shows what model.onnx embeds
 		m = rawModel{src: frozen, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}

@@ -64,7 +64,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
 	fs.StringVar(&o.preset, "preset", "", "start from the Group Loss reference code's hyperparameters for a benchmark: cub, cars196 or sop (the config file and the other flags override it)")
 	fs.IntVar(&o.ensemble, "ensemble", 0, "train `N` heads (seeds seed..seed+N-1) and export the concatenation of their embeddings (default 1)")
-	fs.BoolVar(&o.keepTrained, "keep-trained", false, "export the trained model even when it does not beat the raw backbone features on the validation classes (default: the better of the two)")
+	fs.BoolVar(&o.keepTrained, "keep-trained", false, "export the trained model even when the validation classes do not show that it beats the raw backbone features\n(fewer than 5 of them, or no MAP@R lead; by default the raw features are exported then)")
 	fs.StringVar(&o.resume, "resume", "", "continue the interrupted run in `RUN_DIR` with its config.yaml (only -v and --json may be added)")
 }
 

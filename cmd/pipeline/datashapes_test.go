@@ -52,8 +52,10 @@ func TestRunDataShapes(t *testing.T) {
 			[]string{"validation_classes", "head.embedding_dim", "sampler.classes_per_batch", "sampler.samples_per_class", "head.center"}},
 		{"large 1600x1200 JPEGs", func(dst string) { cubFolder(t, dst, cub, []int{3, 3, 3, 3}, 1600) }, nil, 0,
 			[]string{"train_classes", "no validation classes"}, nil},
+		// 5 training classes hold out 2 for validation: too few to show that training generalizes,
+		// so the raw features are exported and the run says why.
 		{"grayscale 28x28 PNGs (Fashion-MNIST)", func(dst string) { fashionFolder(t, dst, 6) }, nil, 0,
-			[]string{"validation_classes 10 -> 2"}, nil},
+			[]string{"validation_classes 10 -> 2", "model.onnx embeds the RAW FEATURES", "only 2 validation classes (fewer than 5)", "--keep-trained exports the trained model"}, nil},
 		{"explicit validation classes the data cannot support", func(dst string) { cubFolder(t, dst, cub, sameCounts(12, 10), 0) },
 			[]string{"--validation-classes", "5"}, 2, []string{"5 validation classes leave fewer than 2 of the 6 training classes", "--validation-classes 4 or less"}, nil},
 		{"explicit embedding size the data cannot support", func(dst string) { cubFolder(t, dst, cub, sameCounts(12, 10), 0) },
@@ -109,6 +111,16 @@ func TestRunDataShapes(t *testing.T) {
 			}
 			if src == "raw_features" && !strings.Contains(r.stdout, "model.onnx embeds the RAW FEATURES") {
 				t.Errorf("the table does not say that the raw features were exported:\n%s", r.stdout)
+			}
+			// Fewer validation classes than the comparison needs: the raw features, for that reason,
+			// said in the table.
+			nval, _ := choice["validation_classes"].(float64)
+			minVal, _ := choice["min_validation_classes"].(float64)
+			reason, _ := choice["reason"].(string)
+			msg, _ := choice["message"].(string)
+			few := reason == "too_few_validation_classes" || reason == "no_validation_classes"
+			if minVal < 2 || (nval < minVal) != few || few && src != "raw_features" || msg == "" || !strings.Contains(r.stdout, msg) {
+				t.Errorf("export_choice %v (source %s); the table:\n%s", choice, src, r.stdout)
 			}
 		})
 	}
