@@ -128,11 +128,11 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 	if rep.Images < 2 {
 		return nil, fmt.Errorf("eval: %d images, need at least 2 (each one queries the others)", rep.Images)
 	}
-	plan := metrics.PlanKMeans(rep.Images, rep.Dim, rep.Classes, o.kmeansRestarts)
+	plan := metrics.PlanKMeans(rep.Images, rep.Dim, rep.Classes, o.kmeansRestarts) // as Evaluate plans it
 	rep.KMeansRestarts = plan.Restarts
 	fmt.Fprintf(progress, "eval: k-means of %d clusters: %s\n", plan.Clusters, plan.Reason)
 	res, err := metrics.Evaluate(emb, rep.Images, rep.Dim, labels,
-		metrics.Options{KMeansRestarts: plan.Restarts, Seed: o.seed, Workers: 2,
+		metrics.Options{KMeansRestarts: o.kmeansRestarts, Seed: o.seed, Workers: 2,
 			Progress: timeStages(&rep.Stages, pipeline.EvalProgress(progress, "")),
 			KMeansDone: func(km metrics.KMeansReport) {
 				rep.KMeans = &km

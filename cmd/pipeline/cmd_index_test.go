@@ -300,7 +300,8 @@ func TestBenchMemorySmall(t *testing.T) {
 	if e == nil || e.Seconds != rep.Commands[2].Seconds || e.GoalSeconds != 180 || e.GoalMet != (e.Seconds <= 180) ||
 		math.Abs(e.CPUSecondsPerCore-(rep.Commands[2].UserSeconds+rep.Commands[2].SysSeconds)/float64(rep.Machine.Cores)) > 1e-9 {
 		t.Errorf("eval: %+v", e)
-	} else if km := e.KMeans; km == nil || km.Clusters != 40 || km.Restarts != 10 || km.MaxIter != 300 || len(km.Iterations) != 10 || km.Reason == "" {
+	} else if km := e.KMeans; km == nil || km.Clusters != 40 || km.Restarts != 10 || km.MaxIter != 300 || len(km.Iterations) != 10 ||
+		km.Reason != "10 restarts (the default), at most 300 Lloyd iterations each" || rep.Commands[2].Args[len(rep.Commands[2].Args)-1] != "--json" {
 		t.Errorf("eval's k-means: %+v", km)
 	}
 	// The matrix products: eval's two stages and search, each rated against its reference.
