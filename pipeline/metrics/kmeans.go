@@ -63,13 +63,13 @@ func PlanKMeans(n, d, k, restarts int) KMeansPlan {
 	var why []string
 	switch {
 	case restarts > 0:
-		why = append(why, fmt.Sprintf("%d restarts (requested)", p.Restarts))
+		why = append(why, fmt.Sprintf("%d restart%s (requested)", p.Restarts, plural(p.Restarts)))
 	case w*defaultRestarts <= kmeansRestartBudget:
 		p.Restarts = defaultRestarts
 		why = append(why, fmt.Sprintf("%d restarts (the default)", p.Restarts))
 	default:
 		p.Restarts = int(max(kmeansRestartBudget/w, 1))
-		why = append(why, fmt.Sprintf("%d restarts instead of %d: restarts·n·k·d within %.0e", p.Restarts, defaultRestarts, kmeansRestartBudget))
+		why = append(why, fmt.Sprintf("%d restart%s instead of %d: restarts·n·k·d within %.0e", p.Restarts, plural(p.Restarts), defaultRestarts, kmeansRestartBudget))
 	}
 	if it := kmeansIterBudget / w; it < kmeansMaxIter {
 		p.MaxIter = max(int(it), kmeansMinIter)
@@ -80,6 +80,13 @@ func PlanKMeans(n, d, k, restarts int) KMeansPlan {
 	}
 	p.Reason = strings.Join(why, ", ")
 	return p
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // KMeansReport is what a k-means clustering did under its plan.

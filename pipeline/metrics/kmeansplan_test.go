@@ -30,6 +30,9 @@ func TestPlanKMeans(t *testing.T) {
 			t.Errorf("%s: PlanKMeans(%d, %d, %d, %d) = %+v, want %d clusters, %d restarts, %d iterations, tol %g",
 				tc.name, tc.n, tc.d, tc.k, tc.restarts, p, tc.k, tc.wantRestarts, tc.wantIt, kmeansTol)
 		}
+		if tc.name == "bench-memory 100k" && !strings.HasPrefix(p.Reason, "1 restart instead of 10") {
+			t.Errorf("%s: reason %q", tc.name, p.Reason)
+		}
 		if (tc.wantIt < kmeansMaxIter) != strings.Contains(p.Reason, "instead of 300") {
 			t.Errorf("%s: reason %q does not say whether the cap was lowered", tc.name, p.Reason)
 		}
