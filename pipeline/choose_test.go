@@ -7,6 +7,8 @@ import (
 	"math/rand"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/export"
 )
 
 // TestDecideExport: the rule's boundaries, and the numbers measured on Fashion-MNIST (2
@@ -70,6 +72,27 @@ func TestDecideExport(t *testing.T) {
 	}
 }
 
+// embedRows maps n rows of raw features to their embeddings (and the embedding size).
+type embedRows func(x []float32, n int) ([]float32, int, error)
+
+// rowsModel is a trained model for chooseExport: f applied to the raw features of the items.
+type rowsModel struct {
+	feats []float32
+	d     int
+	f     embedRows
+}
+
+func (m rowsModel) dim() int { return m.d }
+func (m rowsModel) embedItems(items []int) ([]float32, error) {
+	out, _, err := m.f(gather(m.feats, m.d, items), len(items))
+	return out, err
+}
+func (m rowsModel) embedImages([]float32, int) ([]float32, error) {
+	return nil, fmt.Errorf("rowsModel: no images")
+}
+func (m rowsModel) layers() ([]export.Layer, error) { return nil, nil }
+func (m rowsModel) source() featureSource           { return nil }
+
 // TestChooseExport: chooseExport scores the trained model (an embedding function) and the raw
 // features on the validation classes and records the choice: noisy raw features against a
 // trained model that removes the noise, the identity (a tie) and too few validation classes.
@@ -106,7 +129,7 @@ func TestChooseExport(t *testing.T) {
 	cases := []struct {
 		name    string
 		val     int
-		embed   embedFunc
+		embed   embedRows
 		keep    bool
 		raw     bool
 		reason  string
@@ -131,7 +154,7 @@ func TestChooseExport(t *testing.T) {
 				cfg.Adapted = []Adaptation{{Key: keyValClasses, From: "10", To: "0"}}
 			}
 			r := &runner{cfg: cfg, ds: ds, split: split, sum: &Summary{}, env: RunEnv{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
-			raw, err := r.chooseExport(feats, feats, d, tc.embed)
+			raw, err := r.chooseExport(feats, feats, d, rowsModel{feats: feats, d: d, f: tc.embed})
 			if err != nil {
 				t.Fatal(err)
 			}

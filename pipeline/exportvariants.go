@@ -34,6 +34,13 @@ type ExportVariant struct {
 	Calibration string  `json:"calibration,omitempty"`
 	RecallAt1   float64 `json:"recall_at_1"`
 	NMI         float64 `json:"nmi"`
+	// Scored says where RecallAt1 and NMI come from: the file run in onnxruntime on the
+	// evaluation images, or the run's evaluation of the same model (Evaluated).
+	Scored string `json:"scored,omitempty"`
+	// Evaluated, when set, is the evaluation of the very model this file holds (a run's model.onnx,
+	// checked against the in-process embeddings on exportCheckImages evaluation images):
+	// MeasureVariants takes its R@1 and NMI instead of embedding every evaluation image again.
+	Evaluated *metrics.Result `json:"-"`
 	// ImagesPerS is the best of a few timed batches of 32 images; LatencyMS the best of a few
 	// single-image runs, in the same rounds as the source backbone's timing.
 	ImagesPerS float64 `json:"images_per_s"`
@@ -297,8 +304,8 @@ type VariantCheck struct {
 }
 
 // MeasureVariants reloads each variant's file (our ONNX checks, then onnxruntime; the bytes in
-// c.Written go to onnxruntime as they are), scores it on
-// the evaluation images (Recall@1, NMI) and times it, the source backbone in the same rounds. It
+// c.Written go to onnxruntime as they are), scores it on the evaluation images (Recall@1, NMI; a
+// variant with Evaluated takes those) and times it, the source backbone in the same rounds. It
 // fills the measured fields of vs and returns the source backbone's images/s (0 without Source).
 func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (float64, error) {
 	sessions := make([]*ort.Session, 0, len(vs)+1)
@@ -335,6 +342,11 @@ func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (f
 				v.Int8Nodes += n
 			}
 		}
+		if v.Evaluated != nil {
+			v.RecallAt1, v.NMI = v.Evaluated.RecallAt1, v.Evaluated.NMI
+			continue
+		}
+		v.Scored = fmt.Sprintf("onnxruntime on the %d evaluation images", len(c.Eval.Items))
 		dim := int(sess.OutputShape()[0])
 		emb := make([]float32, len(c.Eval.Items)*dim)
 		chw := c.Eval.Pre.Size()
@@ -476,6 +488,18 @@ func prodInt(dims []int64) int64 {
 	return p
 }
 
+// exportedEvaluation is the evaluation of the embeddings model.onnx was written from: the trained
+// model's, or for raw features (chooseExport) the baseline's, flip averaged when evaluation is.
+func (r *runner) exportedEvaluation() metrics.Result {
+	if r.embeddingSource() != sourceRaw {
+		return r.sum.Trained
+	}
+	if r.cfg.Backbone.FlipTTA && r.sum.BaselineTTA != nil {
+		return *r.sum.BaselineTTA
+	}
+	return r.sum.Baseline
+}
+
 // exportVariants writes the deployable variants the export section asks for beside the checked
 // model.onnx, built (rewritten without or with the mirror pass when export.flip_tta differs from
 // evaluation's), then scores and times each one beside the source backbone.
@@ -486,9 +510,14 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 		flip = *cfg.Export.FlipTTA
 	}
 	path, m := built.path, built.model
-	vs := []ExportVariant{{Path: path, FlipTTA: flip}}
 	var err error
+	// model.onnx as checked (r.export) is the model the run evaluated: scoring it again in
+	// onnxruntime on every evaluation image would repeat that evaluation.
+	evaluated := r.exportedEvaluation()
+	vs := []ExportVariant{{Path: path, FlipTTA: flip, Evaluated: &evaluated,
+		Scored: fmt.Sprintf("the run's evaluation of the same model (checked in onnxruntime on %d evaluation images, max |diff| %.2g)", r.sum.Export.CheckedRows, r.sum.Export.MaxAbsDiff)}}
 	if flip != export.HasFlip(m) {
+		vs[0].Evaluated, vs[0].Scored = nil, ""
 		if m, err = export.SetFlip(m, flip); err != nil {
 			return err
 		}

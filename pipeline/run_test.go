@@ -116,6 +116,41 @@ func TestRunEndToEndSmall(t *testing.T) {
 	if d := vs[1].RecallAt1 - vs[0].RecallAt1; d < -0.1 || d > 0.1 {
 		t.Errorf("int8 R@1 %.3f vs float %.3f", vs[1].RecallAt1, vs[0].RecallAt1)
 	}
+	// model.onnx is the model the run evaluated (and checked above): the trained model, or the raw
+	// features flip averaged when they won on the validation classes. It takes that evaluation,
+	// which is what onnxruntime gives on all the evaluation images. The int8 one is scored there.
+	evaluated := sum.Trained
+	if sum.Choice != nil && sum.Choice.Source == sourceRaw {
+		evaluated = *sum.BaselineTTA
+	}
+	if vs[0].RecallAt1 != evaluated.RecallAt1 || vs[0].NMI != evaluated.NMI || !strings.Contains(vs[0].Scored, "run's evaluation") ||
+		vs[1].Scored != "onnxruntime on the 48 evaluation images" {
+		t.Errorf("variants' scores: %+v, the run's evaluation of model.onnx %+v (%s)", vs, evaluated, sum.Choice.Source)
+	}
+	ds, err := data.Load(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCfg := cfg
+	var a adaptation
+	split, err := a.adaptSplit(&runCfg, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre, err := cfg.Preprocess.toData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := []ExportVariant{{Path: vs[0].Path, FlipTTA: true}}
+	if _, err := MeasureVariants(context.Background(), again, VariantCheck{Eval: ImageSet{DS: ds, Items: split.evalIdx, Pre: pre, Workers: 2},
+		KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed}); err != nil {
+		t.Fatal(err)
+	}
+	if again[0].RecallAt1 != evaluated.RecallAt1 || again[0].NMI != evaluated.NMI {
+		t.Errorf("model.onnx in onnxruntime on the evaluation images: R@1 %v NMI %v, the run's evaluation %v %v",
+			again[0].RecallAt1, again[0].NMI, evaluated.RecallAt1, evaluated.NMI)
+	}
+	t.Logf("model.onnx (%s): R@1 %v NMI %v in onnxruntime, %v %v in the run", sum.Choice.Source, again[0].RecallAt1, again[0].NMI, evaluated.RecallAt1, evaluated.NMI)
 	if _, ok := doc.Export["variants"]; !ok {
 		t.Fatal("metrics.json export lacks variants")
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -46,12 +45,8 @@ type benchProduct struct {
 }
 
 // rateProducts measures the reference products and search in this process and rates them and
-// the stages of eval's JSON report evalOut.
-func rateProducts(evalOut []byte, index, queries string, k int, logw io.Writer) (*benchMemProducts, error) {
-	var ev evalReport
-	if err := json.Unmarshal(evalOut, &ev); err != nil {
-		return nil, fmt.Errorf("bench-memory: eval's report: %w", err)
-	}
+// the stages of eval's report ev.
+func rateProducts(ev evalReport, index, queries string, k int, logw io.Writer) (*benchMemProducts, error) {
 	idx, err := pipeline.OpenIndex(index)
 	if err != nil {
 		return nil, err

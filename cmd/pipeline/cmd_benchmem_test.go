@@ -51,11 +51,22 @@ func TestBenchMemorySmall(t *testing.T) {
 		t.Fatalf("%d commands, want 3: %+v", len(rep.Commands), rep.Commands)
 	}
 	for i, c := range rep.Commands {
-		if c.Name != names[i] || c.Args[0] != names[i] || c.Seconds <= 0 || c.Seconds > 600 || c.UserSeconds <= 0 ||
+		// A quick child may have no tick of user time: user + system.
+		if c.Name != names[i] || c.Args[0] != names[i] || c.Seconds <= 0 || c.Seconds > 600 || c.UserSeconds+c.SysSeconds <= 0 ||
 			c.MaxRSSBytes < 4<<20 || c.MaxRSSBytes >= 2<<30 || !c.UnderGoal ||
 			math.Abs(c.MaxRSSMiB-float64(c.MaxRSSBytes)/(1<<20)) > 0.05+1e-9 { // rounded to 0.1 MiB
 			t.Errorf("command %d: %+v", i, c)
 		}
+	}
+	// Eval against its time goal, with its k-means plan: 2000 x 40 x 64 is small, so sklearn's
+	// 10 restarts x 300 iterations.
+	e := rep.Eval
+	if e == nil || e.Seconds != rep.Commands[2].Seconds || e.GoalSeconds != 180 || e.GoalMet != (e.Seconds <= 180) ||
+		math.Abs(e.CPUSecondsPerCore-(rep.Commands[2].UserSeconds+rep.Commands[2].SysSeconds)/float64(rep.Machine.Cores)) > 1e-9 {
+		t.Errorf("eval: %+v", e)
+	} else if km := e.KMeans; km == nil || km.Clusters != 40 || km.Restarts != 10 || km.MaxIter != 300 || len(km.Iterations) != 10 ||
+		km.Reason != "10 restarts (the default), at most 300 Lloyd iterations each" || rep.Commands[2].Args[len(rep.Commands[2].Args)-1] != "--json" {
+		t.Errorf("eval's k-means: %+v", km)
 	}
 	// The matrix products: eval's two stages and search, each rated against its reference.
 	p := rep.Products

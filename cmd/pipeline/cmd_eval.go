@@ -28,7 +28,8 @@ func (o *evalOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.labels, "labels", "", "CSV `FILE` with a header path,label and one line per embedding row (default: FILE.csv beside --embeddings)")
 	fs.Int64Var(&o.seed, "seed", 1, "k-means seed")
 	fs.IntVar(&o.kmeansRestarts, "kmeans-restarts", 0, "k-means++ restarts for NMI/AMI (the lowest-inertia clustering is kept); 0: 10, fewer when\n"+
-		"images x classes x dim > 2e9, down to 1 (e.g. 100k images x 1000 classes x 512-d)")
+		"images x classes x dim > 2e9, down to 1 (e.g. 100k images x 1000 classes x 512-d). Lloyd iterations: at most 300,\n"+
+		"fewer when images x classes x dim > 4.3e9, down to 25 (the JSON's kmeans section says what was done)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 }
 
@@ -44,23 +45,10 @@ type evalReport struct {
 	// KMeansRestarts is the number of k-means++ restarts behind NMI and AMI.
 	KMeansRestarts int            `json:"kmeans_restarts"`
 	Metrics        metrics.Result `json:"metrics"`
+	// KMeans is the clustering's plan (restarts, iteration cap, why) and what it did.
+	KMeans *metrics.KMeansReport `json:"kmeans,omitempty"`
 	// Stages are the wall time and matrix-product work of each stage (bench-memory rates them).
 	Stages []evalStage `json:"stages"`
-}
-
-// kmeansBudget bounds the default k-means restarts: restarts·n·k·d, the multiply-adds of one
-// Lloyd iteration of every restart together, stays under it.
-const kmeansBudget = 2e10
-
-// autoKMeansRestarts is eval's default number of k-means++ restarts for n embeddings of dimension
-// d in k classes: 10 (sklearn's classic n_init, the reference's) while n·k·d <= kmeansBudget/10
-// (CUB, Cars196: 10), fewer above, down to 1 (sklearn's n_init="auto" for k-means++) from
-// n·k·d > kmeansBudget/2 (Stanford Online Products, 100k x 1000 classes x 512-d: 1). Each
-// restart costs a k-means++ seeding and up to 300 Lloyd iterations of O(n·k·d): at 100k x 1000 x
-// 512 that is minutes per restart. NMI and AMI stay exact for the clustering found: fewer restarts
-// only keep the best of fewer k-means runs.
-func autoKMeansRestarts(n, k, d int) int {
-	return int(min(max(kmeansBudget/(float64(n)*float64(k)*float64(d)), 1), 10))
 }
 
 func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -141,14 +129,18 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 	if rep.Images < 2 {
 		return nil, fmt.Errorf("eval: %d images, need at least 2 (each one queries the others)", rep.Images)
 	}
-	rep.KMeansRestarts = o.kmeansRestarts
-	if rep.KMeansRestarts == 0 {
-		rep.KMeansRestarts = autoKMeansRestarts(rep.Images, rep.Classes, rep.Dim)
-	}
+	plan := metrics.PlanKMeans(rep.Images, rep.Dim, rep.Classes, o.kmeansRestarts) // as Evaluate plans it
+	rep.KMeansRestarts = plan.Restarts
+	fmt.Fprintf(progress, "eval: k-means of %d clusters: %s\n", plan.Clusters, plan.Reason)
 	workers, block := evalParallelism(rep.Images)
 	res, err := metrics.Evaluate(emb, rep.Images, rep.Dim, labels,
-		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed, Workers: workers, BlockSize: block,
-			Progress: timeStages(&rep.Stages, pipeline.EvalProgress(progress, ""))})
+		metrics.Options{KMeansRestarts: o.kmeansRestarts, Seed: o.seed, Workers: workers, BlockSize: block,
+			Progress: timeStages(&rep.Stages, pipeline.EvalProgress(progress, "")),
+			KMeansDone: func(km metrics.KMeansReport) {
+				rep.KMeans = &km
+				fmt.Fprintf(progress, "eval: k-means: Lloyd iterations %v per restart, %d of %d stopped at the cap of %d before converging\n",
+					km.Iterations, km.Capped, km.Restarts, km.MaxIter)
+			}})
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
 	}

@@ -31,19 +31,3 @@ func TestEvalParallelism(t *testing.T) {
 		}
 	}
 }
-
-func TestAutoKMeansRestarts(t *testing.T) {
-	for _, tc := range []struct{ n, k, d, want int }{
-		{5924, 100, 512, 10},   // CUB-100 test half
-		{8131, 98, 1280, 10},   // Cars196 test half, raw features
-		{10000, 500, 512, 7},   // 2.56e9: 2e10/2.56e9 = 7.8
-		{20000, 1000, 512, 1},  // 1.02e10
-		{100000, 1000, 512, 1}, // the memory benchmark
-		{60502, 11316, 512, 1}, // Stanford Online Products test half
-		{2, 1, 1, 10},
-	} {
-		if got := autoKMeansRestarts(tc.n, tc.k, tc.d); got != tc.want {
-			t.Errorf("autoKMeansRestarts(%d, %d, %d) = %d, want %d", tc.n, tc.k, tc.d, got, tc.want)
-		}
-	}
-}

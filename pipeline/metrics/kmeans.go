@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/grouploss/pipeline/internal/matmul"
@@ -14,6 +15,92 @@ const (
 	kmeansMaxIter = 300  // sklearn default
 	kmeansTol     = 1e-4 // sklearn default, relative to the mean per-feature variance
 )
+
+// The k-means budget (PlanKMeans). One Lloyd iteration costs about n·k·d multiply-adds (n rows,
+// k centres, dimension d) in the float32 product, and a restart adds a k-means++ seeding of about
+// (2+ln k)·n·k·d. At 100k x 1000 x 512 on 2 Zen 3 cores an iteration took 2.3-2.6 CPU s and the
+// seeding 32 CPU s: 300 iterations would take over 6 minutes.
+const (
+	// kmeansRestartBudget bounds restarts·n·k·d when the caller leaves the restarts to the plan:
+	// 10 restarts (sklearn's classic n_init) while n·k·d <= 2e9 (CUB, Cars196), fewer above, 1
+	// (sklearn's n_init="auto" for k-means++) from n·k·d > 1e10 (100k x 1000 classes x 512-d,
+	// Stanford Online Products).
+	kmeansRestartBudget = 2e10
+	defaultRestarts     = 10
+	// kmeansIterBudget bounds maxIter·n·k·d, the multiply-adds of one restart's Lloyd iterations
+	// (2.56 TFLOP, about 25 s on 2 cores): sklearn's 300 iterations while n·k·d <= 4.3e9 (every
+	// CUB-200 or Cars196 evaluation, raw 1280-d features included), fewer above.
+	kmeansIterBudget = 1.28e12
+	// kmeansMinIter is the least cap, faiss's default number of iterations (whatever the size).
+	kmeansMinIter = 25
+)
+
+// KMeansPlan is how much k-means work an evaluation does for NMI and AMI (PlanKMeans).
+type KMeansPlan struct {
+	Clusters int `json:"clusters"`
+	// Restarts is the number of k-means++ seedings, each followed by Lloyd iterations; the
+	// lowest-inertia clustering is kept.
+	Restarts int `json:"restarts"`
+	// MaxIter caps the Lloyd iterations of each restart (sklearn: 300). A restart also stops
+	// when no assignment changes or the total squared centre shift is at most Tol times the
+	// mean per-feature variance (sklearn's tol).
+	MaxIter int     `json:"max_iter"`
+	Tol     float64 `json:"tol"`
+	// Reason says where Restarts and MaxIter come from.
+	Reason string `json:"reason"`
+}
+
+// PlanKMeans is the k-means work for n rows of dimension d in k clusters. restarts > 0 is kept
+// as given; 0 lets the plan choose: 10 for data up to CUB or Cars196 size, fewer above, down to
+// 1. The iteration cap is sklearn's 300 unless 300 iterations exceed 1.28e12 multiply-adds
+// (n·k·d > 4.3e9); then it is what that budget allows, at least 25 (faiss's default): 25 at
+// 100k x 1000 x 512. The cap can stop a restart before it converges: NMI and AMI are then those of
+// the clustering reached, as with sklearn's max_iter. The plan depends on the sizes only, so
+// results stay the same on every machine.
+func PlanKMeans(n, d, k, restarts int) KMeansPlan {
+	w := float64(n) * float64(k) * float64(d)
+	p := KMeansPlan{Clusters: k, Restarts: restarts, MaxIter: kmeansMaxIter, Tol: kmeansTol}
+	var why []string
+	switch {
+	case restarts > 0:
+		why = append(why, fmt.Sprintf("%d restart%s (requested)", p.Restarts, plural(p.Restarts)))
+	case w*defaultRestarts <= kmeansRestartBudget:
+		p.Restarts = defaultRestarts
+		why = append(why, fmt.Sprintf("%d restarts (the default)", p.Restarts))
+	default:
+		p.Restarts = int(max(kmeansRestartBudget/w, 1))
+		why = append(why, fmt.Sprintf("%d restart%s instead of %d: restarts·n·k·d within %.0e", p.Restarts, plural(p.Restarts), defaultRestarts, kmeansRestartBudget))
+	}
+	if it := kmeansIterBudget / w; it < kmeansMaxIter {
+		p.MaxIter = max(int(it), kmeansMinIter)
+		why = append(why, fmt.Sprintf("at most %d Lloyd iterations each instead of %d: iterations·n·k·d within %.3g multiply-adds (at least %d)",
+			p.MaxIter, kmeansMaxIter, kmeansIterBudget, kmeansMinIter))
+	} else {
+		why = append(why, fmt.Sprintf("at most %d Lloyd iterations each", p.MaxIter))
+	}
+	p.Reason = strings.Join(why, ", ")
+	return p
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// KMeansReport is what a k-means clustering did under its plan.
+type KMeansReport struct {
+	KMeansPlan
+	// Iterations are the Lloyd iterations of each restart; Capped counts the restarts stopped
+	// by MaxIter before converging.
+	Iterations []int `json:"iterations"`
+	Capped     int   `json:"capped"`
+	// Best is the restart kept (lowest inertia), Inertia its sum of squared distances of the
+	// normalized rows to their centres.
+	Best    int     `json:"best"`
+	Inertia float64 `json:"inertia"`
+}
 
 // KMeans clusters the n rows of the n×d row-major matrix x (used as given, not normalized) into
 // k clusters and returns one cluster index in [0, k) per row and the inertia (sum of squared
@@ -42,18 +129,29 @@ func KMeans(x []float32, n, d, k, restarts int, seed int64) (assign []int, inert
 		sq[i] = dot(xf[i*d:(i+1)*d], xf[i*d:(i+1)*d])
 	}
 	block, _, _ := blockAndWorkers(Options{}, n)
-	return kmeans(xf, sq, newScreen(xf, sq, d).x32, n, d, k, restarts, seed, block, 1, nil)
+	plan := KMeansPlan{Clusters: k, Restarts: restarts, MaxIter: kmeansMaxIter, Tol: kmeansTol}
+	rep := kmeans(xf, sq, newScreen(xf, sq, d).x32, n, d, plan, seed, block, 1, nil)
+	return rep.assign, rep.Inertia
 }
 
-// kmeans runs `restarts` k-means runs on x (n×d, squared row norms sq, x32 its float32 copy),
-// `workers` at a time (a lone run uses the workers for its distance steps), processing rows in
-// blocks of `block` for the distance product, and returns the best. rep (may be nil) is told of
-// each restart done.
-func kmeans(x, sq []float64, x32 []float32, n, d, k, restarts int, seed int64, block, workers int, rep *reporter) ([]int, float64) {
-	tol := kmeansTol * meanVariance(x, n, d)
+// kmeansResult is a clustering with the report of how it was found.
+type kmeansResult struct {
+	KMeansReport
+	assign []int
+}
+
+// kmeans runs plan.Restarts k-means runs of plan.Clusters centres on x (n×d, squared row norms
+// sq, x32 its float32 copy), `workers` at a time (a lone run uses the workers for its distance
+// steps), processing rows in blocks of `block` for the distance product, and returns the best.
+// rep (may be nil) is told of each restart done.
+func kmeans(x, sq []float64, x32 []float32, n, d int, plan KMeansPlan, seed int64, block, workers int, rep *reporter) kmeansResult {
+	k, restarts := plan.Clusters, plan.Restarts
+	tol := plan.Tol * meanVariance(x, n, d)
 	type run struct {
 		assign  []int
 		inertia float64
+		iters   int
+		capped  bool
 	}
 	runs := make([]run, restarts)
 	var threads int
@@ -61,7 +159,8 @@ func kmeans(x, sq []float64, x32 []float32, n, d, k, restarts int, seed int64, b
 		rng := rand.New(rand.NewPCG(uint64(seed), uint64(r)))
 		km := newKMeansRun(x, sq, x32, n, d, k, block, threads)
 		km.seed(rng)
-		runs[r].assign, runs[r].inertia = km.lloyd(tol)
+		ru := &runs[r]
+		ru.assign, ru.inertia, ru.iters, ru.capped = km.lloyd(tol, plan.MaxIter)
 		rep.add(1)
 	}
 	workers = max(workers, 1)
@@ -87,13 +186,18 @@ func kmeans(x, sq []float64, x32 []float32, n, d, k, restarts int, seed int64, b
 		close(next)
 		wg.Wait()
 	}
-	best := 0
-	for r := 1; r < restarts; r++ {
-		if runs[r].inertia < runs[best].inertia {
-			best = r
+	res := kmeansResult{KMeansReport: KMeansReport{KMeansPlan: plan, Iterations: make([]int, restarts)}}
+	for r, ru := range runs {
+		res.Iterations[r] = ru.iters
+		if ru.capped {
+			res.Capped++
+		}
+		if ru.inertia < runs[res.Best].inertia {
+			res.Best = r
 		}
 	}
-	return runs[best].assign, runs[best].inertia
+	res.assign, res.Inertia = runs[res.Best].assign, runs[res.Best].inertia
+	return res
 }
 
 // meanVariance is the mean over the d features of their (population) variance.
@@ -374,18 +478,23 @@ func (km *kmeansRun) updateCenters() float64 {
 	return shift
 }
 
-// lloyd iterates assignment and centre updates and returns the final assignment (a copy) with
-// its inertia with respect to the final centres.
-func (km *kmeansRun) lloyd(tol float64) ([]int, float64) {
-	for it := range kmeansMaxIter {
+// lloyd iterates assignment and centre updates, at most maxIter times, and returns the final
+// assignment (a copy) with its inertia with respect to the final centres, the iterations done
+// and whether maxIter stopped them before convergence.
+func (km *kmeansRun) lloyd(tol float64, maxIter int) (assign []int, inertia float64, iters int, capped bool) {
+	capped = true
+	for it := range maxIter {
+		iters = it + 1
 		changed, _ := km.assignStep(it == 0)
 		if it > 0 && !changed {
+			capped = false
 			break
 		}
 		if km.updateCenters() <= tol {
+			capped = false
 			break
 		}
 	}
-	_, inertia := km.assignStep(false)
-	return slices.Clone(km.assign), inertia
+	_, inertia = km.assignStep(false)
+	return slices.Clone(km.assign), inertia, iters, capped
 }

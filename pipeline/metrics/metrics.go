@@ -47,7 +47,8 @@ type Result struct {
 // Options tunes Evaluate. The zero value is valid.
 type Options struct {
 	// KMeansRestarts is the number of k-means++ initialisations (the lowest-inertia run is kept);
-	// 0 means 10.
+	// 0 lets PlanKMeans choose: 10 up to CUB or Cars196 size, fewer for larger n·k·d. The Lloyd
+	// iteration cap always comes from PlanKMeans (300 at those sizes).
 	KMeansRestarts int
 	// Seed makes k-means deterministic: equal seeds give equal clusterings.
 	Seed int64
@@ -64,10 +65,12 @@ type Options struct {
 	// with done == total. Calls are never concurrent, done grows within a stage, and results do
 	// not depend on Progress.
 	Progress func(stage Stage, done, total int)
+	// KMeansDone, when not nil, is told what the clustering behind NMI and AMI did: its plan
+	// (restarts, iteration cap and why), the iterations of each restart and the one kept.
+	KMeansDone func(KMeansReport)
 }
 
 const (
-	defaultRestarts  = 10
 	blockBufferBytes = 128 << 20
 	maxRecallK       = 8
 )
@@ -288,14 +291,14 @@ func evaluate(x []float64, n, d int, labels []int, opts Options) (Result, error)
 	}
 
 	if !opts.SkipClustering {
-		restarts := opts.KMeansRestarts
-		if restarts == 0 {
-			restarts = defaultRestarts
+		plan := PlanKMeans(n, d, nClasses, opts.KMeansRestarts)
+		km := kmeans(x, sq, sc.x32, n, d, plan, opts.Seed, block, workers,
+			startStage(opts.Progress, StageKMeans, plan.Restarts))
+		out.NMI = NMI(labels, km.assign)
+		out.AMI = AMI(labels, km.assign)
+		if opts.KMeansDone != nil {
+			opts.KMeansDone(km.KMeansReport)
 		}
-		assign, _ := kmeans(x, sq, sc.x32, n, d, nClasses, restarts, opts.Seed, block, workers,
-			startStage(opts.Progress, StageKMeans, restarts))
-		out.NMI = NMI(labels, assign)
-		out.AMI = AMI(labels, assign)
 	}
 	return out, nil
 }
