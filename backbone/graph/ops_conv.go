@@ -153,9 +153,9 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		}
 	}
 	switch {
-	case cg == 1 && k.group == c && k.group > 1:
+	case k.depthwise(c, cg):
 		depthwise(x.data, w.data, y.data, g, n, c, mg)
-	case g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0:
+	case pointwise(g):
 		hw := g.h * g.w
 		for gr := 0; gr < k.group; gr++ {
 			wv := dense(w.data, gr*mg*cg, mg, cg, cg)
@@ -274,25 +274,26 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 		dw = gin[1].data
 	}
 	switch {
-	case cg == 1 && k.group == c && k.group > 1:
+	case k.depthwise(c, cg):
 		if dx != nil {
 			depthwiseBackX(dx, w.data, gy.data, g, n, c, mg)
 		}
 		if dw != nil {
 			depthwiseBackW(x.data, dw, gy.data, g, n, c, mg)
 		}
-	case g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0:
+	case pointwise(g):
+		// Each group's product sets its own rows of dx and dw once (see writesGrad).
 		hw := g.h * g.w
 		for gr := 0; gr < k.group; gr++ {
 			xco := batched(n, c*hw, hw, 1)
 			gv := view[T]{d: gy.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
 			if dx != nil { // dXg = Wgᵀ·dYg
 				wv := dense(w.data, gr*mg*cg, mg, cg, cg)
-				gemm(1, wv.t(), gv, 1, view[T]{d: dx, ro: shift(seq(cg, hw), gr*cg*hw), co: xco})
+				gemm(1, wv.t(), gv, 0, view[T]{d: dx, ro: shift(seq(cg, hw), gr*cg*hw), co: xco})
 			}
 			if dw != nil { // dWg = dYg·Xgᵀ
 				xv := view[T]{d: x.data, ro: shift(seq(cg, hw), gr*cg*hw), co: xco}
-				gemm(1, gv, xv.t(), 1, dense(dw, gr*mg*cg, mg, cg, cg))
+				gemm(1, gv, xv.t(), 0, dense(dw, gr*mg*cg, mg, cg, cg))
 			}
 		}
 	default:
@@ -314,6 +315,21 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 		}
 	}
 	return nil
+}
+
+// depthwise reports whether the convolution is depthwise (one input channel per group).
+func (k *convK[T]) depthwise(c, cg int) bool { return cg == 1 && k.group == c && k.group > 1 }
+
+// pointwise reports whether the convolution is 1x1 with stride 1 and no padding: a matrix
+// product per group.
+func pointwise(g geom) bool {
+	return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0
+}
+
+// writesGrad: the pointwise backward sets dx and dw; the others (and the bias) accumulate.
+func (k *convK[T]) writesGrad(in []*tensor[T], i int) bool {
+	g, _, c, _, cg, _, err := k.geometry(in)
+	return err == nil && i < 2 && !k.depthwise(c, cg) && pointwise(g)
 }
 
 // tapRun is a run of cnt outputs from y offset yo that read x from offset xo with stride xs
@@ -596,8 +612,10 @@ func (gapK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*
 		share := gv / T(sp)
 		dx := gin[0].data[p*sp : (p+1)*sp]
 		for j := range dx {
-			dx[j] += share
+			dx[j] = share
 		}
 	}
 	return nil
 }
+
+func (gapK[T]) writesGrad([]*tensor[T], int) bool { return true }
