@@ -1,6 +1,9 @@
 package graph
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Convolution and pooling over 1-D and 2-D spatial axes (NCL and NCHW; 1-D runs as H = 1).
 
@@ -133,25 +136,8 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		return nil, err
 	}
 	x, w := in[0], in[1]
-	hasBias := len(in) > 2 && in[2] != nil
-	var y *tensor[T]
-	if hasBias {
-		y = a.uninit(g.outShape(n, m, len(x.shape)-2)) // filled with the bias below
-	} else {
-		y = a.tensor(g.outShape(n, m, len(x.shape)-2))
-	}
+	y := a.tensor(g.outShape(n, m, len(x.shape)-2))
 	ohw := g.oh * g.ow
-	if hasBias {
-		for i := 0; i < n; i++ {
-			for o := 0; o < m; o++ {
-				bv := in[2].data[o]
-				row := y.data[(i*m+o)*ohw : (i*m+o+1)*ohw]
-				for j := range row {
-					row[j] = bv
-				}
-			}
-		}
-	}
 	switch {
 	case k.depthwise(c, cg):
 		depthwise(x.data, w.data, y.data, g, n, c, mg)
@@ -171,6 +157,17 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 			yv := view[T]{d: y.data, ro: shift(seq(mg, ohw), gr*mg*ohw+n0*m*ohw), co: batched(nb, m*ohw, ohw, 1)}
 			gemm(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 1, yv)
 		}, x.data, nil)
+	}
+	// The bias is added to the finished sums, as onnxruntime's kernels do (the same rounding).
+	if len(in) > 2 && in[2] != nil {
+		for i := 0; i < n; i++ {
+			for o, bv := range in[2].data[:m] {
+				row := y.data[(i*m+o)*ohw : (i*m+o+1)*ohw]
+				for j := range row {
+					row[j] += bv
+				}
+			}
+		}
 	}
 	return y, nil
 }
@@ -385,16 +382,23 @@ func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 				if r.xs == 1 {
 					xr := xs[r.xo : r.xo+r.cnt]
 					for j, v := range xr {
-						yr[j] += wv * v
+						yr[j] = fma(wv, v, yr[j])
 					}
 					continue
 				}
 				for j := range yr {
-					yr[j] += wv * xs[r.xo+j*r.xs]
+					yr[j] = fma(wv, xs[r.xo+j*r.xs], yr[j])
 				}
 			}
 		}
 	})
+}
+
+// fma returns a·b + c rounded once (for float32, through float64: a·b is exact there, and the
+// second rounding differs from a fused float32 one only in vanishingly rare ties), the
+// multiply-add of onnxruntime's depthwise kernel, so that the two round alike.
+func fma[T float](a, b, c T) T {
+	return T(math.FMA(float64(a), float64(b), float64(c)))
 }
 
 func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
