@@ -148,14 +148,14 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 			xv := view[T]{d: x.data, ro: seq(cg, hw), co: batched(n, c*hw, hw, 1)}
 			xv.ro = shift(xv.ro, gr*cg*hw)
 			yv := view[T]{d: y.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
-			gemm(1, wv, xv, 1, yv)
+			gemmORT(1, wv, xv, 1, yv)
 		}
 	default:
 		kk := cg * g.kh * g.kw
 		k.im2colChunks(g, n, c, cg, func(gr, n0, nb int, col []T) {
 			cv := dense(col, 0, kk, nb*ohw, nb*ohw)
 			yv := view[T]{d: y.data, ro: shift(seq(mg, ohw), gr*mg*ohw+n0*m*ohw), co: batched(nb, m*ohw, ohw, 1)}
-			gemm(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 1, yv)
+			gemmORT(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 1, yv)
 		}, x.data, nil)
 	}
 	// The bias is added to the finished sums, as onnxruntime's kernels do (the same rounding).
