@@ -35,10 +35,10 @@
 // and cached; a Head is not safe for concurrent use.
 //
 // Speed: the input layer (In×out weights against a batch of ~54 rows, most of a step's
-// arithmetic) is a custom gorgonia Op (linearop.go) running parallel Go kernels (kernels.go)
-// built on gonum's assembly dot/axpy, about 2.3× less CPU than gonum's blocked Sgemm (which
-// gorgonia's Mul uses) for these shapes. Evaluation-time embedding (Embed) uses the same
-// kernels, in float64, without a graph.
+// arithmetic) is a custom gorgonia Op (linearop.go). In float32 graphs its products run on
+// OpenBLAS through internal/matmul (kernels_f32.go), about a quarter of the CPU time of gonum's
+// dot/axpy loops; float64 graphs (the finite-difference tests) and evaluation-time embedding
+// (Embed, float64, without a graph) use those loops (kernels.go).
 //
 // gorgonia v0.9.18 / tensor v0.9.24 problems worked around here: OuterProd's gradient is wrong
 // (replaced by two broadcast divisions); SoftMax/LogSoftMax shift rows by a value from the first

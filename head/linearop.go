@@ -12,18 +12,17 @@ import (
 )
 
 // linearOp is the head's input layer as a gorgonia Op: y (n, out) = x (n, in) · Wᵀ + b with W
-// stored (out, in), computed by the kernels of kernels.go (about 2.3× less CPU than gonum's
-// blocked Sgemm, which gorgonia's Mul uses, for these shapes). Its gradients are linearGradOps.
-// W and b are float64 leaves (the Params' own type) whatever the dtype of x and y: the kernels
-// convert W's rows as they use them, and dW comes out in float64, which saves converting the
-// largest parameter to and from float32 at every step. Each Op owns its output buffer:
-// gorgonia's tape machine may offer a reused buffer of another node's shape.
+// stored (out, in). Its gradients are linearGradOps. W and b are float64 leaves (the Params' own
+// type, sharing their memory) whatever the dtype of x and y. Float32 graphs convert W once per
+// step (w32) and run the products on OpenBLAS (kernels_f32.go); float64 graphs use the kernels of
+// kernels.go on W as stored. Each Op owns its buffers: gorgonia's tape machine may offer a reused
+// buffer of another node's shape.
 type linearOp struct {
-	id          uint64
-	n, in, out  int
-	dt          tensor.Dtype
-	y           *tensor.Dense
-	scratchBias []float64
+	id         uint64
+	n, in, out int
+	dt         tensor.Dtype
+	y          *tensor.Dense
+	w32        []float32 // float32 graphs: W as of this step's forward
 }
 
 var linearIDs atomic.Uint64
@@ -53,7 +52,13 @@ func (o *linearOp) Do(vs ...gg.Value) (gg.Value, error) {
 	w, b := vs[1].Data().([]float64), vs[2].Data().([]float64)
 	switch y := o.y.Data().(type) {
 	case []float32:
-		linearKernel(y, w, b, vs[0].Data().([]float32), o.out, o.in, o.n, 1, o.out, dot32)
+		if o.w32 == nil {
+			o.w32 = make([]float32, len(w))
+		}
+		for i, v := range w {
+			o.w32[i] = float32(v)
+		}
+		linear32(y, vs[0].Data().([]float32), o.w32, b, o.n, o.in, o.out)
 	case []float64:
 		linearKernel(y, w, b, vs[0].Data().([]float64), o.out, o.in, o.n, 1, o.out, dot64)
 	}
@@ -83,10 +88,11 @@ func (o *linearOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, er
 // linearGradOp computes, from x, W and the output gradient g (n, out), one of dx = g·W (wrt 0,
 // x's dtype), dW = gᵀ·x (wrt 1, float64) or db = column sums of g (wrt 2, float64).
 type linearGradOp struct {
-	id  uint64
-	f   *linearOp
-	wrt int
-	d   *tensor.Dense
+	id      uint64
+	f       *linearOp
+	wrt     int
+	d       *tensor.Dense
+	scratch [3][]float32 // float32 graphs: dW in float32 and the transposes of g and x (wrt 1), or of W (wrt 0)
 }
 
 func (o *linearGradOp) Arity() int { return 3 }
@@ -113,27 +119,45 @@ func (o *linearGradOp) Do(vs ...gg.Value) (gg.Value, error) {
 	w := vs[1].Data().([]float64)
 	switch x := vs[0].Data().(type) {
 	case []float32:
-		linearGrad(o, x, w, vs[2].Data().([]float32), axpy32)
+		g := vs[2].Data().([]float32)
+		switch o.wrt {
+		case 0:
+			wT := o.buf(0, f.in*f.out)
+			transpose(wT, w, f.out, f.in)
+			inputGrad32(o.d.Data().([]float32), g, wT, f.n, f.in, f.out)
+		case 1:
+			weightGrad32(o.d.Data().([]float64), o.buf(0, f.out*f.in), o.buf(1, f.n*f.out), o.buf(2, f.n*f.in), g, x, f.n, f.in, f.out)
+		case 2:
+			columnSums(o.d.Data().([]float64), g, f.n, f.out)
+		}
 	case []float64:
-		linearGrad(o, x, w, vs[2].Data().([]float64), axpy64)
+		g := vs[2].Data().([]float64)
+		switch o.wrt {
+		case 0:
+			inputGradKernel(o.d.Data().([]float64), g, w, f.out, f.in, f.n)
+		case 1:
+			weightGradKernel(o.d.Data().([]float64), make([]float64, f.out), g, x, f.out, f.in, f.n, 1, f.out, axpy64)
+		case 2:
+			columnSums(o.d.Data().([]float64), g, f.n, f.out)
+		}
 	}
 	return o.d, nil
 }
 
-func linearGrad[T float](o *linearGradOp, x []T, w []float64, g []T, axpy func(int, T, []T, []T)) {
-	f := o.f
-	switch o.wrt {
-	case 0:
-		inputGradKernel(o.d.Data().([]T), g, w, f.out, f.in, f.n)
-	case 1:
-		weightGradKernel(o.d.Data().([]float64), make([]float64, f.out), g, x, f.out, f.in, f.n, 1, f.out, axpy)
-	case 2:
-		d := o.d.Data().([]float64)
-		clear(d)
-		for i := 0; i < f.n; i++ {
-			for j, v := range g[i*f.out : (i+1)*f.out] {
-				d[j] += float64(v)
-			}
+// buf returns scratch buffer i of n values, allocated on first use.
+func (o *linearGradOp) buf(i, n int) []float32 {
+	if len(o.scratch[i]) != n {
+		o.scratch[i] = make([]float32, n)
+	}
+	return o.scratch[i]
+}
+
+// columnSums sets d (cols) to the column sums of g (rows, cols), the bias gradient.
+func columnSums[T float](d []float64, g []T, rows, cols int) {
+	clear(d)
+	for i := 0; i < rows; i++ {
+		for j, v := range g[i*cols : (i+1)*cols] {
+			d[j] += float64(v)
 		}
 	}
 }

@@ -184,7 +184,11 @@ func (o *gradOp[T]) Do(vs ...gg.Value) (gg.Value, error) {
 	s := f.children[o.child]
 	o.arena.put(o.last)
 	gin := make([]*tensor[T], len(f.slots))
-	gin[s] = o.arena.tensor(f.inShapes[s])
+	if w, ok := f.k.(gradWriter[T]); ok && w.writesGrad(ins, s) {
+		gin[s] = o.arena.uninit(f.inShapes[s])
+	} else {
+		gin[s] = o.arena.tensor(f.inShapes[s])
+	}
 	o.last = gin[s]
 	if err := f.k.backward(&o.arena, ins, &tensor[T]{shape: f.outShape, data: y}, &tensor[T]{shape: f.outShape, data: g}, gin); err != nil {
 		return nil, &NodeError{Node: f.node, Op: f.op, Err: fmt.Errorf("backward: %w", err)}

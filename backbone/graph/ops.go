@@ -9,12 +9,19 @@ import (
 // work of a node's gorgonia Ops (gorgonia.go). forward returns a new output tensor (it may keep
 // state for backward in the kernel: each node has its own kernel, and gorgonia runs the
 // backward after the forward of the same run). backward adds the gradients of the inputs to
-// gin[i], which is nil for an input whose gradient is not asked for; out is the forward output
+// gin[i] (or sets them, see gradWriter), which is nil for an input whose gradient is not asked for; out is the forward output
 // and g the gradient of the output. Tensors come from the arena a, which recycles buffers
 // between runs.
 type kernel[T float] interface {
 	forward(a *arena[T], in []*tensor[T]) (*tensor[T], error)
 	backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error
+}
+
+// gradWriter is a kernel whose backward sets every element of gin[i] (instead of adding to it)
+// when writesGrad(in, i): that gradient's buffer then needs no zeroing first, which saves a pass
+// over the largest tensors of a step (the gradients of the activations).
+type gradWriter[T float] interface {
+	writesGrad(in []*tensor[T], i int) bool
 }
 
 // ---- element-wise binary ops with numpy broadcasting: Add, Sub, Mul ----
@@ -132,12 +139,15 @@ func (reluK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []
 		return nil
 	}
 	for i, v := range in[0].data {
+		gin[0].data[i] = 0
 		if v > 0 {
-			gin[0].data[i] += g.data[i]
+			gin[0].data[i] = g.data[i]
 		}
 	}
 	return nil
 }
+
+func (reluK[T]) writesGrad([]*tensor[T], int) bool { return true }
 
 type clipK[T float] struct{ lo, hi float64 }
 
@@ -165,14 +175,17 @@ func (k *clipK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin
 	lo, hi := T(k.lo), T(k.hi)
 	gd, dx := g.data[:len(in[0].data)], gin[0].data[:len(in[0].data)]
 	for i, v := range in[0].data {
+		dx[i] = 0
 		if v > lo && v < hi {
-			dx[i] += gd[i]
+			dx[i] = gd[i]
 		}
 	}
 	return nil
 }
 
-// passGrad32 adds g[i] to dx[i] where lo < x[i] < hi, without data-dependent branches (about
+func (k *clipK[T]) writesGrad([]*tensor[T], int) bool { return true }
+
+// passGrad32 sets dx[i] to g[i] where lo < x[i] < hi and to 0 elsewhere, without data-dependent branches (about
 // half the values of a ReLU6-style clip saturate, and mispredicted branches cost 3× the loop).
 // It uses that for floats a − b > 0 exactly when a > b (gradual underflow): the sign of the
 // difference's bit pattern, read as an integer s, gives the mask (−s & ^s) >> 31 (all ones when
@@ -183,7 +196,7 @@ func passGrad32(x, g, dx []float32, lo, hi float32) {
 		s1 := int32(math.Float32bits(v - lo))
 		s2 := int32(math.Float32bits(hi - v))
 		m := uint32(((-s1 & ^s1) >> 31) & ((-s2 & ^s2) >> 31))
-		dx[i] += math.Float32frombits(math.Float32bits(g[i]) & m)
+		dx[i] = math.Float32frombits(math.Float32bits(g[i]) & m)
 	}
 }
 
@@ -196,11 +209,11 @@ func (identityK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 }
 
 func (identityK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error {
-	for i, v := range g.data {
-		gin[0].data[i] += v
-	}
+	copy(gin[0].data, g.data)
 	return nil
 }
+
+func (identityK[T]) writesGrad([]*tensor[T], int) bool { return true }
 
 // ---- Reshape, Flatten (copies with a new shape) ----
 
@@ -269,11 +282,11 @@ func (k *reshapeK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) 
 }
 
 func (k *reshapeK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error {
-	for i, v := range g.data {
-		gin[0].data[i] += v
-	}
+	copy(gin[0].data, g.data)
 	return nil
 }
+
+func (k *reshapeK[T]) writesGrad([]*tensor[T], int) bool { return true }
 
 // ---- Concat ----
 

@@ -1,6 +1,9 @@
 package graph
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Convolution and pooling over 1-D and 2-D spatial axes (NCL and NCHW; 1-D runs as H = 1).
 
@@ -133,44 +136,38 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		return nil, err
 	}
 	x, w := in[0], in[1]
-	hasBias := len(in) > 2 && in[2] != nil
-	var y *tensor[T]
-	if hasBias {
-		y = a.uninit(g.outShape(n, m, len(x.shape)-2)) // filled with the bias below
-	} else {
-		y = a.tensor(g.outShape(n, m, len(x.shape)-2))
-	}
+	y := a.tensor(g.outShape(n, m, len(x.shape)-2))
 	ohw := g.oh * g.ow
-	if hasBias {
-		for i := 0; i < n; i++ {
-			for o := 0; o < m; o++ {
-				bv := in[2].data[o]
-				row := y.data[(i*m+o)*ohw : (i*m+o+1)*ohw]
-				for j := range row {
-					row[j] = bv
-				}
-			}
-		}
-	}
 	switch {
-	case cg == 1 && k.group == c && k.group > 1:
+	case k.depthwise(c, cg):
 		depthwise(x.data, w.data, y.data, g, n, c, mg)
-	case g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0:
+	case pointwise(g):
 		hw := g.h * g.w
 		for gr := 0; gr < k.group; gr++ {
 			wv := dense(w.data, gr*mg*cg, mg, cg, cg)
 			xv := view[T]{d: x.data, ro: seq(cg, hw), co: batched(n, c*hw, hw, 1)}
 			xv.ro = shift(xv.ro, gr*cg*hw)
 			yv := view[T]{d: y.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
-			gemm(1, wv, xv, 1, yv)
+			gemmORT(1, wv, xv, 1, yv)
 		}
 	default:
 		kk := cg * g.kh * g.kw
 		k.im2colChunks(g, n, c, cg, func(gr, n0, nb int, col []T) {
 			cv := dense(col, 0, kk, nb*ohw, nb*ohw)
 			yv := view[T]{d: y.data, ro: shift(seq(mg, ohw), gr*mg*ohw+n0*m*ohw), co: batched(nb, m*ohw, ohw, 1)}
-			gemm(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 1, yv)
+			gemmORT(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 1, yv)
 		}, x.data, nil)
+	}
+	// The bias is added to the finished sums, as onnxruntime's kernels do (the same rounding).
+	if len(in) > 2 && in[2] != nil {
+		for i := 0; i < n; i++ {
+			for o, bv := range in[2].data[:m] {
+				row := y.data[(i*m+o)*ohw : (i*m+o+1)*ohw]
+				for j := range row {
+					row[j] += bv
+				}
+			}
+		}
 	}
 	return y, nil
 }
@@ -274,25 +271,26 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 		dw = gin[1].data
 	}
 	switch {
-	case cg == 1 && k.group == c && k.group > 1:
+	case k.depthwise(c, cg):
 		if dx != nil {
 			depthwiseBackX(dx, w.data, gy.data, g, n, c, mg)
 		}
 		if dw != nil {
 			depthwiseBackW(x.data, dw, gy.data, g, n, c, mg)
 		}
-	case g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0:
+	case pointwise(g):
+		// Each group's product sets its own rows of dx and dw once (see writesGrad).
 		hw := g.h * g.w
 		for gr := 0; gr < k.group; gr++ {
 			xco := batched(n, c*hw, hw, 1)
 			gv := view[T]{d: gy.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
 			if dx != nil { // dXg = Wgᵀ·dYg
 				wv := dense(w.data, gr*mg*cg, mg, cg, cg)
-				gemm(1, wv.t(), gv, 1, view[T]{d: dx, ro: shift(seq(cg, hw), gr*cg*hw), co: xco})
+				gemm(1, wv.t(), gv, 0, view[T]{d: dx, ro: shift(seq(cg, hw), gr*cg*hw), co: xco})
 			}
 			if dw != nil { // dWg = dYg·Xgᵀ
 				xv := view[T]{d: x.data, ro: shift(seq(cg, hw), gr*cg*hw), co: xco}
-				gemm(1, gv, xv.t(), 1, dense(dw, gr*mg*cg, mg, cg, cg))
+				gemm(1, gv, xv.t(), 0, dense(dw, gr*mg*cg, mg, cg, cg))
 			}
 		}
 	default:
@@ -314,6 +312,21 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 		}
 	}
 	return nil
+}
+
+// depthwise reports whether the convolution is depthwise (one input channel per group).
+func (k *convK[T]) depthwise(c, cg int) bool { return cg == 1 && k.group == c && k.group > 1 }
+
+// pointwise reports whether the convolution is 1x1 with stride 1 and no padding: a matrix
+// product per group.
+func pointwise(g geom) bool {
+	return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0
+}
+
+// writesGrad: the pointwise backward sets dx and dw; the others (and the bias) accumulate.
+func (k *convK[T]) writesGrad(in []*tensor[T], i int) bool {
+	g, _, c, _, cg, _, err := k.geometry(in)
+	return err == nil && i < 2 && !k.depthwise(c, cg) && pointwise(g)
 }
 
 // tapRun is a run of cnt outputs from y offset yo that read x from offset xo with stride xs
@@ -369,16 +382,23 @@ func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 				if r.xs == 1 {
 					xr := xs[r.xo : r.xo+r.cnt]
 					for j, v := range xr {
-						yr[j] += wv * v
+						yr[j] = fma(wv, v, yr[j])
 					}
 					continue
 				}
 				for j := range yr {
-					yr[j] += wv * xs[r.xo+j*r.xs]
+					yr[j] = fma(wv, xs[r.xo+j*r.xs], yr[j])
 				}
 			}
 		}
 	})
+}
+
+// fma returns a·b + c rounded once (for float32, through float64: a·b is exact there, and the
+// second rounding differs from a fused float32 one only in vanishingly rare ties), the
+// multiply-add of onnxruntime's depthwise kernel, so that the two round alike.
+func fma[T float](a, b, c T) T {
+	return T(math.FMA(float64(a), float64(b), float64(c)))
 }
 
 func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
@@ -596,8 +616,10 @@ func (gapK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*
 		share := gv / T(sp)
 		dx := gin[0].data[p*sp : (p+1)*sp]
 		for j := range dx {
-			dx[j] += share
+			dx[j] = share
 		}
 	}
 	return nil
 }
+
+func (gapK[T]) writesGrad([]*tensor[T], int) bool { return true }

@@ -131,7 +131,11 @@ func TestTailCutPoints(t *testing.T) {
 // TestMobileNetTail decodes the last K ∈ {1, 2} inverted-residual blocks + final 1×1 Conv +
 // GlobalAveragePool of the dequantized MobileNetV2 and compares its Go forward pass on
 // onnxruntime's activations of 4 CUB images with onnxruntime's pooled features:
-// max |Go − ORT| ≤ 1e-4 · max |ORT|.
+// max |Go − ORT| ≤ 1e-6 (max |ORT| is 3.8). On AVX2 CPUs without AVX-512 the two agree bit for
+// bit (the Convs add their bias after the sums and block the depth by 128 as onnxruntime's
+// MLAS does, the depthwise Conv uses fused multiply-adds); elsewhere MLAS picks other kernels
+// and the difference is float32 rounding, about 1e-6 (each float32 result is up to 2.8e-6 from
+// the float64 one at the final Conv, onnxruntime's as much as ours).
 func TestMobileNetTail(t *testing.T) {
 	ortLib(t)
 	m := floatMobileNet(t)
@@ -167,8 +171,8 @@ func TestMobileNetTail(t *testing.T) {
 		}
 		t.Logf("last %d block(s) from %q: %d params (%d values), max |Go - ORT| = %.3g (max |ORT| = %.3g, relative %.2g)",
 			k+1, from, len(g.Params()), paramValues(g), worst, maxRef, worst/maxRef)
-		if worst > 1e-4*maxRef {
-			t.Fatalf("max |Go - ORT| = %g > 1e-4 × %g", worst, maxRef)
+		if worst > 1e-6 {
+			t.Fatalf("max |Go - ORT| = %g > 1e-6", worst)
 		}
 		gy := make([]float32, len(got))
 		for i := range gy {
