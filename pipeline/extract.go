@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -202,7 +202,7 @@ func (r *runner) dropSkipped() error {
 	w := fmt.Sprintf("skipped %d undecodable image(s) (on_bad_image skip), listed in skipped_images.txt of the run folder", len(r.skipped))
 	r.env.Log.Warn(w)
 	r.sum.Warnings = append(r.sum.Warnings, w)
-	if err := onnxpb.WriteFileAtomic(path, []byte(b.String())); err != nil {
+	if err := atomicfile.WriteBytes(path, "skipped image list", []byte(b.String())); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	if hadEval && len(s.evalIdx) == 0 {

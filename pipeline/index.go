@@ -11,13 +11,14 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
@@ -185,13 +186,13 @@ func WriteIndex(path string, idx *Index) error {
 	binary.LittleEndian.PutUint64(hdr[16:], uint64(idx.Dim))
 	binary.LittleEndian.PutUint64(hdr[24:], uint64(idx.Len()))
 	binary.LittleEndian.PutUint64(hdr[32:], uint64(len(meta)))
-	err = writeFileAtomic(path, func(w io.Writer) error {
+	err = atomicfile.Write(path, "gallery index", func(w io.Writer) error {
 		crc := crc32.New(castagnoli)
 		mw := io.MultiWriter(w, crc)
 		if _, err := mw.Write(hdr[:]); err != nil {
 			return err
 		}
-		if err := writeFloat32s(mw, idx.Embeddings); err != nil {
+		if err := f32le.Write(mw, idx.Embeddings); err != nil {
 			return err
 		}
 		if _, err := mw.Write(meta); err != nil {
@@ -259,7 +260,7 @@ func OpenIndex(path string) (*Index, error) {
 	crc.Write(hdr[:])
 	r := io.TeeReader(bufio.NewReaderSize(f, ioChunk), crc)
 	emb := make([]float32, n*dim)
-	if err := readFloat32s(r, emb); err != nil {
+	if err := f32le.Read(r, emb); err != nil {
 		return nil, bad("reading the embeddings: %v", err)
 	}
 	meta := make([]byte, mlen)
@@ -503,76 +504,4 @@ func IndexFromDataset(ds *data.Dataset, emb []float32, dim int, model IndexModel
 		paths[i], labels[i] = filepath.ToSlash(p), it.Class
 	}
 	return NewIndex(emb, dim, paths, labels, model)
-}
-
-// writeFloat32s writes x as little-endian float32 through a bounded buffer.
-func writeFloat32s(w io.Writer, x []float32) error {
-	buf := make([]byte, min(ioChunk, 4*len(x)))
-	for len(x) > 0 {
-		c := min(len(buf)/4, len(x))
-		for i, v := range x[:c] {
-			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
-		}
-		if _, err := w.Write(buf[:4*c]); err != nil {
-			return err
-		}
-		x = x[c:]
-	}
-	return nil
-}
-
-// readFloat32s fills x with little-endian float32 values read from r through a bounded buffer.
-func readFloat32s(r io.Reader, x []float32) error {
-	buf := make([]byte, min(ioChunk, 4*len(x)))
-	for len(x) > 0 {
-		c := min(len(buf)/4, len(x))
-		if _, err := io.ReadFull(r, buf[:4*c]); err != nil {
-			return err
-		}
-		for i := range x[:c] {
-			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
-		}
-		x = x[c:]
-	}
-	return nil
-}
-
-// writeFileAtomic writes path with fill through a buffered temporary file in the same folder,
-// then fsyncs and renames it over path (and syncs the folder). On any error the temporary file
-// is removed and path is left as it was. Errors name path; callers add the package prefix.
-func writeFileAtomic(path string, fill func(w io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, ioChunk)
-	if err = fill(bw); err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("close %q: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename to %q: %w", path, err)
-	}
-	if dir, derr := os.Open(filepath.Dir(path)); derr == nil {
-		dir.Sync() // best effort: persist the rename
-		dir.Close()
-	}
-	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 )
 
@@ -208,7 +209,7 @@ func writeUnchecked(path string, x *Index) error {
 	var b bytes.Buffer
 	b.Write(raw[:64])
 	binary.LittleEndian.PutUint64(b.Bytes()[32:], uint64(len(meta)))
-	writeFloat32s(&b, x.Embeddings)
+	f32le.Write(&b, x.Embeddings)
 	b.Write(meta)
 	sum := crc32c(b.Bytes())
 	b.WriteString(indexTrailerMagic)

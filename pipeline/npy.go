@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -42,11 +44,11 @@ func WriteNPY(path string, x []float32, rows, cols int) error {
 	}
 	h[len(h)-1] = '\n'
 	// The values are streamed through a small buffer: no second copy of x.
-	err := writeFileAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, "npy array", func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {
 			return err
 		}
-		return writeFloat32s(w, x)
+		return f32le.Write(w, x)
 	})
 	if err != nil {
 		return fmt.Errorf("pipeline: npy: %w", err)
@@ -138,7 +140,7 @@ func ReadNPY(path string) (x []float32, rows, cols int, err error) {
 		return nil, 0, 0, bad("%d data bytes, want %d for shape (%d, %d) float32", payload, 4*rows*cols, rows, cols)
 	}
 	x = make([]float32, rows*cols)
-	if err := readFloat32s(io.NewSectionReader(f, start+hdrLen, payload), x); err != nil {
+	if err := f32le.Read(io.NewSectionReader(f, start+hdrLen, payload), x); err != nil {
 		return nil, 0, 0, bad("reading the data: %v", err)
 	}
 	return x, rows, cols, nil

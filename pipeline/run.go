@@ -18,6 +18,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
@@ -515,7 +516,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: %w", filepath.Base(path), err)
 	}
-	return onnxpb.WriteFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteBytes(path, "JSON", append(b, '\n'))
 }
 
 func writeYAML(path string, v any) error {
@@ -523,5 +524,5 @@ func writeYAML(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: %w", filepath.Base(path), err)
 	}
-	return onnxpb.WriteFileAtomic(path, b)
+	return atomicfile.WriteBytes(path, "YAML", b)
 }

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
@@ -185,7 +185,7 @@ func writeLabels(path string, ds *data.Dataset, id pairIdentity) error {
 	if err := w.Error(); err != nil {
 		return fmt.Errorf("embed: %s: %w", path, err)
 	}
-	if err := onnxpb.WriteFileAtomic(path, b.Bytes()); err != nil {
+	if err := atomicfile.WriteBytes(path, "labels", b.Bytes()); err != nil {
 		return fmt.Errorf("embed: %w", err)
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 )
 
 // newFlagSet returns the flag set of a subcommand: errors and -h go to stderr, -h prints usage
@@ -60,7 +60,7 @@ func writeJSONReport(cmd, out string, v any, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
-	if err := onnxpb.WriteFileAtomic(out, append(js, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(out, "JSON summary", append(js, '\n')); err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
 	fmt.Fprintf(stderr, "%s: wrote %s\n", cmd, out)
