@@ -20,6 +20,7 @@ import (
 
 	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // randomIndex returns an Index of n Gaussian rows of dimension d (normalized by NewIndex).
@@ -123,11 +124,11 @@ func TestOpenIndexRejects(t *testing.T) {
 		return c
 	}
 	flip := func(off int) []byte { return with(off, raw[off]^0x10) }
-	npy := filepath.Join(dir, "x.npy")
-	if err := WriteNPY(npy, []float32{1, 2}, 1, 2); err != nil {
+	npyPath := filepath.Join(dir, "x.npy")
+	if err := npy.Write(npyPath, []float32{1, 2}, 1, 2); err != nil {
 		t.Fatal(err)
 	}
-	npyRaw, _ := os.ReadFile(npy)
+	npyRaw, _ := os.ReadFile(npyPath)
 	for _, tc := range []struct {
 		name string
 		data []byte

@@ -9,6 +9,7 @@ import (
 
 	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // searchGoalSeconds is bench-memory's goal for searching its queries in the gallery once the
@@ -56,7 +57,7 @@ func rateProducts(evalOut []byte, index, queries string, k int, logw io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	q, nq, d, err := pipeline.ReadNPY(queries)
+	q, nq, d, err := npy.Read(queries)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // benchMemGoalBytes is the goal of `pipeline bench-memory`: every command's peak resident memory
@@ -151,10 +152,10 @@ func runBenchMemory(ctx context.Context, o benchMemOptions, logw io.Writer) (*be
 	index := filepath.Join(dir, "gallery.idx")
 	fmt.Fprintf(logw, "bench-memory: writing %d random unit %d-d embeddings and %d labels to %s\n", o.n, o.dim, o.classes, dir)
 	rng := rand.New(rand.NewPCG(o.seed, 0x6d656d))
-	if err := pipeline.WriteNPY(emb, randomUnitRows(rng, o.n, o.dim), o.n, o.dim); err != nil {
+	if err := npy.Write(emb, randomUnitRows(rng, o.n, o.dim), o.n, o.dim); err != nil {
 		return nil, err
 	}
-	if err := pipeline.WriteNPY(queries, randomUnitRows(rng, o.queries, o.dim), o.queries, o.dim); err != nil {
+	if err := npy.Write(queries, randomUnitRows(rng, o.queries, o.dim), o.queries, o.dim); err != nil {
 		return nil, err
 	}
 	if err := writeBenchLabels(labels, o.n, o.classes); err != nil {

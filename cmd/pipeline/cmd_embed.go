@@ -17,6 +17,7 @@ import (
 	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // embedderFlags are the flags shared by the commands that run an embedding model.
@@ -152,7 +153,7 @@ func writeEmbeddings(out, model string, ds *data.Dataset, emb []float32, dim int
 	}
 	labels = labelsPath(out)
 	err = writePair(out, labels,
-		func(path string) error { return pipeline.WriteNPY(path, emb, len(ds.Items), dim) },
+		func(path string) error { return npy.Write(path, emb, len(ds.Items), dim) },
 		func(path, npySHA string) error {
 			return writeLabels(path, ds, pairIdentity{NPY: npySHA, Model: id.SHA256})
 		})

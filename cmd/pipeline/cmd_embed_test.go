@@ -14,6 +14,7 @@ import (
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // toolEmbedWant returns the Embedder's embeddings of the dataset's files (n x 3) and its labels.
@@ -58,7 +59,7 @@ func TestEmbedCommand(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q: want the summary and the progress", r.stdout, r.stderr)
 	}
 	ds, want := toolEmbedWant(t, model, root)
-	got, n, d, err := pipeline.ReadNPY(out)
+	got, n, d, err := npy.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/npy"
 	"github.com/grouploss/pipeline/pipeline/pggallery"
 )
 
@@ -121,7 +122,7 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if lp == "" {
 			lp = labelsPath(o.embeddings)
 		}
-		emb, n, d, err := pipeline.ReadNPY(o.embeddings)
+		emb, n, d, err := npy.Read(o.embeddings)
 		if err != nil {
 			return nil, err
 		}
@@ -336,7 +337,7 @@ func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline
 		q, err = embedQueries(ctx, o, &pipeline.Index{Dim: dim, Model: model}, logw)
 		return q, o.queries, err
 	}
-	q, n, d, err := pipeline.ReadNPY(o.queryNPY)
+	q, n, d, err := npy.Read(o.queryNPY)
 	if err != nil {
 		return nil, nil, err
 	}
