@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/internal/matmul"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
@@ -53,7 +53,7 @@ func rateProducts(evalOut []byte, index, queries string, k int, logw io.Writer) 
 	if err := json.Unmarshal(evalOut, &ev); err != nil {
 		return nil, fmt.Errorf("bench-memory: eval's report: %w", err)
 	}
-	idx, err := pipeline.OpenIndex(index)
+	idx, err := gallery.Open(index)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
@@ -147,7 +148,7 @@ func writeEmbeddings(out, model string, ds *data.Dataset, emb []float32, dim int
 			return "", fmt.Errorf("embed: %w", err)
 		}
 	}
-	id, err := pipeline.IdentifyModel(model)
+	id, err := gallery.IdentifyModel(model)
 	if err != nil {
 		return "", err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 	"github.com/grouploss/pipeline/pipeline/npy"
 	"github.com/grouploss/pipeline/pipeline/pggallery"
 )
@@ -103,9 +104,9 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 	}
 	start := time.Now()
 	sum := &indexSummary{Index: o.out}
-	var idx *pipeline.Index
+	var idx *gallery.Index
 	if fromModel {
-		id, err := pipeline.IdentifyModel(o.model)
+		id, err := gallery.IdentifyModel(o.model)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +114,7 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if err != nil {
 			return nil, err
 		}
-		if idx, err = pipeline.IndexFromDataset(ds, emb, dim, id); err != nil {
+		if idx, err = gallery.FromDataset(ds, emb, dim, id); err != nil {
 			return nil, err
 		}
 		sum.Model, sum.ModelSHA256 = id.Path, id.SHA256
@@ -136,7 +137,7 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if len(paths) != n {
 			return nil, fmt.Errorf("index: %q has %d rows but %q lists %d images: they must match line for line", o.embeddings, n, lp, len(paths))
 		}
-		if idx, err = pipeline.NewIndex(emb, d, paths, labels, pipeline.IndexModel{}); err != nil {
+		if idx, err = gallery.New(emb, d, paths, labels, gallery.Model{}); err != nil {
 			return nil, fmt.Errorf("index: %q: %w", o.embeddings, err)
 		}
 		sum.Embeddings, sum.Labels = o.embeddings, lp
@@ -161,13 +162,13 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 }
 
 // writeIndexFile writes idx to path, creating its folder.
-func writeIndexFile(path string, idx *pipeline.Index) error {
+func writeIndexFile(path string, idx *gallery.Index) error {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("index: %w", err)
 		}
 	}
-	return pipeline.WriteIndex(path, idx)
+	return gallery.Write(path, idx)
 }
 
 // readGallery reads a labels CSV (path,label[,class], as `pipeline embed` writes): the absolute
@@ -308,7 +309,7 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 	if pggallery.IsURL(o.index) {
 		return runSearchPG(ctx, o, logw)
 	}
-	idx, err := pipeline.OpenIndex(o.index)
+	idx, err := gallery.Open(o.index)
 	if err != nil {
 		return nil, err
 	}
@@ -332,9 +333,9 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 
 // searchQueries returns the queries (rows of --query-npy, or the --query images embedded) as one
 // (len(names), dim) matrix, and a name for each, for an index of dim-d embeddings of model.
-func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline.IndexModel, logw io.Writer) (q []float32, names []string, err error) {
+func searchQueries(ctx context.Context, o searchOptions, dim int, model gallery.Model, logw io.Writer) (q []float32, names []string, err error) {
 	if o.queryNPY == "" {
-		q, err = embedQueries(ctx, o, &pipeline.Index{Dim: dim, Model: model}, logw)
+		q, err = embedQueries(ctx, o, &gallery.Index{Dim: dim, Model: model}, logw)
 		return q, o.queries, err
 	}
 	q, n, d, err := npy.Read(o.queryNPY)
@@ -356,7 +357,7 @@ func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline
 
 // embedQueries embeds the query images with the index's model (or o.model, which must be the
 // same file by SHA-256 when the index records one), as one (len(o.queries), Dim) matrix.
-func embedQueries(ctx context.Context, o searchOptions, idx *pipeline.Index, logw io.Writer) ([]float32, error) {
+func embedQueries(ctx context.Context, o searchOptions, idx *gallery.Index, logw io.Writer) ([]float32, error) {
 	model := o.model
 	switch {
 	case model == "" && idx.Model.SHA256 == "":
@@ -365,7 +366,7 @@ func embedQueries(ctx context.Context, o searchOptions, idx *pipeline.Index, log
 	case model == "":
 		model = idx.Model.Path
 	}
-	id, err := pipeline.IdentifyModel(model)
+	id, err := gallery.IdentifyModel(model)
 	if err != nil {
 		if o.model == "" {
 			return nil, fmt.Errorf("search: the index's model: %w (give --model if the model moved)", err)

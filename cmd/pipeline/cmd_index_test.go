@@ -16,7 +16,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
@@ -40,7 +40,7 @@ func TestIndexSearchCommands(t *testing.T) {
 		t.Errorf("index: stdout %q, stderr %q: want the summary and the progress", r.stdout, r.stderr)
 	}
 	ds, want := toolEmbedWant(t, model, root)
-	idx, err := pipeline.OpenIndex(idxPath)
+	idx, err := gallery.Open(idxPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestIndexSearchCommands(t *testing.T) {
 	if r := toolRun("index", "--embeddings", npyPath, "--out", idx2Path); r.code != 0 || !strings.Contains(r.stdout, "(no model recorded)") {
 		t.Fatalf("index --embeddings: exit %d, stdout %q\n%s", r.code, r.stdout, r.stderr)
 	}
-	idx2, err := pipeline.OpenIndex(idx2Path)
+	idx2, err := gallery.Open(idx2Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestBenchMemorySmall(t *testing.T) {
 		t.Errorf("peak fraction %v, want %v / %v", p.Stages[0].PeakFraction, p.Stages[0].GFLOPS, p.Peak.GFLOPS)
 	}
 	// The files were kept in --dir, and they are what the children read.
-	x, err := pipeline.OpenIndex(filepath.Join(dir, "files", "gallery.idx"))
+	x, err := gallery.Open(filepath.Join(dir, "files", "gallery.idx"))
 	if err != nil || x.Len() != 2000 || x.Labels[41] != "1" || !strings.HasSuffix(x.Paths[41], "/img0000041.jpg") {
 		t.Errorf("gallery index: %v", err)
 	}

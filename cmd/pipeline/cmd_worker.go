@@ -10,6 +10,7 @@ import (
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/dist"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // workerOptions are the flags of `pipeline worker`.
@@ -60,7 +61,7 @@ func cmdWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		host, _ := os.Hostname()
 		o.name = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
-	id, err := pipeline.IdentifyModel(o.model)
+	id, err := gallery.IdentifyModel(o.model)
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
@@ -85,12 +85,12 @@ func TestEmbedPair(t *testing.T) {
 func TestSearchQueryNPYModel(t *testing.T) {
 	dir := t.TempDir()
 	x := []float32{1, 0, 0, 1}
-	idx, err := pipeline.NewIndex(x, 2, []string{"/a.jpg", "/b.jpg"}, []string{"a", "b"}, pipeline.IndexModel{Path: "/m.onnx", SHA256: "m1"})
+	idx, err := gallery.New(x, 2, []string{"/a.jpg", "/b.jpg"}, []string{"a", "b"}, gallery.Model{Path: "/m.onnx", SHA256: "m1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	index := filepath.Join(dir, "g.idx")
-	if err := pipeline.WriteIndex(index, idx); err != nil {
+	if err := gallery.Write(index, idx); err != nil {
 		t.Fatal(err)
 	}
 	same, _ := writeTestPair(t, dir, "same", 2, 1, "m1")

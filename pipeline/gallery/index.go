@@ -1,4 +1,8 @@
-package pipeline
+// Package gallery is the flat gallery index: L2-normalized embeddings with their paths, labels
+// and the identity of the model that computed them, stored in one checksummed file (Write, Open)
+// and searched exactly by cosine distance (Index.Search). pggallery keeps the same gallery in
+// PostgreSQL.
+package gallery
 
 import (
 	"bufio"
@@ -35,7 +39,7 @@ import (
 //	32        8       M, the length of the metadata (uint64)
 //	40        24      zero
 //	64        4·N·D   embeddings: (N, D) row-major float32
-//	64+4·N·D  M       metadata, JSON: {"paths": [N strings], "labels": [N strings], "model": IndexModel}
+//	64+4·N·D  M       metadata, JSON: {"paths": [N strings], "labels": [N strings], "model": Model}
 //	                  (JSON strings: invalid UTF-8 in a path or label is stored as U+FFFD)
 //	end-16    8       trailer magic "GLIDXEND"
 //	end-8     4       CRC-32C (Castagnoli) of every byte before the trailer
@@ -64,12 +68,12 @@ type IndexError struct {
 	Err  error
 }
 
-func (e *IndexError) Error() string { return fmt.Sprintf("pipeline: index %q: %v", e.Path, e.Err) }
+func (e *IndexError) Error() string { return fmt.Sprintf("gallery: index %q: %v", e.Path, e.Err) }
 
 func (e *IndexError) Unwrap() error { return e.Err }
 
-// IndexModel identifies the embedding model an Index was computed with.
-type IndexModel struct {
+// Model identifies the embedding model an Index was computed with.
+type Model struct {
 	// Path is the model file's absolute path when the index was built (search's default model).
 	Path string `json:"path"`
 	// SHA256 is the hex SHA-256 of the model file; a model used to embed queries must match it.
@@ -80,21 +84,21 @@ type IndexModel struct {
 
 // IdentifyModel returns the identity of the ONNX model file at path: its absolute path, the
 // SHA-256 of its bytes and its embedding metadata (metadata_props preprocess.* and embedding_dim).
-func IdentifyModel(path string) (IndexModel, error) {
+func IdentifyModel(path string) (Model, error) {
 	raw, err := onnxpb.ReadFile(path)
 	if err != nil {
-		return IndexModel{}, fmt.Errorf("pipeline: %w", err)
+		return Model{}, fmt.Errorf("gallery: %w", err)
 	}
 	m, err := onnxpb.Unmarshal(raw, path)
 	if err != nil {
-		return IndexModel{}, fmt.Errorf("pipeline: %w", err)
+		return Model{}, fmt.Errorf("gallery: %w", err)
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return IndexModel{}, fmt.Errorf("pipeline: %w", err)
+		return Model{}, fmt.Errorf("gallery: %w", err)
 	}
 	sum := sha256.Sum256(raw)
-	id := IndexModel{Path: abs, SHA256: hex.EncodeToString(sum[:])}
+	id := Model{Path: abs, SHA256: hex.EncodeToString(sum[:])}
 	for _, p := range m.GetMetadataProps() {
 		if k := p.GetKey(); strings.HasPrefix(k, "preprocess.") || k == "embedding_dim" {
 			if id.Metadata == nil {
@@ -109,20 +113,20 @@ func IdentifyModel(path string) (IndexModel, error) {
 // Index is a gallery for exact nearest-neighbour search: N embeddings of dimension Dim with the
 // image path and label of each, and the model that computed them.
 type Index struct {
-	Dim        int        // D
-	Embeddings []float32  // (N, D) row-major; NewIndex L2-normalizes them
-	Paths      []string   // N image paths
-	Labels     []string   // N labels (class names)
-	Model      IndexModel // zero when the index was built from precomputed embeddings
+	Dim        int       // D
+	Embeddings []float32 // (N, D) row-major; New L2-normalizes them
+	Paths      []string  // N image paths
+	Labels     []string  // N labels (class names)
+	Model      Model     // zero when the index was built from precomputed embeddings
 
 	// blockRows and queryRows override Search's block sizes (tests); 0 picks them.
 	blockRows, queryRows int
 }
 
-// NewIndex returns an Index over the (len(paths), dim) row-major embeddings emb, one path and
+// New returns an Index over the (len(paths), dim) row-major embeddings emb, one path and
 // label per row. It L2-normalizes the rows of emb in place (zero rows stay zero) and keeps emb,
 // without copying. Non-finite values, shape mismatches and an empty gallery are errors.
-func NewIndex(emb []float32, dim int, paths, labels []string, model IndexModel) (*Index, error) {
+func New(emb []float32, dim int, paths, labels []string, model Model) (*Index, error) {
 	x := &Index{Dim: dim, Embeddings: emb, Paths: paths, Labels: labels, Model: model}
 	if err := x.check(); err != nil {
 		return nil, err
@@ -146,17 +150,17 @@ func (x *Index) check() error {
 	n := len(x.Paths)
 	switch {
 	case x.Dim < 1 || x.Dim > maxIndexDim:
-		return fmt.Errorf("pipeline: index: dimension %d outside [1, %d]", x.Dim, maxIndexDim)
+		return fmt.Errorf("gallery: index: dimension %d outside [1, %d]", x.Dim, maxIndexDim)
 	case n < 1:
-		return errors.New("pipeline: index: no embeddings")
+		return errors.New("gallery: index: no embeddings")
 	case len(x.Labels) != n:
-		return fmt.Errorf("pipeline: index: %d paths but %d labels", n, len(x.Labels))
+		return fmt.Errorf("gallery: index: %d paths but %d labels", n, len(x.Labels))
 	case len(x.Embeddings) != n*x.Dim:
-		return fmt.Errorf("pipeline: index: %d embedding values, want %d rows x %d = %d", len(x.Embeddings), n, x.Dim, n*x.Dim)
+		return fmt.Errorf("gallery: index: %d embedding values, want %d rows x %d = %d", len(x.Embeddings), n, x.Dim, n*x.Dim)
 	}
 	for i, v := range x.Embeddings {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("pipeline: index: embedding row %d (%q) column %d is %v", i/x.Dim, x.Paths[i/x.Dim], i%x.Dim, v)
+			return fmt.Errorf("gallery: index: embedding row %d (%q) column %d is %v", i/x.Dim, x.Paths[i/x.Dim], i%x.Dim, v)
 		}
 	}
 	return nil
@@ -164,21 +168,21 @@ func (x *Index) check() error {
 
 // indexMeta is the JSON metadata section of an index file.
 type indexMeta struct {
-	Paths  []string   `json:"paths"`
-	Labels []string   `json:"labels"`
-	Model  IndexModel `json:"model"`
+	Paths  []string `json:"paths"`
+	Labels []string `json:"labels"`
+	Model  Model    `json:"model"`
 }
 
-// WriteIndex writes idx to path in the index file format (see the format comment above),
+// Write writes idx to path in the index file format (see the format comment above),
 // atomically: a temporary file in the same folder, fsync, rename; on error path is untouched.
 // The embeddings are streamed, not copied.
-func WriteIndex(path string, idx *Index) error {
+func Write(path string, idx *Index) error {
 	if err := idx.check(); err != nil {
 		return err
 	}
 	meta, err := json.Marshal(indexMeta{Paths: idx.Paths, Labels: idx.Labels, Model: idx.Model})
 	if err != nil {
-		return fmt.Errorf("pipeline: index %q: %w", path, err)
+		return fmt.Errorf("gallery: index %q: %w", path, err)
 	}
 	var hdr [indexHeaderSize]byte
 	copy(hdr[:], indexMagic)
@@ -205,23 +209,23 @@ func WriteIndex(path string, idx *Index) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pipeline: index: %w", err)
+		return fmt.Errorf("gallery: index: %w", err)
 	}
 	return nil
 }
 
-// OpenIndex reads the index file at path, checking its format version, its length against the
+// Open reads the index file at path, checking its format version, its length against the
 // header (a torn write) and its checksum (corruption). Problems with the file are *IndexError
 // values naming it. The embeddings are read into one (N, D) slice through a small buffer.
-func OpenIndex(path string) (*Index, error) {
+func Open(path string) (*Index, error) {
 	f, err := data.OpenRegular(path, 1<<62)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: index: %w", err)
+		return nil, fmt.Errorf("gallery: index: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: index: %w", err)
+		return nil, fmt.Errorf("gallery: index: %w", err)
 	}
 	bad := func(format string, args ...any) error {
 		return &IndexError{Path: path, Err: fmt.Errorf(format, args...)}
@@ -287,7 +291,7 @@ func OpenIndex(path string) (*Index, error) {
 		return nil, bad("%d embeddings but %d paths and %d labels", n, len(m.Paths), len(m.Labels))
 	}
 	if err := x.check(); err != nil {
-		return nil, bad("%v", strings.TrimPrefix(err.Error(), "pipeline: index: "))
+		return nil, bad("%v", strings.TrimPrefix(err.Error(), "gallery: index: "))
 	}
 	return x, nil
 }
@@ -312,15 +316,15 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	d, n := x.Dim, x.Len()
 	switch {
 	case k < 1:
-		return nil, fmt.Errorf("pipeline: search: k = %d, want >= 1", k)
+		return nil, fmt.Errorf("gallery: search: k = %d, want >= 1", k)
 	case nq < 0 || len(queries) != nq*d:
-		return nil, fmt.Errorf("pipeline: search: %d query values for %d queries of dimension %d (the index's)", len(queries), nq, d)
+		return nil, fmt.Errorf("gallery: search: %d query values for %d queries of dimension %d (the index's)", len(queries), nq, d)
 	case n < 1 || len(x.Embeddings) != n*d:
-		return nil, fmt.Errorf("pipeline: search: index with %d embedding values for %d rows of dimension %d", len(x.Embeddings), n, d)
+		return nil, fmt.Errorf("gallery: search: index with %d embedding values for %d rows of dimension %d", len(x.Embeddings), n, d)
 	}
 	for i, v := range queries {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("pipeline: search: query %d column %d is %v", i/d, i%d, v)
+			return nil, fmt.Errorf("gallery: search: query %d column %d is %v", i/d, i%d, v)
 		}
 	}
 	// Queries are scaled by a power of two (exactly) so that their dot products cannot overflow.
@@ -387,7 +391,7 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	wg.Wait()
 	for i, v := range ginv {
 		if v != 0 && v < 1e-18 {
-			return nil, fmt.Errorf("pipeline: search: gallery row %d has norm %.3g: rows must be L2-normalized (NewIndex does it)", i, 1/v)
+			return nil, fmt.Errorf("gallery: search: gallery row %d has norm %.3g: rows must be L2-normalized (New does it)", i, 1/v)
 		}
 	}
 	out := make([][]Neighbor, nq)
@@ -491,17 +495,17 @@ func (h *nbHeap) sorted() []Neighbor {
 	return out
 }
 
-// IndexFromDataset returns the Index of a dataset's embeddings (len(ds.Items), dim), with the
-// items' absolute paths and class names as labels, normalizing emb in place (see NewIndex).
-func IndexFromDataset(ds *data.Dataset, emb []float32, dim int, model IndexModel) (*Index, error) {
+// FromDataset returns the Index of a dataset's embeddings (len(ds.Items), dim), with the
+// items' absolute paths and class names as labels, normalizing emb in place (see New).
+func FromDataset(ds *data.Dataset, emb []float32, dim int, model Model) (*Index, error) {
 	paths := make([]string, len(ds.Items))
 	labels := make([]string, len(ds.Items))
 	for i, it := range ds.Items {
 		p, err := filepath.Abs(ds.Resolve(i))
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: index: %w", err)
+			return nil, fmt.Errorf("gallery: index: %w", err)
 		}
 		paths[i], labels[i] = filepath.ToSlash(p), it.Class
 	}
-	return NewIndex(emb, dim, paths, labels, model)
+	return New(emb, dim, paths, labels, model)
 }
