@@ -19,9 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
 )
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig.
@@ -110,7 +110,7 @@ func (c Config) withDefaults() (Config, error) {
 // listener; Close releases the model.
 type Server struct {
 	cfg     Config
-	emb     *pipeline.Embedder
+	emb     *infer.Embedder
 	index   *gallery.Index // nil without --index
 	input   string         // the model's input name ("images")
 	output  string         // the model's output name ("embeddings")
@@ -127,8 +127,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	emb, err := pipeline.OpenEmbedder(cfg.Model, pipeline.WithLibraryPath(cfg.ORTLibrary), pipeline.WithThreads(cfg.Threads),
-		pipeline.WithBatchSize(cfg.MaxBatch))
+	emb, err := infer.OpenEmbedder(cfg.Model, infer.WithLibraryPath(cfg.ORTLibrary), infer.WithThreads(cfg.Threads),
+		infer.WithBatchSize(cfg.MaxBatch))
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/internal/atomicfile"
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
@@ -61,8 +61,8 @@ func (o *embedderFlags) loadData() (*data.Dataset, error) {
 
 // embedDataset computes the embeddings of ds with --model (n x dim, in dataset order).
 func (o *embedderFlags) embedDataset(ctx context.Context, ds *data.Dataset, progress io.Writer) (emb []float32, dim int, err error) {
-	e, err := pipeline.OpenEmbedder(o.model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
-		pipeline.WithThreads(o.threads), pipeline.WithWorkers(o.workers))
+	e, err := infer.OpenEmbedder(o.model, infer.WithLibraryPath(o.onnxruntime), infer.WithBatchSize(o.batchSize),
+		infer.WithThreads(o.threads), infer.WithWorkers(o.workers))
 	if err != nil {
 		return nil, 0, err
 	}

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/infer"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
@@ -28,7 +28,7 @@ func toolEmbedWant(t *testing.T, model, root string) (*data.Dataset, []float32) 
 	for i := range paths {
 		paths[i] = ds.Resolve(i)
 	}
-	e, err := pipeline.OpenEmbedder(model)
+	e, err := infer.OpenEmbedder(model)
 	if err != nil {
 		t.Fatal(err)
 	}

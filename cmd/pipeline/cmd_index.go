@@ -14,9 +14,9 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
 	"github.com/grouploss/pipeline/pipeline/npy"
 	"github.com/grouploss/pipeline/pipeline/pggallery"
 )
@@ -381,8 +381,8 @@ func embedQueries(ctx context.Context, o searchOptions, idx *gallery.Index, logw
 			"its embeddings would not be comparable; rebuild the index with this model or give the original one",
 			model, id.SHA256, o.index, idx.Model.Path, idx.Model.SHA256)
 	}
-	e, err := pipeline.OpenEmbedder(model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
-		pipeline.WithThreads(o.threads))
+	e, err := infer.OpenEmbedder(model, infer.WithLibraryPath(o.onnxruntime), infer.WithBatchSize(o.batchSize),
+		infer.WithThreads(o.threads))
 	if err != nil {
 		return nil, err
 	}
