@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
@@ -71,9 +72,9 @@ func (r *runner) chooseExport(feats, flips []float32, d int) (bool, error) {
 		r.sum.Warnings = append(r.sum.Warnings, c.Message)
 		return false, nil
 	}
-	valX := gather(feats, d, split.valIdx)
+	valX := rowops.Gather(feats, d, split.valIdx)
 	if cfg.Backbone.FlipTTA && flips != nil {
-		valX = meanRows(valX, gather(flips, d, split.valIdx))
+		valX = rowops.Mean(valX, rowops.Gather(flips, d, split.valIdx))
 	}
 	res, err := metrics.Evaluate(valX, len(split.valIdx), d, r.ds.Labels(split.valIdx), metrics.Options{SkipClustering: true})
 	if err != nil {
@@ -102,9 +103,9 @@ func (r *runner) chooseExport(feats, flips []float32, d int) (bool, error) {
 func (r *runner) exportRaw(ctx context.Context, feats, flips []float32) error {
 	split, d := r.split, r.bb.Dim()
 	m := rawModel{d: d, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}
-	emb := gather(feats, d, split.evalIdx)
+	emb := rowops.Gather(feats, d, split.evalIdx)
 	if m.flipTTA {
-		emb = meanRows(emb, gather(flips, d, split.evalIdx))
+		emb = rowops.Mean(emb, rowops.Gather(flips, d, split.evalIdx))
 	}
 	if err := r.export(ctx, m, split.evalIdx); err != nil {
 		return err

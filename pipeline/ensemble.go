@@ -3,12 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
@@ -55,20 +55,9 @@ func (e *ensembleModel) embed(x []float32, n int) []float32 {
 	for _, m := range e.members {
 		w := m.dim()
 		z := m.embed(x, n)
+		rowops.L2Normalize(z, w)
 		for i := 0; i < n; i++ {
-			row := z[i*w : (i+1)*w]
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			inv := 0.0
-			if s > 0 {
-				inv = 1 / math.Sqrt(s)
-			}
-			dst := out[i*total+off : i*total+off+w]
-			for j, v := range row {
-				dst[j] = float32(float64(v) * inv)
-			}
+			copy(out[i*total+off:i*total+off+w], z[i*w:(i+1)*w])
 		}
 		off += w
 	}
@@ -124,9 +113,9 @@ func (r *runner) trainModel(ctx context.Context, feats, flips []float32, split c
 		return first, nil
 	}
 	cfg, d := r.cfg, r.bb.Dim()
-	evalX := gather(feats, d, split.evalIdx)
+	evalX := rowops.Gather(feats, d, split.evalIdx)
 	if cfg.Backbone.FlipTTA {
-		evalX = meanRows(evalX, gather(flips, d, split.evalIdx))
+		evalX = rowops.Mean(evalX, rowops.Gather(flips, d, split.evalIdx))
 	}
 	evalY := r.ds.Labels(split.evalIdx)
 	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}

@@ -12,6 +12,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
@@ -93,19 +94,15 @@ func (r *runner) export(ctx context.Context, m trainedModel, evalIdx []int) erro
 		}
 		if r.cfg.Backbone.FlipTTA {
 			mirrored := make([]float32, batch.N*d)
-			if err := r.bb.Features(flipNCHW(in, batch.N, r.pre.Height, r.pre.Width, nil), batch.N, mirrored); err != nil {
+			if err := r.bb.Features(rowops.Mirror(nil, in, r.pre.Width), batch.N, mirrored); err != nil {
 				return err
 			}
-			feats = meanRows(feats, mirrored)
+			feats = rowops.Mean(feats, mirrored)
 		}
 		want := m.embed(feats, batch.N)
 		for i := 0; i < batch.N; i++ {
 			row := want[i*e : (i+1)*e]
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			inv := 1 / math.Sqrt(s)
+			inv := rowops.InvNorm(row)
 			for j, v := range row {
 				worst = math.Max(worst, math.Abs(float64(v)*inv-float64(got[i*e+j])))
 			}

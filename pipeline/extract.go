@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -75,7 +76,7 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 				return nil, nil, err
 			}
 			if r.mirrors() {
-				flipped = flipNCHW(b.Data[:b.N*chw], b.N, r.pre.Height, r.pre.Width, flipped)
+				flipped = rowops.Mirror(flipped, b.Data[:b.N*chw], r.pre.Width)
 				if err := out(flipped, n*d); err != nil {
 					return nil, nil, err
 				}
@@ -243,19 +244,4 @@ func (r *runner) splitCopies(all []float32, n, d int) ([]float32, []float32, err
 		return all[:n*d], all[n*d:], nil
 	}
 	return all, nil, nil
-}
-
-// flipNCHW mirrors n NCHW images of height h and width w left to right into dst.
-func flipNCHW(src []float32, n, h, w int, dst []float32) []float32 {
-	if cap(dst) < len(src) {
-		dst = make([]float32, len(src))
-	}
-	dst = dst[:len(src)]
-	for row := 0; row < n*3*h; row++ {
-		s, t := src[row*w:(row+1)*w], dst[row*w:(row+1)*w]
-		for x := range s {
-			t[w-1-x] = s[x]
-		}
-	}
-	return dst
 }

@@ -3,12 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
 
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -50,26 +50,14 @@ func (m *headModel) dim() int { return m.h.Config().Emb }
 
 // transform applies the feature transform to n rows of x in place.
 func (m *headModel) transform(x []float32, n int) {
-	d := len(x) / max(n, 1)
-	for i := 0; i < n; i++ {
-		row := x[i*d : (i+1)*d]
-		if m.center != nil {
-			for j := range row {
-				row[j] -= m.center[j]
-			}
-		}
-		if m.normalize {
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			if s > 0 {
-				inv := float32(1 / math.Sqrt(s))
-				for j := range row {
-					row[j] *= inv
-				}
-			}
-		}
+	if n == 0 {
+		return
+	}
+	if m.center != nil {
+		rowops.Center(x, m.center)
+	}
+	if m.normalize {
+		rowops.L2Normalize(x, len(x)/n)
 	}
 }
 
@@ -89,24 +77,18 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 	if err := m.loss.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	fitX := gather(feats, d, split.fitIdx)
+	fitX := rowops.Gather(feats, d, split.fitIdx)
 	n := len(split.fitIdx)
 	if cfg.Head.Center {
 		m.center = make([]float32, d)
-		var acc = make([]float64, d)
-		for i := 0; i < n; i++ {
-			for j, v := range fitX[i*d : (i+1)*d] {
-				acc[j] += float64(v)
-			}
-		}
-		for j := range acc {
-			m.center[j] = float32(acc[j] / float64(n))
+		for j, v := range rowops.ColumnMean(fitX, d) {
+			m.center[j] = float32(v)
 		}
 	}
 	var fitFlip, fitAvg []float32
 	if flips != nil {
-		fitFlip = gather(flips, d, split.fitIdx)
-		fitAvg = meanRows(fitX, fitFlip)
+		fitFlip = rowops.Gather(flips, d, split.fitIdx)
+		fitAvg = rowops.Mean(fitX, fitFlip)
 		m.transform(fitFlip, n)
 		m.transform(fitAvg, n)
 	}
@@ -200,9 +182,9 @@ func (r *runner) trainHead(ctx context.Context, feats, flips []float32, split cl
 	r.sum.Training.Selection = "none (last epoch)"
 	if len(split.val) > 0 {
 		r.sum.Training.Selection = "map_at_r on validation classes"
-		valX := gather(feats, d, split.valIdx)
+		valX := rowops.Gather(feats, d, split.valIdx)
 		if cfg.Backbone.FlipTTA {
-			valX = meanRows(valX, gather(flips, d, split.valIdx))
+			valX = rowops.Mean(valX, rowops.Gather(flips, d, split.valIdx))
 		}
 		valY := r.ds.Labels(split.valIdx)
 		hooks.Validate = func(epoch int) (float64, error) {
@@ -255,20 +237,7 @@ func (m *headModel) initClassifierMeans(x []float32, labels []int, classes int, 
 			w[c*e+j] += float64(z[i*e+j])
 		}
 	}
-	for c := 0; c < classes; c++ {
-		row := w[c*e : (c+1)*e]
-		var s float64
-		for _, v := range row {
-			s += v * v
-		}
-		if s == 0 {
-			continue
-		}
-		inv := scale / math.Sqrt(s)
-		for j := range row {
-			row[j] *= inv
-		}
-	}
+	rowops.ScaleNorm(w, e, scale)
 	if err := m.h.SetParam(paramClsWeight, w); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
@@ -333,7 +334,7 @@ func (r *runner) run(ctx context.Context) error {
 	d := bb.Dim()
 
 	// Baseline: the raw backbone features of the evaluated classes.
-	evalFeats := gather(feats, d, split.evalIdx)
+	evalFeats := rowops.Gather(feats, d, split.evalIdx)
 	evalLabels := ds.Labels(split.evalIdx)
 	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
 		Progress: EvalProgress(r.env.Progress, "baseline")}
@@ -343,7 +344,7 @@ func (r *runner) run(ctx context.Context) error {
 	log.Info("baseline (raw features)", "recall_at_1", r.sum.Baseline.RecallAt1, "nmi", r.sum.Baseline.NMI)
 
 	if cfg.Backbone.FlipTTA {
-		evalFeats = meanRows(evalFeats, gather(flips, d, split.evalIdx))
+		evalFeats = rowops.Mean(evalFeats, rowops.Gather(flips, d, split.evalIdx))
 		mopt.Progress = EvalProgress(r.env.Progress, "baseline (flip averaged)")
 		res, err := r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt)
 		if err != nil {
@@ -491,24 +492,6 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 		}
 	}
 	return s, nil
-}
-
-// meanRows returns (a + b) / 2 elementwise.
-func meanRows(a, b []float32) []float32 {
-	out := make([]float32, len(a))
-	for i := range a {
-		out[i] = (a[i] + b[i]) / 2
-	}
-	return out
-}
-
-// gather copies the rows idx of the n x d matrix x.
-func gather(x []float32, d int, idx []int) []float32 {
-	out := make([]float32, len(idx)*d)
-	for i, k := range idx {
-		copy(out[i*d:(i+1)*d], x[k*d:(k+1)*d])
-	}
-	return out
 }
 
 func writeJSON(path string, v any) error {

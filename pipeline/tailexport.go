@@ -12,6 +12,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/weights"
@@ -99,7 +100,7 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 		act := make([]float32, n*in)
 		for v := 0; v < views; v++ {
 			if v == 1 {
-				img = flipNCHW(img, n, r.pre.Height, r.pre.Width, nil)
+				img = rowops.Mirror(nil, img, r.pre.Width)
 			}
 			if err := prefix.Run(img, n, act); err != nil {
 				return err
@@ -115,11 +116,7 @@ func (r *runner) exportTail(ctx context.Context, s *tailSetup, m *tailModel, eva
 		want := m.embed(feats, n)
 		for i := 0; i < n; i++ {
 			row := want[i*e : (i+1)*e]
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			inv := 1 / math.Sqrt(s)
+			inv := rowops.InvNorm(row)
 			for j, v := range row {
 				worst = math.Max(worst, math.Abs(float64(v)*inv-float64(got[i*e+j])))
 			}

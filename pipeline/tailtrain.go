@@ -21,6 +21,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -457,7 +458,7 @@ func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int,
 			in := b.Data[:b.N*chw]
 			for v := 0; v < views; v++ {
 				if v == 1 {
-					flipped = flipNCHW(in, b.N, r.pre.Height, r.pre.Width, flipped)
+					flipped = rowops.Mirror(flipped, in, r.pre.Width)
 					in = flipped
 				}
 				if err := sess.Run(in, b.N, buf[:b.N*d]); err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/npy"
@@ -597,15 +598,12 @@ func benchHead(ctx context.Context, steps int) (headBench, error) {
 	for k := range pool {
 		x := make([]float32, n*benchIn)
 		for i := range n {
-			row, s := x[i*benchIn:(i+1)*benchIn], 0.0
+			row := x[i*benchIn : (i+1)*benchIn]
 			for j := range row {
 				row[j] = float32(rng.NormFloat64())
-				s += float64(row[j]) * float64(row[j])
-			}
-			for j := range row {
-				row[j] /= float32(math.Sqrt(s))
 			}
 		}
+		rowops.L2Normalize(x, benchIn)
 		classes := rng.Perm(benchClasses)[:benchClassesPerBatch]
 		y := make([]int, 0, n)
 		for _, c := range classes {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
@@ -240,20 +241,16 @@ func maxRSSBytes(maxrss int64) int64 {
 // randomUnitRows returns n rows of dimension d drawn uniformly on the unit sphere (normalized
 // Gaussians), row-major float32.
 func randomUnitRows(rng *rand.Rand, n, d int) []float32 {
-	x := make([]float32, n*d)
-	row := make([]float64, d)
-	for i := range n {
-		s := 0.0
-		for j := range row {
-			row[j] = rng.NormFloat64()
-			s += row[j] * row[j]
-		}
-		inv := 1 / math.Sqrt(s)
-		for j, v := range row {
-			x[i*d+j] = float32(v * inv)
-		}
+	x := make([]float64, n*d)
+	for i := range x {
+		x[i] = rng.NormFloat64()
 	}
-	return x
+	rowops.L2Normalize(x, d)
+	out := make([]float32, n*d)
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
 }
 
 // writeBenchLabels writes a labels CSV path,label: n made-up image paths, row i with label i mod

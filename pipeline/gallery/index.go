@@ -17,7 +17,6 @@ import (
 	"math"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -131,14 +131,7 @@ func New(emb []float32, dim int, paths, labels []string, model Model) (*Index, e
 	if err := x.check(); err != nil {
 		return nil, err
 	}
-	for i := range x.Len() {
-		row := emb[i*dim : (i+1)*dim]
-		if inv := invNorm(row); inv != 0 {
-			for j, v := range row {
-				row[j] = float32(float64(v) * inv)
-			}
-		}
-	}
+	rowops.L2Normalize(emb, dim)
 	return x, nil
 }
 
@@ -340,7 +333,7 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 		for j, v := range src {
 			dst[j] = float32(math.Ldexp(float64(v), -e))
 		}
-		qinv[q] = invNorm(dst)
+		qinv[q] = rowops.InvNorm(dst)
 	}
 
 	kk := min(k, n)
@@ -357,7 +350,7 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	// at the end (the order of (distance, row) is total, so the result does not depend on it).
 	workers := min(runtime.GOMAXPROCS(0), (n+bRows-1)/bRows)
 	per := (n + workers - 1) / workers
-	parts := make([][]nbHeap, workers)
+	parts := make([][]*rowops.TopK[int], workers)
 	ginv := make([]float64, n)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -365,11 +358,11 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 		wg.Go(func() {
 			// The inverse norms of this range (as costly as the product for few queries).
 			for i := lo; i < hi; i++ {
-				ginv[i] = invNorm(x.Embeddings[i*d : (i+1)*d])
+				ginv[i] = rowops.InvNorm(x.Embeddings[i*d : (i+1)*d])
 			}
-			heaps := make([]nbHeap, nq)
+			heaps := make([]*rowops.TopK[int], nq)
 			for q := range heaps {
-				heaps[q] = nbHeap{dist: make([]float64, 0, kk), row: make([]int, 0, kk)}
+				heaps[q] = rowops.NewTopK[int](kk)
 			}
 			scores := make([]float32, min(qRows, max(nq, 1))*bRows)
 			for q0 := 0; q0 < nq; q0 += qRows {
@@ -378,9 +371,9 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 					b := min(bRows, hi-g0)
 					matmul.ABt(scores, b, qs[q0*d:(q0+m)*d], m, x.Embeddings[g0*d:(g0+b)*d], b, d)
 					for r := range m {
-						h, qi := &heaps[q0+r], qinv[q0+r]
+						h, qi := heaps[q0+r], qinv[q0+r]
 						for j, s := range scores[r*b : (r+1)*b] {
-							h.push(cosineDistance(s, qi, ginv[g0+j]), g0+j, kk)
+							h.Push(cosineDistance(s, qi, ginv[g0+j]), g0+j)
 						}
 					}
 				}
@@ -396,13 +389,18 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	}
 	out := make([][]Neighbor, nq)
 	for q := range out {
-		h := &parts[0][q]
+		h := parts[0][q]
 		for _, p := range parts[1:] {
-			for i, dist := range p[q].dist {
-				h.push(dist, p[q].row[i], kk)
+			dist, row := p[q].Sorted()
+			for i := range dist {
+				h.Push(dist[i], row[i])
 			}
 		}
-		out[q] = h.sorted()
+		dist, row := h.Sorted()
+		out[q] = make([]Neighbor, len(dist))
+		for i := range dist {
+			out[q][i] = Neighbor{Row: row[i], Distance: dist[i]}
+		}
 	}
 	return out, nil
 }
@@ -411,88 +409,6 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 // and a gallery row and qinv, ginv the inverses of their L2 norms (0 for zero rows).
 func cosineDistance(dot float32, qinv, ginv float64) float64 {
 	return min(max(1-float64(dot)*qinv*ginv, 0), 2)
-}
-
-// invNorm returns 1/‖v‖₂ computed in float64, or 0 for the zero vector.
-func invNorm(v []float32) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	if s == 0 {
-		return 0
-	}
-	return 1 / math.Sqrt(s)
-}
-
-// nbHeap is a bounded max-heap of (distance, row) candidates whose root is the worst (largest
-// distance, then largest row).
-type nbHeap struct {
-	dist []float64
-	row  []int
-}
-
-func (h *nbHeap) worse(a, b int) bool {
-	return h.dist[a] > h.dist[b] || (h.dist[a] == h.dist[b] && h.row[a] > h.row[b])
-}
-
-func (h *nbHeap) swap(a, b int) {
-	h.dist[a], h.dist[b] = h.dist[b], h.dist[a]
-	h.row[a], h.row[b] = h.row[b], h.row[a]
-}
-
-// push offers the candidate (dist, row) to a heap that keeps the k best.
-func (h *nbHeap) push(dist float64, row, k int) {
-	if len(h.dist) < k {
-		h.dist = append(h.dist, dist)
-		h.row = append(h.row, row)
-		for i := len(h.dist) - 1; i > 0; {
-			p := (i - 1) / 2
-			if !h.worse(i, p) {
-				break
-			}
-			h.swap(i, p)
-			i = p
-		}
-		return
-	}
-	if dist > h.dist[0] || (dist == h.dist[0] && row >= h.row[0]) {
-		return
-	}
-	h.dist[0], h.row[0] = dist, row
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h.dist) {
-			return
-		}
-		w := l
-		if r := l + 1; r < len(h.dist) && h.worse(r, l) {
-			w = r
-		}
-		if !h.worse(w, i) {
-			return
-		}
-		h.swap(i, w)
-		i = w
-	}
-}
-
-// sorted returns the heap's candidates nearest first.
-func (h *nbHeap) sorted() []Neighbor {
-	out := make([]Neighbor, len(h.dist))
-	for i := range out {
-		out[i] = Neighbor{Row: h.row[i], Distance: h.dist[i]}
-	}
-	slices.SortFunc(out, func(a, b Neighbor) int {
-		if a.Distance != b.Distance {
-			if a.Distance < b.Distance {
-				return -1
-			}
-			return 1
-		}
-		return a.Row - b.Row
-	})
-	return out
 }
 
 // FromDataset returns the Index of a dataset's embeddings (len(ds.Items), dim), with the
