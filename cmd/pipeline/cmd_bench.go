@@ -17,12 +17,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/cputime"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline"
@@ -527,12 +527,12 @@ func benchExtract(ctx context.Context, cfg pipeline.Config, n, rounds int, logw 
 			slices.Reverse(order)
 		}
 		for _, s := range order {
-			c0 := cpuSeconds()
+			c0 := cputime.Seconds()
 			v, err := s.fn()
 			if err != nil {
 				return res, err
 			}
-			cpu := (cpuSeconds() - c0) * 1000 / float64(n)
+			cpu := (cputime.Seconds() - c0) * 1000 / float64(n)
 			*s.dst = append(*s.dst, v)
 			*s.cpu = min(*s.cpu, cpu)
 			fmt.Fprintf(logw, "bench: round %d: %s %.1f images/s, %.2f CPU ms/image\n", r+1, s.name, v, cpu)
@@ -667,16 +667,6 @@ func benchReference(ctx context.Context, o benchOptions, ours float64) (*referen
 	}
 	return &referenceBench{Python: o.refPython, Script: script, StepsPerS: sps, MsPerStep: ms,
 		Speedup: ours / sps, MeetsGoal: ours >= sps, Raw: raw}, nil
-}
-
-// cpuSeconds returns the CPU time (user + system) used so far by every thread of the process,
-// onnxruntime's included (0 if the system does not say).
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // loadAverage returns the 1, 5 and 15 minute load averages, or nil.
