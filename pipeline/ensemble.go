@@ -118,7 +118,7 @@ func (r *runner) trainModel(ctx context.Context, feats, flips []float32, split c
 		evalX = rowops.Mean(evalX, rowops.Gather(flips, d, split.evalIdx))
 	}
 	evalY := r.ds.Labels(split.evalIdx)
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed}
 	ens := &ensembleModel{}
 	var dirs []string
 	for k := 0; k < n; k++ {

@@ -336,7 +336,7 @@ func (r *runner) run(ctx context.Context) error {
 	// Baseline: the raw backbone features of the evaluated classes.
 	evalFeats := rowops.Gather(feats, d, split.evalIdx)
 	evalLabels := ds.Labels(split.evalIdx)
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed,
 		Progress: EvalProgress(r.env.Progress, "baseline")}
 	if r.sum.Baseline, err = r.env.baselines.evaluate(evalFeats, len(split.evalIdx), d, evalLabels, mopt); err != nil {
 		return err

@@ -554,7 +554,7 @@ func (r *runner) trainTail(ctx context.Context, s *tailSetup, acts []float32, vi
 	if err != nil {
 		return nil, err
 	}
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed,
 		Progress: EvalProgress(r.env.Progress, "baseline (float backbone)")}
 	if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), d, r.ds.Labels(split.evalIdx), mopt); err != nil {
 		return nil, err

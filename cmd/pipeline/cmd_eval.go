@@ -146,7 +146,7 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 		rep.KMeansRestarts = autoKMeansRestarts(rep.Images, rep.Classes, rep.Dim)
 	}
 	res, err := metrics.Evaluate(emb, rep.Images, rep.Dim, labels,
-		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed, Workers: 2,
+		metrics.Options{KMeansRestarts: rep.KMeansRestarts, Seed: o.seed,
 			Progress: timeStages(&rep.Stages, pipeline.EvalProgress(progress, ""))})
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
