@@ -198,7 +198,7 @@ func replaceFolder(staged, old string) error {
 		if err := os.Rename(staged, old); err != nil {
 			return fmt.Errorf("pipeline: move run folder to %q: %w", old, err)
 		}
-		syncDir(filepath.Dir(old))
+		atomicfile.SyncDir(filepath.Dir(old))
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("pipeline: replace run folder %q: %w", old, err)
@@ -212,16 +212,8 @@ func replaceFolder(staged, old string) error {
 	if err := os.RemoveAll(aside); err != nil {
 		return fmt.Errorf("pipeline: remove the previous run folder %q: %w", aside, err)
 	}
-	syncDir(filepath.Dir(old))
+	atomicfile.SyncDir(filepath.Dir(old))
 	return nil
-}
-
-// syncDir makes renames in dir durable; best effort.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 type runner struct {

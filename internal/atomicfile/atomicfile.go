@@ -69,7 +69,7 @@ func Write(path, what string, fill func(w io.Writer) error) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	syncDir(filepath.Dir(path))
+	SyncDir(filepath.Dir(path))
 	return nil
 }
 
@@ -81,9 +81,10 @@ func WriteBytes(path, what string, b []byte) error {
 	})
 }
 
-// syncDir makes a rename in dir durable. It is best effort: some systems (Windows) cannot open
-// a folder for syncing, and the content itself is already synced.
-func syncDir(dir string) {
+// SyncDir makes renames in dir durable, closing the folder it opens. It is best effort: some
+// systems (Windows) cannot open a folder for syncing, and a renamed file's content is already
+// synced.
+func SyncDir(dir string) {
 	d, err := os.Open(dir)
 	if err != nil {
 		return
