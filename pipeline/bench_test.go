@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -168,15 +168,12 @@ func BenchmarkHeadStep(b *testing.B) {
 	}
 	x := make([]float32, n*in)
 	for i := range n {
-		row, s := x[i*in:(i+1)*in], 0.0
+		row := x[i*in : (i+1)*in]
 		for j := range row {
 			row[j] = float32(rng.NormFloat64())
-			s += float64(row[j]) * float64(row[j])
-		}
-		for j := range row {
-			row[j] /= float32(math.Sqrt(s))
 		}
 	}
+	rowops.L2Normalize(x, in)
 	labels := make([]int, n)
 	for i := range labels {
 		labels[i] = 8 * (i / spc) // classes 0, 8, ..., 40

@@ -12,7 +12,7 @@ import (
 	"os"
 	"slices"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -77,7 +77,7 @@ func SaveCheckpoint(path string, c *Checkpoint) error {
 	}
 	sum := sha256.Sum256(buf.Bytes()[len(checkpointMagic):])
 	buf.Write(sum[:])
-	return onnxpb.WriteFileAtomic(path, buf.Bytes())
+	return atomicfile.WriteBytes(path, "checkpoint", buf.Bytes())
 }
 
 // ckptHeader is the gob part of a checkpoint file: the checkpoint without its float64 slices and

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
@@ -190,16 +191,16 @@ func (r *runner) exportEvidence(feats, flips []float32, d int, m model) (exportE
 	cfg, split := r.cfg, r.split
 	e := exportEvidence{classes: len(split.val), bestEpoch: r.sum.Training.BestEpoch}
 	n, labels := len(split.valIdx), r.ds.Labels(split.valIdx)
-	rawX := gather(feats, d, split.valIdx)
+	rawX := rowops.Gather(feats, d, split.valIdx)
 	if cfg.Backbone.FlipTTA && flips != nil {
-		rawX = meanRows(rawX, gather(flips, d, split.valIdx))
+		rawX = rowops.Mean(rawX, rowops.Gather(flips, d, split.valIdx))
 	}
 	trX, err := m.embedItems(split.valIdx)
 	td := m.dim()
 	if err != nil {
 		return e, err
 	}
-	opt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
+	opt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed}
 	tr, err := metrics.Evaluate(trX, n, td, labels, opt)
 	if err != nil {
 		return e, err
@@ -221,12 +222,12 @@ func (r *runner) exportEvidence(feats, flips []float32, d int, m model) (exportE
 			}
 		}
 		sub := labelsAt(labels, keep)
-		opt := metrics.Options{SkipClustering: true, Workers: 2}
-		t, err := metrics.Evaluate(gather(trX, td, keep), len(keep), td, sub, opt)
+		opt := metrics.Options{SkipClustering: true}
+		t, err := metrics.Evaluate(rowops.Gather(trX, td, keep), len(keep), td, sub, opt)
 		if err != nil {
 			return e, err
 		}
-		w, err := metrics.Evaluate(gather(rawX, d, keep), len(keep), d, sub, opt)
+		w, err := metrics.Evaluate(rowops.Gather(rawX, d, keep), len(keep), d, sub, opt)
 		if err != nil {
 			return e, err
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
 
@@ -84,7 +85,7 @@ type rowsModel struct {
 
 func (m rowsModel) dim() int { return m.d }
 func (m rowsModel) embedItems(items []int) ([]float32, error) {
-	out, _, err := m.f(gather(m.feats, m.d, items), len(items))
+	out, _, err := m.f(rowops.Gather(m.feats, m.d, items), len(items))
 	return out, err
 }
 func (m rowsModel) embedImages([]float32, int) ([]float32, error) {

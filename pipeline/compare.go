@@ -19,7 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
 
@@ -464,7 +464,7 @@ func (c *Comparison) Markdown() string {
 
 // writeComparison writes compare.md and compare.json into dir, atomically.
 func writeComparison(dir string, c *Comparison) error {
-	if err := onnxpb.WriteFileAtomic(filepath.Join(dir, "compare.md"), []byte(c.Markdown())); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "compare.md"), "comparison", []byte(c.Markdown())); err != nil {
 		return fmt.Errorf("pipeline: compare: %w", err)
 	}
 	if err := writeJSON(filepath.Join(dir, "compare.json"), c); err != nil {

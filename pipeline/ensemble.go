@@ -3,12 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
@@ -61,20 +61,10 @@ func (e *ensembleModel) concat(n int, embed func(model) ([]float32, error)) ([]f
 		if err != nil {
 			return nil, err
 		}
+		z = append([]float32(nil), z...) // normalized below: a member may hand out rows it keeps
+		rowops.L2Normalize(z, w)
 		for i := 0; i < n; i++ {
-			row := z[i*w : (i+1)*w]
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			inv := 0.0
-			if s > 0 {
-				inv = 1 / math.Sqrt(s)
-			}
-			dst := out[i*total+off : i*total+off+w]
-			for j, v := range row {
-				dst[j] = float32(float64(v) * inv)
-			}
+			copy(out[i*total+off:i*total+off+w], z[i*w:(i+1)*w])
 		}
 		off += w
 	}
@@ -135,7 +125,7 @@ func (r *runner) trainModel(ctx context.Context, newProblem func(*runner) (probl
 	}
 	cfg, split := r.cfg, r.split
 	evalY := r.ds.Labels(split.evalIdx)
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2}
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed}
 	ens := &ensembleModel{}
 	var dirs []string
 	for k := 0; k < n; k++ {

@@ -13,7 +13,9 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
@@ -116,11 +118,7 @@ func (r *runner) export(ctx context.Context, m model) error {
 		}
 		for i := 0; i < batch.N; i++ {
 			row := want[i*e : (i+1)*e]
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			inv := 1 / math.Sqrt(s)
+			inv := rowops.InvNorm(row)
 			for j, v := range row {
 				worst = math.Max(worst, math.Abs(float64(v)*inv-float64(got[i*e+j])))
 			}
@@ -173,7 +171,7 @@ func saveModel(path string, m *onnx.ModelProto) (builtModel, error) {
 	if err != nil {
 		return builtModel{}, fmt.Errorf("pipeline: %q: %w", path, err)
 	}
-	if err := onnxpb.WriteFileAtomic(path, b); err != nil {
+	if err := atomicfile.WriteBytes(path, "the exported model", b); err != nil {
 		return builtModel{}, fmt.Errorf("pipeline: %w", err)
 	}
 	return builtModel{model: m, bytes: b, path: path}, nil

@@ -361,7 +361,7 @@ func MeasureVariants(ctx context.Context, vs []ExportVariant, c VariantCheck) (f
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		res, err := metrics.Evaluate(emb, len(c.Eval.Items), dim, labels, metrics.Options{KMeansRestarts: c.KMeansRestarts, Seed: c.Seed, Workers: 2,
+		res, err := metrics.Evaluate(emb, len(c.Eval.Items), dim, labels, metrics.Options{KMeansRestarts: c.KMeansRestarts, Seed: c.Seed,
 			Progress: EvalProgress(c.Progress, v.Path)})
 		if err != nil {
 			return 0, fmt.Errorf("pipeline: evaluating %q: %w", v.Path, err)

@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -75,7 +76,7 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 				return nil, nil, err
 			}
 			if r.mirrors() {
-				flipped = flipNCHW(b.Data[:b.N*chw], b.N, r.pre.Height, r.pre.Width, flipped)
+				flipped = rowops.Mirror(flipped, b.Data[:b.N*chw], r.pre.Width)
 				if err := out(flipped, n*d); err != nil {
 					return nil, nil, err
 				}
@@ -202,7 +203,7 @@ func (r *runner) dropSkipped() error {
 	w := fmt.Sprintf("skipped %d undecodable image(s) (on_bad_image skip), listed in skipped_images.txt of the run folder", len(r.skipped))
 	r.env.Log.Warn(w)
 	r.sum.Warnings = append(r.sum.Warnings, w)
-	if err := onnxpb.WriteFileAtomic(path, []byte(b.String())); err != nil {
+	if err := atomicfile.WriteBytes(path, "skipped image list", []byte(b.String())); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	if hadEval && len(s.evalIdx) == 0 {
@@ -243,19 +244,4 @@ func (r *runner) splitCopies(all []float32, n, d int) ([]float32, []float32, err
 		return all[:n*d], all[n*d:], nil
 	}
 	return all, nil, nil
-}
-
-// flipNCHW mirrors n NCHW images of height h and width w left to right into dst.
-func flipNCHW(src []float32, n, h, w int, dst []float32) []float32 {
-	if cap(dst) < len(src) {
-		dst = make([]float32, len(src))
-	}
-	dst = dst[:len(src)]
-	for row := 0; row < n*3*h; row++ {
-		s, t := src[row*w:(row+1)*w], dst[row*w:(row+1)*w]
-		for x := range s {
-			t[w-1-x] = s[x]
-		}
-	}
-	return dst
 }

@@ -2,10 +2,10 @@ package pipeline
 
 import (
 	"fmt"
-	"math"
 	"math/rand"
 
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -47,26 +47,14 @@ func (m *headModel) dim() int { return m.h.Config().Emb }
 
 // transform applies the feature transform to n rows of x in place.
 func (m *headModel) transform(x []float32, n int) {
-	d := len(x) / max(n, 1)
-	for i := 0; i < n; i++ {
-		row := x[i*d : (i+1)*d]
-		if m.center != nil {
-			for j := range row {
-				row[j] -= m.center[j]
-			}
-		}
-		if m.normalize {
-			var s float64
-			for _, v := range row {
-				s += float64(v) * float64(v)
-			}
-			if s > 0 {
-				inv := float32(1 / math.Sqrt(s))
-				for j := range row {
-					row[j] *= inv
-				}
-			}
-		}
+	if n == 0 {
+		return
+	}
+	if m.center != nil {
+		rowops.Center(x, m.center)
+	}
+	if m.normalize {
+		rowops.L2Normalize(x, len(x)/n)
 	}
 }
 
@@ -194,9 +182,9 @@ func (r *runner) headProblem(src frozenFeatures) (problem, error) {
 		n := len(split.fitIdx)
 		views := [][]float32{fitX}
 		if src.flips != nil {
-			raw, flip := gather(src.feats, d, split.fitIdx), gather(src.flips, d, split.fitIdx)
+			raw, flip := rowops.Gather(src.feats, d, split.fitIdx), rowops.Gather(src.flips, d, split.fitIdx)
 			if cfg.Backbone.FlipTTA {
-				avg := meanRows(raw, flip)
+				avg := rowops.Mean(raw, flip)
 				m.transform(avg, n)
 				views = [][]float32{avg}
 			} else {
@@ -247,20 +235,7 @@ func (m *headModel) initClassifierMeans(x []float32, labels []int, classes int, 
 			w[c*e+j] += float64(z[i*e+j])
 		}
 	}
-	for c := 0; c < classes; c++ {
-		row := w[c*e : (c+1)*e]
-		var s float64
-		for _, v := range row {
-			s += v * v
-		}
-		if s == 0 {
-			continue
-		}
-		inv := scale / math.Sqrt(s)
-		for j := range row {
-			row[j] *= inv
-		}
-	}
+	rowops.ScaleNorm(w, e, scale)
 	if err := m.h.SetParam(paramClsWeight, w); err != nil {
 		return err
 	}

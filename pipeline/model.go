@@ -4,6 +4,7 @@ import (
 	"github.com/advancedclimatesystems/gonnx/onnx"
 
 	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
@@ -63,9 +64,9 @@ type frozenFeatures struct {
 func (f frozenFeatures) featureDim() int { return f.d }
 
 func (f frozenFeatures) items(items []int, avg bool) ([]float32, error) {
-	x := gather(f.feats, f.d, items)
+	x := rowops.Gather(f.feats, f.d, items)
 	if avg && f.flips != nil {
-		x = meanRows(x, gather(f.flips, f.d, items))
+		x = rowops.Mean(x, rowops.Gather(f.flips, f.d, items))
 	}
 	return x, nil
 }
@@ -77,10 +78,10 @@ func (f frozenFeatures) images(img []float32, n int, avg bool) ([]float32, error
 	}
 	if avg {
 		mirrored := make([]float32, n*f.d)
-		if err := f.bb.Features(flipNCHW(img, n, f.pre.Height, f.pre.Width, nil), n, mirrored); err != nil {
+		if err := f.bb.Features(rowops.Mirror(nil, img, f.pre.Width), n, mirrored); err != nil {
 			return nil, err
 		}
-		x = meanRows(x, mirrored)
+		x = rowops.Mean(x, mirrored)
 	}
 	return x, nil
 }

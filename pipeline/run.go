@@ -18,6 +18,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
@@ -196,7 +197,7 @@ func replaceFolder(staged, old string) error {
 		if err := os.Rename(staged, old); err != nil {
 			return fmt.Errorf("pipeline: move run folder to %q: %w", old, err)
 		}
-		syncDir(filepath.Dir(old))
+		atomicfile.SyncDir(filepath.Dir(old))
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("pipeline: replace run folder %q: %w", old, err)
@@ -210,16 +211,8 @@ func replaceFolder(staged, old string) error {
 	if err := os.RemoveAll(aside); err != nil {
 		return fmt.Errorf("pipeline: remove the previous run folder %q: %w", aside, err)
 	}
-	syncDir(filepath.Dir(old))
+	atomicfile.SyncDir(filepath.Dir(old))
 	return nil
-}
-
-// syncDir makes renames in dir durable; best effort.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 type runner struct {
@@ -318,7 +311,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	frozen := frozenFeatures{feats: feats, flips: flips, d: r.bb.Dim(), bb: r.bb, pre: r.pre}
 	eval := evalSet{items: r.split.evalIdx, labels: r.ds.Labels(r.split.evalIdx),
-		opts: metrics.Options{KMeansRestarts: r.cfg.Eval.KMeansRestarts, Seed: r.cfg.Seed, Workers: 2}}
+		opts: metrics.Options{KMeansRestarts: r.cfg.Eval.KMeansRestarts, Seed: r.cfg.Seed}}
 	if err := r.evaluateBaselines(frozen, eval); err != nil {
 		return err
 	}
@@ -544,30 +537,12 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 	return s, nil
 }
 
-// meanRows returns (a + b) / 2 elementwise.
-func meanRows(a, b []float32) []float32 {
-	out := make([]float32, len(a))
-	for i := range a {
-		out[i] = (a[i] + b[i]) / 2
-	}
-	return out
-}
-
-// gather copies the rows idx of the n x d matrix x.
-func gather(x []float32, d int, idx []int) []float32 {
-	out := make([]float32, len(idx)*d)
-	for i, k := range idx {
-		copy(out[i*d:(i+1)*d], x[k*d:(k+1)*d])
-	}
-	return out
-}
-
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: %w", filepath.Base(path), err)
 	}
-	return onnxpb.WriteFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteBytes(path, "JSON", append(b, '\n'))
 }
 
 func writeYAML(path string, v any) error {
@@ -575,5 +550,5 @@ func writeYAML(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %s: %w", filepath.Base(path), err)
 	}
-	return onnxpb.WriteFileAtomic(path, b)
+	return atomicfile.WriteBytes(path, "YAML", b)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -65,7 +66,7 @@ func (r *runner) activations(ctx context.Context, s *tailSetup) ([]float32, int,
 			in := b.Data[:b.N*chw]
 			for v := 0; v < views; v++ {
 				if v == 1 {
-					flipped = flipNCHW(in, b.N, r.pre.Height, r.pre.Width, flipped)
+					flipped = rowops.Mirror(flipped, in, r.pre.Width)
 					in = flipped
 				}
 				if err := sess.Run(in, b.N, buf[:b.N*d]); err != nil {

@@ -6,13 +6,12 @@ import (
 	"log/slog"
 	"math/rand"
 	"runtime"
-	"syscall"
-	"time"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/cputime"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -144,25 +143,15 @@ func BenchTail(ctx context.Context, cfg Config, classes, steps, warmup int) (*Ta
 			return nil, err
 		}
 	}
-	cpu0 := cpuSeconds()
+	cpu0 := cputime.Seconds()
 	fr, err := fit(steps)
 	if err != nil {
 		return nil, err
 	}
-	res.CPUMsPerStep = 1000 * (cpuSeconds() - cpu0) / float64(steps)
+	res.CPUMsPerStep = 1000 * (cputime.Seconds() - cpu0) / float64(steps)
 	res.MsPerStep = 1000 * fr.Seconds / float64(steps)
 	res.StepsPerS = float64(steps) / fr.Seconds
 	return res, nil
-}
-
-// cpuSeconds returns the CPU time (user + system) used so far by every thread of the process
-// (0 if the system does not say).
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // repeatSampler yields the same batch steps times per epoch.

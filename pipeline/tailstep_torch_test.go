@@ -14,6 +14,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/npy"
 	"github.com/grouploss/pipeline/pipeline/train"
 	"github.com/grouploss/pipeline/weights"
 )
@@ -78,7 +79,7 @@ func TestTailStepMatchesPyTorch(t *testing.T) {
 	if err := onnxpb.SaveAtomic(modelPath, fm); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteNPY(filepath.Join(dir, "input.npy"), x, n, len(x)/n); err != nil {
+	if err := npy.Write(filepath.Join(dir, "input.npy"), x, n, len(x)/n); err != nil {
 		t.Fatal(err)
 	}
 	headFiles := map[string]string{}
@@ -95,7 +96,7 @@ func TestTailStepMatchesPyTorch(t *testing.T) {
 			rows = p.Shape[0]
 		}
 		headFiles[p.Name] = filepath.Join(dir, p.Name+".npy")
-		if err := WriteNPY(headFiles[p.Name], v, rows, len(v)/rows); err != nil {
+		if err := npy.Write(headFiles[p.Name], v, rows, len(v)/rows); err != nil {
 			t.Fatal(err)
 		}
 	}

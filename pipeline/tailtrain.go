@@ -8,6 +8,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -159,7 +160,7 @@ func (m *tailModel) images(img []float32, n int, avg bool) ([]float32, error) {
 	act := make([]float32, n*m.inDim)
 	for v := 0; v < views; v++ {
 		if v == 1 {
-			img = flipNCHW(img, n, m.pre.Height, m.pre.Width, nil)
+			img = rowops.Mirror(nil, img, m.pre.Width)
 		}
 		if err := m.prefixSess.Run(img, n, act); err != nil {
 			return nil, err
@@ -287,7 +288,7 @@ func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, 
 	if err != nil {
 		return problem{}, err
 	}
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed, Workers: 2,
+	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed,
 		Progress: EvalProgress(r.env.Progress, "baseline (float backbone)")}
 	if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), m.featDim, r.ds.Labels(split.evalIdx), mopt); err != nil {
 		return problem{}, err

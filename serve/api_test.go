@@ -16,7 +16,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/testenv"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // TestV2Protocol: health, metadata, and infer with JSON data (flat and nested) and binary data
@@ -165,16 +165,16 @@ func TestEmbedAndSearch(t *testing.T) {
 		flat = append(flat, w...)
 	}
 	labels := []string{"a", "b", "c", "d", "e", "f"}
-	model, err := pipeline.IdentifyModel(r0.cfg.Model)
+	model, err := gallery.IdentifyModel(r0.cfg.Model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, err := pipeline.NewIndex(flat, 3, paths, labels, model)
+	idx, err := gallery.New(flat, 3, paths, labels, model)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ipath := filepath.Join(dir, "gallery.idx")
-	if err := pipeline.WriteIndex(ipath, idx); err != nil {
+	if err := gallery.Write(ipath, idx); err != nil {
 		t.Fatal(err)
 	}
 	r := start(t, Config{Model: r0.cfg.Model, Index: ipath})

@@ -19,8 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
 )
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig.
@@ -109,10 +110,10 @@ func (c Config) withDefaults() (Config, error) {
 // listener; Close releases the model.
 type Server struct {
 	cfg     Config
-	emb     *pipeline.Embedder
-	index   *pipeline.Index // nil without --index
-	input   string          // the model's input name ("images")
-	output  string          // the model's output name ("embeddings")
+	emb     *infer.Embedder
+	index   *gallery.Index // nil without --index
+	input   string         // the model's input name ("images")
+	output  string         // the model's output name ("embeddings")
 	batch   *batcher
 	metrics *metrics
 	admit   chan struct{} // one token per admitted request (Config.QueueSize)
@@ -126,8 +127,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	emb, err := pipeline.OpenEmbedder(cfg.Model, pipeline.WithLibraryPath(cfg.ORTLibrary), pipeline.WithThreads(cfg.Threads),
-		pipeline.WithBatchSize(cfg.MaxBatch))
+	emb, err := infer.OpenEmbedder(cfg.Model, infer.WithLibraryPath(cfg.ORTLibrary), infer.WithThreads(cfg.Threads),
+		infer.WithBatchSize(cfg.MaxBatch))
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
@@ -150,8 +151,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // openIndex opens the gallery index and checks that model computed its embeddings.
-func openIndex(path, model string, dim int) (*pipeline.Index, error) {
-	idx, err := pipeline.OpenIndex(path)
+func openIndex(path, model string, dim int) (*gallery.Index, error) {
+	idx, err := gallery.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
@@ -159,7 +160,7 @@ func openIndex(path, model string, dim int) (*pipeline.Index, error) {
 		return nil, fmt.Errorf("serve: model %q makes %d-d embeddings but the index %q holds %d-d ones", model, dim, path, idx.Dim)
 	}
 	if idx.Model.SHA256 != "" {
-		id, err := pipeline.IdentifyModel(model)
+		id, err := gallery.IdentifyModel(model)
 		if err != nil {
 			return nil, fmt.Errorf("serve: %w", err)
 		}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 
@@ -222,38 +221,6 @@ func tailGraph(t testing.TB, m *onnx.ModelProto) *Graph {
 		t.Fatal(err)
 	}
 	return g
-}
-
-// TestMobileNetTailSpeed times forward (Infer) and forward+backward (through gorgonia) of the
-// last block + final Conv + pooling at batch 54 (the training batch size). It logs the times and
-// asserts nothing about them (the machine is shared); `go test -bench TailForwardBackward`
-// measures the same.
-func TestMobileNetTailSpeed(t *testing.T) {
-	g := tailGraph(t, floatMobileNet(t))
-	const batch = 54
-	x, gy := tailInput(batch)
-	st, err := newStepper[float32](g, batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var best time.Duration
-	for it := 0; it < 3; it++ {
-		t0 := time.Now()
-		if _, err := g.Infer([][]float32{x}, batch); err != nil {
-			t.Fatal(err)
-		}
-		tf := time.Since(t0)
-		t0 = time.Now()
-		if _, _, err := st.step([][]float32{x}, gy); err != nil {
-			t.Fatal(err)
-		}
-		d := time.Since(t0)
-		t.Logf("batch %d: forward %v, forward+backward %v", batch, tf.Round(time.Millisecond), d.Round(time.Millisecond))
-		if it == 0 || d < best {
-			best = d
-		}
-	}
-	t.Logf("best forward+backward at batch %d: %v (AVX2 kernel: %v)", batch, best.Round(time.Millisecond), useAsm)
 }
 
 func BenchmarkTailForwardBackward(b *testing.B) {

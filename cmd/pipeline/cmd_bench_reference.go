@@ -14,6 +14,7 @@ import (
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // refTailMissingModule is the exit code of scripts/bench_ref_tail.py when the interpreter lacks
@@ -49,10 +50,10 @@ func benchTailReference(ctx context.Context, o benchOptions, cfg pipeline.Config
 	if err := onnxpb.SaveAtomic(spec["model"].(string), t.Float); err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	if err := pipeline.WriteNPY(spec["input"].(string), t.Input, t.Batch, in); err != nil {
+	if err := npy.Write(spec["input"].(string), t.Input, t.Batch, in); err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
-	if err := pipeline.WriteNPY(spec["output"].(string), t.Output, t.Batch, t.Features); err != nil {
+	if err := npy.Write(spec["output"].(string), t.Output, t.Batch, t.Features); err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}
 	js, err := json.Marshal(spec)

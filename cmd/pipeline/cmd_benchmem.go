@@ -19,8 +19,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/metrics"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // benchMemGoalBytes is the goal of `pipeline bench-memory`: every command's peak resident memory
@@ -168,10 +170,10 @@ func runBenchMemory(ctx context.Context, o benchMemOptions, logw io.Writer) (*be
 	index := filepath.Join(dir, "gallery.idx")
 	fmt.Fprintf(logw, "bench-memory: writing %d random unit %d-d embeddings and %d labels to %s\n", o.n, o.dim, o.classes, dir)
 	rng := rand.New(rand.NewPCG(o.seed, 0x6d656d))
-	if err := pipeline.WriteNPY(emb, randomUnitRows(rng, o.n, o.dim), o.n, o.dim); err != nil {
+	if err := npy.Write(emb, randomUnitRows(rng, o.n, o.dim), o.n, o.dim); err != nil {
 		return nil, err
 	}
-	if err := pipeline.WriteNPY(queries, randomUnitRows(rng, o.queries, o.dim), o.queries, o.dim); err != nil {
+	if err := npy.Write(queries, randomUnitRows(rng, o.queries, o.dim), o.queries, o.dim); err != nil {
 		return nil, err
 	}
 	if err := writeBenchLabels(labels, o.n, o.classes); err != nil {
@@ -269,20 +271,16 @@ func maxRSSBytes(maxrss int64) int64 {
 // randomUnitRows returns n rows of dimension d drawn uniformly on the unit sphere (normalized
 // Gaussians), row-major float32.
 func randomUnitRows(rng *rand.Rand, n, d int) []float32 {
-	x := make([]float32, n*d)
-	row := make([]float64, d)
-	for i := range n {
-		s := 0.0
-		for j := range row {
-			row[j] = rng.NormFloat64()
-			s += row[j] * row[j]
-		}
-		inv := 1 / math.Sqrt(s)
-		for j, v := range row {
-			x[i*d+j] = float32(v * inv)
-		}
+	x := make([]float64, n*d)
+	for i := range x {
+		x[i] = rng.NormFloat64()
 	}
-	return x
+	rowops.L2Normalize(x, d)
+	out := make([]float32, n*d)
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
 }
 
 // writeBenchLabels writes a labels CSV path,label: n made-up image paths, row i with label i mod

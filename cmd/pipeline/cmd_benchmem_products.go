@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/internal/matmul"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // searchGoalSeconds is bench-memory's goal for searching its queries in the gallery once the
@@ -47,11 +48,11 @@ type benchProduct struct {
 // rateProducts measures the reference products and search in this process and rates them and
 // the stages of eval's report ev.
 func rateProducts(ev evalReport, index, queries string, k int, logw io.Writer) (*benchMemProducts, error) {
-	idx, err := pipeline.OpenIndex(index)
+	idx, err := gallery.Open(index)
 	if err != nil {
 		return nil, err
 	}
-	q, nq, d, err := pipeline.ReadNPY(queries)
+	q, nq, d, err := npy.Read(queries)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // TestBenchMemorySmall runs `pipeline bench-memory` at n = 2000 with this test binary as the
@@ -85,7 +85,7 @@ func TestBenchMemorySmall(t *testing.T) {
 		t.Errorf("peak fraction %v, want %v / %v", p.Stages[0].PeakFraction, p.Stages[0].GFLOPS, p.Peak.GFLOPS)
 	}
 	// The files were kept in --dir, and they are what the children read.
-	x, err := pipeline.OpenIndex(filepath.Join(dir, "files", "gallery.idx"))
+	x, err := gallery.Open(filepath.Join(dir, "files", "gallery.idx"))
 	if err != nil || x.Len() != 2000 || x.Labels[41] != "1" || !strings.HasSuffix(x.Paths[41], "/img0000041.jpg") {
 		t.Errorf("gallery index: %v", err)
 	}

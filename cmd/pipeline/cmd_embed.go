@@ -14,9 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // embedderFlags are the flags shared by the commands that run an embedding model.
@@ -59,8 +61,8 @@ func (o *embedderFlags) loadData() (*data.Dataset, error) {
 
 // embedDataset computes the embeddings of ds with --model (n x dim, in dataset order).
 func (o *embedderFlags) embedDataset(ctx context.Context, ds *data.Dataset, progress io.Writer) (emb []float32, dim int, err error) {
-	e, err := pipeline.OpenEmbedder(o.model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
-		pipeline.WithThreads(o.threads), pipeline.WithWorkers(o.workers))
+	e, err := infer.OpenEmbedder(o.model, infer.WithLibraryPath(o.onnxruntime), infer.WithBatchSize(o.batchSize),
+		infer.WithThreads(o.threads), infer.WithWorkers(o.workers))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -146,13 +148,13 @@ func writeEmbeddings(out, model string, ds *data.Dataset, emb []float32, dim int
 			return "", fmt.Errorf("embed: %w", err)
 		}
 	}
-	id, err := pipeline.IdentifyModel(model)
+	id, err := gallery.IdentifyModel(model)
 	if err != nil {
 		return "", err
 	}
 	labels = labelsPath(out)
 	err = writePair(out, labels,
-		func(path string) error { return pipeline.WriteNPY(path, emb, len(ds.Items), dim) },
+		func(path string) error { return npy.Write(path, emb, len(ds.Items), dim) },
 		func(path, npySHA string) error {
 			return writeLabels(path, ds, pairIdentity{NPY: npySHA, Model: id.SHA256})
 		})
@@ -185,7 +187,7 @@ func writeLabels(path string, ds *data.Dataset, id pairIdentity) error {
 	if err := w.Error(); err != nil {
 		return fmt.Errorf("embed: %s: %w", path, err)
 	}
-	if err := onnxpb.WriteFileAtomic(path, b.Bytes()); err != nil {
+	if err := atomicfile.WriteBytes(path, "labels", b.Bytes()); err != nil {
 		return fmt.Errorf("embed: %w", err)
 	}
 	return nil

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/dist"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // distFlags are the flags of `pipeline embed` that spread the work over processes: a JetStream
@@ -76,7 +76,7 @@ func cmdEmbedDist(ctx context.Context, o embedOptions, stdout, stderr io.Writer)
 		}
 		return reportEmbed(stdout, o.out, o.model, sub, emb, dim, start)
 	}
-	id, err := pipeline.IdentifyModel(o.model)
+	id, err := gallery.IdentifyModel(o.model)
 	if err != nil {
 		return err
 	}

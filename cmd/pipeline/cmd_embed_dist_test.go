@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // TestEmbedShards: `embed --shard i/n` for i = 0..n-1 embeds disjoint parts whose concatenation
@@ -34,7 +34,7 @@ func TestEmbedShards(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("shard %d: exit %d\n%s", i, r.code, r.stderr)
 		}
-		x, n, d, err := pipeline.ReadNPY(out)
+		x, n, d, err := npy.Read(out)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,9 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/infer"
 	"github.com/grouploss/pipeline/pipeline/metrics"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // toolEmbedWant returns the Embedder's embeddings of the dataset's files (n x 3) and its labels.
@@ -27,7 +28,7 @@ func toolEmbedWant(t *testing.T, model, root string) (*data.Dataset, []float32) 
 	for i := range paths {
 		paths[i] = ds.Resolve(i)
 	}
-	e, err := pipeline.OpenEmbedder(model)
+	e, err := infer.OpenEmbedder(model)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestEmbedCommand(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q: want the summary and the progress", r.stdout, r.stderr)
 	}
 	ds, want := toolEmbedWant(t, model, root)
-	got, n, d, err := pipeline.ReadNPY(out)
+	got, n, d, err := npy.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/metrics"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // evalOptions are the flags of `pipeline eval`.
@@ -105,7 +106,7 @@ func runEval(ctx context.Context, o evalOptions, progress io.Writer) (*evalRepor
 		if lp == "" {
 			lp = labelsPath(o.embeddings)
 		}
-		x, n, d, err := pipeline.ReadNPY(o.embeddings)
+		x, n, d, err := npy.Read(o.embeddings)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"github.com/grouploss/pipeline/internal/cputime"
 	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
@@ -25,11 +26,11 @@ func timeStages(stages *[]evalStage, next func(metrics.Stage, int, int)) func(me
 	var flops, cpu float64
 	return func(stage metrics.Stage, done, total int) {
 		if done == 0 {
-			start, flops, cpu = time.Now(), matmul.FlopsDone(), cpuSeconds()
+			start, flops, cpu = time.Now(), matmul.FlopsDone(), cputime.Seconds()
 		}
 		if done == total {
 			*stages = append(*stages, evalStage{Stage: stage, Seconds: time.Since(start).Seconds(),
-				CPUSeconds: cpuSeconds() - cpu, ProductGFLOP: (matmul.FlopsDone() - flops) / 1e9})
+				CPUSeconds: cputime.Seconds() - cpu, ProductGFLOP: (matmul.FlopsDone() - flops) / 1e9})
 		}
 		if next != nil {
 			next(stage, done, total)

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // indexOptions are the flags of `pipeline index`.
@@ -98,9 +99,9 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 	}
 	start := time.Now()
 	sum := &indexSummary{Index: o.out}
-	var idx *pipeline.Index
+	var idx *gallery.Index
 	if fromModel {
-		id, err := pipeline.IdentifyModel(o.model)
+		id, err := gallery.IdentifyModel(o.model)
 		if err != nil {
 			return nil, err
 		}
@@ -108,7 +109,7 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if err != nil {
 			return nil, err
 		}
-		if idx, err = pipeline.IndexFromDataset(ds, emb, dim, id); err != nil {
+		if idx, err = gallery.FromDataset(ds, emb, dim, id); err != nil {
 			return nil, err
 		}
 		sum.Model, sum.ModelSHA256 = id.Path, id.SHA256
@@ -117,7 +118,7 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if lp == "" {
 			lp = labelsPath(o.embeddings)
 		}
-		emb, n, d, err := pipeline.ReadNPY(o.embeddings)
+		emb, n, d, err := npy.Read(o.embeddings)
 		if err != nil {
 			return nil, err
 		}
@@ -131,7 +132,7 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 		if len(paths) != n {
 			return nil, fmt.Errorf("index: %q has %d rows but %q lists %d images: they must match line for line", o.embeddings, n, lp, len(paths))
 		}
-		if idx, err = pipeline.NewIndex(emb, d, paths, labels, pipeline.IndexModel{}); err != nil {
+		if idx, err = gallery.New(emb, d, paths, labels, gallery.Model{}); err != nil {
 			return nil, fmt.Errorf("index: %q: %w", o.embeddings, err)
 		}
 		sum.Embeddings, sum.Labels = o.embeddings, lp
@@ -156,13 +157,13 @@ func runIndex(ctx context.Context, o indexOptions, progress io.Writer) (*indexSu
 }
 
 // writeIndexFile writes idx to path, creating its folder.
-func writeIndexFile(path string, idx *pipeline.Index) error {
+func writeIndexFile(path string, idx *gallery.Index) error {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("index: %w", err)
 		}
 	}
-	return pipeline.WriteIndex(path, idx)
+	return gallery.Write(path, idx)
 }
 
 // readGallery reads a labels CSV (path,label[,class], as `pipeline embed` writes): the absolute

@@ -14,7 +14,8 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // TestIndexSearchCommands: `pipeline index` from a model and a dataset records the Embedder's
@@ -37,7 +38,7 @@ func TestIndexSearchCommands(t *testing.T) {
 		t.Errorf("index: stdout %q, stderr %q: want the summary and the progress", r.stdout, r.stderr)
 	}
 	ds, want := toolEmbedWant(t, model, root)
-	idx, err := pipeline.OpenIndex(idxPath)
+	idx, err := gallery.Open(idxPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,15 +100,15 @@ func TestIndexSearchCommands(t *testing.T) {
 	}
 
 	// From `pipeline embed`'s outputs: same embeddings, class names from the CSV, no model.
-	npy := filepath.Join(dir, "e.npy")
-	if r := toolRun("embed", "--model", model, "--data", root, "--out", npy); r.code != 0 {
+	npyPath := filepath.Join(dir, "e.npy")
+	if r := toolRun("embed", "--model", model, "--data", root, "--out", npyPath); r.code != 0 {
 		t.Fatalf("embed: exit %d\n%s", r.code, r.stderr)
 	}
 	idx2Path := filepath.Join(dir, "g2.idx")
-	if r := toolRun("index", "--embeddings", npy, "--out", idx2Path); r.code != 0 || !strings.Contains(r.stdout, "(no model recorded)") {
+	if r := toolRun("index", "--embeddings", npyPath, "--out", idx2Path); r.code != 0 || !strings.Contains(r.stdout, "(no model recorded)") {
 		t.Fatalf("index --embeddings: exit %d, stdout %q\n%s", r.code, r.stdout, r.stderr)
 	}
-	idx2, err := pipeline.OpenIndex(idx2Path)
+	idx2, err := gallery.Open(idx2Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestIndexSearchCommands(t *testing.T) {
 		t.Errorf("index --embeddings: labels %v, paths %v, model %+v; want those of the model index and no model", idx2.Labels, idx2.Paths, idx2.Model)
 	}
 	qnpy := filepath.Join(dir, "q.npy")
-	if err := pipeline.WriteNPY(qnpy, want[2*3:3*3], 1, 3); err != nil {
+	if err := npy.Write(qnpy, want[2*3:3*3], 1, 3); err != nil {
 		t.Fatal(err)
 	}
 	r = toolRun("search", "--index", idx2Path, "--query-npy", qnpy, "-k", "4", "--json")
@@ -183,15 +184,15 @@ func TestIndexSearchCommandErrors(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, 1))
 	emb := randomUnitRows(rng, 6, 4)
-	npy := filepath.Join(dir, "e.npy")
-	if err := pipeline.WriteNPY(npy, emb, 6, 4); err != nil {
+	npyPath := filepath.Join(dir, "e.npy")
+	if err := npy.Write(npyPath, emb, 6, 4); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "e.csv"), []byte("path,label,class\na.png,0,cat\nb.png,0,cat\nc.png,1,dog\nd.png,1,dog\ne.png,2,eel\nf.png,2,eel\n"), 0o644)
 	short := filepath.Join(dir, "short.csv")
 	os.WriteFile(short, []byte("path,label\na.png,0\n"), 0o644)
 	idx := filepath.Join(dir, "g.idx")
-	if r := toolRun("index", "--embeddings", npy, "--out", idx, "--json"); r.code != 0 {
+	if r := toolRun("index", "--embeddings", npyPath, "--out", idx, "--json"); r.code != 0 {
 		t.Fatalf("index: exit %d\n%s", r.code, r.stderr)
 	} else {
 		var s indexSummary
@@ -200,9 +201,9 @@ func TestIndexSearchCommandErrors(t *testing.T) {
 		}
 	}
 	q3 := filepath.Join(dir, "q3.npy")
-	pipeline.WriteNPY(q3, emb[:6], 2, 3)
+	npy.Write(q3, emb[:6], 2, 3)
 	q4 := filepath.Join(dir, "q4.npy")
-	pipeline.WriteNPY(q4, emb[4:12], 2, 4)
+	npy.Write(q4, emb[4:12], 2, 4)
 	corrupt := filepath.Join(dir, "corrupt.idx")
 	raw, _ := os.ReadFile(idx)
 	raw[70] ^= 1
@@ -213,11 +214,11 @@ func TestIndexSearchCommandErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"index", "--embeddings", npy}, 2, "needs --out"},
+		{[]string{"index", "--embeddings", npyPath}, 2, "needs --out"},
 		{[]string{"index", "--out", idx}, 2, "index needs --model and --data, or --embeddings"},
 		{[]string{"index", "--model", "m.onnx", "--out", idx}, 2, "both --model and --data"},
-		{[]string{"index", "--embeddings", npy, "--data", dir, "--out", idx}, 2, "not both"},
-		{[]string{"index", "--embeddings", npy, "--labels", short, "--out", filepath.Join(dir, "x.idx")}, 1, "6 rows but"},
+		{[]string{"index", "--embeddings", npyPath, "--data", dir, "--out", idx}, 2, "not both"},
+		{[]string{"index", "--embeddings", npyPath, "--labels", short, "--out", filepath.Join(dir, "x.idx")}, 1, "6 rows but"},
 		{[]string{"index", "--embeddings", filepath.Join(dir, "none.npy"), "--out", filepath.Join(dir, "x.idx")}, 1, "none.npy"},
 		{[]string{"index", "--model", filepath.Join(dir, "none.onnx"), "--data", dir, "--out", filepath.Join(dir, "x.idx")}, 1, "none.onnx"},
 		{[]string{"search", "--query-npy", q4}, 2, "needs --index"},
@@ -230,7 +231,7 @@ func TestIndexSearchCommandErrors(t *testing.T) {
 		{[]string{"search", "--index", idx, "--query", "a.png"}, 2, "records no model"},
 		{[]string{"search", "--index", filepath.Join(dir, "none.idx"), "--query-npy", q4}, 1, "none.idx"},
 		{[]string{"search", "--index", corrupt, "--query-npy", q4}, 1, "checksum mismatch"},
-		{[]string{"search", "--index", npy, "--query-npy", q4}, 1, "not a gallery index"},
+		{[]string{"search", "--index", npyPath, "--query-npy", q4}, 1, "not a gallery index"},
 		{[]string{"search", "--index", idx, "--query-npy", q3}, 1, "holds 3-d embeddings but the index"},
 	} {
 		r := toolRun(tc.args...)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 	"github.com/grouploss/pipeline/pipeline/pggallery"
 )
 
@@ -26,7 +26,7 @@ func (f *pgIndexFlags) addFlags(fs *flag.FlagSet) {
 }
 
 // write stores idx in the database and fills in the summary.
-func (f *pgIndexFlags) write(ctx context.Context, idx *pipeline.Index, sum *indexSummary) error {
+func (f *pgIndexFlags) write(ctx context.Context, idx *gallery.Index, sum *indexSummary) error {
 	n, err := pggallery.Write(ctx, f.to, f.table, idx, pggallery.Options{NoHNSW: f.noHNSW, BuildMemory: f.buildMemory})
 	if err != nil {
 		return err

@@ -10,8 +10,10 @@ import (
 	"text/tabwriter"
 	"unicode"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
+	"github.com/grouploss/pipeline/pipeline/npy"
 	"github.com/grouploss/pipeline/pipeline/pggallery"
 )
 
@@ -101,7 +103,7 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 	if pggallery.IsURL(o.index) {
 		return runSearchPG(ctx, o, logw)
 	}
-	idx, err := pipeline.OpenIndex(o.index)
+	idx, err := gallery.Open(o.index)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +115,7 @@ func runSearch(ctx context.Context, o searchOptions, logw io.Writer) ([]searchRe
 	if err != nil {
 		return nil, err
 	}
-	return searchResults(names, nb, func(n pipeline.Neighbor) searchNeighbor {
+	return searchResults(names, nb, func(n gallery.Neighbor) searchNeighbor {
 		return searchNeighbor{Distance: n.Distance, Label: idx.Labels[n.Row], Path: idx.Paths[n.Row], Row: n.Row}
 	}), nil
 }
@@ -134,12 +136,12 @@ func searchResults[N any](names []string, nb [][]N, neighbor func(N) searchNeigh
 
 // searchQueries returns the queries (rows of --query-npy, or the --query images embedded) as one
 // (len(names), dim) matrix, and a name for each, for an index of dim-d embeddings of model.
-func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline.IndexModel, logw io.Writer) (q []float32, names []string, err error) {
+func searchQueries(ctx context.Context, o searchOptions, dim int, model gallery.Model, logw io.Writer) (q []float32, names []string, err error) {
 	if o.queryNPY == "" {
-		q, err = embedQueries(ctx, o, &pipeline.Index{Dim: dim, Model: model}, logw)
+		q, err = embedQueries(ctx, o, &gallery.Index{Dim: dim, Model: model}, logw)
 		return q, o.queries, err
 	}
-	q, n, d, err := pipeline.ReadNPY(o.queryNPY)
+	q, n, d, err := npy.Read(o.queryNPY)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -158,7 +160,7 @@ func searchQueries(ctx context.Context, o searchOptions, dim int, model pipeline
 
 // embedQueries embeds the query images with the index's model (or o.model, which must be the
 // same file by SHA-256 when the index records one), as one (len(o.queries), Dim) matrix.
-func embedQueries(ctx context.Context, o searchOptions, idx *pipeline.Index, logw io.Writer) ([]float32, error) {
+func embedQueries(ctx context.Context, o searchOptions, idx *gallery.Index, logw io.Writer) ([]float32, error) {
 	model := o.model
 	switch {
 	case model == "" && idx.Model.SHA256 == "":
@@ -167,7 +169,7 @@ func embedQueries(ctx context.Context, o searchOptions, idx *pipeline.Index, log
 	case model == "":
 		model = idx.Model.Path
 	}
-	id, err := pipeline.IdentifyModel(model)
+	id, err := gallery.IdentifyModel(model)
 	if err != nil {
 		if o.model == "" {
 			return nil, fmt.Errorf("search: the index's model: %w (give --model if the model moved)", err)
@@ -182,8 +184,8 @@ func embedQueries(ctx context.Context, o searchOptions, idx *pipeline.Index, log
 			"its embeddings would not be comparable; rebuild the index with this model or give the original one",
 			model, id.SHA256, o.index, idx.Model.Path, idx.Model.SHA256)
 	}
-	e, err := pipeline.OpenEmbedder(model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
-		pipeline.WithThreads(o.threads))
+	e, err := infer.OpenEmbedder(model, infer.WithLibraryPath(o.onnxruntime), infer.WithBatchSize(o.batchSize),
+		infer.WithThreads(o.threads))
 	if err != nil {
 		return nil, err
 	}

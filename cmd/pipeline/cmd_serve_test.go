@@ -23,8 +23,8 @@ import (
 
 	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/internal/testmodel"
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 var listeningRE = regexp.MustCompile(`"msg":"serve: listening","addr":"([0-9.:]+)"`)
@@ -66,14 +66,14 @@ func TestServeEndToEnd(t *testing.T) {
 	manifest := testenv.SmallCUB(t, 2, 3) // 6 real CUB-100 JPEGs
 	model := testmodel.MobileNet(t, 64)
 	dir := t.TempDir()
-	npy, gallery := filepath.Join(dir, "emb.npy"), filepath.Join(dir, "gallery.idx")
-	if r := toolRun("embed", "--model", model, "--data", manifest, "--out", npy); r.code != 0 {
+	npyPath, gallery := filepath.Join(dir, "emb.npy"), filepath.Join(dir, "gallery.idx")
+	if r := toolRun("embed", "--model", model, "--data", manifest, "--out", npyPath); r.code != 0 {
 		t.Fatalf("embed: %d %s", r.code, r.stderr)
 	}
 	if r := toolRun("index", "--model", model, "--data", manifest, "--out", gallery); r.code != 0 {
 		t.Fatalf("index: %d %s", r.code, r.stderr)
 	}
-	want, n, d, err := pipeline.ReadNPY(npy)
+	want, n, d, err := npy.Read(npyPath)
 	if err != nil {
 		t.Fatal(err)
 	}

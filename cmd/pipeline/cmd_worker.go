@@ -8,8 +8,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/dist"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/infer"
 )
 
 // workerOptions are the flags of `pipeline worker`.
@@ -60,12 +61,12 @@ func cmdWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		host, _ := os.Hostname()
 		o.name = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
-	id, err := pipeline.IdentifyModel(o.model)
+	id, err := gallery.IdentifyModel(o.model)
 	if err != nil {
 		return err
 	}
-	e, err := pipeline.OpenEmbedder(o.model, pipeline.WithLibraryPath(o.onnxruntime), pipeline.WithBatchSize(o.batchSize),
-		pipeline.WithThreads(o.threads), pipeline.WithWorkers(o.workers))
+	e, err := infer.OpenEmbedder(o.model, infer.WithLibraryPath(o.onnxruntime), infer.WithBatchSize(o.batchSize),
+		infer.WithThreads(o.threads), infer.WithWorkers(o.workers))
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 	"strings"
 
 	"github.com/grouploss/pipeline/head"
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -126,7 +126,7 @@ func writeJSONReport(cmd, out string, v any, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
-	if err := onnxpb.WriteFileAtomic(out, append(js, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(out, "JSON summary", append(js, '\n')); err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
 	fmt.Fprintf(stderr, "%s: wrote %s\n", cmd, out)

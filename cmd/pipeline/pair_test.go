@@ -9,13 +9,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/gallery"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 // writeTestPair writes an embed-style pair (rows x 2 embeddings, one class per row) with the model
 // identity model into dir/name.npy and dir/name.csv.
-func writeTestPair(t *testing.T, dir, name string, rows int, scale float32, model string) (npy, csv string) {
+func writeTestPair(t *testing.T, dir, name string, rows int, scale float32, model string) (npyPath, csv string) {
 	t.Helper()
 	ds := &data.Dataset{Root: dir}
 	x := make([]float32, rows*2)
@@ -24,13 +25,13 @@ func writeTestPair(t *testing.T, dir, name string, rows int, scale float32, mode
 		ds.Items = append(ds.Items, data.Item{Path: string(rune('a'+i)) + ".jpg", Label: i, Class: ds.Classes[i]})
 		x[2*i], x[2*i+1] = scale*float32(i+1), 1
 	}
-	npy, csv = filepath.Join(dir, name+".npy"), filepath.Join(dir, name+".csv")
-	err := writePair(npy, csv, func(p string) error { return pipeline.WriteNPY(p, x, rows, 2) },
+	npyPath, csv = filepath.Join(dir, name+".npy"), filepath.Join(dir, name+".csv")
+	err := writePair(npyPath, csv, func(p string) error { return npy.Write(p, x, rows, 2) },
 		func(p, sha string) error { return writeLabels(p, ds, pairIdentity{NPY: sha, Model: model}) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	return npy, csv
+	return npyPath, csv
 }
 
 // TestEmbedPair: the .npy and .csv of embed are written both or neither (a failed .csv write left
@@ -38,17 +39,17 @@ func writeTestPair(t *testing.T, dir, name string, rows int, scale float32, mode
 // (index --embeddings accepted the mismatched pair).
 func TestEmbedPair(t *testing.T) {
 	dir := t.TempDir()
-	npy, csv := writeTestPair(t, dir, "a", 4, 1, "m1")
-	oldNPY, _ := os.ReadFile(npy)
+	npyPath, csv := writeTestPair(t, dir, "a", 4, 1, "m1")
+	oldNPY, _ := os.ReadFile(npyPath)
 	oldCSV, _ := os.ReadFile(csv)
 	// A failure while writing the second file (a full disk): the old pair stays, no temporary file.
 	full := errors.New("no space left on device")
-	err := writePair(npy, csv, func(p string) error { return pipeline.WriteNPY(p, make([]float32, 6), 3, 2) },
+	err := writePair(npyPath, csv, func(p string) error { return npy.Write(p, make([]float32, 6), 3, 2) },
 		func(string, string) error { return full })
 	if !errors.Is(err, full) {
 		t.Fatalf("writePair: %v", err)
 	}
-	if b, _ := os.ReadFile(npy); !bytes.Equal(b, oldNPY) {
+	if b, _ := os.ReadFile(npyPath); !bytes.Equal(b, oldNPY) {
 		t.Fatal("the .npy changed although its .csv could not be written")
 	}
 	if b, _ := os.ReadFile(csv); !bytes.Equal(b, oldCSV) {
@@ -57,24 +58,24 @@ func TestEmbedPair(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Fatalf("files left: %v", entries)
 	}
-	if _, err := checkPair(npy, csv, false); err != nil {
+	if _, err := checkPair(npyPath, csv, false); err != nil {
 		t.Fatalf("a pair written together: %v", err)
 	}
 	// The .csv of another embed run (same row count) beside this .npy.
 	_, csvB := writeTestPair(t, t.TempDir(), "b", 4, 2, "m1")
 	b, _ := os.ReadFile(csvB)
 	os.WriteFile(csv, b, 0o644)
-	_, err = runIndex(context.Background(), indexOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npy, out: filepath.Join(dir, "g.idx")}, nil)
-	if !errors.Is(err, errPairMismatch) || !strings.Contains(err.Error(), npy) {
+	_, err = runIndex(context.Background(), indexOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npyPath, out: filepath.Join(dir, "g.idx")}, nil)
+	if !errors.Is(err, errPairMismatch) || !strings.Contains(err.Error(), npyPath) {
 		t.Fatalf("index --embeddings with a mismatched pair: %v", err)
 	}
-	_, err = runEval(context.Background(), evalOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npy, kmeansRestarts: 1}, nil)
+	_, err = runEval(context.Background(), evalOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npyPath, kmeansRestarts: 1}, nil)
 	if !errors.Is(err, errPairMismatch) {
 		t.Fatalf("eval --embeddings with a mismatched pair: %v", err)
 	}
 	// A hand-written .csv without the identity columns is still accepted.
 	os.WriteFile(csv, []byte("path,label\na.jpg,0\nb.jpg,1\nc.jpg,2\nd.jpg,3\n"), 0o644)
-	if _, err := runIndex(context.Background(), indexOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npy, out: filepath.Join(dir, "g.idx")}, nil); err != nil {
+	if _, err := runIndex(context.Background(), indexOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npyPath, out: filepath.Join(dir, "g.idx")}, nil); err != nil {
 		t.Fatalf("index with a plain labels file: %v", err)
 	}
 }
@@ -84,12 +85,12 @@ func TestEmbedPair(t *testing.T) {
 func TestSearchQueryNPYModel(t *testing.T) {
 	dir := t.TempDir()
 	x := []float32{1, 0, 0, 1}
-	idx, err := pipeline.NewIndex(x, 2, []string{"/a.jpg", "/b.jpg"}, []string{"a", "b"}, pipeline.IndexModel{Path: "/m.onnx", SHA256: "m1"})
+	idx, err := gallery.New(x, 2, []string{"/a.jpg", "/b.jpg"}, []string{"a", "b"}, gallery.Model{Path: "/m.onnx", SHA256: "m1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	index := filepath.Join(dir, "g.idx")
-	if err := pipeline.WriteIndex(index, idx); err != nil {
+	if err := gallery.Write(index, idx); err != nil {
 		t.Fatal(err)
 	}
 	same, _ := writeTestPair(t, dir, "same", 2, 1, "m1")
@@ -119,8 +120,8 @@ func TestSearchTextEscapesNames(t *testing.T) {
 // allocated a record per restart: out of memory).
 func TestEvalKMeansRestartsBound(t *testing.T) {
 	dir := t.TempDir()
-	npy, _ := writeTestPair(t, dir, "a", 4, 1, "m1")
-	_, err := runEval(context.Background(), evalOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npy, kmeansRestarts: 1e9}, nil)
+	npyPath, _ := writeTestPair(t, dir, "a", 4, 1, "m1")
+	_, err := runEval(context.Background(), evalOptions{embedderFlags: embedderFlags{batchSize: 1}, embeddings: npyPath, kmeansRestarts: 1e9}, nil)
 	if !errors.Is(err, errUsage) {
 		t.Fatalf("got %v, want a usage error", err)
 	}

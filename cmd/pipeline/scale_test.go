@@ -21,6 +21,7 @@ import (
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
 const (
@@ -172,11 +173,11 @@ func TestScaleQueue(t *testing.T) {
 	}
 	t.Logf("collect: %s", m[0])
 
-	want, n, d, err := pipeline.ReadNPY(ref)
+	want, n, d, err := npy.Read(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	have, n2, d2, err := pipeline.ReadNPY(got)
+	have, n2, d2, err := npy.Read(got)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestScaleQueue(t *testing.T) {
 	}
 	const nq = 20
 	queries := filepath.Join(dir, "queries.npy")
-	if err := pipeline.WriteNPY(queries, want[:nq*d], nq, d); err != nil {
+	if err := npy.Write(queries, want[:nq*d], nq, d); err != nil {
 		t.Fatal(err)
 	}
 	search := func(args ...string) []searchResult {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/grouploss/pipeline/internal/atomicfile"
 )
 
 // MaxModelBytes is the largest model Load and ReadFile accept, external data included: protobuf
@@ -146,41 +148,8 @@ func SaveAtomic(path string, m *onnx.ModelProto) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, data)
-}
-
-// WriteFileAtomic writes data to path through a synced temporary file in the same directory
-// and a rename, so readers see either the old or the new content.
-func WriteFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("onnxpb: write %q: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("onnxpb: write %q: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("onnxpb: write %q: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("onnxpb: sync %q: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("onnxpb: close %q: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("onnxpb: rename to %q: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync() // best effort: persist the rename
-		d.Close()
+	if err := atomicfile.WriteBytes(path, "ONNX model", data); err != nil {
+		return fmt.Errorf("onnxpb: %w", err)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package data
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,8 +9,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/f32le"
 )
 
 // ErrCorruptCache is wrapped by LoadFeatures errors for files that are truncated, damaged or not
@@ -63,54 +63,30 @@ func SaveFeatures(path string, feats []float32, n, d int, meta map[string]string
 	if len(mj) > maxMetaLen {
 		return fmt.Errorf("data: save features %q: metadata of %d bytes over %d", path, len(mj), maxMetaLen)
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	// The file ends with the SHA-256 of everything before it.
+	err = atomicfile.Write(path, "feature cache", func(f io.Writer) error {
+		h := sha256.New()
+		w := io.MultiWriter(f, h)
+		hdr := make([]byte, cacheHeader)
+		copy(hdr, cacheMagic)
+		binary.LittleEndian.PutUint32(hdr[8:], cacheVersion)
+		binary.LittleEndian.PutUint64(hdr[12:], uint64(n))
+		binary.LittleEndian.PutUint64(hdr[20:], uint64(d))
+		binary.LittleEndian.PutUint32(hdr[28:], uint32(len(mj)))
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		if _, err := w.Write(mj); err != nil {
+			return err
+		}
+		if err := f32le.Write(w, feats); err != nil {
+			return err
+		}
+		_, err := f.Write(h.Sum(nil))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("data: save features: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	h := sha256.New()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<16)
-	hdr := make([]byte, cacheHeader)
-	copy(hdr, cacheMagic)
-	binary.LittleEndian.PutUint32(hdr[8:], cacheVersion)
-	binary.LittleEndian.PutUint64(hdr[12:], uint64(n))
-	binary.LittleEndian.PutUint64(hdr[20:], uint64(d))
-	binary.LittleEndian.PutUint32(hdr[28:], uint32(len(mj)))
-	w.Write(hdr)
-	w.Write(mj)
-	var buf [4096]byte
-	for len(feats) > 0 {
-		k := min(len(feats), len(buf)/4)
-		for i, v := range feats[:k] {
-			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
-		}
-		w.Write(buf[:4*k])
-		feats = feats[k:]
-	}
-	if err = w.Flush(); err != nil {
-		return fmt.Errorf("data: save features %q: %w", path, err)
-	}
-	if _, err = f.Write(h.Sum(nil)); err != nil {
-		return fmt.Errorf("data: save features %q: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("data: save features %q: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("data: save features %q: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("data: save features: %w", err)
-	}
-	if d, derr := os.Open(dir); derr == nil { // make the rename durable; best effort
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

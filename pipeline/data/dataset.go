@@ -343,19 +343,6 @@ func (d *Dataset) Select(keep func(Item) bool) []int {
 	return idx
 }
 
-// SplitByClass splits the items by label: indices (into Items, in order) of the items whose label
-// satisfies train, and of the others. The CUB-100 protocol is SplitByClass(func(l int) bool { return l < 50 }).
-func (d *Dataset) SplitByClass(train func(label int) bool) (trainIdx, testIdx []int) {
-	for i, it := range d.Items {
-		if train(it.Label) {
-			trainIdx = append(trainIdx, i)
-		} else {
-			testIdx = append(testIdx, i)
-		}
-	}
-	return trainIdx, testIdx
-}
-
 // Labels returns the labels of the items at the given indices into Items.
 func (d *Dataset) Labels(idx []int) []int {
 	labels := make([]int, len(idx))

@@ -112,9 +112,9 @@ func TestLoadManifest(t *testing.T) {
 		if c := ds.ClassCounts(); !slices.Equal(c, []int{1, 0, 2}) {
 			t.Errorf("counts %v", c)
 		}
-		tr, te := ds.SplitByClass(func(l int) bool { return l >= 1 })
+		tr, te := ds.Select(func(it Item) bool { return it.Label >= 1 }), ds.Select(func(it Item) bool { return it.Label < 1 })
 		if !slices.Equal(tr, []int{0, 2}) || !slices.Equal(te, []int{1}) {
-			t.Errorf("SplitByClass = %v, %v", tr, te)
+			t.Errorf("Select by label = %v, %v", tr, te)
 		}
 		if s := ds.Select(func(it Item) bool { return it.Split == "test" }); !slices.Equal(s, []int{1}) {
 			t.Errorf("Select(split=test) = %v", s)
@@ -215,7 +215,7 @@ func TestLoadCUB100(t *testing.T) {
 			t.Errorf("label %d has no items", l)
 		}
 	}
-	tr, te := ds.SplitByClass(func(l int) bool { return l < 50 })
+	tr, te := ds.Select(func(it Item) bool { return it.Label < 50 }), ds.Select(func(it Item) bool { return it.Label >= 50 })
 	if len(tr)+len(te) != 5902 || len(te) != 2953 {
 		t.Errorf("split %d/%d, want 2949/2953", len(tr), len(te))
 	}

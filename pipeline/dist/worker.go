@@ -14,7 +14,7 @@ import (
 )
 
 // Embedder computes the embeddings of a dataset's images, in item order, as a (len(ds.Items),
-// Dim()) row-major matrix (pipeline.Embedder).
+// Dim()) row-major matrix (infer.Embedder).
 type Embedder interface {
 	EmbedDataset(ctx context.Context, ds *data.Dataset, progress io.Writer) ([]float32, error)
 	Dim() int

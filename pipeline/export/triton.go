@@ -12,6 +12,7 @@ import (
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 )
 
@@ -200,10 +201,10 @@ func WriteTriton(dir, modelPath string, o TritonOptions) (*TritonConfig, error) 
 	if err := os.MkdirAll(version, 0o755); err != nil {
 		return nil, fmt.Errorf("export: triton: %w", err)
 	}
-	if err := onnxpb.WriteFileAtomic(filepath.Join(version, "model.onnx"), raw); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(version, "model.onnx"), "Triton model", raw); err != nil {
 		return nil, fmt.Errorf("export: triton: %w", err)
 	}
-	if err := onnxpb.WriteFileAtomic(filepath.Join(dir, c.Name, "config.pbtxt"), []byte(c.PBTxt())); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, c.Name, "config.pbtxt"), "Triton config", []byte(c.PBTxt())); err != nil {
 		return nil, fmt.Errorf("export: triton: %w", err)
 	}
 	return c, nil

@@ -20,8 +20,8 @@ import (
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/internal/testmodel"
-	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/infer"
 )
 
 // modelConfigType is the part of Triton's ModelConfig (common/protobuf/model_config.proto,
@@ -193,7 +193,7 @@ func TestTritonRepository(t *testing.T) {
 		t.Errorf("returned config %+v", c)
 	}
 	// The copy runs in onnxruntime with a batch of max_batch_size and the declared shapes.
-	e, err := pipeline.OpenEmbedder(filepath.Join(dir, "emb", "1", "model.onnx"), pipeline.WithLibraryPath(testenv.ORTLibrary(t)))
+	e, err := infer.OpenEmbedder(filepath.Join(dir, "emb", "1", "model.onnx"), infer.WithLibraryPath(testenv.ORTLibrary(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"gonum.org/v1/gonum/floats"
 
 	"github.com/grouploss/pipeline/internal/matmul"
+	"github.com/grouploss/pipeline/internal/rowops"
 )
 
 func dot(a, b []float64) float64 { return floats.Dot(a, b) }
@@ -88,7 +89,7 @@ func knn(x, sq []float64, sc *screen, n, d, block, workers int, rep *reporter, k
 type selector struct {
 	top   []float64 // max-heap of the k smallest screening distances
 	cands []int32
-	exact candHeap
+	exact *rowops.TopK[int32]
 }
 
 // nearest returns the k nearest rows j != q of query q, nearest first, given the float32 dot
@@ -111,7 +112,7 @@ func (s *selector) nearest(x, sq []float64, d int, dots []float32, q, k int, mar
 	}
 	xq := x[q*d : (q+1)*d]
 	zeroQuery := sq[q] == 0
-	return s.exact.select_(s.cands, k, func(j int) float64 {
+	dist := func(j int) float64 {
 		if zeroQuery {
 			// The zero vector is at distance exactly 1 from every unit row (and 0 from zero
 			// rows); do not let the rounding of |x_j|² order them.
@@ -121,7 +122,17 @@ func (s *selector) nearest(x, sq []float64, d int, dots []float32, q, k int, mar
 			return 0
 		}
 		return sq[j] - 2*dot(xq, x[j*d:(j+1)*d])
-	})
+	}
+	if s.exact == nil {
+		s.exact = rowops.NewTopK[int32](k)
+	} else {
+		s.exact.Reset(k)
+	}
+	for _, j := range s.cands {
+		s.exact.Push(dist(int(j)), j)
+	}
+	_, nearest := s.exact.Sorted()
+	return nearest
 }
 
 // screen sets s.cands to the rows j != q, in increasing order, whose screening distance
@@ -180,77 +191,4 @@ func (s *selector) screen(dots []float32, sq []float64, q, k int, margin float64
 		}
 	}
 	s.cands = kept
-}
-
-// candHeap is a max-heap of (distance, index) candidates ordered so that the root is the worst
-// (largest distance, then largest index).
-type candHeap struct {
-	dist []float64
-	idx  []int32
-}
-
-func (h *candHeap) worse(a, b int) bool {
-	return h.dist[a] > h.dist[b] || (h.dist[a] == h.dist[b] && h.idx[a] > h.idx[b])
-}
-
-func (h *candHeap) swap(a, b int) {
-	h.dist[a], h.dist[b] = h.dist[b], h.dist[a]
-	h.idx[a], h.idx[b] = h.idx[b], h.idx[a]
-}
-
-func (h *candHeap) down(i, size int) {
-	for {
-		l := 2*i + 1
-		if l >= size {
-			return
-		}
-		w := l
-		if r := l + 1; r < size && h.worse(r, l) {
-			w = r
-		}
-		if !h.worse(w, i) {
-			return
-		}
-		h.swap(i, w)
-		i = w
-	}
-}
-
-func (h *candHeap) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.worse(i, p) {
-			return
-		}
-		h.swap(i, p)
-		i = p
-	}
-}
-
-// select_ returns the k nearest of the candidate rows cands (in increasing order) by dist(j),
-// nearest first, ties by lower index. The result is valid until the next call.
-func (h *candHeap) select_(cands []int32, k int, dist func(j int) float64) []int32 {
-	h.dist = h.dist[:0]
-	h.idx = h.idx[:0]
-	for _, j := range cands {
-		dj := dist(int(j))
-		if len(h.dist) < k {
-			h.dist = append(h.dist, dj)
-			h.idx = append(h.idx, j)
-			h.up(len(h.dist) - 1)
-			continue
-		}
-		// j is larger than every index in the heap, so on equal distance it loses.
-		if dj < h.dist[0] {
-			h.dist[0] = dj
-			h.idx[0] = j
-			h.down(0, k)
-		}
-	}
-	// Heap sort: repeatedly move the worst to the end.
-	for size := len(h.dist); size > 1; size-- {
-		h.swap(0, size-1)
-		h.down(0, size-1)
-	}
-	return h.idx
 }

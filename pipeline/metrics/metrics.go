@@ -55,7 +55,8 @@ type Options struct {
 	// BlockSize is the number of query rows per matrix-product block; 0 picks one so that a
 	// block's float32 buffer is about 128 MiB. Results do not depend on it.
 	BlockSize int
-	// Workers is the number of blocks (and k-means restarts) processed concurrently; 0 means 1.
+	// Workers is the number of blocks (and k-means restarts) processed concurrently; 0 means
+	// runtime.GOMAXPROCS(0), at most 8 (1 GiB of block buffers).
 	// A lone k-means run uses them for its distance steps. Results do not depend on it.
 	Workers int
 	// SkipClustering leaves NMI and AMI at 0 and skips k-means (retrieval metrics only).
@@ -72,7 +73,10 @@ type Options struct {
 
 const (
 	blockBufferBytes = 128 << 20
-	maxRecallK       = 8
+	// defaultBufferBytes bounds the block buffers of all the workers together when
+	// Options.Workers is left 0.
+	defaultBufferBytes = 1 << 30
+	maxRecallK         = 8
 )
 
 // Evaluate computes retrieval and clustering metrics of the n×d row-major float32 embeddings emb
@@ -173,7 +177,11 @@ func blockAndWorkers(opts Options, n int) (block, workers int, err error) {
 	if block == 0 {
 		block = min(max(blockBufferBytes/(4*n), 64), 4096)
 	}
-	workers = max(opts.Workers, 1)
+	workers = opts.Workers
+	if workers == 0 {
+		// One per core, as many as fit the buffer budget when each takes a full block.
+		workers = max(min(runtime.GOMAXPROCS(0), defaultBufferBytes/blockBufferBytes), 1)
+	}
 	workers = min(workers, runtime.GOMAXPROCS(0)*4)
 	return block, workers, nil
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // catalog lists the galleries of a database: name, dimension and the model of each.
@@ -89,7 +89,7 @@ var validMemory = regexp.MustCompile(`^[0-9]+ ?(kB|MB|GB)$`)
 // cosine distance, in one transaction: on any error nothing of it is visible and a previous
 // gallery of that name is untouched. It returns the gallery's size on the server (table, TOAST
 // and indexes).
-func Write(ctx context.Context, url, table string, idx *pipeline.Index, o Options) (bytes int64, err error) {
+func Write(ctx context.Context, url, table string, idx *gallery.Index, o Options) (bytes int64, err error) {
 	if err := checkName(table); err != nil {
 		return 0, err
 	}
@@ -116,7 +116,7 @@ func Write(ctx context.Context, url, table string, idx *pipeline.Index, o Option
 	return bytes, nil
 }
 
-func write(ctx context.Context, tx pgx.Tx, table string, idx *pipeline.Index, o Options) error {
+func write(ctx context.Context, tx pgx.Tx, table string, idx *gallery.Index, o Options) error {
 	t := pgx.Identifier{table}.Sanitize()
 	model, err := json.Marshal(idx.Model)
 	if err != nil {

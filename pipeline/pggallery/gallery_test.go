@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/grouploss/pipeline/internal/testenv"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 func pgURL(t testing.TB) string { return testenv.Postgres(t) }
@@ -37,10 +37,10 @@ func clustered(rng *rand.Rand, n, d, c int) ([]float32, []string, []string) {
 	return x, paths, labels
 }
 
-func testIndex(t testing.TB, seed uint64, n, d int) *pipeline.Index {
+func testIndex(t testing.TB, seed uint64, n, d int) *gallery.Index {
 	t.Helper()
 	x, paths, labels := clustered(rand.New(rand.NewPCG(seed, 1)), n, d, 50)
-	idx, err := pipeline.NewIndex(x, d, paths, labels, pipeline.IndexModel{Path: "/m.onnx", SHA256: strings.Repeat("ab", 32)})
+	idx, err := gallery.New(x, d, paths, labels, gallery.Model{Path: "/m.onnx", SHA256: strings.Repeat("ab", 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func testIndex(t testing.TB, seed uint64, n, d int) *pipeline.Index {
 // distances differ by less than 1e-5 (float32 rounding in pgvector vs the flat index) is a tie.
 // want holds more neighbours than got (the flat index's next ones), so that a tie across the k-th
 // place, where float32 sums in another order may swap two rows, is recognized as one.
-func sameNeighbours(t *testing.T, q int, got []Neighbor, wantMore []pipeline.Neighbor) {
+func sameNeighbours(t *testing.T, q int, got []Neighbor, wantMore []gallery.Neighbor) {
 	t.Helper()
 	want := wantMore[:min(len(got), len(wantMore))]
 	if len(got) != len(want) {
@@ -65,7 +65,7 @@ func sameNeighbours(t *testing.T, q int, got []Neighbor, wantMore []pipeline.Nei
 	for r := range want {
 		if got[r].Row != want[r].Row {
 			// Tolerated only as a tie.
-			j := slices.IndexFunc(wantMore, func(n pipeline.Neighbor) bool { return n.Row == got[r].Row })
+			j := slices.IndexFunc(wantMore, func(n gallery.Neighbor) bool { return n.Row == got[r].Row })
 			if j < 0 || math.Abs(wantMore[j].Distance-want[r].Distance) > 1e-5 {
 				t.Fatalf("query %d rank %d: row %d, flat index row %d", q, r, got[r].Row, want[r].Row)
 			}
@@ -84,7 +84,7 @@ func TestExactSearchMatchesFlatIndex(t *testing.T) {
 	idx := testIndex(t, 1, n+nq, d)
 	// The last nq rows are the queries, not in the gallery.
 	queries := slices.Clone(idx.Embeddings[n*d:])
-	gal, err := pipeline.NewIndex(slices.Clone(idx.Embeddings[:n*d]), d, idx.Paths[:n], idx.Labels[:n], idx.Model)
+	gal, err := gallery.New(slices.Clone(idx.Embeddings[:n*d]), d, idx.Paths[:n], idx.Labels[:n], idx.Model)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // BenchmarkHNSWRecall writes a gallery of $PIPELINE_PG_RECALL_N (default 10000) clustered
@@ -29,7 +29,7 @@ func BenchmarkHNSWRecall(b *testing.B) {
 	ctx := context.Background()
 	all := testIndex(b, 7, n+nq, d)
 	queries := slices.Clone(all.Embeddings[n*d:])
-	gal, err := pipeline.NewIndex(all.Embeddings[:n*d], d, all.Paths[:n], all.Labels[:n], all.Model)
+	gal, err := gallery.New(all.Embeddings[:n*d], d, all.Paths[:n], all.Labels[:n], all.Model)
 	if err != nil {
 		b.Fatal(err)
 	}

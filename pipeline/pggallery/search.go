@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/gallery"
 )
 
 // Gallery is an open gallery table.
@@ -17,7 +17,7 @@ type Gallery struct {
 	table string
 	// Dim and Model are what Write recorded.
 	Dim   int
-	Model pipeline.IndexModel
+	Model gallery.Model
 }
 
 // Neighbor is one search result: the row's id (its row in the embeddings it was written from),

@@ -9,10 +9,9 @@ import (
 	"fmt"
 	"html/template"
 	"math"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -71,7 +70,10 @@ func Write(path string, r Report) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, b)
+	if err := atomicfile.WriteBytes(path, "report", b); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	return nil
 }
 
 // page is the template's view of a Report.
@@ -177,40 +179,6 @@ func round2(v float64) float64 { return math.Round(v*100) / 100 }
 // Base64 text holds only [A-Za-z0-9+/=], so the attribute is safe as it is.
 func srcAttr(mime string, b []byte) template.HTMLAttr {
 	return template.HTMLAttr(`src="data:` + mime + ";base64," + base64.StdEncoding.EncodeToString(b) + `"`)
-}
-
-func writeAtomic(path string, b []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("report: write %q: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(b); err != nil {
-		return fmt.Errorf("report: write %q: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("report: write %q: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("report: sync %q: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("report: close %q: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("report: rename to %q: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync() // best effort: persist the rename
-		d.Close()
-	}
-	return nil
 }
 
 var pageTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>

@@ -322,8 +322,9 @@ func TestWriteErrors(t *testing.T) {
 			}
 		})
 	}
-	err := Write(filepath.Join(t.TempDir(), "no", "such", "report.html"), Report{})
-	if err == nil || !strings.HasPrefix(err.Error(), "report: write ") {
+	missing := filepath.Join(t.TempDir(), "no", "such", "report.html")
+	err := Write(missing, Report{})
+	if err == nil || !strings.HasPrefix(err.Error(), "report: ") || !strings.Contains(err.Error(), missing) {
 		t.Errorf("write into a missing folder: %v", err)
 	}
 }

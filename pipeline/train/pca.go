@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/grouploss/pipeline/internal/rowops"
 )
 
 // PCA returns the top k principal directions of the n x d row-major matrix x as a k x d row-major
@@ -21,16 +23,8 @@ func PCA(x []float32, n, d, k int, center bool) (components []float64, mean []fl
 		return nil, nil, fmt.Errorf("train: PCA of %d dimensions to %d components is impossible", d, k)
 	}
 	mean = make([]float64, d)
-	for i := 0; i < n && center; i++ {
-		row := x[i*d : (i+1)*d]
-		for j, v := range row {
-			mean[j] += float64(v)
-		}
-	}
 	if center {
-		for j := range mean {
-			mean[j] /= float64(n)
-		}
+		mean = rowops.ColumnMean(x[:n*d], d)
 	}
 	c := mat.NewDense(n, d, nil)
 	for i := 0; i < n; i++ {

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/atomicfile"
 )
 
 // Sentinels an Objective wraps so that a trial is recorded and the study goes on.
@@ -269,10 +269,10 @@ func (st *Study) save(out string, s Settings) error {
 	if err != nil {
 		return fmt.Errorf("tune: %s: %w", StudyFile, err)
 	}
-	if err := onnxpb.WriteFileAtomic(filepath.Join(out, StudyFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(out, StudyFile), "study", append(b, '\n')); err != nil {
 		return fmt.Errorf("tune: %w", err)
 	}
-	if err := onnxpb.WriteFileAtomic(filepath.Join(out, ReportFile), []byte(st.Markdown(s.Space))); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(out, ReportFile), "study report", []byte(st.Markdown(s.Space))); err != nil {
 		return fmt.Errorf("tune: %w", err)
 	}
 	if st.Best < 0 || s.BestConfig == nil {
@@ -282,7 +282,7 @@ func (st *Study) save(out string, s Settings) error {
 	if err != nil {
 		return err
 	}
-	if err := onnxpb.WriteFileAtomic(filepath.Join(out, BestFile), b); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(out, BestFile), "best config", b); err != nil {
 		return fmt.Errorf("tune: %w", err)
 	}
 	return nil

@@ -1,4 +1,8 @@
-package pipeline
+// Package gallery is the flat gallery index: L2-normalized embeddings with their paths, labels
+// and the identity of the model that computed them, stored in one checksummed file (Write, Open)
+// and searched exactly by cosine distance (Index.Search). pggallery keeps the same gallery in
+// PostgreSQL.
+package gallery
 
 import (
 	"bufio"
@@ -11,15 +15,16 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 
+	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/rowops"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -34,7 +39,7 @@ import (
 //	32        8       M, the length of the metadata (uint64)
 //	40        24      zero
 //	64        4·N·D   embeddings: (N, D) row-major float32
-//	64+4·N·D  M       metadata, JSON: {"paths": [N strings], "labels": [N strings], "model": IndexModel}
+//	64+4·N·D  M       metadata, JSON: {"paths": [N strings], "labels": [N strings], "model": Model}
 //	                  (JSON strings: invalid UTF-8 in a path or label is stored as U+FFFD)
 //	end-16    8       trailer magic "GLIDXEND"
 //	end-8     4       CRC-32C (Castagnoli) of every byte before the trailer
@@ -63,12 +68,12 @@ type IndexError struct {
 	Err  error
 }
 
-func (e *IndexError) Error() string { return fmt.Sprintf("pipeline: index %q: %v", e.Path, e.Err) }
+func (e *IndexError) Error() string { return fmt.Sprintf("gallery: index %q: %v", e.Path, e.Err) }
 
 func (e *IndexError) Unwrap() error { return e.Err }
 
-// IndexModel identifies the embedding model an Index was computed with.
-type IndexModel struct {
+// Model identifies the embedding model an Index was computed with.
+type Model struct {
 	// Path is the model file's absolute path when the index was built (search's default model).
 	Path string `json:"path"`
 	// SHA256 is the hex SHA-256 of the model file; a model used to embed queries must match it.
@@ -79,21 +84,21 @@ type IndexModel struct {
 
 // IdentifyModel returns the identity of the ONNX model file at path: its absolute path, the
 // SHA-256 of its bytes and its embedding metadata (metadata_props preprocess.* and embedding_dim).
-func IdentifyModel(path string) (IndexModel, error) {
+func IdentifyModel(path string) (Model, error) {
 	raw, err := onnxpb.ReadFile(path)
 	if err != nil {
-		return IndexModel{}, fmt.Errorf("pipeline: %w", err)
+		return Model{}, fmt.Errorf("gallery: %w", err)
 	}
 	m, err := onnxpb.Unmarshal(raw, path)
 	if err != nil {
-		return IndexModel{}, fmt.Errorf("pipeline: %w", err)
+		return Model{}, fmt.Errorf("gallery: %w", err)
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return IndexModel{}, fmt.Errorf("pipeline: %w", err)
+		return Model{}, fmt.Errorf("gallery: %w", err)
 	}
 	sum := sha256.Sum256(raw)
-	id := IndexModel{Path: abs, SHA256: hex.EncodeToString(sum[:])}
+	id := Model{Path: abs, SHA256: hex.EncodeToString(sum[:])}
 	for _, p := range m.GetMetadataProps() {
 		if k := p.GetKey(); strings.HasPrefix(k, "preprocess.") || k == "embedding_dim" {
 			if id.Metadata == nil {
@@ -108,32 +113,25 @@ func IdentifyModel(path string) (IndexModel, error) {
 // Index is a gallery for exact nearest-neighbour search: N embeddings of dimension Dim with the
 // image path and label of each, and the model that computed them.
 type Index struct {
-	Dim        int        // D
-	Embeddings []float32  // (N, D) row-major; NewIndex L2-normalizes them
-	Paths      []string   // N image paths
-	Labels     []string   // N labels (class names)
-	Model      IndexModel // zero when the index was built from precomputed embeddings
+	Dim        int       // D
+	Embeddings []float32 // (N, D) row-major; New L2-normalizes them
+	Paths      []string  // N image paths
+	Labels     []string  // N labels (class names)
+	Model      Model     // zero when the index was built from precomputed embeddings
 
 	// blockRows and queryRows override Search's block sizes (tests); 0 picks them.
 	blockRows, queryRows int
 }
 
-// NewIndex returns an Index over the (len(paths), dim) row-major embeddings emb, one path and
+// New returns an Index over the (len(paths), dim) row-major embeddings emb, one path and
 // label per row. It L2-normalizes the rows of emb in place (zero rows stay zero) and keeps emb,
 // without copying. Non-finite values, shape mismatches and an empty gallery are errors.
-func NewIndex(emb []float32, dim int, paths, labels []string, model IndexModel) (*Index, error) {
+func New(emb []float32, dim int, paths, labels []string, model Model) (*Index, error) {
 	x := &Index{Dim: dim, Embeddings: emb, Paths: paths, Labels: labels, Model: model}
 	if err := x.check(); err != nil {
 		return nil, err
 	}
-	for i := range x.Len() {
-		row := emb[i*dim : (i+1)*dim]
-		if inv := invNorm(row); inv != 0 {
-			for j, v := range row {
-				row[j] = float32(float64(v) * inv)
-			}
-		}
-	}
+	rowops.L2Normalize(emb, dim)
 	return x, nil
 }
 
@@ -145,17 +143,17 @@ func (x *Index) check() error {
 	n := len(x.Paths)
 	switch {
 	case x.Dim < 1 || x.Dim > maxIndexDim:
-		return fmt.Errorf("pipeline: index: dimension %d outside [1, %d]", x.Dim, maxIndexDim)
+		return fmt.Errorf("gallery: index: dimension %d outside [1, %d]", x.Dim, maxIndexDim)
 	case n < 1:
-		return errors.New("pipeline: index: no embeddings")
+		return errors.New("gallery: index: no embeddings")
 	case len(x.Labels) != n:
-		return fmt.Errorf("pipeline: index: %d paths but %d labels", n, len(x.Labels))
+		return fmt.Errorf("gallery: index: %d paths but %d labels", n, len(x.Labels))
 	case len(x.Embeddings) != n*x.Dim:
-		return fmt.Errorf("pipeline: index: %d embedding values, want %d rows x %d = %d", len(x.Embeddings), n, x.Dim, n*x.Dim)
+		return fmt.Errorf("gallery: index: %d embedding values, want %d rows x %d = %d", len(x.Embeddings), n, x.Dim, n*x.Dim)
 	}
 	for i, v := range x.Embeddings {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("pipeline: index: embedding row %d (%q) column %d is %v", i/x.Dim, x.Paths[i/x.Dim], i%x.Dim, v)
+			return fmt.Errorf("gallery: index: embedding row %d (%q) column %d is %v", i/x.Dim, x.Paths[i/x.Dim], i%x.Dim, v)
 		}
 	}
 	return nil
@@ -163,21 +161,21 @@ func (x *Index) check() error {
 
 // indexMeta is the JSON metadata section of an index file.
 type indexMeta struct {
-	Paths  []string   `json:"paths"`
-	Labels []string   `json:"labels"`
-	Model  IndexModel `json:"model"`
+	Paths  []string `json:"paths"`
+	Labels []string `json:"labels"`
+	Model  Model    `json:"model"`
 }
 
-// WriteIndex writes idx to path in the index file format (see the format comment above),
+// Write writes idx to path in the index file format (see the format comment above),
 // atomically: a temporary file in the same folder, fsync, rename; on error path is untouched.
 // The embeddings are streamed, not copied.
-func WriteIndex(path string, idx *Index) error {
+func Write(path string, idx *Index) error {
 	if err := idx.check(); err != nil {
 		return err
 	}
 	meta, err := json.Marshal(indexMeta{Paths: idx.Paths, Labels: idx.Labels, Model: idx.Model})
 	if err != nil {
-		return fmt.Errorf("pipeline: index %q: %w", path, err)
+		return fmt.Errorf("gallery: index %q: %w", path, err)
 	}
 	var hdr [indexHeaderSize]byte
 	copy(hdr[:], indexMagic)
@@ -185,13 +183,13 @@ func WriteIndex(path string, idx *Index) error {
 	binary.LittleEndian.PutUint64(hdr[16:], uint64(idx.Dim))
 	binary.LittleEndian.PutUint64(hdr[24:], uint64(idx.Len()))
 	binary.LittleEndian.PutUint64(hdr[32:], uint64(len(meta)))
-	err = writeFileAtomic(path, func(w io.Writer) error {
+	err = atomicfile.Write(path, "gallery index", func(w io.Writer) error {
 		crc := crc32.New(castagnoli)
 		mw := io.MultiWriter(w, crc)
 		if _, err := mw.Write(hdr[:]); err != nil {
 			return err
 		}
-		if err := writeFloat32s(mw, idx.Embeddings); err != nil {
+		if err := f32le.Write(mw, idx.Embeddings); err != nil {
 			return err
 		}
 		if _, err := mw.Write(meta); err != nil {
@@ -204,23 +202,23 @@ func WriteIndex(path string, idx *Index) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pipeline: index: %w", err)
+		return fmt.Errorf("gallery: index: %w", err)
 	}
 	return nil
 }
 
-// OpenIndex reads the index file at path, checking its format version, its length against the
+// Open reads the index file at path, checking its format version, its length against the
 // header (a torn write) and its checksum (corruption). Problems with the file are *IndexError
 // values naming it. The embeddings are read into one (N, D) slice through a small buffer.
-func OpenIndex(path string) (*Index, error) {
+func Open(path string) (*Index, error) {
 	f, err := data.OpenRegular(path, 1<<62)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: index: %w", err)
+		return nil, fmt.Errorf("gallery: index: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: index: %w", err)
+		return nil, fmt.Errorf("gallery: index: %w", err)
 	}
 	bad := func(format string, args ...any) error {
 		return &IndexError{Path: path, Err: fmt.Errorf(format, args...)}
@@ -259,7 +257,7 @@ func OpenIndex(path string) (*Index, error) {
 	crc.Write(hdr[:])
 	r := io.TeeReader(bufio.NewReaderSize(f, ioChunk), crc)
 	emb := make([]float32, n*dim)
-	if err := readFloat32s(r, emb); err != nil {
+	if err := f32le.Read(r, emb); err != nil {
 		return nil, bad("reading the embeddings: %v", err)
 	}
 	meta := make([]byte, mlen)
@@ -286,7 +284,7 @@ func OpenIndex(path string) (*Index, error) {
 		return nil, bad("%d embeddings but %d paths and %d labels", n, len(m.Paths), len(m.Labels))
 	}
 	if err := x.check(); err != nil {
-		return nil, bad("%v", strings.TrimPrefix(err.Error(), "pipeline: index: "))
+		return nil, bad("%v", strings.TrimPrefix(err.Error(), "gallery: index: "))
 	}
 	return x, nil
 }
@@ -311,15 +309,15 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	d, n := x.Dim, x.Len()
 	switch {
 	case k < 1:
-		return nil, fmt.Errorf("pipeline: search: k = %d, want >= 1", k)
+		return nil, fmt.Errorf("gallery: search: k = %d, want >= 1", k)
 	case nq < 0 || len(queries) != nq*d:
-		return nil, fmt.Errorf("pipeline: search: %d query values for %d queries of dimension %d (the index's)", len(queries), nq, d)
+		return nil, fmt.Errorf("gallery: search: %d query values for %d queries of dimension %d (the index's)", len(queries), nq, d)
 	case n < 1 || len(x.Embeddings) != n*d:
-		return nil, fmt.Errorf("pipeline: search: index with %d embedding values for %d rows of dimension %d", len(x.Embeddings), n, d)
+		return nil, fmt.Errorf("gallery: search: index with %d embedding values for %d rows of dimension %d", len(x.Embeddings), n, d)
 	}
 	for i, v := range queries {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("pipeline: search: query %d column %d is %v", i/d, i%d, v)
+			return nil, fmt.Errorf("gallery: search: query %d column %d is %v", i/d, i%d, v)
 		}
 	}
 	// Queries are scaled by a power of two (exactly) so that their dot products cannot overflow.
@@ -335,7 +333,7 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 		for j, v := range src {
 			dst[j] = float32(math.Ldexp(float64(v), -e))
 		}
-		qinv[q] = invNorm(dst)
+		qinv[q] = rowops.InvNorm(dst)
 	}
 
 	kk := min(k, n)
@@ -352,7 +350,7 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	// at the end (the order of (distance, row) is total, so the result does not depend on it).
 	workers := min(runtime.GOMAXPROCS(0), (n+bRows-1)/bRows)
 	per := (n + workers - 1) / workers
-	parts := make([][]nbHeap, workers)
+	parts := make([][]*rowops.TopK[int], workers)
 	ginv := make([]float64, n)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -360,11 +358,11 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 		wg.Go(func() {
 			// The inverse norms of this range (as costly as the product for few queries).
 			for i := lo; i < hi; i++ {
-				ginv[i] = invNorm(x.Embeddings[i*d : (i+1)*d])
+				ginv[i] = rowops.InvNorm(x.Embeddings[i*d : (i+1)*d])
 			}
-			heaps := make([]nbHeap, nq)
+			heaps := make([]*rowops.TopK[int], nq)
 			for q := range heaps {
-				heaps[q] = nbHeap{dist: make([]float64, 0, kk), row: make([]int, 0, kk)}
+				heaps[q] = rowops.NewTopK[int](kk)
 			}
 			scores := make([]float32, min(qRows, max(nq, 1))*bRows)
 			for q0 := 0; q0 < nq; q0 += qRows {
@@ -373,9 +371,9 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 					b := min(bRows, hi-g0)
 					matmul.ABt(scores, b, qs[q0*d:(q0+m)*d], m, x.Embeddings[g0*d:(g0+b)*d], b, d)
 					for r := range m {
-						h, qi := &heaps[q0+r], qinv[q0+r]
+						h, qi := heaps[q0+r], qinv[q0+r]
 						for j, s := range scores[r*b : (r+1)*b] {
-							h.push(cosineDistance(s, qi, ginv[g0+j]), g0+j, kk)
+							h.Push(cosineDistance(s, qi, ginv[g0+j]), g0+j)
 						}
 					}
 				}
@@ -386,18 +384,23 @@ func (x *Index) Search(queries []float32, nq, k int) ([][]Neighbor, error) {
 	wg.Wait()
 	for i, v := range ginv {
 		if v != 0 && v < 1e-18 {
-			return nil, fmt.Errorf("pipeline: search: gallery row %d has norm %.3g: rows must be L2-normalized (NewIndex does it)", i, 1/v)
+			return nil, fmt.Errorf("gallery: search: gallery row %d has norm %.3g: rows must be L2-normalized (New does it)", i, 1/v)
 		}
 	}
 	out := make([][]Neighbor, nq)
 	for q := range out {
-		h := &parts[0][q]
+		h := parts[0][q]
 		for _, p := range parts[1:] {
-			for i, dist := range p[q].dist {
-				h.push(dist, p[q].row[i], kk)
+			dist, row := p[q].Sorted()
+			for i := range dist {
+				h.Push(dist[i], row[i])
 			}
 		}
-		out[q] = h.sorted()
+		dist, row := h.Sorted()
+		out[q] = make([]Neighbor, len(dist))
+		for i := range dist {
+			out[q][i] = Neighbor{Row: row[i], Distance: dist[i]}
+		}
 	}
 	return out, nil
 }
@@ -408,171 +411,17 @@ func cosineDistance(dot float32, qinv, ginv float64) float64 {
 	return min(max(1-float64(dot)*qinv*ginv, 0), 2)
 }
 
-// invNorm returns 1/‖v‖₂ computed in float64, or 0 for the zero vector.
-func invNorm(v []float32) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	if s == 0 {
-		return 0
-	}
-	return 1 / math.Sqrt(s)
-}
-
-// nbHeap is a bounded max-heap of (distance, row) candidates whose root is the worst (largest
-// distance, then largest row).
-type nbHeap struct {
-	dist []float64
-	row  []int
-}
-
-func (h *nbHeap) worse(a, b int) bool {
-	return h.dist[a] > h.dist[b] || (h.dist[a] == h.dist[b] && h.row[a] > h.row[b])
-}
-
-func (h *nbHeap) swap(a, b int) {
-	h.dist[a], h.dist[b] = h.dist[b], h.dist[a]
-	h.row[a], h.row[b] = h.row[b], h.row[a]
-}
-
-// push offers the candidate (dist, row) to a heap that keeps the k best.
-func (h *nbHeap) push(dist float64, row, k int) {
-	if len(h.dist) < k {
-		h.dist = append(h.dist, dist)
-		h.row = append(h.row, row)
-		for i := len(h.dist) - 1; i > 0; {
-			p := (i - 1) / 2
-			if !h.worse(i, p) {
-				break
-			}
-			h.swap(i, p)
-			i = p
-		}
-		return
-	}
-	if dist > h.dist[0] || (dist == h.dist[0] && row >= h.row[0]) {
-		return
-	}
-	h.dist[0], h.row[0] = dist, row
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h.dist) {
-			return
-		}
-		w := l
-		if r := l + 1; r < len(h.dist) && h.worse(r, l) {
-			w = r
-		}
-		if !h.worse(w, i) {
-			return
-		}
-		h.swap(i, w)
-		i = w
-	}
-}
-
-// sorted returns the heap's candidates nearest first.
-func (h *nbHeap) sorted() []Neighbor {
-	out := make([]Neighbor, len(h.dist))
-	for i := range out {
-		out[i] = Neighbor{Row: h.row[i], Distance: h.dist[i]}
-	}
-	slices.SortFunc(out, func(a, b Neighbor) int {
-		if a.Distance != b.Distance {
-			if a.Distance < b.Distance {
-				return -1
-			}
-			return 1
-		}
-		return a.Row - b.Row
-	})
-	return out
-}
-
-// IndexFromDataset returns the Index of a dataset's embeddings (len(ds.Items), dim), with the
-// items' absolute paths and class names as labels, normalizing emb in place (see NewIndex).
-func IndexFromDataset(ds *data.Dataset, emb []float32, dim int, model IndexModel) (*Index, error) {
+// FromDataset returns the Index of a dataset's embeddings (len(ds.Items), dim), with the
+// items' absolute paths and class names as labels, normalizing emb in place (see New).
+func FromDataset(ds *data.Dataset, emb []float32, dim int, model Model) (*Index, error) {
 	paths := make([]string, len(ds.Items))
 	labels := make([]string, len(ds.Items))
 	for i, it := range ds.Items {
 		p, err := filepath.Abs(ds.Resolve(i))
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: index: %w", err)
+			return nil, fmt.Errorf("gallery: index: %w", err)
 		}
 		paths[i], labels[i] = filepath.ToSlash(p), it.Class
 	}
-	return NewIndex(emb, dim, paths, labels, model)
-}
-
-// writeFloat32s writes x as little-endian float32 through a bounded buffer.
-func writeFloat32s(w io.Writer, x []float32) error {
-	buf := make([]byte, min(ioChunk, 4*len(x)))
-	for len(x) > 0 {
-		c := min(len(buf)/4, len(x))
-		for i, v := range x[:c] {
-			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
-		}
-		if _, err := w.Write(buf[:4*c]); err != nil {
-			return err
-		}
-		x = x[c:]
-	}
-	return nil
-}
-
-// readFloat32s fills x with little-endian float32 values read from r through a bounded buffer.
-func readFloat32s(r io.Reader, x []float32) error {
-	buf := make([]byte, min(ioChunk, 4*len(x)))
-	for len(x) > 0 {
-		c := min(len(buf)/4, len(x))
-		if _, err := io.ReadFull(r, buf[:4*c]); err != nil {
-			return err
-		}
-		for i := range x[:c] {
-			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
-		}
-		x = x[c:]
-	}
-	return nil
-}
-
-// writeFileAtomic writes path with fill through a buffered temporary file in the same folder,
-// then fsyncs and renames it over path (and syncs the folder). On any error the temporary file
-// is removed and path is left as it was. Errors name path; callers add the package prefix.
-func writeFileAtomic(path string, fill func(w io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, ioChunk)
-	if err = fill(bw); err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("close %q: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename to %q: %w", path, err)
-	}
-	if dir, derr := os.Open(filepath.Dir(path)); derr == nil {
-		dir.Sync() // best effort: persist the rename
-		dir.Close()
-	}
-	return nil
+	return New(emb, dim, paths, labels, model)
 }

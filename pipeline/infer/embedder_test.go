@@ -1,4 +1,4 @@
-package pipeline_test
+package infer_test
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/infer"
 )
 
 // embedNeedORT skips the test unless the onnxruntime library is configured.
@@ -43,7 +44,7 @@ func TestEmbedMatchesBackboneAndHead(t *testing.T) {
 	model := embedTinyModel(t)
 	imgs := []image.Image{gradient(32, 24, 0), gradient(7, 9, 40), gradient(6, 6, 90), gradient(50, 13, 200), gradient(3, 3, 7)}
 
-	bb, err := backbone.Open(filepath.Join("..", "backbone", "testdata", "tiny_cnn.onnx"), backbone.Options{Threads: 1})
+	bb, err := backbone.Open(filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.onnx"), backbone.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestEmbedMatchesBackboneAndHead(t *testing.T) {
 	}
 
 	for _, batch := range []int{1, 2, 32} {
-		e, err := pipeline.OpenEmbedder(model, pipeline.WithBatchSize(batch), pipeline.WithThreads(1), pipeline.WithWorkers(2))
+		e, err := infer.OpenEmbedder(model, infer.WithBatchSize(batch), infer.WithThreads(1), infer.WithWorkers(2))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +137,7 @@ func TestEmbedFiles(t *testing.T) {
 		writePNG(t, p, img)
 		imgs, paths = append(imgs, img), append(paths, p)
 	}
-	e, err := pipeline.OpenEmbedder(model, pipeline.WithBatchSize(3))
+	e, err := infer.OpenEmbedder(model, infer.WithBatchSize(3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,14 +174,14 @@ func TestEmbedFiles(t *testing.T) {
 // preprocessing must be given; a pinned batch of 1 is run one image at a time.
 func TestOpenEmbedderModels(t *testing.T) {
 	embedNeedORT(t)
-	raw := filepath.Join("..", "backbone", "testdata", "tiny_cnn.onnx") // [1,3,6,6] -> logits [1,3], no metadata
-	_, err := pipeline.OpenEmbedder(raw)
+	raw := filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.onnx") // [1,3,6,6] -> logits [1,3], no metadata
+	_, err := infer.OpenEmbedder(raw)
 	if err == nil || !strings.Contains(err.Error(), "preprocess.size") || pipeline.Hint(err) == "" {
 		t.Errorf("model without metadata: error %v (hint %q), want one naming preprocess.size, with a hint", err, pipeline.Hint(err))
 	}
 	pre := data.DefaultPreprocess()
 	pre.Width, pre.Height = 6, 6
-	e, err := pipeline.OpenEmbedder(raw, pipeline.WithPreprocess(pre))
+	e, err := infer.OpenEmbedder(raw, infer.WithPreprocess(pre))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,13 +203,13 @@ func TestOpenEmbedderModels(t *testing.T) {
 
 	big := pre
 	big.Width, big.Height = 224, 224
-	if _, err := pipeline.OpenEmbedder(raw, pipeline.WithPreprocess(big)); err == nil || !strings.Contains(err.Error(), "6x6") {
+	if _, err := infer.OpenEmbedder(raw, infer.WithPreprocess(big)); err == nil || !strings.Contains(err.Error(), "6x6") {
 		t.Errorf("224x224 preprocessing on a 6x6 model: error %v, want one naming 6x6", err)
 	}
-	if _, err := pipeline.OpenEmbedder(filepath.Join(t.TempDir(), "missing.onnx")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := infer.OpenEmbedder(filepath.Join(t.TempDir(), "missing.onnx")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing model: error %v, want os.ErrNotExist", err)
 	}
-	if _, err := pipeline.OpenEmbedder(raw, pipeline.WithPreprocess(pre), pipeline.WithBatchSize(0)); err == nil {
+	if _, err := infer.OpenEmbedder(raw, infer.WithPreprocess(pre), infer.WithBatchSize(0)); err == nil {
 		t.Error("batch size 0 accepted")
 	}
 }
@@ -216,7 +217,7 @@ func TestOpenEmbedderModels(t *testing.T) {
 // TestEmbedTensors: EmbedTensors of preprocessed images is Embed of the images; Names are the
 // exported model's; a tensor of the wrong length is an error.
 func TestEmbedTensors(t *testing.T) {
-	e, err := pipeline.OpenEmbedder(embedTinyModel(t))
+	e, err := infer.OpenEmbedder(embedTinyModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pipeline
+package npy
 
 import (
 	"encoding/binary"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -19,9 +21,9 @@ const npyMagic = "\x93NUMPY"
 // .npy file, format version 1.0: dtype '<f4' (little-endian float32), C order, shape (rows, cols),
 // header padded so that the data starts at a multiple of 64 bytes. numpy.load reads it. The file is
 // written atomically (temporary file in the same folder, fsync, rename).
-func WriteNPY(path string, x []float32, rows, cols int) error {
+func Write(path string, x []float32, rows, cols int) error {
 	if rows < 0 || cols < 0 || len(x) != rows*cols {
-		return fmt.Errorf("pipeline: npy %q: %d values for shape (%d, %d)", path, len(x), rows, cols)
+		return fmt.Errorf("npy: %q: %d values for shape (%d, %d)", path, len(x), rows, cols)
 	}
 	dict := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols)
 	// magic (6) + version (2) + header length (2) + dict + padding + '\n' is a multiple of 64.
@@ -29,7 +31,7 @@ func WriteNPY(path string, x []float32, rows, cols int) error {
 	total := (pre + len(dict) + 1 + 63) / 64 * 64
 	hdrLen := total - pre
 	if hdrLen > math.MaxUint16 {
-		return fmt.Errorf("pipeline: npy %q: header of %d bytes does not fit format 1.0", path, hdrLen)
+		return fmt.Errorf("npy: %q: header of %d bytes does not fit format 1.0", path, hdrLen)
 	}
 	hdr := make([]byte, total)
 	copy(hdr, npyMagic)
@@ -42,14 +44,14 @@ func WriteNPY(path string, x []float32, rows, cols int) error {
 	}
 	h[len(h)-1] = '\n'
 	// The values are streamed through a small buffer: no second copy of x.
-	err := writeFileAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, "npy array", func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {
 			return err
 		}
-		return writeFloat32s(w, x)
+		return f32le.Write(w, x)
 	})
 	if err != nil {
-		return fmt.Errorf("pipeline: npy: %w", err)
+		return fmt.Errorf("npy: %w", err)
 	}
 	return nil
 }
@@ -63,19 +65,19 @@ var (
 // ReadNPY reads a 2-D float32 NumPy .npy file (format 1.x, 2.x or 3.x, dtype '<f4', C order) and
 // returns its (rows, cols) row-major values. Other dtypes, Fortran order, other ranks and files
 // whose size does not match the header are errors naming the file.
-func ReadNPY(path string) (x []float32, rows, cols int, err error) {
+func Read(path string) (x []float32, rows, cols int, err error) {
 	f, err := data.OpenRegular(path, 1<<62)
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("pipeline: npy: %w", err)
+		return nil, 0, 0, fmt.Errorf("npy: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("pipeline: npy: %w", err)
+		return nil, 0, 0, fmt.Errorf("npy: %w", err)
 	}
 	size := fi.Size()
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("pipeline: npy %q: %s", path, fmt.Sprintf(format, args...))
+		return fmt.Errorf("npy: %q: %s", path, fmt.Sprintf(format, args...))
 	}
 	// Only the header is read whole; the values are read through a small buffer into x.
 	var pre [12]byte
@@ -138,7 +140,7 @@ func ReadNPY(path string) (x []float32, rows, cols int, err error) {
 		return nil, 0, 0, bad("%d data bytes, want %d for shape (%d, %d) float32", payload, 4*rows*cols, rows, cols)
 	}
 	x = make([]float32, rows*cols)
-	if err := readFloat32s(io.NewSectionReader(f, start+hdrLen, payload), x); err != nil {
+	if err := f32le.Read(io.NewSectionReader(f, start+hdrLen, payload), x); err != nil {
 		return nil, 0, 0, bad("reading the data: %v", err)
 	}
 	return x, rows, cols, nil

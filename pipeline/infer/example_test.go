@@ -1,4 +1,4 @@
-package pipeline_test
+package infer_test
 
 import (
 	"fmt"
@@ -13,13 +13,14 @@ import (
 	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
+	"github.com/grouploss/pipeline/pipeline/infer"
 )
 
 // exportTinyModel writes an embedding model to dir: the 6x6 test CNN of backbone/testdata cut at
 // its pooled 4-d features, then a 4->3 Linear head and the L2 normalization export.Write adds,
 // with the ImageNet preprocessing at 6x6 in its metadata.
 func exportTinyModel(dir string) (string, error) {
-	bb, err := backbone.Open(filepath.Join("..", "backbone", "testdata", "tiny_cnn.onnx"), backbone.Options{Threads: 1})
+	bb, err := backbone.Open(filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.onnx"), backbone.Options{Threads: 1})
 	if err != nil {
 		return "", err
 	}
@@ -56,7 +57,7 @@ func ExampleOpenEmbedder() {
 		log.Fatal(err)
 	}
 
-	emb, err := pipeline.OpenEmbedder(model) // preprocessing from the model's metadata
+	emb, err := infer.OpenEmbedder(model) // preprocessing from the model's metadata
 	if err != nil {
 		log.Fatal(err)
 	}

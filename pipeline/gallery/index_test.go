@@ -1,4 +1,4 @@
-package pipeline
+package gallery
 
 import (
 	"bytes"
@@ -18,10 +18,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/f32le"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
-// randomIndex returns an Index of n Gaussian rows of dimension d (normalized by NewIndex).
+// randomIndex returns an Index of n Gaussian rows of dimension d (normalized by New).
 func randomIndex(t *testing.T, rng *rand.Rand, n, d int) *Index {
 	t.Helper()
 	emb := make([]float32, n*d)
@@ -34,7 +36,7 @@ func randomIndex(t *testing.T, rng *rand.Rand, n, d int) *Index {
 		paths[i] = fmt.Sprintf("/data/cls%d/img \"%d\"\u00e9.jpg", i%4, i)
 		labels[i] = fmt.Sprintf("class,%d", i%4)
 	}
-	x, err := NewIndex(emb, d, paths, labels, IndexModel{Path: "/models/m.onnx", SHA256: strings.Repeat("ab", 32),
+	x, err := New(emb, d, paths, labels, Model{Path: "/models/m.onnx", SHA256: strings.Repeat("ab", 32),
 		Metadata: map[string]string{"preprocess.size": "224x224", "embedding_dim": fmt.Sprint(d)}})
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +44,7 @@ func randomIndex(t *testing.T, rng *rand.Rand, n, d int) *Index {
 	return x
 }
 
-// TestIndexRoundTrip: WriteIndex then OpenIndex gives back the same index bit for bit; the file
+// TestIndexRoundTrip: Write then Open gives back the same index bit for bit; the file
 // has the documented layout and length; rewriting replaces it atomically (no temporary left).
 func TestIndexRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -55,11 +57,11 @@ func TestIndexRoundTrip(t *testing.T) {
 				s += float64(v) * float64(v)
 			}
 			if math.Abs(s-1) > 1e-6 {
-				t.Fatalf("NewIndex left row %d with squared norm %v", i, s)
+				t.Fatalf("New left row %d with squared norm %v", i, s)
 			}
 		}
 		p := filepath.Join(dir, "g.idx")
-		if err := WriteIndex(p, x); err != nil {
+		if err := Write(p, x); err != nil {
 			t.Fatal(err)
 		}
 		raw, err := os.ReadFile(p)
@@ -75,7 +77,7 @@ func TestIndexRoundTrip(t *testing.T) {
 		if math.Float32frombits(binary.LittleEndian.Uint32(raw[64+4*(tc.n*tc.d-1):])) != x.Embeddings[tc.n*tc.d-1] {
 			t.Errorf("(%d,%d): last embedding value not at its offset", tc.n, tc.d)
 		}
-		got, err := OpenIndex(p)
+		got, err := Open(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,21 +99,21 @@ func TestIndexRoundTrip(t *testing.T) {
 	p := filepath.Join(dir, "g.idx")
 	before, _ := os.ReadFile(p)
 	bad := &Index{Dim: 2, Embeddings: []float32{1, float32(math.NaN())}, Paths: []string{"a"}, Labels: []string{"x"}}
-	if err := WriteIndex(p, bad); err == nil || !strings.Contains(err.Error(), "NaN") {
-		t.Errorf("WriteIndex with a NaN: %v, want an error naming NaN", err)
+	if err := Write(p, bad); err == nil || !strings.Contains(err.Error(), "NaN") {
+		t.Errorf("Write with a NaN: %v, want an error naming NaN", err)
 	}
 	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
-		t.Error("a failed WriteIndex changed the existing file")
+		t.Error("a failed Write changed the existing file")
 	}
 }
 
-// TestOpenIndexRejects: torn, corrupt, foreign and wrong-version files are *IndexError values
+// TestOpenRejects: torn, corrupt, foreign and wrong-version files are *IndexError values
 // naming the file and the problem.
-func TestOpenIndexRejects(t *testing.T) {
+func TestOpenRejects(t *testing.T) {
 	dir := t.TempDir()
 	x := randomIndex(t, rand.New(rand.NewPCG(3, 4)), 10, 3)
 	good := filepath.Join(dir, "good.idx")
-	if err := WriteIndex(good, x); err != nil {
+	if err := Write(good, x); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(good)
@@ -122,11 +124,11 @@ func TestOpenIndexRejects(t *testing.T) {
 		return c
 	}
 	flip := func(off int) []byte { return with(off, raw[off]^0x10) }
-	npy := filepath.Join(dir, "x.npy")
-	if err := WriteNPY(npy, []float32{1, 2}, 1, 2); err != nil {
+	npyPath := filepath.Join(dir, "x.npy")
+	if err := npy.Write(npyPath, []float32{1, 2}, 1, 2); err != nil {
 		t.Fatal(err)
 	}
-	npyRaw, _ := os.ReadFile(npy)
+	npyRaw, _ := os.ReadFile(npyPath)
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -154,7 +156,7 @@ func TestOpenIndexRejects(t *testing.T) {
 		if err := os.WriteFile(p, tc.data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, err := OpenIndex(p)
+		_, err := Open(p)
 		var ie *IndexError
 		if err == nil || !errors.As(err, &ie) || ie.Path != p || !strings.Contains(err.Error(), tc.want) ||
 			!strings.Contains(err.Error(), p) {
@@ -177,26 +179,26 @@ func TestOpenIndexRejects(t *testing.T) {
 		if err := writeUnchecked(p, &y); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := OpenIndex(p); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+		if _, err := Open(p); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: %v, want an error naming the file and %q", tc.name, err, tc.want)
 		}
 	}
-	if _, err := OpenIndex(filepath.Join(dir, "missing.idx")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Open(filepath.Join(dir, "missing.idx")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v, want ErrNotExist", err)
 	}
-	if _, err := OpenIndex(dir); err == nil || !strings.Contains(err.Error(), "directory") {
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "directory") {
 		t.Errorf("directory: %v", err)
 	}
 }
 
-// writeUnchecked writes x in the index format without WriteIndex's checks, by writing a valid
+// writeUnchecked writes x in the index format without Write's checks, by writing a valid
 // index of the same size and patching it.
 func writeUnchecked(path string, x *Index) error {
 	ok := *x
 	ok.Embeddings = make([]float32, len(x.Embeddings))
 	ok.Labels = slices.Clone(ok.Paths)
 	raw, err := func() ([]byte, error) {
-		if err := WriteIndex(path, &ok); err != nil {
+		if err := Write(path, &ok); err != nil {
 			return nil, err
 		}
 		return os.ReadFile(path)
@@ -208,7 +210,7 @@ func writeUnchecked(path string, x *Index) error {
 	var b bytes.Buffer
 	b.Write(raw[:64])
 	binary.LittleEndian.PutUint64(b.Bytes()[32:], uint64(len(meta)))
-	writeFloat32s(&b, x.Embeddings)
+	f32le.Write(&b, x.Embeddings)
 	b.Write(meta)
 	sum := crc32c(b.Bytes())
 	b.WriteString(indexTrailerMagic)
@@ -385,8 +387,8 @@ func TestSearchErrors(t *testing.T) {
 		{[]float32{1, 2}, 2, []string{"a"}, []string{"x", "y"}, "1 paths but 2 labels"},
 		{[]float32{1, 2}, 0, []string{"a"}, []string{"x"}, "dimension 0"},
 	} {
-		if _, err := NewIndex(tc.emb, tc.d, tc.paths, tc.labels, IndexModel{}); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("NewIndex(%v, %d): %v, want %q", tc.emb, tc.d, err, tc.want)
+		if _, err := New(tc.emb, tc.d, tc.paths, tc.labels, Model{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%v, %d): %v, want %q", tc.emb, tc.d, err, tc.want)
 		}
 	}
 }
@@ -394,7 +396,7 @@ func TestSearchErrors(t *testing.T) {
 // TestIdentifyModel: the model identity is the file's SHA-256, its absolute path and only its
 // embedding metadata.
 func TestIdentifyModel(t *testing.T) {
-	m, err := onnxpb.Load(filepath.Join("..", "backbone", "testdata", "tiny_cnn.onnx"))
+	m, err := onnxpb.Load(filepath.Join("..", "..", "backbone", "testdata", "tiny_cnn.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +413,7 @@ func TestIdentifyModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := IndexModel{Path: p, SHA256: hex.EncodeToString(sum[:]), Metadata: map[string]string{"preprocess.size": "6x6", "embedding_dim": "3"}}
+	want := Model{Path: p, SHA256: hex.EncodeToString(sum[:]), Metadata: map[string]string{"preprocess.size": "6x6", "embedding_dim": "3"}}
 	if !reflect.DeepEqual(id, want) {
 		t.Errorf("IdentifyModel = %+v, want %+v", id, want)
 	}

@@ -1,4 +1,4 @@
-package pipeline
+package npy
 
 import (
 	"encoding/binary"
@@ -33,7 +33,7 @@ func TestNPYRoundTripAndLayout(t *testing.T) {
 			x[1], x[2] = float32(math.Inf(-1)), -0.0
 		}
 		p := filepath.Join(dir, "x.npy")
-		if err := WriteNPY(p, x, tc.rows, tc.cols); err != nil {
+		if err := Write(p, x, tc.rows, tc.cols); err != nil {
 			t.Fatal(err)
 		}
 		raw, err := os.ReadFile(p)
@@ -49,7 +49,7 @@ func TestNPYRoundTripAndLayout(t *testing.T) {
 			len(raw) != dataStart+4*len(x) {
 			t.Errorf("(%d,%d): header %q (data at %d, file %d bytes), want %q padded to 64 bytes", tc.rows, tc.cols, hdr, dataStart, len(raw), wantDict)
 		}
-		got, r, c, err := ReadNPY(p)
+		got, r, c, err := Read(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func TestNPYRoundTripAndLayout(t *testing.T) {
 			}
 		}
 	}
-	if err := WriteNPY(filepath.Join(dir, "bad.npy"), make([]float32, 5), 2, 3); err == nil {
+	if err := Write(filepath.Join(dir, "bad.npy"), make([]float32, 5), 2, 3); err == nil {
 		t.Error("WriteNPY accepted 5 values for shape (2, 3)")
 	}
 }
@@ -70,7 +70,7 @@ func TestNPYRoundTripAndLayout(t *testing.T) {
 func TestReadNPYRejects(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.npy")
-	if err := WriteNPY(good, []float32{1, 2, 3, 4, 5, 6}, 2, 3); err != nil {
+	if err := Write(good, []float32{1, 2, 3, 4, 5, 6}, 2, 3); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(good)
@@ -95,12 +95,12 @@ func TestReadNPYRejects(t *testing.T) {
 		if err := os.WriteFile(p, tc.data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, _, _, err := ReadNPY(p)
+		_, _, _, err := Read(p)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: error %v, want one naming %q and the file", tc.name, err, tc.want)
 		}
 	}
-	if _, _, _, err := ReadNPY(filepath.Join(dir, "missing.npy")); !os.IsNotExist(unwrapAll(err)) {
+	if _, _, _, err := Read(filepath.Join(dir, "missing.npy")); !os.IsNotExist(unwrapAll(err)) {
 		t.Errorf("missing file: %v", err)
 	}
 }
@@ -125,7 +125,7 @@ func TestNPYWithNumPy(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "go.npy")
 	x := []float32{0.5, -1.25, 3, 1e-7, 65504, -0.0}
-	if err := WriteNPY(p, x, 3, 2); err != nil {
+	if err := Write(p, x, 3, 2); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(py, "-c", `import sys, numpy
@@ -144,7 +144,7 @@ print(a.shape, a.dtype, a.flags['C_CONTIGUOUS'], repr(a[1, 0]), repr(a[2, 0]), a
 numpy.save(sys.argv[1], (numpy.arange(12, dtype='<f4').reshape(4, 3) - 5) / 4)`, q).CombinedOutput(); err != nil {
 		t.Fatalf("numpy.save: %v\n%s", err, out)
 	}
-	got, r, c, err := ReadNPY(q)
+	got, r, c, err := Read(q)
 	if err != nil {
 		t.Fatal(err)
 	}

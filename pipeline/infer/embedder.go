@@ -1,4 +1,10 @@
-package pipeline
+// Package infer computes image embeddings with an exported ONNX embedding model in onnxruntime:
+// OpenEmbedder loads the model, Embed (EmbedFiles, EmbedDataset, EmbedTensors) runs it. It
+// depends only on onnxruntime (backbone/ort) and the preprocessing (pipeline/data), so a program
+// that only embeds images does not link the training stack (gorgonia, gonum/plot);
+// TestDependencies keeps it so. (Not named embed, which would shadow the standard library's
+// embed package.)
+package infer
 
 import (
 	"context"
@@ -10,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/hint"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
@@ -81,35 +88,35 @@ func OpenEmbedder(path string, opts ...EmbedderOption) (*Embedder, error) {
 		opt(&o)
 	}
 	if o.batch < 1 {
-		return nil, fmt.Errorf("pipeline: embedder: batch size %d, want >= 1", o.batch)
+		return nil, fmt.Errorf("infer: embedder: batch size %d, want >= 1", o.batch)
 	}
 	if o.workers <= 0 {
 		o.workers = runtime.GOMAXPROCS(0)
 	}
 	if err := ort.Init(ort.LibraryPath(o.lib)); err != nil {
-		return nil, fmt.Errorf("pipeline: %w", err)
+		return nil, fmt.Errorf("infer: %w", err)
 	}
 	raw, err := onnxpb.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: %w", err)
+		return nil, fmt.Errorf("infer: %w", err)
 	}
 	m, err := onnxpb.Unmarshal(raw, path)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: %w", err)
+		return nil, fmt.Errorf("infer: %w", err)
 	}
 	g := m.GetGraph()
 	ins, outs := onnxpb.RealInputs(g), g.GetOutput()
 	if len(ins) != 1 || len(outs) != 1 {
-		return nil, fmt.Errorf("pipeline: embedding model %q has %d inputs and %d outputs, want 1 image input [batch,3,H,W] and 1 output [batch,D]",
+		return nil, fmt.Errorf("infer: embedding model %q has %d inputs and %d outputs, want 1 image input [batch,3,H,W] and 1 output [batch,D]",
 			path, len(ins), len(outs))
 	}
 	inDims, _, okIn := onnxpb.Shape(ins[0])
 	outDims, _, okOut := onnxpb.Shape(outs[0])
 	if !okIn || len(inDims) != 4 || inDims[1] != 3 || inDims[2] <= 0 || inDims[3] <= 0 {
-		return nil, fmt.Errorf("pipeline: embedding model %q: input %q has shape %v, want [batch,3,H,W]", path, ins[0].GetName(), inDims)
+		return nil, fmt.Errorf("infer: embedding model %q: input %q has shape %v, want [batch,3,H,W]", path, ins[0].GetName(), inDims)
 	}
 	if !okOut || len(outDims) != 2 || outDims[1] <= 0 {
-		return nil, fmt.Errorf("pipeline: embedding model %q: output %q has shape %v, want [batch,D]", path, outs[0].GetName(), outDims)
+		return nil, fmt.Errorf("infer: embedding model %q: output %q has shape %v, want [batch,D]", path, outs[0].GetName(), outDims)
 	}
 	meta := map[string]string{}
 	for _, p := range m.GetMetadataProps() {
@@ -119,31 +126,31 @@ func OpenEmbedder(path string, opts ...EmbedderOption) (*Embedder, error) {
 	if o.pre != nil {
 		pre = *o.pre
 		if err := pre.Validate(); err != nil {
-			return nil, fmt.Errorf("pipeline: embedding model %q: %w", path, err)
+			return nil, fmt.Errorf("infer: embedding model %q: %w", path, err)
 		}
 	} else {
 		if _, ok := meta[data.MetaSize]; !ok {
-			return nil, withHint(fmt.Errorf("pipeline: embedding model %q has no %s metadata: its preprocessing is unknown", path, data.MetaSize),
-				"use a model exported by `pipeline run`, or give the preprocessing (pipeline.WithPreprocess)")
+			return nil, hint.With(fmt.Errorf("infer: embedding model %q has no %s metadata: its preprocessing is unknown", path, data.MetaSize),
+				"use a model exported by `pipeline run`, or give the preprocessing (infer.WithPreprocess)")
 		}
 		if pre, err = data.PreprocessFromMetadata(meta); err != nil {
-			return nil, fmt.Errorf("pipeline: embedding model %q: %w", path, err)
+			return nil, fmt.Errorf("infer: embedding model %q: %w", path, err)
 		}
 	}
 	if int64(pre.Height) != inDims[2] || int64(pre.Width) != inDims[3] {
-		return nil, fmt.Errorf("pipeline: embedding model %q takes %dx%d images (WxH) but the preprocessing makes %dx%d",
+		return nil, fmt.Errorf("infer: embedding model %q takes %dx%d images (WxH) but the preprocessing makes %dx%d",
 			path, inDims[3], inDims[2], pre.Width, pre.Height)
 	}
 	dim := int(outDims[1])
 	if s, ok := meta["embedding_dim"]; ok {
 		if v, err := strconv.Atoi(s); err != nil || v != dim {
-			return nil, fmt.Errorf("pipeline: embedding model %q: metadata embedding_dim=%q but the output %q is %d wide",
+			return nil, fmt.Errorf("infer: embedding model %q: metadata embedding_dim=%q but the output %q is %d wide",
 				path, s, outs[0].GetName(), dim)
 		}
 	}
 	sess, err := ort.NewSession(raw, ort.Options{Threads: o.threads})
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: embedding model %q: %w", path, err)
+		return nil, fmt.Errorf("infer: embedding model %q: %w", path, err)
 	}
 	e := &Embedder{path: path, input: ins[0].GetName(), output: outs[0].GetName(), sess: sess, pre: pre, dim: dim,
 		batch: o.batch, workers: o.workers}
@@ -189,7 +196,7 @@ func (e *Embedder) Embed(images []image.Image) ([][]float32, error) {
 // the model's pinned batch size when it has one).
 func (e *Embedder) EmbedTensors(in []float32, n int) ([]float32, error) {
 	if n < 1 || len(in) != n*e.pre.Size() {
-		return nil, fmt.Errorf("pipeline: embed: %d tensor values for %d images of 3x%dx%d", len(in), n, e.pre.Height, e.pre.Width)
+		return nil, fmt.Errorf("infer: embed: %d tensor values for %d images of 3x%dx%d", len(in), n, e.pre.Height, e.pre.Width)
 	}
 	out := make([]float32, n*e.dim)
 	if err := e.run(in, n, out); err != nil {
@@ -210,7 +217,7 @@ func (e *Embedder) tensors(imgs []image.Image, dst []float32) error {
 			defer wg.Done()
 			for i := range next {
 				if imgs[i] == nil {
-					errs[i] = fmt.Errorf("pipeline: embed: image %d is nil", i)
+					errs[i] = fmt.Errorf("infer: embed: image %d is nil", i)
 					continue
 				}
 				errs[i] = e.pre.Tensor(imgs[i], dst[i*chw:(i+1)*chw])
@@ -224,7 +231,7 @@ func (e *Embedder) tensors(imgs []image.Image, dst []float32) error {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			return fmt.Errorf("pipeline: embed: image %d: %w", i, err)
+			return fmt.Errorf("infer: embed: image %d: %w", i, err)
 		}
 	}
 	return nil
@@ -272,7 +279,7 @@ func (e *Embedder) EmbedDataset(ctx context.Context, ds *data.Dataset, progress 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: embed: %w", err)
+		return nil, fmt.Errorf("infer: embed: %w", err)
 	}
 	if prog != nil {
 		prog.Done()
@@ -285,7 +292,7 @@ func (e *Embedder) EmbedDataset(ctx context.Context, ds *data.Dataset, progress 
 func (e *Embedder) run(in []float32, n int, out []float32) error {
 	if e.fixed == 0 {
 		if err := e.sess.Run(in, n, out); err != nil {
-			return fmt.Errorf("pipeline: embedding model %q: %w", e.path, err)
+			return fmt.Errorf("infer: embedding model %q: %w", e.path, err)
 		}
 		return nil
 	}
@@ -297,7 +304,7 @@ func (e *Embedder) run(in []float32, n int, out []float32) error {
 		clear(pad)
 		copy(pad, in[s*chw:(s+k)*chw])
 		if err := e.sess.Run(pad, e.fixed, res); err != nil {
-			return fmt.Errorf("pipeline: embedding model %q: %w", e.path, err)
+			return fmt.Errorf("infer: embedding model %q: %w", e.path, err)
 		}
 		copy(out[s*e.dim:(s+k)*e.dim], res[:k*e.dim])
 	}
