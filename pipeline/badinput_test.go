@@ -23,14 +23,14 @@ func TestLoadConfigBadInput(t *testing.T) {
 			[]string{`line 2: unknown key "epochs"`}, "the keys at the top level are: data, train_classes,"},
 		{"unknown nested key", "head:\n  embedding_dim: 8\n  embeding_dim: 8\n",
 			[]string{`line 3: unknown key "head.embeding_dim"`}, "the keys under head are: embedding_dim, center, normalize, init"},
-		{"unknown key two levels down", "optimizer:\n  lr: 0.1\n  momentum: 0.9\n",
+		{"unknown key two levels down", "optimizer:\n  args: {lr: 0.1}\n  momentum: 0.9\n",
 			[]string{`line 3: unknown key "optimizer.momentum"`}, "the keys under optimizer are: name, args, epochs, lr_schedule"},
 		{"string for an integer", "seed: 1\noptimizer:\n  epochs: ten\n",
 			[]string{`line 3: optimizer.epochs: got a string "ten", want an integer`}, "config.yaml of any run folder"},
-		{"list for a number", "optimizer: {lr: [0.1]}\n",
-			[]string{"line 1: optimizer.lr: got a list, want a number"}, "config.yaml"},
-		{"bad item of a block list", "optimizer:\n  lr_steps:\n    - 5\n    - later\n",
-			[]string{`line 4: optimizer.lr_steps: got a string "later", want an integer`}, "config.yaml"},
+		{"list for a number", "optimizer: {args: {lr: [0.1]}}\n",
+			[]string{"line 1: optimizer.args.lr: got a list, want a number"}, "config.yaml"},
+		{"bad item of a block list", "optimizer:\n  reload_best_after:\n    - 5\n    - later\n",
+			[]string{`line 4: optimizer.reload_best_after: got a string "later", want an integer`}, "config.yaml"},
 		{"scalar for a fixed-size list", "preprocess:\n  size: 224\n",
 			[]string{`line 2: preprocess.size: got an integer "224", want a list of 2 integers`}, "config.yaml"},
 		{"string for a boolean", "head:\n  center: maybe\n",
@@ -68,7 +68,7 @@ func TestLoadConfigBadInput(t *testing.T) {
 	})
 	t.Run("valid", func(t *testing.T) {
 		p := filepath.Join(dir, "ok.yaml")
-		if err := os.WriteFile(p, []byte("on_bad_image: skip\noptimizer:\n  lr_steps: [3, 5]\n"), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte("on_bad_image: skip\noptimizer:\n  lr_schedule: {args: {steps: [3, 5]}}\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := LoadConfig(p)

@@ -251,8 +251,8 @@ func compareRun(ctx context.Context, c Config, force bool, env RunEnv) (*Summary
 }
 
 // finishedRun is the summary of the successful run of config c in c.Out, nil if there is none.
-// The run's config.yaml counts as the config it loads to, written again: a run folder written in
-// the flat form of older versions is recognized too.
+// The run's config.yaml counts as the config it loads to, written again (a hand-edited file that
+// loads to the same config is the same run).
 func finishedRun(c Config) *Summary {
 	want, err := yaml.Marshal(c)
 	if err != nil {

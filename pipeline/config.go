@@ -22,7 +22,7 @@ import (
 // Config is every knob of `pipeline run`. The zero value is not useful: start from DefaultConfig.
 // It is read from YAML (unknown keys are errors) and written, resolved, into the run folder. The
 // loss, optimizer, learning-rate schedule, sampler and head initializations are written as
-// components {name, args}; the flat form of older files is read too (see configform.go).
+// components {name, args} (see configform.go).
 type Config struct {
 	// Data is an image folder (root/<class>/<image>), a CSV manifest (path,label[,split]) or a
 	// folder holding manifest.csv.

@@ -34,24 +34,18 @@ import (
 // and the head's two initializations (head.init, head.classifier_init) are components; the other
 // keys of their sections (loss.pretrain_epochs, optimizer.epochs, ...) sit beside name and args.
 // The args a component takes depend on its name (margin is an arg of triplet, not of group); an
-// arg the named implementation does not take is an error naming the key, the component and the
-// line. Without a name the current one (the default's, the preset's) is meant. Args left out keep
-// their current value. A component whose implementation takes no args can be written as its bare
-// name (init: pca, loss: {name: softmax}).
-//
-// The flat form of earlier versions (loss: {name: group, temperature: 24, ..., triplet_margin: 0},
-// optimizer.lr, optimizer.lr_steps, sampler.classes_per_batch, head.classifier_scale) is still
-// read, so older config files and the config.yaml of older run folders load (and --resume them);
-// in it every parameter of every implementation is accepted, as before. The two forms do not mix
-// within one component. Written configs use the {name, args} form with the args of the named
-// implementation only (the parameters of the others do not affect a run), except for a name no
-// implementation has (rejected by Validate), which is written in the flat form.
+// arg the named implementation does not take, or an arg written beside name instead of under
+// args, is an error naming the key, the component and the line. Without a name the current one
+// (the default's, the preset's) is meant. Args left out keep their current value. A keyed
+// component can be written as its bare name (init: pca); its args then keep their values.
+// Written configs hold the args of the named implementation only: the parameters of the others
+// do not affect a run.
 //
 // The Go types keep one field per parameter (LossConfig.Temperature, OptimizerConfig.LR, ...):
 // the forms below map the YAML onto them, by the fields' YAML keys.
 
 // compArg is one arg of a component's implementation: its key under args and the YAML key of
-// the section's field it sets (its key in the flat form).
+// the section's field it sets.
 type compArg struct{ name, field string }
 
 type compImpl struct {
@@ -123,13 +117,13 @@ type (
 	headFields      HeadConfig
 )
 
-// UnmarshalYAML reads the loss section in the {name, args} form or the flat form.
+// UnmarshalYAML reads the loss section in the {name, args} form.
 func (l *LossConfig) UnmarshalYAML(n *yaml.Node) error { return lossForm.decode(n, (*lossFields)(l)) }
 
 // MarshalYAML writes the loss section in the {name, args} form.
 func (l LossConfig) MarshalYAML() (any, error) { return lossForm.encode(lossFields(l)) }
 
-// UnmarshalYAML reads the optimizer section in the {name, args} form or the flat form.
+// UnmarshalYAML reads the optimizer section in the {name, args} form.
 func (o *OptimizerConfig) UnmarshalYAML(n *yaml.Node) error {
 	return optimizerForm.decode(n, (*optimizerFields)(o))
 }
@@ -137,7 +131,7 @@ func (o *OptimizerConfig) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the optimizer section in the {name, args} form.
 func (o OptimizerConfig) MarshalYAML() (any, error) { return optimizerForm.encode(optimizerFields(o)) }
 
-// UnmarshalYAML reads the sampler section in the {name, args} form or the flat form.
+// UnmarshalYAML reads the sampler section in the {name, args} form.
 func (s *SamplerConfig) UnmarshalYAML(n *yaml.Node) error {
 	return samplerForm.decode(n, (*samplerFields)(s))
 }
@@ -145,7 +139,7 @@ func (s *SamplerConfig) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the sampler section in the {name, args} form.
 func (s SamplerConfig) MarshalYAML() (any, error) { return samplerForm.encode(samplerFields(s)) }
 
-// UnmarshalYAML reads the head section, its initializations in the {name, args} form or the flat form.
+// UnmarshalYAML reads the head section, its initializations in the {name, args} form.
 func (h *HeadConfig) UnmarshalYAML(n *yaml.Node) error { return headForm.decode(n, (*headFields)(h)) }
 
 // MarshalYAML writes the head section, its initializations in the {name, args} form.
@@ -341,8 +335,8 @@ type sectionDecoder struct {
 	set  map[string]int // field key -> line it was set at
 }
 
-// decode reads the YAML mapping n, in either form, into the section struct *v over its current
-// values. Errors are a *yaml.TypeError whose messages start "line N: " (see yamlError).
+// decode reads the YAML mapping n into the section struct *v over its current values. Errors
+// are a *yaml.TypeError whose messages start "line N: " (see yamlError).
 func (f *form) decode(n *yaml.Node, v any) error {
 	d := &sectionDecoder{f: f, rv: reflect.ValueOf(v).Elem(), set: map[string]int{}}
 	if n.Kind != yaml.MappingNode {
@@ -352,20 +346,11 @@ func (f *form) decode(n *yaml.Node, v any) error {
 	pairs, errs := mappingPairs(n)
 	d.errs = errs
 
-	// Which components are written {name, args}: the section's own when it has args, a keyed one
-	// unless its value is a bare name kept in a field (the flat form).
 	top := f.top()
 	var topName *yaml.Node
-	inForm := map[*component]bool{}
 	for _, p := range pairs {
-		if top != nil && p.k.Value == "args" {
-			inForm[top] = true
-		}
 		if top != nil && p.k.Value == "name" {
 			topName = p.v
-		}
-		if c := f.keyed(p.k.Value); c != nil && (p.v.Kind != yaml.ScalarNode || c.field == "") {
-			inForm[c] = true
 		}
 	}
 	for _, p := range pairs {
@@ -378,17 +363,13 @@ func (f *form) decode(n *yaml.Node, v any) error {
 			}
 		case top != nil && key == "name" && top.field == "":
 			d.pick(top, p.v, p.k.Line)
-		case c != nil && inForm[c]:
+		case top != nil && key == "name":
+			d.setField(top.field, p.v, f.path+".name")
+		case c != nil:
 			d.component(c, p)
-		case c != nil: // the flat form's bare name
-			d.setField(key, p.v, f.path+"."+key)
+		case f.argOf(key) != nil:
+			d.errs = append(d.errs, hinted(fmt.Sprintf("line %d: unknown key %q", p.k.Line, f.path+"."+key), f.argHint(key)))
 		default:
-			if ac := f.argOf(key); ac != nil && inForm[ac] {
-				path := f.compPath(ac)
-				d.errs = append(d.errs, hinted(fmt.Sprintf("line %d: unknown key %q beside %s.args", p.k.Line, f.path+"."+key, path),
-					fmt.Sprintf("with %s: {name, args}, its parameters go under args", path)))
-				continue
-			}
 			if _, ok := fieldByKey(d.rv, key); !ok {
 				d.errs = append(d.errs, hinted(fmt.Sprintf("line %d: unknown key %q", p.k.Line, f.path+"."+key), f.keysHint(d.rv)))
 				continue
@@ -407,6 +388,22 @@ func (f *form) decode(n *yaml.Node, v any) error {
 	}
 	slices.SortStableFunc(d.errs, func(a, b string) int { return errLine(a) - errLine(b) })
 	return &yaml.TypeError{Errors: d.errs}
+}
+
+// argHint says where the section key key, the field of a component's arg, is written: under the
+// component's args, as which arg of which implementations.
+func (f *form) argHint(key string) string {
+	c := f.argOf(key)
+	path := f.compPath(c)
+	var where []string
+	for _, im := range c.impls {
+		for _, a := range im.args {
+			if a.field == key {
+				where = append(where, fmt.Sprintf("%s.args.%s of %s %s", path, a.name, path, im.name))
+			}
+		}
+	}
+	return fmt.Sprintf("a component's parameters go under its args: %s is %s", key, strings.Join(where, ", "))
 }
 
 var reErrLine = regexp.MustCompile(`^line (\d+): `)
@@ -530,12 +527,14 @@ func argsHint(c *component, path string, im compImpl, name string) string {
 	return h
 }
 
-// component decodes the keyed component c written {name, args} (or, without a name field, as
-// its bare name).
+// component decodes the keyed component c written {name, args} or as its bare name.
 func (d *sectionDecoder) component(c *component, p yamlPair) {
 	path := d.f.compPath(c)
 	switch p.v.Kind {
 	case yaml.ScalarNode:
+		if c.field != "" {
+			d.setField(c.field, p.v, path)
+		}
 		d.pick(c, p.v, p.k.Line)
 		return
 	case yaml.MappingNode:
@@ -612,20 +611,14 @@ func strNode(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag
 
 // encode returns the section struct v (of a type without YAML methods) as a YAML mapping with
 // its components written {name, args} (bare names for implementations without args), the args
-// of the named implementation only; a component whose name no implementation has is written in
-// the flat form.
+// of the named implementation only. A name no implementation has (Validate rejects it) is
+// written without args.
 func (f *form) encode(v any) (*yaml.Node, error) {
 	var n yaml.Node
 	if err := n.Encode(v); err != nil {
 		return nil, err
 	}
 	rv := reflect.ValueOf(v)
-	known := map[*component]compImpl{}
-	for i := range f.comps {
-		if im, ok := f.comps[i].current(rv); ok {
-			known[&f.comps[i]] = im
-		}
-	}
 	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	done := map[*component]bool{}
 	emit := func(c *component) error {
@@ -633,7 +626,11 @@ func (f *form) encode(v any) (*yaml.Node, error) {
 			return nil
 		}
 		done[c] = true
-		im := known[c]
+		im, ok := c.current(rv)
+		if !ok {
+			fv, _ := fieldByKey(rv, c.field)
+			im = compImpl{name: fv.String()}
+		}
 		var args *yaml.Node
 		if len(im.args) > 0 {
 			args = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Style: yaml.FlowStyle}
@@ -663,32 +660,21 @@ func (f *form) encode(v any) (*yaml.Node, error) {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key := n.Content[i].Value
-		if c := f.nameOf(key); c != nil {
-			if _, ok := known[c]; ok {
-				if err := emit(c); err != nil {
-					return nil, err
-				}
-				continue
-			}
-		} else if c := f.argOf(key); c != nil {
-			if _, ok := known[c]; ok {
-				if c.field == "" {
-					if err := emit(c); err != nil {
-						return nil, err
-					}
-				}
-				continue
-			}
+		c := f.nameOf(key)
+		if c == nil {
+			c = f.argOf(key)
 		}
-		out.Content = append(out.Content, n.Content[i], n.Content[i+1])
+		if c == nil {
+			out.Content = append(out.Content, n.Content[i], n.Content[i+1])
+			continue
+		}
+		if err := emit(c); err != nil {
+			return nil, err
+		}
 	}
 	for i := range f.comps { // a component whose fields were all left out (omitempty)
-		if c := &f.comps[i]; !done[c] {
-			if _, ok := known[c]; ok {
-				if err := emit(c); err != nil {
-					return nil, err
-				}
-			}
+		if err := emit(&f.comps[i]); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

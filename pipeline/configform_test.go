@@ -1,11 +1,8 @@
 package pipeline
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -50,8 +47,8 @@ func TestConfigWrittenRoundTrip(t *testing.T) {
 		tc{"random inits", func(c *Config) { c.Head.Init, c.Head.ClassifierInit = "random", "random" },
 			[]string{"head.init", "head.classifier_init"}},
 		tc{"sampler", func(c *Config) { c.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 5} }, []string{"sampler.args.classes_per_batch"}},
-		// A name no implementation has (Validate rejects it) is written in the flat form.
-		tc{"unknown loss", func(c *Config) { c.Loss.Name, c.Loss.Temperature = "arcface", 7 }, []string{"loss.name", "loss.temperature"}},
+		// A name no implementation has (Validate rejects it) is written without args.
+		tc{"unknown loss", func(c *Config) { c.Loss.Name = "arcface" }, []string{"loss.name"}},
 	)
 	flat := []string{"loss.temperature", "loss.triplet_margin", "loss.proxy_alpha", "optimizer.lr", "optimizer.lr_steps",
 		"optimizer.lr_gamma", "sampler.classes_per_batch", "head.classifier_scale"}
@@ -76,11 +73,9 @@ func TestConfigWrittenRoundTrip(t *testing.T) {
 					t.Errorf("written config lacks %q:\n%s", k, b)
 				}
 			}
-			if cfg.Loss.Name != "arcface" {
-				for _, k := range flat {
-					if slices.Contains(keys, k) {
-						t.Errorf("written config has the flat key %q:\n%s", k, b)
-					}
+			for _, k := range flat {
+				if slices.Contains(keys, k) {
+					t.Errorf("written config has the key %q beside args:\n%s", k, b)
 				}
 			}
 		})
@@ -93,79 +88,6 @@ func TestConfigWrittenRoundTrip(t *testing.T) {
 	back, err := ParseConfig(b, "config.yaml")
 	if err != nil || back.Loss.Temperature != 24 || back.Head.ClassifierScale != 64 || back.Loss.Name != "triplet" {
 		t.Errorf("unchosen args: loss %+v head %+v (%v)", back.Loss, back.Head, err)
-	}
-}
-
-// TestConfigFlatForm: files in the flat form of earlier versions (the former configs/cub100.yaml,
-// a run folder's config.yaml as older versions wrote it) load to the same configs as the
-// {name, args} form.
-func TestConfigFlatForm(t *testing.T) {
-	root := repoRoot(t)
-	old, err := LoadConfig(filepath.Join("testdata", "config-flat-cub100.yaml"))
-	if err != nil {
-		t.Fatalf("%v (hint: %s)", err, Hint(err))
-	}
-	cur, err := LoadConfig(filepath.Join(root, "configs", "cub100.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(old, cur) {
-		t.Errorf("flat cub100.yaml:\n got %+v\nwant %+v", old, cur)
-	}
-
-	const flatRun = `seed: 3
-head:
-    embedding_dim: 64
-    init: random
-    classifier_init: means
-    classifier_scale: 16
-loss:
-    name: triplet
-    temperature: 24
-    iterations: 1
-    scaling: 1
-    anchors_per_class: 2
-    triplet_margin: 0.3
-sampler:
-    classes_per_batch: 4
-    samples_per_class: 5
-optimizer:
-    name: adamw
-    lr: 3e-05
-    weight_decay: 6e-06
-    epochs: 7
-    lr_steps: [3]
-    lr_gamma: 0.5
-`
-	const nameArgs = `seed: 3
-head:
-    embedding_dim: 64
-    init: {name: random}
-    classifier_init: {name: means, args: {scale: 16}}
-loss:
-    name: triplet
-    args: {margin: 0.3}
-sampler:
-    args: {classes_per_batch: 4, samples_per_class: 5}
-optimizer:
-    name: adamw
-    args: {lr: 3e-05, weight_decay: 6e-06}
-    epochs: 7
-    lr_schedule: {args: {steps: [3], gamma: 0.5}}
-`
-	a, err := ParseConfig([]byte(flatRun), "flat.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ParseConfig([]byte(nameArgs), "args.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(a, b) {
-		t.Errorf("flat and {name, args} forms differ:\n flat %+v\n args %+v", a, b)
-	}
-	if a.Loss.TripletMargin != 0.3 || a.Optimizer.LR != 3e-5 || a.Head.ClassifierScale != 16 || !slices.Equal(a.Optimizer.LRSteps, []int{3}) {
-		t.Errorf("flat form: %+v %+v %+v", a.Loss, a.Optimizer, a.Head)
 	}
 }
 
@@ -197,7 +119,7 @@ func TestConfigComponents(t *testing.T) {
 		{"optimizer: {<<: {name: adam, args: {lr: 0.01}}, epochs: 3, args: {lr: 0.02}}\n", func(c Config) bool {
 			return c.Optimizer.Name == "adam" && c.Optimizer.LR == 0.02 && c.Optimizer.Epochs == 3
 		}},
-		{"optimizer:\n  lr_steps: []\n  reload_best_after: []\n", func(c Config) bool {
+		{"optimizer:\n  lr_schedule: {args: {steps: []}}\n  reload_best_after: []\n", func(c Config) bool {
 			return c.Optimizer.LRSteps == nil && c.Optimizer.ReloadBestAfter == nil
 		}},
 	} {
@@ -246,7 +168,13 @@ func TestConfigComponentErrors(t *testing.T) {
 			`line 4: unknown key "loss.args.temperature": loss "softmax" has no arg temperature`, `loss "softmax" takes no args`},
 		{"loss:\n  args: {margin: 0.3}\n", `line 2: unknown key "loss.args.margin": loss "group"`, "triplet"},
 		{"loss:\n  name: group\n  args: {iterations: 2}\n  temperature: 3\n",
-			`line 4: unknown key "loss.temperature" beside loss.args`, "its parameters go under args"},
+			`line 4: unknown key "loss.temperature"`, "parameters go under its args: temperature is loss.args.temperature of loss group"},
+		// The flat form of earlier versions (parameters beside name) is refused with the new place.
+		{"loss:\n  name: triplet\n  triplet_margin: 0.3\n",
+			`line 3: unknown key "loss.triplet_margin"`, "triplet_margin is loss.args.margin of loss triplet"},
+		{"optimizer:\n  lr: 0.1\n", `line 2: unknown key "optimizer.lr"`, "lr is optimizer.args.lr of optimizer adam, optimizer.args.lr of optimizer adamw"},
+		{"head:\n  classifier_scale: 3\n", `line 2: unknown key "head.classifier_scale"`, "head.classifier_init.args.scale of head.classifier_init means"},
+		{"sampler:\n  classes_per_batch: 3\n", `line 2: unknown key "sampler.classes_per_batch"`, "sampler.args.classes_per_batch of sampler balanced"},
 		{"loss:\n  name: tripplet\n  args: {margin: 1}\n",
 			`line 2: loss "tripplet" is not one of group, softmax, triplet, contrastive, proxy_anchor, multi_similarity`, "the loss names are"},
 		{"loss: {name: group, args: {temperature: hot, iterations: 1}}\n",
@@ -254,7 +182,7 @@ func TestConfigComponentErrors(t *testing.T) {
 		{"optimizer:\n  name: adam\n  args:\n    lr: fast\n", `line 4: optimizer.args.lr: got a string "fast", want a number`, "config.yaml"},
 		{"optimizer:\n  args: [1]\n", `line 2: optimizer.args: got a list, want a mapping`, "config.yaml"},
 		{"optimizer:\n  lr_steps: [1]\n  lr_schedule: {name: multistep, args: {gamma: 0.5}}\n",
-			`line 2: unknown key "optimizer.lr_steps" beside optimizer.lr_schedule.args`, "go under args"},
+			`line 2: unknown key "optimizer.lr_steps"`, "lr_steps is optimizer.lr_schedule.args.steps"},
 		{"optimizer: {lr_schedule: {name: cosine}}\n", `line 1: optimizer.lr_schedule "cosine" is not one of multistep`,
 			"the only optimizer.lr_schedule is multistep"},
 		{"head:\n  classifier_init: {name: means, scale: 3}\n", `line 2: unknown key "head.classifier_init.scale"`, "{name, args}"},
@@ -264,7 +192,7 @@ func TestConfigComponentErrors(t *testing.T) {
 		{"sampler: {name: random}\n", `line 1: sampler "random" is not one of balanced`, "the only sampler is balanced"},
 		{"sampler:\n  momentum: 1\n", `line 2: unknown key "sampler.momentum"`, "the keys under sampler are: name, args"},
 		{"loss: 3\n", `line 1: loss: got an integer "3", want a mapping`, "config.yaml"},
-		{"loss:\n  name: triplet\n  args: {margin: 1}\n  triplet_margin: 2\n", `line 4: unknown key "loss.triplet_margin" beside loss.args`, ""},
+		{"loss:\n  name: triplet\n  args: {margin: 1}\n  triplet_margin: 2\n", `line 4: unknown key "loss.triplet_margin"`, ""},
 		{"loss:\n  name: group\n  args: {scaling: 1, scaling: 2}\n", `"loss.args.scaling" is set again (first at line 3)`, ""},
 	} {
 		_, err := ParseConfig([]byte(c.yaml), "c.yaml")
@@ -286,35 +214,6 @@ func TestValidateAnchorsGroupOnly(t *testing.T) {
 	cfg.Loss.Name = "triplet"
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("triplet with 2 samples per class: %v", err)
-	}
-}
-
-// TestFinishedRunFlatConfig: `pipeline compare` reuses a finished run whose config.yaml an
-// older version wrote in the flat form, and not one run under another config.
-func TestFinishedRunFlatConfig(t *testing.T) {
-	dir := t.TempDir()
-	raw, err := os.ReadFile(filepath.Join("testdata", "config-flat-cub100.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	flat := strings.Replace(string(raw), `out: ""`, "out: "+dir, 1)
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(flat), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, _ := json.Marshal(Summary{Status: "ok"})
-	if err := os.WriteFile(filepath.Join(dir, "metrics.json"), m, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := ParseConfig([]byte(flat), "config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum := finishedRun(cfg); sum == nil || sum.Status != "ok" {
-		t.Errorf("finished run with a flat config.yaml not recognized")
-	}
-	cfg.Loss.Temperature = 25
-	if sum := finishedRun(cfg); sum != nil {
-		t.Errorf("run with temperature 24 taken for one with 25")
 	}
 }
 

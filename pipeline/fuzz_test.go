@@ -15,7 +15,7 @@ import (
 // back as YAML (as config.yaml in a run folder is) and parsed again it is the same config.
 // Seeds in testdata/fuzz/FuzzParseConfig: configs/cub100.yaml and small valid and broken configs.
 func FuzzParseConfig(f *testing.F) {
-	f.Add([]byte("seed: 3\noptimizer:\n  epochs: 2\n  lr_steps: [1]\n"))
+	f.Add([]byte("seed: 3\noptimizer:\n  epochs: 2\n  lr_schedule: {args: {steps: [1]}}\n"))
 	const name = "fuzz.yaml"
 	f.Fuzz(func(t *testing.T, in []byte) {
 		cfg, err := ParseConfig(in, name)

@@ -68,7 +68,7 @@ func TestPresetOrder(t *testing.T) {
 		}
 		return p
 	}
-	file := write("c.yaml", "preset: cars196\noptimizer:\n  lr: 0.001\nsampler:\n  classes_per_batch: 4\n")
+	file := write("c.yaml", "preset: cars196\noptimizer:\n  args: {lr: 0.001}\nsampler:\n  args: {classes_per_batch: 4}\n")
 	cfg, err := LoadConfig(file)
 	if err != nil {
 		t.Fatal(err)

@@ -20,8 +20,7 @@ validation_classes: 1
 head:
   embedding_dim: 3
 sampler:
-  classes_per_batch: 2
-  samples_per_class: 4
+  args: {classes_per_batch: 2, samples_per_class: 4}
 optimizer:
   epochs: 1
 eval:

@@ -14,7 +14,7 @@ func TestRunErrorNamesOnlyExistingCheckpoints(t *testing.T) {
 	needORT(t)
 	dir := t.TempDir()
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{6, 6, 6, 6})
-	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), pointwiseConfig+"optimizer:\n  epochs: 3\n  lr: 1.0e+300\n")
+	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), pointwiseConfig+"optimizer:\n  epochs: 3\n  args: {lr: 1.0e+300}\n")
 	out := filepath.Join(dir, "run")
 	r := badRun("--config", cfg, "--data", manifest, "--backbone", pointwiseModel(t, dir, "Relu"), "--out", out, "--cache", filepath.Join(dir, "cache"))
 	if r.code != 3 || !strings.Contains(r.stderr, "epoch 1 step") {

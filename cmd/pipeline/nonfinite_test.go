@@ -51,10 +51,9 @@ head:
   embedding_dim: 2
   init: random
 sampler:
-  classes_per_batch: 2
-  samples_per_class: 2
+  args: {classes_per_batch: 2, samples_per_class: 2}
 loss:
-  anchors_per_class: 1
+  args: {anchors_per_class: 1}
 preprocess:
   size: [8, 8]
   workers: 2
@@ -99,7 +98,7 @@ func TestRunDivergesKeepsCheckpoints(t *testing.T) {
 	needORT(t)
 	dir := t.TempDir()
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{6, 6, 6, 6})
-	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), pointwiseConfig+"optimizer:\n  epochs: 5\n  lr: 0.001\n  lr_steps: [2]\n  lr_gamma: 1.0e+300\n")
+	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), pointwiseConfig+"optimizer:\n  epochs: 5\n  args: {lr: 0.001}\n  lr_schedule: {args: {steps: [2], gamma: 1.0e+300}}\n")
 	out := filepath.Join(dir, "run")
 	r := badRun("--config", cfg, "--data", manifest, "--backbone", pointwiseModel(t, dir, "Relu"), "--out", out, "--cache", filepath.Join(dir, "cache"))
 	if r.code != 3 || !strings.Contains(r.stderr, "non-finite value") || !strings.Contains(r.stderr, "epoch 3 step") ||

@@ -183,12 +183,11 @@ head:
   embedding_dim: 32
   init: random
 sampler:
-  classes_per_batch: 3
-  samples_per_class: 4
+  args: {classes_per_batch: 3, samples_per_class: 4}
 optimizer:
   epochs: %d
-  lr: 0.0002
-  lr_steps: [%d]
+  args: {lr: 0.0002}
+  lr_schedule: {args: {steps: [%d]}}
 preprocess:
   workers: 2
 eval:
@@ -363,7 +362,7 @@ func TestRunKillResumeInit(t *testing.T) {
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{8, 8, 8, 8, 8})
 	const epochs = 200
 	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), strings.Replace(pointwiseConfig, "init: random", "init: pca\n  classifier_init: means", 1)+
-		fmt.Sprintf("optimizer:\n  epochs: %d\n  lr: 0.001\n  lr_steps: [100]\n", epochs))
+		fmt.Sprintf("optimizer:\n  epochs: %d\n  args: {lr: 0.001}\n  lr_schedule: {args: {steps: [100]}}\n", epochs))
 	args := func(out string) []string {
 		return []string{"run", "--config", cfg, "--data", manifest, "--backbone", pointwiseModel(t, dir, "Relu"),
 			"--cache", filepath.Join(dir, "cache"), "--train-classes", "4", "--out", out}
@@ -399,7 +398,7 @@ func TestRunKillResumeTail(t *testing.T) {
 	manifest := badDataset(t, filepath.Join(dir, "data"), []int{8, 8, 8, 8, 8})
 	const epochs = 100
 	cfg := badWrite(t, filepath.Join(dir, "cfg.yaml"), strings.Replace(pointwiseConfig, "init: random", "init: pca\n  classifier_init: means", 1)+
-		fmt.Sprintf("optimizer:\n  epochs: %d\n  lr: 0.001\n  lr_steps: [50]\n", epochs))
+		fmt.Sprintf("optimizer:\n  epochs: %d\n  args: {lr: 0.001}\n  lr_schedule: {args: {steps: [50]}}\n", epochs))
 	args := func(out string) []string {
 		return []string{"run", "--config", cfg, "--data", manifest, "--backbone", filepath.Join("..", "..", "pipeline", "testdata", "tiny_blocks.onnx"),
 			"--train-blocks", "1", "--cache", filepath.Join(dir, "cache"), "--train-classes", "4", "--out", out}

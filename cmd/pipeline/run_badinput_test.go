@@ -89,13 +89,12 @@ head:
   embedding_dim: 4
   init: random
 sampler:
-  classes_per_batch: 2
-  samples_per_class: 2
+  args: {classes_per_batch: 2, samples_per_class: 2}
 loss:
-  anchors_per_class: 1
+  args: {anchors_per_class: 1}
 optimizer:
   epochs: 1
-  lr: 0.0001
+  args: {lr: 0.0001}
 backbone:
   batch_size: 8
   train_blocks: 0
@@ -177,8 +176,8 @@ func TestRunBadInput(t *testing.T) {
 	cfg := badWrite(t, filepath.Join(dir, "tiny.yaml"), tinyConfig)
 	// No sampler settings: the default 6 classes x 9 samples must shrink for this data.
 	cfgDefaultBatch := badWrite(t, filepath.Join(dir, "defaultbatch.yaml"),
-		strings.Replace(strings.Replace(tinyConfig, "  classes_per_batch: 2\n  samples_per_class: 2\n", "  {}\n", 1),
-			"  anchors_per_class: 1\n", "  anchors_per_class: 2\n", 1))
+		strings.Replace(strings.Replace(tinyConfig, "  args: {classes_per_batch: 2, samples_per_class: 2}\n", "  {}\n", 1),
+			"  args: {anchors_per_class: 1}\n", "  args: {anchors_per_class: 2}\n", 1))
 	cfgUnknown := badWrite(t, filepath.Join(dir, "unknown.yaml"), "seed: 3\nhead:\n  embeding_dim: 8\n")
 	cfgWrongType := badWrite(t, filepath.Join(dir, "wrongtype.yaml"), "seed: 3\noptimizer:\n  epochs: many\n")
 	cfgBadPolicy := badWrite(t, filepath.Join(dir, "policy.yaml"), "on_bad_image: ignore\n")
