@@ -9,18 +9,10 @@ import (
 
 // Adapting the defaults to the data. The defaults were chosen on CUB-100 (50 training classes of
 // about 60 images, 1280-d features); a user's folder may have 3 classes of 5 images. Before any
-// image is read, adaptToData fits the settings left at their defaults (see Config.isSet) to the
+// image is read, adaptToData fits the settings left at their defaults (see isSet) to the
 // class sizes and the feature size, logs one line per change and records it in the summary; the
 // resolved config.yaml holds the adapted values. A setting the user did set and the data cannot
 // support is an error naming it.
-
-// Adaptation is one default changed to fit the data (metrics.json "adaptations").
-type Adaptation struct {
-	Key  string `yaml:"key" json:"key"`
-	From string `yaml:"from" json:"from"`
-	To   string `yaml:"to" json:"to"`
-	Why  string `yaml:"why" json:"why"`
-}
 
 // Settings adaptToData may change when the user left them at their defaults.
 const (
@@ -48,7 +40,7 @@ var adaptableKeys = map[string]func(c *Config) any{
 
 // isSet reports whether the user chose the setting key: a value other than the default's (the
 // preset's, with a preset). A setting left at its default adapts to the data.
-func (c *Config) isSet(key string) bool {
+func isSet(c *Config, key string) bool {
 	get := adaptableKeys[key]
 	def := DefaultConfig()
 	if c.Preset != "" {
@@ -112,13 +104,13 @@ func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, erro
 
 	counts := ds.ClassCounts()
 	present := len(presentClasses(counts))
-	if cfg.TrainClasses == 0 && present/2 < 2 && present >= 3 && !cfg.isSet(keyTrainClasses) {
+	if cfg.TrainClasses == 0 && present/2 < 2 && present >= 3 && !isSet(cfg, keyTrainClasses) {
 		a.change(keyTrainClasses, "0 (half: 1)", 2, fmt.Sprintf("the Group Loss trains on at least 2 classes; %d classes, so 1 is evaluated", present))
 		cfg.TrainClasses = 2
 	}
 	trainable := trainableClasses(ds, cfg.TrainClasses)
 	var warnings []string
-	if !cfg.isSet(keyValClasses) {
+	if !isSet(cfg, keyValClasses) {
 		v := int(math.Round(validationFraction * float64(trainable)))
 		if v < minValidationClasses {
 			v = minValidationClasses
@@ -168,7 +160,7 @@ func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSpli
 		return err
 	}
 
-	if cfg.Head.Center && len(split.fit) < minCenterClasses && !cfg.isSet(keyCenter) {
+	if cfg.Head.Center && len(split.fit) < minCenterClasses && !isSet(cfg, keyCenter) {
 		a.change(keyCenter, true, false, fmt.Sprintf("%d classes are trained on, fewer than %d: their mean is not the domain's", len(split.fit), minCenterClasses))
 		cfg.Head.Center = false
 	}
@@ -185,7 +177,7 @@ func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSpli
 	// Tiny sets: enough steps to move away from the start when the best epoch is selected.
 	spc, cpb := cfg.Sampler.SamplesPerClass, cfg.Sampler.ClassesPerBatch
 	steps := max(1, (largest+spc-1)/spc*fitClasses/cpb)
-	if len(split.val) > 0 && steps*cfg.Optimizer.Epochs < minTrainSteps && !cfg.isSet(keyEpochs) {
+	if len(split.val) > 0 && steps*cfg.Optimizer.Epochs < minTrainSteps && !isSet(cfg, keyEpochs) {
 		e := (minTrainSteps + steps - 1) / steps
 		a.change(keyEpochs, cfg.Optimizer.Epochs, e, fmt.Sprintf("an epoch is %d steps: at least %d steps, the best epoch is selected on the validation classes", steps, minTrainSteps))
 		cfg.Optimizer.Epochs = e
@@ -199,7 +191,7 @@ func (a *adaptation) capAt(cfg *Config, key string, v *int, limit int, what stri
 	if *v <= limit {
 		return nil
 	}
-	if cfg.isSet(key) {
+	if isSet(cfg, key) {
 		return withHint(fmt.Errorf("%w: %s %d is more than %s", ErrConfig, key, *v, what),
 			fmt.Sprintf("set %s to %d or less in the config, or leave it out to adapt it", key, limit))
 	}
@@ -220,7 +212,7 @@ func (a *adaptation) fitBatch(cfg *Config, fitClasses, smallest int) error {
 	}
 	group := cfg.Loss.Name == "group" || cfg.Loss.Name == ""
 	if anchors := cfg.Loss.AnchorsPerClass; group && anchors >= s.SamplesPerClass {
-		if cfg.isSet(keyAnchors) {
+		if isSet(cfg, keyAnchors) {
 			return withHint(fmt.Errorf("%w: loss.anchors_per_class %d is not below the %d samples per class of a batch", ErrConfig, anchors, s.SamplesPerClass),
 				fmt.Sprintf("set loss.anchors_per_class to %d or less in the config", s.SamplesPerClass-1))
 		}

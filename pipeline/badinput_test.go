@@ -12,79 +12,6 @@ import (
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
-func TestLoadConfigBadInput(t *testing.T) {
-	dir := t.TempDir()
-	cases := []struct {
-		name, yaml string
-		want       []string // substrings of the error
-		hint       string   // substring of Hint(err)
-	}{
-		{"unknown top-level key", "seed: 2\nepochs: 3\n",
-			[]string{`line 2: unknown key "epochs"`}, "the keys at the top level are: data, train_classes,"},
-		{"unknown nested key", "head:\n  embedding_dim: 8\n  embeding_dim: 8\n",
-			[]string{`line 3: unknown key "head.embeding_dim"`}, "the keys under head are: embedding_dim, center, normalize, init"},
-		{"unknown key two levels down", "optimizer:\n  args: {lr: 0.1}\n  momentum: 0.9\n",
-			[]string{`line 3: unknown key "optimizer.momentum"`}, "the keys under optimizer are: name, args, epochs, lr_schedule"},
-		{"string for an integer", "seed: 1\noptimizer:\n  epochs: ten\n",
-			[]string{`line 3: optimizer.epochs: got a string "ten", want an integer`}, "config.yaml of any run folder"},
-		{"list for a number", "optimizer: {args: {lr: [0.1]}}\n",
-			[]string{"line 1: optimizer.args.lr: got a list, want a number"}, "config.yaml"},
-		{"bad item of a block list", "optimizer:\n  reload_best_after:\n    - 5\n    - later\n",
-			[]string{`line 4: optimizer.reload_best_after: got a string "later", want an integer`}, "config.yaml"},
-		{"scalar for a fixed-size list", "preprocess:\n  size: 224\n",
-			[]string{`line 2: preprocess.size: got an integer "224", want a list of 2 integers`}, "config.yaml"},
-		{"string for a boolean", "head:\n  center: maybe\n",
-			[]string{`line 2: head.center: got a string "maybe", want true or false`}, "config.yaml"},
-		{"two errors", "seed: x\nthreads: y\n",
-			[]string{`line 1: seed: got a string "x", want an integer; line 2: threads: got a string "y", want an integer`}, "config.yaml"},
-		{"syntax error", "seed: [1\n", []string{"line 1:", "did not find expected"}, "fix the YAML syntax"},
-	}
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, fmt.Sprintf("c%d.yaml", i))
-			if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, err := LoadConfig(p)
-			if !errors.Is(err, ErrConfig) {
-				t.Fatalf("error %v does not wrap ErrConfig", err)
-			}
-			for _, w := range append(tc.want, fmt.Sprintf("%q", p)) {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-			if h := Hint(err); !strings.Contains(h, tc.hint) {
-				t.Errorf("hint %q lacks %q", h, tc.hint)
-			}
-		})
-	}
-	t.Run("missing file", func(t *testing.T) {
-		p := filepath.Join(dir, "nope.yaml")
-		_, err := LoadConfig(p)
-		if !errors.Is(err, ErrConfig) || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), p) || Hint(err) != "check the --config path" {
-			t.Fatalf("error %v, hint %q", err, Hint(err))
-		}
-	})
-	t.Run("valid", func(t *testing.T) {
-		p := filepath.Join(dir, "ok.yaml")
-		if err := os.WriteFile(p, []byte("on_bad_image: skip\noptimizer:\n  lr_schedule: {args: {steps: [3, 5]}}\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := LoadConfig(p)
-		if err != nil || cfg.OnBadImage != "skip" || len(cfg.Optimizer.LRSteps) != 2 || cfg.Optimizer.Epochs != DefaultConfig().Optimizer.Epochs {
-			t.Fatalf("LoadConfig = %+v, %v", cfg, err)
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		cfg.OnBadImage = "ignore"
-		if err := cfg.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `on_bad_image "ignore": want fail or skip`) {
-			t.Fatalf("Validate = %v", err)
-		}
-	})
-}
-
 func TestCheckRunFolder(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
@@ -263,16 +190,5 @@ func TestRunEarlyErrorsWriteNothing(t *testing.T) {
 				t.Errorf("run folder %s created (%v)", cfg.Out, err)
 			}
 		})
-	}
-}
-
-func TestHint(t *testing.T) {
-	base := errors.New("x")
-	if Hint(nil) != "" || Hint(base) != "" || withHint(nil, "h") != nil {
-		t.Fatal("hint of nil or of a plain error")
-	}
-	err := fmt.Errorf("outer: %w", withHint(base, "do y"))
-	if Hint(err) != "do y" || !errors.Is(err, base) || err.Error() != "outer: x" {
-		t.Fatalf("Hint(%v) = %q", err, Hint(err))
 	}
 }

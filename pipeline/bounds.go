@@ -2,36 +2,7 @@ package pipeline
 
 import (
 	"fmt"
-
-	"github.com/grouploss/pipeline/backbone/ort"
-	"github.com/grouploss/pipeline/pipeline/metrics"
 )
-
-// Bounds on config sizes. Each is far above any useful value and far below what would exhaust
-// memory or threads before the run could say what is wrong (embedding_dim 1e9 and threads 100000
-// ended in "fatal error: runtime: out of memory" with a stack trace).
-const (
-	MaxEmbeddingDim = 1 << 16
-	MaxBatchSize    = 1 << 16
-	MaxWorkers      = 1024
-)
-
-// sizeErrors lists the config's sizes that are over their bounds (part of Validate).
-func (c *Config) sizeErrors() []string {
-	var errs []string
-	check := func(name string, v, limit int) {
-		if v > limit {
-			errs = append(errs, fmt.Sprintf("%s %d is over the limit of %d", name, v, limit))
-		}
-	}
-	check("head.embedding_dim", c.Head.EmbeddingDim, MaxEmbeddingDim)
-	check("threads", c.Threads, ort.MaxThreads)
-	check("preprocess.workers", c.Preprocess.Workers, MaxWorkers)
-	check("backbone.batch_size", c.Backbone.BatchSize, MaxBatchSize)
-	check("eval.kmeans_restarts", c.Eval.KMeansRestarts, metrics.MaxKMeansRestarts)
-	check("sampler.classes_per_batch x samples_per_class", c.Sampler.ClassesPerBatch*c.Sampler.SamplesPerClass, MaxBatchSize)
-	return errs
-}
 
 // checkMemory refuses, before extraction, a run whose features, head or PCA start would need
 // more than the memory budget (memoryNeeds).

@@ -15,9 +15,16 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/hint"
 	"github.com/grouploss/pipeline/pipeline/data"
+	"github.com/grouploss/pipeline/pipeline/metrics"
 )
+
+// ErrInvalid marks an invalid configuration: a file that does not parse, a value Validate
+// refuses, a setting the data or the machine cannot support (exit code 2).
+var ErrInvalid = errors.New("config: invalid")
 
 // Config is every knob of `pipeline run`. The zero value is not useful: start from DefaultConfig.
 // It is read from YAML (unknown keys are errors) and written, resolved, into the run folder. The
@@ -58,7 +65,7 @@ type Config struct {
 	// beats the raw features (by default the raw features are exported then; see decideExport).
 	KeepTrained bool `yaml:"keep_trained" json:"keep_trained"`
 	// Adapted is written by the run into its config.yaml: the defaults it adapted to the data
-	// (adapt.go), kept so that a resumed run reports them too. A config file need not set it.
+	// (pipeline's adapt.go), kept so that a resumed run reports them too. A config file need not set it.
 	Adapted []Adaptation `yaml:"adapted" json:"adapted"`
 
 	Backbone   BackboneConfig   `yaml:"backbone" json:"backbone"`
@@ -69,6 +76,14 @@ type Config struct {
 	Optimizer  OptimizerConfig  `yaml:"optimizer" json:"optimizer"`
 	Eval       EvalConfig       `yaml:"eval" json:"eval"`
 	Export     ExportConfig     `yaml:"export" json:"export"`
+}
+
+// Adaptation is one default changed to fit the data (metrics.json "adaptations").
+type Adaptation struct {
+	Key  string `yaml:"key" json:"key"`
+	From string `yaml:"from" json:"from"`
+	To   string `yaml:"to" json:"to"`
+	Why  string `yaml:"why" json:"why"`
 }
 
 // BackboneConfig selects the ONNX backbone and where it is cut.
@@ -97,6 +112,9 @@ type BackboneConfig struct {
 	// LR is the learning rate of the fine-tuned backbone part (the head uses optimizer.lr).
 	LR float64 `yaml:"lr" json:"lr"`
 }
+
+// trainsTail reports whether a run fine-tunes the tail of the backbone.
+func (b BackboneConfig) trainsTail() bool { return b.TrainBlocks > 0 || b.TrainableFrom != "" }
 
 // PreprocessConfig is how images become network input.
 type PreprocessConfig struct {
@@ -233,6 +251,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// ensembleSize is the number of heads a run trains.
+func (c *Config) ensembleSize() int { return max(c.Ensemble, 1) }
+
 // SharedDir is $PIPELINE_SHARED_DIR, else ../shared.
 func SharedDir() string {
 	if d := os.Getenv("PIPELINE_SHARED_DIR"); d != "" {
@@ -241,12 +262,12 @@ func SharedDir() string {
 	return filepath.Join("..", "shared")
 }
 
-// LoadConfig reads a YAML config over the defaults. Errors wrap ErrConfig; unknown keys and
+// LoadConfig reads a YAML config over the defaults. Errors wrap ErrInvalid; unknown keys and
 // wrong types name the file, the line and the key, with a hint (see Hint).
 func LoadConfig(path string) (Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return DefaultConfig(), withHint(fmt.Errorf("%w: %w", ErrConfig, err), "check the --config path")
+		return DefaultConfig(), hint.With(fmt.Errorf("%w: %w", ErrInvalid, err), "check the --config path")
 	}
 	return ParseConfig(raw, path)
 }
@@ -262,7 +283,7 @@ func ParseConfig(raw []byte, name string) (Config, error) {
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return cfg, withHint(fmt.Errorf("%w: %q holds more than one YAML document", ErrConfig, path),
+		return cfg, hint.With(fmt.Errorf("%w: %q holds more than one YAML document", ErrInvalid, path),
 			"remove the \"---\" separator and what follows it")
 	}
 	if cfg.Preset != "" { // the preset goes under the file's keys: decode them again over it
@@ -285,14 +306,14 @@ var (
 func yamlError(path string, raw []byte, err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) { // syntax error: yaml.v3 names the line
-		return withHint(fmt.Errorf("%w: %q: %s", ErrConfig, path, strings.TrimPrefix(err.Error(), "yaml: ")),
+		return hint.With(fmt.Errorf("%w: %q: %s", ErrInvalid, path, strings.TrimPrefix(err.Error(), "yaml: ")),
 			"fix the YAML syntax at that line")
 	}
 	keys := keyLines(raw)
 	var msgs, hints []string
 	for _, e := range te.Errors {
-		if msg, hint, ok := strings.Cut(e, hintSep); ok { // a component's error, already in words
-			msgs, hints = append(msgs, msg), append(hints, hint)
+		if msg, h, ok := strings.Cut(e, hintSep); ok { // a component's error, already in words
+			msgs, hints = append(msgs, msg), append(hints, h)
 			continue
 		}
 		if m := reUnknownKey.FindStringSubmatch(e); m != nil {
@@ -340,7 +361,7 @@ func yamlError(path string, raw []byte, err error) error {
 		msgs = append(msgs, e)
 	}
 	hints = append(hints, "every key with a valid value is in config.yaml of any run folder")
-	return withHint(fmt.Errorf("%w: %q %s", ErrConfig, path, strings.Join(msgs, "; ")), strings.Join(hints, "; "))
+	return hint.With(fmt.Errorf("%w: %q %s", ErrInvalid, path, strings.Join(msgs, "; ")), strings.Join(hints, "; "))
 }
 
 var yamlKind = map[string]string{"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
@@ -423,7 +444,7 @@ func yamlName(f reflect.StructField) string {
 	return n
 }
 
-// Validate checks the config before anything runs. Errors wrap ErrConfig.
+// Validate checks the config before anything runs. Errors wrap ErrInvalid.
 func (c *Config) Validate() error {
 	var errs []string
 	if c.Data == "" {
@@ -494,9 +515,35 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.paperErrors()...)
 	errs = append(errs, c.Export.validate()...)
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// Bounds on config sizes. Each is far above any useful value and far below what would exhaust
+// memory or threads before the run could say what is wrong (embedding_dim 1e9 and threads 100000
+// ended in "fatal error: runtime: out of memory" with a stack trace).
+const (
+	MaxEmbeddingDim = 1 << 16
+	MaxBatchSize    = 1 << 16
+	MaxWorkers      = 1024
+)
+
+// sizeErrors lists the config's sizes that are over their bounds (part of Validate).
+func (c *Config) sizeErrors() []string {
+	var errs []string
+	check := func(name string, v, limit int) {
+		if v > limit {
+			errs = append(errs, fmt.Sprintf("%s %d is over the limit of %d", name, v, limit))
+		}
+	}
+	check("head.embedding_dim", c.Head.EmbeddingDim, MaxEmbeddingDim)
+	check("threads", c.Threads, ort.MaxThreads)
+	check("preprocess.workers", c.Preprocess.Workers, MaxWorkers)
+	check("backbone.batch_size", c.Backbone.BatchSize, MaxBatchSize)
+	check("eval.kmeans_restarts", c.Eval.KMeansRestarts, metrics.MaxKMeansRestarts)
+	check("sampler.classes_per_batch x samples_per_class", c.Sampler.ClassesPerBatch*c.Sampler.SamplesPerClass, MaxBatchSize)
+	return errs
 }
 
 // toData converts the config's preprocessing to the data package's.

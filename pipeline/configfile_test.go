@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,24 +12,10 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
-)
 
-// repoRoot walks up from the test's working directory to the folder holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			t.Fatal("no go.mod above the test directory")
-		}
-	}
-}
+	"github.com/grouploss/pipeline/internal/hint"
+	"github.com/grouploss/pipeline/internal/testenv"
+)
 
 // yamlKeys lists the dotted keys of every leaf field of the struct type t ("optimizer.lr").
 func yamlKeys(t reflect.Type, prefix string) []string {
@@ -52,12 +40,12 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 // defaults' ../shared, has exactly the keys a run folder's config.yaml has, and shows every
 // implementation of a component not chosen with all its args in a valid example.
 func TestConfigFileIsDefault(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	t.Setenv("PIPELINE_SHARED_DIR", filepath.Join(root, "..", "shared"))
 	path := filepath.Join(root, "configs", "cub100.yaml")
 	cfg, err := LoadConfig(path)
 	if err != nil {
-		t.Fatalf("%v (hint: %s)", err, Hint(err))
+		t.Fatalf("%v (hint: %s)", err, hint.Of(err))
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Error(err)
@@ -231,4 +219,77 @@ func effective(c Config) Config {
 	c.Loss.ProxyAlpha, c.Loss.ProxyMargin = hl.ProxyAlpha, hl.ProxyMargin
 	c.Loss.MSAlpha, c.Loss.MSBeta, c.Loss.MSBase, c.Loss.MSMargin = hl.MSAlpha, hl.MSBeta, hl.MSBase, hl.MSMargin
 	return c
+}
+
+func TestLoadConfigBadInput(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, yaml string
+		want       []string // substrings of the error
+		hint       string   // substring of hint.Of(err)
+	}{
+		{"unknown top-level key", "seed: 2\nepochs: 3\n",
+			[]string{`line 2: unknown key "epochs"`}, "the keys at the top level are: data, train_classes,"},
+		{"unknown nested key", "head:\n  embedding_dim: 8\n  embeding_dim: 8\n",
+			[]string{`line 3: unknown key "head.embeding_dim"`}, "the keys under head are: embedding_dim, center, normalize, init"},
+		{"unknown key two levels down", "optimizer:\n  args: {lr: 0.1}\n  momentum: 0.9\n",
+			[]string{`line 3: unknown key "optimizer.momentum"`}, "the keys under optimizer are: name, args, epochs, lr_schedule"},
+		{"string for an integer", "seed: 1\noptimizer:\n  epochs: ten\n",
+			[]string{`line 3: optimizer.epochs: got a string "ten", want an integer`}, "config.yaml of any run folder"},
+		{"list for a number", "optimizer: {args: {lr: [0.1]}}\n",
+			[]string{"line 1: optimizer.args.lr: got a list, want a number"}, "config.yaml"},
+		{"bad item of a block list", "optimizer:\n  reload_best_after:\n    - 5\n    - later\n",
+			[]string{`line 4: optimizer.reload_best_after: got a string "later", want an integer`}, "config.yaml"},
+		{"scalar for a fixed-size list", "preprocess:\n  size: 224\n",
+			[]string{`line 2: preprocess.size: got an integer "224", want a list of 2 integers`}, "config.yaml"},
+		{"string for a boolean", "head:\n  center: maybe\n",
+			[]string{`line 2: head.center: got a string "maybe", want true or false`}, "config.yaml"},
+		{"two errors", "seed: x\nthreads: y\n",
+			[]string{`line 1: seed: got a string "x", want an integer; line 2: threads: got a string "y", want an integer`}, "config.yaml"},
+		{"syntax error", "seed: [1\n", []string{"line 1:", "did not find expected"}, "fix the YAML syntax"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, fmt.Sprintf("c%d.yaml", i))
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(p)
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			for _, w := range append(tc.want, fmt.Sprintf("%q", p)) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if h := hint.Of(err); !strings.Contains(h, tc.hint) {
+				t.Errorf("hint %q lacks %q", h, tc.hint)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		p := filepath.Join(dir, "nope.yaml")
+		_, err := LoadConfig(p)
+		if !errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), p) || hint.Of(err) != "check the --config path" {
+			t.Fatalf("error %v, hint %q", err, hint.Of(err))
+		}
+	})
+	t.Run("valid", func(t *testing.T) {
+		p := filepath.Join(dir, "ok.yaml")
+		if err := os.WriteFile(p, []byte("on_bad_image: skip\noptimizer:\n  lr_schedule: {args: {steps: [3, 5]}}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(p)
+		if err != nil || cfg.OnBadImage != "skip" || len(cfg.Optimizer.LRSteps) != 2 || cfg.Optimizer.Epochs != DefaultConfig().Optimizer.Epochs {
+			t.Fatalf("LoadConfig = %+v, %v", cfg, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		cfg.OnBadImage = "ignore"
+		if err := cfg.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `on_bad_image "ignore": want fail or skip`) {
+			t.Fatalf("Validate = %v", err)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/internal/hint"
 )
 
 // TestConfigWrittenRoundTrip: the config a run writes (yaml.Marshal, the {name, args} form) loads
@@ -155,7 +156,7 @@ func TestConfigComponents(t *testing.T) {
 	}
 }
 
-// TestConfigComponentErrors: a component's wrong arg, name or shape is an ErrConfig error naming
+// TestConfigComponentErrors: a component's wrong arg, name or shape is an ErrInvalid error naming
 // the file, the line, the key and the component, with a hint saying what is valid.
 func TestConfigComponentErrors(t *testing.T) {
 	for _, c := range []struct {
@@ -196,9 +197,9 @@ func TestConfigComponentErrors(t *testing.T) {
 		{"loss:\n  name: group\n  args: {scaling: 1, scaling: 2}\n", `"loss.args.scaling" is set again (first at line 3)`, ""},
 	} {
 		_, err := ParseConfig([]byte(c.yaml), "c.yaml")
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `"c.yaml"`) || !strings.Contains(err.Error(), c.want) ||
-			!strings.Contains(Hint(err), c.hint) {
-			t.Errorf("%q:\n error %v\n hint  %q\nwant error with %q, hint with %q", c.yaml, err, Hint(err), c.want, c.hint)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"c.yaml"`) || !strings.Contains(err.Error(), c.want) ||
+			!strings.Contains(hint.Of(err), c.hint) {
+			t.Errorf("%q:\n error %v\n hint  %q\nwant error with %q, hint with %q", c.yaml, err, hint.Of(err), c.want, c.hint)
 		}
 	}
 }

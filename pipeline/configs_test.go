@@ -5,12 +5,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/testenv"
 )
 
 // TestReadyMadeConfigs: every file of configs/ loads and validates; the paper's settings equal
 // their presets, and the head-only recipe is the default with the frozen backbone.
 func TestReadyMadeConfigs(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	files, err := filepath.Glob(filepath.Join(root, "configs", "*.yaml"))
 	if err != nil || len(files) < 5 {
 		t.Fatalf("configs/: %v %v, want cub100, cub100-head, cub, cars196, sop", files, err)

@@ -103,9 +103,6 @@ func (e *ensembleModel) layers() ([]export.Layer, error) {
 	return append(append([]export.Layer(nil), all[0][:common]...), branches), nil
 }
 
-// ensembleSize is the number of heads the run trains.
-func (c *Config) ensembleSize() int { return max(c.Ensemble, 1) }
-
 // trainModel trains the run's model, the problem newProblem makes for a runner: one model, or
 // with ensemble N > 1 the models of seeds seed .. seed+N-1 on the same features and split, each
 // evaluated on its own in r.sum.Members. The first member checkpoints in the run folder as a

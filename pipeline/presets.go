@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/grouploss/pipeline/internal/hint"
 )
 
 // A preset (config key `preset`, flag --preset) starts the config from the training
@@ -56,14 +58,14 @@ func PresetNames() []string {
 }
 
 // ApplyPreset sets cfg.Preset and the training hyperparameters of the named preset (see the
-// comment on presets above). "" leaves cfg unchanged. An unknown name is an ErrConfig error.
+// comment on presets above). "" leaves cfg unchanged. An unknown name is an ErrInvalid error.
 func ApplyPreset(cfg *Config, name string) error {
 	if name == "" {
 		return nil
 	}
 	p, ok := presets[name]
 	if !ok {
-		return withHint(fmt.Errorf("%w: unknown preset %q", ErrConfig, name),
+		return hint.With(fmt.Errorf("%w: unknown preset %q", ErrInvalid, name),
 			"the presets are "+strings.Join(PresetNames(), ", ")+" (the Group Loss reference code's hyperparameters)")
 	}
 	cfg.Preset = name
@@ -78,7 +80,7 @@ func ApplyPreset(cfg *Config, name string) error {
 
 // LoadConfigPreset is the configuration of `pipeline run --config path --preset name`:
 // DefaultConfig, then the preset name (when "", the file's `preset` key), then the file's other
-// keys. path "" means no file. Errors wrap ErrConfig.
+// keys. path "" means no file. Errors wrap ErrInvalid.
 func LoadConfigPreset(path, name string) (Config, error) {
 	if path == "" {
 		cfg := DefaultConfig()
@@ -90,7 +92,7 @@ func LoadConfigPreset(path, name string) (Config, error) {
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, withHint(fmt.Errorf("%w: %w", ErrConfig, err), "check the --config path")
+		return cfg, hint.With(fmt.Errorf("%w: %w", ErrInvalid, err), "check the --config path")
 	}
 	return overPreset(raw, path, name)
 }
@@ -101,7 +103,7 @@ func overPreset(raw []byte, name, preset string) (Config, error) {
 	cfg := DefaultConfig()
 	if err := ApplyPreset(&cfg, preset); err != nil {
 		if line := keyLine(raw, "preset"); line > 0 && preset == fileString(raw, "preset") {
-			err = withHint(fmt.Errorf("%w: %q line %d: unknown preset %q", ErrConfig, name, line, preset), Hint(err))
+			err = hint.With(fmt.Errorf("%w: %q line %d: unknown preset %q", ErrInvalid, name, line, preset), hint.Of(err))
 		}
 		return DefaultConfig(), err
 	}

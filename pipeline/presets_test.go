@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/grouploss/pipeline/internal/hint"
 )
 
 // TestApplyPreset: each preset sets the reference code's hyperparameters (train.py, class
@@ -49,8 +50,8 @@ func TestApplyPreset(t *testing.T) {
 		}
 	}
 	cfg := DefaultConfig()
-	if err := ApplyPreset(&cfg, "cub200"); !errors.Is(err, ErrConfig) || !strings.Contains(Hint(err), "cars196, cub, sop") {
-		t.Errorf("unknown preset: %v (hint %q)", err, Hint(err))
+	if err := ApplyPreset(&cfg, "cub200"); !errors.Is(err, ErrInvalid) || !strings.Contains(hint.Of(err), "cars196, cub, sop") {
+		t.Errorf("unknown preset: %v (hint %q)", err, hint.Of(err))
 	}
 	if !reflect.DeepEqual(cfg, DefaultConfig()) {
 		t.Error("a failed ApplyPreset changed the config")
@@ -108,11 +109,11 @@ func TestPresetOrder(t *testing.T) {
 	}
 	// An unknown preset in the file names its line; in a flag, the name.
 	bad := write("bad.yaml", "seed: 3\npreset: imagenet\n")
-	if _, err := LoadConfig(bad); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "line 2") ||
-		!strings.Contains(err.Error(), `"imagenet"`) || !strings.Contains(Hint(err), "cub") {
-		t.Errorf("unknown preset in file: %v (hint %q)", err, Hint(err))
+	if _, err := LoadConfig(bad); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "line 2") ||
+		!strings.Contains(err.Error(), `"imagenet"`) || !strings.Contains(hint.Of(err), "cub") {
+		t.Errorf("unknown preset in file: %v (hint %q)", err, hint.Of(err))
 	}
-	if _, err := LoadConfigPreset(file, "imagenet"); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `"imagenet"`) {
+	if _, err := LoadConfigPreset(file, "imagenet"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"imagenet"`) {
 		t.Errorf("unknown --preset: %v", err)
 	}
 	// Validate checks the keys too.
@@ -132,46 +133,5 @@ func TestPresetOrder(t *testing.T) {
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Validate: %v, want %q", err, c.want)
 		}
-	}
-}
-
-// TestPresetSchedule runs the cub preset end to end on the tiny CNN: 70 epochs, the learning
-// rate the reference's until epoch 30 and a tenth of it from epoch 31 on (lr_steps [30]: train.Fit
-// multiplies after the listed epochs), training going on from the best parameters after epochs
-// 30 and 50 (the reference reloads its best model at the start of epochs 31 and 51), Group Loss
-// with T 24.
-func TestPresetSchedule(t *testing.T) {
-	needORT(t)
-	base := tinyConfig(t)
-	cfg := base
-	if err := ApplyPreset(&cfg, "cub"); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Sampler = base.Sampler // the tiny dataset has 3 training classes
-	cfg.Loss.AnchorsPerClass = 1
-	sum, err := Run(context.Background(), cfg, RunEnv{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sum.Training.History
-	if len(h) != 71 || sum.Timing.Epochs != 70 {
-		t.Fatalf("%d history entries, %d epochs; want 71 (epoch 0 + 70), 70", len(h), sum.Timing.Epochs)
-	}
-	lr := 1.563663718906821e-4
-	for _, st := range h[1:] {
-		want := lr
-		if st.Epoch > 30 {
-			want = lr / 10
-		}
-		if diff := st.LR - want; diff > 1e-18 || diff < -1e-18 {
-			t.Fatalf("epoch %d lr %g, want %g", st.Epoch, st.LR, want)
-		}
-		if st.ReloadBest != (st.Epoch == 30 || st.Epoch == 50) || st.Pretrain {
-			t.Errorf("epoch %d: reload_best %v, pretrain %v", st.Epoch, st.ReloadBest, st.Pretrain)
-		}
-	}
-	written, err := LoadConfig(filepath.Join(cfg.Out, "config.yaml"))
-	if err != nil || written.Preset != "cub" || written.Loss.Temperature != 24 {
-		t.Errorf("config.yaml: preset %q T %g (%v)", written.Preset, written.Loss.Temperature, err)
 	}
 }

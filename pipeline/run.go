@@ -25,7 +25,7 @@ import (
 )
 
 // ErrConfig marks an invalid configuration (exit code 2).
-var ErrConfig = errors.New("pipeline: invalid config")
+var ErrConfig = ErrInvalid
 
 // RunEnv is where a run logs and draws progress.
 type RunEnv struct {

@@ -34,9 +34,6 @@ import (
 // checkpoints, keeping them apart from the head's.
 const tailParamPrefix = "backbone/"
 
-// trainsTail reports whether the run fine-tunes the tail of the backbone.
-func (b BackboneConfig) trainsTail() bool { return b.TrainBlocks > 0 || b.TrainableFrom != "" }
-
 // TailSummary describes the fine-tuned part of the backbone (metrics.json "tail").
 type TailSummary struct {
 	TrainBlocks int    `json:"train_blocks,omitempty"`

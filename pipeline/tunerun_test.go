@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/tune"
 )
@@ -205,7 +206,7 @@ func TestTuneBadSpace(t *testing.T) {
 
 // TestSpaceFiles: every space of configs/spaces parses and applies to configs/cub100-head.yaml.
 func TestSpaceFiles(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	files, err := filepath.Glob(filepath.Join(root, "configs", "spaces", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("configs/spaces: %v %v", files, err)

@@ -121,3 +121,21 @@ func SmallCUB(t testing.TB, classes, per int) string {
 	}
 	return p
 }
+
+// RepoRoot returns the repository root: the folder holding go.mod, found above the working
+// directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			t.Fatalf("no go.mod above %q", wd)
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package pipeline
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/grouploss/pipeline/pipeline/export"
+)
+
+// Reduce-range choices of export.reduce_range.
+const (
+	ReduceRangeAuto = "auto" // 7-bit weights when the exporting CPU is x86 without VNNI
+	ReduceRangeOn   = "true"
+	ReduceRangeOff  = "false"
+)
+
+// ExportConfig chooses the deployable variants a run writes beside model.onnx.
+type ExportConfig struct {
+	// FlipTTA makes the exported models run the mirror pass (each image and its mirror through the
+	// backbone, features averaged): twice the cost. Unset: as backbone.flip_tta (evaluation).
+	FlipTTA *bool `yaml:"flip_tta" json:"flip_tta"`
+	// Int8 also writes model-int8.onnx: static QDQ quantization (int8 weights per channel, uint8
+	// activations calibrated on training images), the head and normalizations in float.
+	Int8 bool `yaml:"int8" json:"int8"`
+	// ReduceRange: auto, true or false. 7-bit weights keep onnxruntime's u8s8 kernels from
+	// saturating on x86 CPUs without VNNI; auto decides from the exporting machine's CPU.
+	ReduceRange string `yaml:"reduce_range" json:"reduce_range"`
+	// Calibration: minmax, percentile or entropy (see export.CalibrationMethods).
+	Calibration string `yaml:"calibration" json:"calibration"`
+	// CalibrationImages is how many training images (a seeded sample) calibrate the activations.
+	CalibrationImages int `yaml:"calibration_images" json:"calibration_images"`
+}
+
+// DefaultExportConfig is the export section of DefaultConfig.
+func DefaultExportConfig() ExportConfig {
+	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: export.CalibPercentile, CalibrationImages: 256}
+}
+
+func (c ExportConfig) validate() []string {
+	var errs []string
+	switch c.ReduceRange {
+	case ReduceRangeAuto, ReduceRangeOn, ReduceRangeOff:
+	default:
+		errs = append(errs, fmt.Sprintf("export.reduce_range %q: want auto, true or false", c.ReduceRange))
+	}
+	if !slices.Contains(export.CalibrationMethods, c.Calibration) {
+		errs = append(errs, fmt.Sprintf("export.calibration %q: want one of %s", c.Calibration, strings.Join(export.CalibrationMethods, ", ")))
+	}
+	if c.CalibrationImages < 1 {
+		errs = append(errs, fmt.Sprintf("export.calibration_images %d: want >= 1", c.CalibrationImages))
+	}
+	return errs
+}
