@@ -18,11 +18,11 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("pipeline compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		config, preset, seeds, out, losses, data, backbone, cache string
+		configFile, preset, seeds, out, losses, data, backbone, cache string
 		ensemble, ensembleEpochs, epochs                          int
 		force, jsonOut, verbose                                   bool
 	)
-	fs.StringVar(&config, "config", "", "YAML config `FILE` of the protocol (defaults: the CUB-100 protocol)")
+	fs.StringVar(&configFile, "config", "", "YAML config `FILE` of the protocol (defaults: the CUB-100 protocol)")
 	fs.StringVar(&preset, "preset", "", "start from the reference code's hyperparameters: cub, cars196 or sop")
 	fs.StringVar(&seeds, "seeds", "1,2,3", "comma-separated `SEEDS`; every row runs once per seed")
 	fs.StringVar(&out, "out", "", "comparison folder `DIR`: compare.md, compare.json, <row>/seed-<seed>/ (default runs/compare-<date-time>)")
@@ -53,7 +53,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if ensemble < 1 {
 		return fmt.Errorf("%w: --ensemble %d: want 1 (no ensemble row) or more", errUsage, ensemble)
 	}
-	cfg, err := pipeline.LoadConfigPreset(config, preset)
+	cfg, err := pipeline.LoadConfigPreset(configFile, preset)
 	if err != nil {
 		return err
 	}
