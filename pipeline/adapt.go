@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -27,30 +28,30 @@ const (
 )
 
 // adaptableKeys reads the value of each adaptable setting, to tell a changed value from the default.
-var adaptableKeys = map[string]func(c *Config) any{
-	keyTrainClasses:    func(c *Config) any { return c.TrainClasses },
-	keyValClasses:      func(c *Config) any { return c.ValidationClasses },
-	keyEmbeddingDim:    func(c *Config) any { return c.Head.EmbeddingDim },
-	keyClassesPerBatch: func(c *Config) any { return c.Sampler.ClassesPerBatch },
-	keySamplesPerClass: func(c *Config) any { return c.Sampler.SamplesPerClass },
-	keyAnchors:         func(c *Config) any { return c.Loss.AnchorsPerClass },
-	keyEpochs:          func(c *Config) any { return c.Optimizer.Epochs },
-	keyCenter:          func(c *Config) any { return c.Head.Center },
+var adaptableKeys = map[string]func(c *config.Config) any{
+	keyTrainClasses:    func(c *config.Config) any { return c.TrainClasses },
+	keyValClasses:      func(c *config.Config) any { return c.ValidationClasses },
+	keyEmbeddingDim:    func(c *config.Config) any { return c.Head.EmbeddingDim },
+	keyClassesPerBatch: func(c *config.Config) any { return c.Sampler.ClassesPerBatch },
+	keySamplesPerClass: func(c *config.Config) any { return c.Sampler.SamplesPerClass },
+	keyAnchors:         func(c *config.Config) any { return c.Loss.AnchorsPerClass },
+	keyEpochs:          func(c *config.Config) any { return c.Optimizer.Epochs },
+	keyCenter:          func(c *config.Config) any { return c.Head.Center },
 }
 
 // isSet reports whether the user chose the setting key: a value other than the default's (the
 // preset's, with a preset). A setting left at its default adapts to the data.
-func isSet(c *Config, key string) bool {
+func isSet(c *config.Config, key string) bool {
 	get := adaptableKeys[key]
-	def := DefaultConfig()
+	def := config.DefaultConfig()
 	if c.Preset != "" {
-		ApplyPreset(&def, c.Preset) // its name was validated with the config
+		config.ApplyPreset(&def, c.Preset) // its name was validated with the config
 	}
 	return get(c) != get(&def)
 }
 
-// adapted reports whether the run adapted key to the data (see adaptToData).
-func (c *Config) adapted(key string) bool {
+// adapted reports whether the run adapted key of c to the data (see adaptToData).
+func adapted(c *config.Config, key string) bool {
 	for _, a := range c.Adapted {
 		if a.Key == key {
 			return true
@@ -80,16 +81,16 @@ const validationFraction = 0.2
 
 // adaptation collects the changes and warnings of adaptSplit and adaptToModel.
 type adaptation struct {
-	notes    []Adaptation
+	notes    []config.Adaptation
 	warnings []string
 }
 
 func (a *adaptation) change(key string, from, to any, why string) {
-	a.notes = append(a.notes, Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
+	a.notes = append(a.notes, config.Adaptation{Key: key, From: fmt.Sprint(from), To: fmt.Sprint(to), Why: why})
 }
 
 // adaptToData is adaptSplit then adaptToModel for features of dim values.
-func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptation, []string, error) {
+func adaptToData(cfg *config.Config, ds *data.Dataset, dim int) (classSplit, []config.Adaptation, []string, error) {
 	var a adaptation
 	split, err := a.adaptSplit(cfg, ds)
 	if err == nil {
@@ -100,7 +101,7 @@ func adaptToData(cfg *Config, ds *data.Dataset, dim int) (classSplit, []Adaptati
 
 // adaptSplit adapts the class split (train_classes, validation_classes) to the dataset and
 // returns it; it needs only the image list, so it runs before the backbone is opened.
-func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, error) {
+func (a *adaptation) adaptSplit(cfg *config.Config, ds *data.Dataset) (classSplit, error) {
 
 	counts := ds.ClassCounts()
 	present := len(presentClasses(counts))
@@ -147,7 +148,7 @@ func (a *adaptation) adaptSplit(cfg *Config, ds *data.Dataset) (classSplit, erro
 
 // adaptToModel adapts the head, the batch and the epochs to the split and the feature size dim.
 // It runs before any extraction.
-func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSplit, dim int) error {
+func (a *adaptation) adaptToModel(cfg *config.Config, ds *data.Dataset, split classSplit, dim int) error {
 	counts := ds.ClassCounts()
 
 	// The embedding: the PCA start needs as many training images and feature dimensions.
@@ -187,12 +188,12 @@ func (a *adaptation) adaptToModel(cfg *Config, ds *data.Dataset, split classSpli
 
 // capAt lowers the setting key, *v, to limit when it is above, saying why (what limits it); a
 // value the user set is an error instead.
-func (a *adaptation) capAt(cfg *Config, key string, v *int, limit int, what string) error {
+func (a *adaptation) capAt(cfg *config.Config, key string, v *int, limit int, what string) error {
 	if *v <= limit {
 		return nil
 	}
 	if isSet(cfg, key) {
-		return withHint(fmt.Errorf("%w: %s %d is more than %s", ErrConfig, key, *v, what),
+		return withHint(fmt.Errorf("%w: %s %d is more than %s", config.ErrInvalid, key, *v, what),
 			fmt.Sprintf("set %s to %d or less in the config, or leave it out to adapt it", key, limit))
 	}
 	a.change(key, *v, limit, "at most "+what)
@@ -202,7 +203,7 @@ func (a *adaptation) capAt(cfg *Config, key string, v *int, limit int, what stri
 
 // fitBatch fits the sampler's classes x samples per class (and the Group Loss's anchors, which
 // must stay below the samples) to fitClasses training classes whose smallest has smallest images.
-func (a *adaptation) fitBatch(cfg *Config, fitClasses, smallest int) error {
+func (a *adaptation) fitBatch(cfg *config.Config, fitClasses, smallest int) error {
 	s := &cfg.Sampler
 	if err := a.capAt(cfg, keyClassesPerBatch, &s.ClassesPerBatch, fitClasses, fmt.Sprintf("the %d classes trained on", fitClasses)); err != nil {
 		return err
@@ -213,7 +214,7 @@ func (a *adaptation) fitBatch(cfg *Config, fitClasses, smallest int) error {
 	group := cfg.Loss.Name == "group" || cfg.Loss.Name == ""
 	if anchors := cfg.Loss.AnchorsPerClass; group && anchors >= s.SamplesPerClass {
 		if isSet(cfg, keyAnchors) {
-			return withHint(fmt.Errorf("%w: loss.anchors_per_class %d is not below the %d samples per class of a batch", ErrConfig, anchors, s.SamplesPerClass),
+			return withHint(fmt.Errorf("%w: loss.anchors_per_class %d is not below the %d samples per class of a batch", config.ErrInvalid, anchors, s.SamplesPerClass),
 				fmt.Sprintf("set loss.anchors_per_class to %d or less in the config", s.SamplesPerClass-1))
 		}
 		a.change(keyAnchors, anchors, s.SamplesPerClass-1, fmt.Sprintf("anchors stay below the %d samples per class of a batch", s.SamplesPerClass))

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/testenv"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -25,11 +26,11 @@ func TestAdaptToData(t *testing.T) {
 	cases := []struct {
 		name     string
 		counts   []int
-		edit     func(*Config)
+		edit     func(*config.Config)
 		want     map[string]string // adapted key -> new value
 		warn     string            // a warning containing this
 		fit, val int               // classes trained on and held out
-		err      string            // an ErrConfig naming this
+		err      string            // an config.ErrInvalid naming this
 	}{
 		{"CUB-100 shape: nothing changes", sameSizes(100, 59), nil, map[string]string{}, "", 40, 10, ""},
 		{"12 classes x 80 (the issue's flowers)", sameSizes(12, 80), nil,
@@ -53,30 +54,30 @@ func TestAdaptToData(t *testing.T) {
 			"", 3, 2, ""},
 		{"a training class of 1 image is left out", append([]int{1}, sameSizes(11, 10)...), nil,
 			map[string]string{keyValClasses: "2", keyEmbeddingDim: "30", keyClassesPerBatch: "3", keyEpochs: "50", keyCenter: "false"}, `"class0" has 1 image`, 3, 2, ""},
-		{"explicit embedding_dim too large", sameSizes(12, 80), func(c *Config) { c.Head.EmbeddingDim = 400 }, nil, "", 0, 0,
+		{"explicit embedding_dim too large", sameSizes(12, 80), func(c *config.Config) { c.Head.EmbeddingDim = 400 }, nil, "", 0, 0,
 			"head.embedding_dim 400 is more than the 320 training images"},
-		{"explicit validation classes too many", sameSizes(12, 80), func(c *Config) { c.ValidationClasses = 5 }, nil, "", 0, 0,
+		{"explicit validation classes too many", sameSizes(12, 80), func(c *config.Config) { c.ValidationClasses = 5 }, nil, "", 0, 0,
 			"5 validation classes leave fewer than 2 of the 6 training classes"},
-		{"explicit batch classes too many", sameSizes(12, 80), func(c *Config) { c.Sampler.ClassesPerBatch = 5 }, nil, "", 0, 0,
+		{"explicit batch classes too many", sameSizes(12, 80), func(c *config.Config) { c.Sampler.ClassesPerBatch = 5 }, nil, "", 0, 0,
 			"sampler.classes_per_batch 5 is more than the 4 classes trained on"},
-		{"explicit samples too many", sameSizes(12, 8), func(c *Config) { c.Sampler.SamplesPerClass = 10 }, nil, "", 0, 0,
+		{"explicit samples too many", sameSizes(12, 8), func(c *config.Config) { c.Sampler.SamplesPerClass = 10 }, nil, "", 0, 0,
 			"sampler.samples_per_class 10 is more than the 8 images"},
-		{"explicit epochs are kept", sameSizes(12, 10), func(c *Config) { c.Optimizer.Epochs = 3 },
+		{"explicit epochs are kept", sameSizes(12, 10), func(c *config.Config) { c.Optimizer.Epochs = 3 },
 			map[string]string{keyValClasses: "2", keyEmbeddingDim: "40", keyClassesPerBatch: "4", keyCenter: "false"}, "", 4, 2, ""},
-		{"head alone: not centered by default", sameSizes(12, 80), func(c *Config) { c.Backbone.TrainBlocks, c.Head.Center = 0, false },
+		{"head alone: not centered by default", sameSizes(12, 80), func(c *config.Config) { c.Backbone.TrainBlocks, c.Head.Center = 0, false },
 			map[string]string{keyValClasses: "2", keyEmbeddingDim: "320", keyClassesPerBatch: "4"}, "", 4, 2, ""},
-		{"centering left at its default adapts", sameSizes(12, 80), func(c *Config) { c.Head.Center = true },
+		{"centering left at its default adapts", sameSizes(12, 80), func(c *config.Config) { c.Head.Center = true },
 			map[string]string{keyValClasses: "2", keyEmbeddingDim: "320", keyClassesPerBatch: "4", keyCenter: "false"}, "", 4, 2, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
+			cfg := config.DefaultConfig()
 			if tc.edit != nil {
 				tc.edit(&cfg)
 			}
 			split, notes, warnings, err := adaptToData(&cfg, memDataset(tc.counts...), 1280)
 			if tc.err != "" {
-				if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.err) || Hint(err) == "" {
+				if err == nil || !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.err) || Hint(err) == "" {
 					t.Fatalf("err %v (hint %q), want a config error with %q and a hint", err, Hint(err), tc.err)
 				}
 				return
@@ -123,7 +124,7 @@ func TestAdaptCUB100Unchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	split, notes, warnings, err := adaptToData(&cfg, ds, 1280)
 	if err != nil || len(notes) != 0 || len(warnings) != 0 {
 		t.Fatalf("adapted %+v, warnings %q, err %v", notes, warnings, err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -51,8 +52,8 @@ func TestCheckRunFolder(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.err) || !strings.Contains(Hint(err), tc.hint) {
-				t.Errorf("error %v (hint %q), want ErrConfig with %q and hint %q", err, Hint(err), tc.err, tc.hint)
+			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.err) || !strings.Contains(Hint(err), tc.hint) {
+				t.Errorf("error %v (hint %q), want config.ErrInvalid with %q and hint %q", err, Hint(err), tc.err, tc.hint)
 			}
 		})
 	}
@@ -106,7 +107,7 @@ func TestSplitClassesBadInput(t *testing.T) {
 		name          string
 		ds            *data.Dataset
 		train, val    int
-		config        bool // wraps ErrConfig (exit code 2)
+		config        bool // wraps config.ErrInvalid (exit code 2)
 		err, hint     string
 		fit, evalImgs int // on success
 	}{
@@ -136,8 +137,8 @@ func TestSplitClassesBadInput(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(Hint(err), tc.hint) {
 				t.Fatalf("error %v (hint %q), want %q and hint %q", err, Hint(err), tc.err, tc.hint)
 			}
-			if errors.Is(err, ErrConfig) != tc.config {
-				t.Errorf("errors.Is(err, ErrConfig) = %v, want %v", !tc.config, tc.config)
+			if errors.Is(err, config.ErrInvalid) != tc.config {
+				t.Errorf("errors.Is(err, config.ErrInvalid) = %v, want %v", !tc.config, tc.config)
 			}
 		})
 	}
@@ -161,25 +162,25 @@ func TestRunEarlyErrorsWriteNothing(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		edit    func(*Config)
+		edit    func(*config.Config)
 		isCfg   bool
 		want    string
 		outFile string // a file that must exist after (else: cfg.Out must not exist)
 	}{
-		{"invalid config", func(c *Config) { c.Optimizer.Epochs = 0 }, true, "optimizer.epochs 0 < 1", ""},
-		{"missing data", func(c *Config) { c.Data = filepath.Join(dir, "none") }, false, "no such file", ""},
-		{"bad manifest", func(c *Config) { c.Data = manifest }, false, `line 4: bad label "zebra"`, ""},
-		{"non-empty run folder", func(c *Config) { c.Out = full }, true, "is not empty", keep},
+		{"invalid config", func(c *config.Config) { c.Optimizer.Epochs = 0 }, true, "optimizer.epochs 0 < 1", ""},
+		{"missing data", func(c *config.Config) { c.Data = filepath.Join(dir, "none") }, false, "no such file", ""},
+		{"bad manifest", func(c *config.Config) { c.Data = manifest }, false, `line 4: bad label "zebra"`, ""},
+		{"non-empty run folder", func(c *config.Config) { c.Out = full }, true, "is not empty", keep},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
+			cfg := config.DefaultConfig()
 			cfg.Data = manifest
 			cfg.Backbone.Path = filepath.Join(dir, "missing.onnx")
 			cfg.Out = filepath.Join(dir, fmt.Sprint("run", i))
 			tc.edit(&cfg)
 			sum, err := Run(context.Background(), cfg, RunEnv{})
-			if err == nil || sum != nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, ErrConfig) != tc.isCfg {
+			if err == nil || sum != nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, config.ErrInvalid) != tc.isCfg {
 				t.Fatalf("Run = %v, %v; want an error with %q (config error %v)", sum, err, tc.want, tc.isCfg)
 			}
 			if tc.outFile != "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/internal/rowops"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -33,10 +34,10 @@ const benchImages = 256
 
 // benchExtractConfig is the default run config on the shared data, with the first benchImages
 // images of CUB-100 as the dataset and a throw-away feature cache.
-func benchExtractConfig(b *testing.B) (Config, *data.Dataset, data.Preprocess) {
+func benchExtractConfig(b *testing.B) (config.Config, *data.Dataset, data.Preprocess) {
 	shared := sharedDir(b)
 	needORT(b)
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Data = filepath.Join(shared, "data", "cub100")
 	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
 	cfg.Cache = b.TempDir()
@@ -48,14 +49,14 @@ func benchExtractConfig(b *testing.B) (Config, *data.Dataset, data.Preprocess) {
 		b.Fatalf("%q has %d images, want %d", ds.Source, len(ds.Items), benchImages)
 	}
 	ds.Items = ds.Items[:benchImages]
-	pre, err := cfg.Preprocess.toData()
+	pre, err := cfg.Preprocess.ToData()
 	if err != nil {
 		b.Fatal(err)
 	}
 	return cfg, ds, pre
 }
 
-func benchOpen(b *testing.B, cfg Config) *backbone.Backbone {
+func benchOpen(b *testing.B, cfg config.Config) *backbone.Backbone {
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
 		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads})
 	if err != nil {

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"fmt"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // checkMemory refuses, before extraction, a run whose features, head or PCA start would need
@@ -29,7 +31,7 @@ func memoryNeeds(n, d, emb, copies int, pca bool, budget int64) error {
 		{pca, fmt.Sprintf("head.init pca on %d-d features (a %d x %d covariance)", d, d, d), (fd*fd + fn*fd) * 8, cut + ", or set head.init random"},
 	} {
 		if c.ok && c.bytes > float64(budget) {
-			return withHint(fmt.Errorf("%w: %s need %s, over the budget of %s (half of this machine's memory)", ErrConfig, c.what, gb(c.bytes), gb(float64(budget))), c.fix)
+			return withHint(fmt.Errorf("%w: %s need %s, over the budget of %s (half of this machine's memory)", config.ErrInvalid, c.what, gb(c.bytes), gb(float64(budget))), c.fix)
 		}
 	}
 	return nil

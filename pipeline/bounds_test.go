@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // TestConfigSizeBounds: sizes that crashed the Go runtime ("fatal error: runtime: out of memory")
@@ -11,18 +13,18 @@ import (
 func TestConfigSizeBounds(t *testing.T) {
 	for _, c := range []struct {
 		key string
-		set func(*Config)
+		set func(*config.Config)
 	}{
-		{"head.embedding_dim 1000000000", func(c *Config) { c.Head.EmbeddingDim = 1e9 }},
-		{"threads 100000", func(c *Config) { c.Threads = 100000 }},
-		{"eval.kmeans_restarts 1000000000", func(c *Config) { c.Eval.KMeansRestarts = 1e9 }},
-		{"preprocess.workers 100000", func(c *Config) { c.Preprocess.Workers = 100000 }},
-		{"backbone.batch_size 10000000", func(c *Config) { c.Backbone.BatchSize = 1e7 }},
+		{"head.embedding_dim 1000000000", func(c *config.Config) { c.Head.EmbeddingDim = 1e9 }},
+		{"threads 100000", func(c *config.Config) { c.Threads = 100000 }},
+		{"eval.kmeans_restarts 1000000000", func(c *config.Config) { c.Eval.KMeansRestarts = 1e9 }},
+		{"preprocess.workers 100000", func(c *config.Config) { c.Preprocess.Workers = 100000 }},
+		{"backbone.batch_size 10000000", func(c *config.Config) { c.Backbone.BatchSize = 1e7 }},
 	} {
-		cfg := DefaultConfig()
+		cfg := config.DefaultConfig()
 		cfg.Data, cfg.Backbone.Path = "d", "m.onnx"
 		c.set(&cfg)
-		if err := cfg.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.key+" is over the limit") {
+		if err := cfg.Validate(); !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), c.key+" is over the limit") {
 			t.Errorf("%s: %v", c.key, err)
 		}
 	}
@@ -45,8 +47,8 @@ func TestMemoryNeeds(t *testing.T) {
 		{5902, 1280, 1 << 30, false, "a head of 1280 x 1073741824 weights"},
 	} {
 		err := memoryNeeds(c.n, c.d, c.emb, 2, c.pca, budget)
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) || Hint(err) == "" {
-			t.Errorf("n=%d d=%d emb=%d: %v, want ErrConfig saying %q with a hint", c.n, c.d, c.emb, err, c.want)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), c.want) || Hint(err) == "" {
+			t.Errorf("n=%d d=%d emb=%d: %v, want config.ErrInvalid saying %q with a hint", c.n, c.d, c.emb, err, c.want)
 		}
 	}
 	if b := memoryBudget(); b < 1<<30 {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // TestFeatureCacheKeyCoversContent: a run on another folder with the same class and file names but
@@ -18,7 +20,7 @@ import (
 func TestFeatureCacheKeyCoversContent(t *testing.T) {
 	needORT(t)
 	cfgA := tinyConfig(t)
-	run := func(cfg Config) *Summary {
+	run := func(cfg config.Config) *Summary {
 		t.Helper()
 		cfg.Out = filepath.Join(t.TempDir(), "run")
 		sum, err := Run(context.Background(), cfg, RunEnv{})

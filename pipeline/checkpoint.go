@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -37,7 +38,7 @@ type Checkpoint struct {
 	FlipTTA   bool      // features are the mean of the image's and its mirror's
 	Classes   []int     // dataset labels of the classifier's outputs
 	Optimizer train.OptimizerState
-	Config    Config
+	Config    config.Config
 	// Train is the training state of last.ckpt, which `pipeline run --resume` continues from
 	// (its Params and Optimizer are in the fields above); nil in checkpoint.ckpt.
 	Train *train.State

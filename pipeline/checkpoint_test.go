@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -23,7 +24,7 @@ func testCheckpoint(rows, cols int) *Checkpoint {
 		}
 		return v
 	}
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Seed = 9
 	return &Checkpoint{
 		Epoch: 4, Score: 0.25, Center: []float32{1, 2}, Normalize: true, Classes: []int{3, 5},

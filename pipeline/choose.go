@@ -146,11 +146,11 @@ func (r *runner) chooseExport(feats, flips []float32, d int, m model) (bool, err
 	c := &ExportChoice{Source: sourceTrained, ValidationClasses: len(split.val), MinClasses: minCompareClasses}
 	r.sum.Choice = c
 	switch {
-	case len(split.val) > 0 && cfg.ensembleSize() > 1:
+	case len(split.val) > 0 && cfg.EnsembleSize() > 1:
 		c.Reason, c.Message = reasonEnsemble, "the ensemble is exported without comparison with the raw features (its members are selected one by one)"
 		r.warn(c.Message)
 		return false, nil
-	case len(split.val) == 0 && !cfg.adapted(keyValClasses):
+	case len(split.val) == 0 && !adapted(&cfg, keyValClasses):
 		// validation_classes 0 set by the user: training on every class for a known number of
 		// epochs (e.g. the count a validated run chose) is theirs to judge.
 		c.Reason, c.Message = reasonValOff, "validation_classes is 0: the trained model (last epoch) is exported without comparison with the raw features"

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/rowops"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
 
@@ -149,10 +150,10 @@ func TestChooseExport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := DefaultConfig()
+			cfg := config.DefaultConfig()
 			cfg.KeepTrained = tc.keep
 			if tc.reason == reasonNoVal {
-				cfg.Adapted = []Adaptation{{Key: keyValClasses, From: "10", To: "0"}}
+				cfg.Adapted = []config.Adaptation{{Key: keyValClasses, From: "10", To: "0"}}
 			}
 			r := &runner{cfg: cfg, ds: ds, split: split, sum: &Summary{}, env: RunEnv{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 			raw, err := r.chooseExport(feats, feats, d, rowsModel{feats: feats, d: d, f: tc.embed})

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/grouploss/pipeline/internal/atomicfile"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
 
@@ -51,8 +52,8 @@ type Comparison struct {
 	Data    DataSummary  `json:"data"`
 	Machine Machine      `json:"machine"`
 	// Config is the base config the rows were derived from (loss, seed, ensemble and out vary).
-	Config       Config  `json:"config"`
-	TotalSeconds float64 `json:"total_seconds"`
+	Config       config.Config `json:"config"`
+	TotalSeconds float64       `json:"total_seconds"`
 }
 
 // CompareRow is one method across the seeds. Mean and Std (sample standard deviation, n-1; 0 for
@@ -95,7 +96,7 @@ type compareSpec struct {
 // compare.md (a Markdown table of mean ± std) and compare.json are rewritten atomically. A run
 // that fails is recorded in its row and the comparison goes on; the error then lists the failures.
 // env.Log receives the runs' warnings and errors; env.Progress their progress bars.
-func Compare(ctx context.Context, cfg Config, opt CompareOptions, env RunEnv) (*Comparison, error) {
+func Compare(ctx context.Context, cfg config.Config, opt CompareOptions, env RunEnv) (*Comparison, error) {
 	start := time.Now()
 	if env.Log == nil {
 		env.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -115,7 +116,7 @@ func Compare(ctx context.Context, cfg Config, opt CompareOptions, env RunEnv) (*
 	if opt.Ensemble == 0 {
 		opt.Ensemble = 3
 	}
-	if opt.Ensemble > 1 && cfg.Backbone.trainsTail() {
+	if opt.Ensemble > 1 && cfg.Backbone.TrainsTail() {
 		// Ensembles are heads on one frozen backbone; with a fine-tuned tail there is no such row.
 		env.Log.Warn("compare: no ensemble row: ensembles train heads on frozen features, and this config fine-tunes the backbone (train_blocks 0 for heads only, e.g. configs/cub100-head.yaml)")
 		opt.Ensemble = 1
@@ -133,11 +134,11 @@ func Compare(ctx context.Context, cfg Config, opt CompareOptions, env RunEnv) (*
 			slug: fmt.Sprintf("group_ensemble%d", opt.Ensemble), loss: "group", ensemble: opt.Ensemble, epochs: ep})
 	}
 	if len(specs) == 0 {
-		return nil, fmt.Errorf("%w: compare has no row to train", ErrConfig)
+		return nil, fmt.Errorf("%w: compare has no row to train", config.ErrInvalid)
 	}
 	for i, seed := range opt.Seeds {
 		if slices.Contains(opt.Seeds[:i], seed) {
-			return nil, fmt.Errorf("%w: compare: seed %d appears twice", ErrConfig, seed)
+			return nil, fmt.Errorf("%w: compare: seed %d appears twice", config.ErrInvalid, seed)
 		}
 	}
 	// Every run's config is checked before anything runs.
@@ -227,7 +228,7 @@ func Compare(ctx context.Context, cfg Config, opt CompareOptions, env RunEnv) (*
 }
 
 // config is the run of spec sp for seed under the comparison folder out.
-func (sp compareSpec) config(base Config, seed int64, out string) Config {
+func (sp compareSpec) config(base config.Config, seed int64, out string) config.Config {
 	c := base
 	c.Seed, c.Loss.Name, c.Ensemble, c.Optimizer.Epochs = seed, sp.loss, sp.ensemble, sp.epochs
 	c.Optimizer.LRSteps = append([]int(nil), base.Optimizer.LRSteps...)
@@ -237,7 +238,7 @@ func (sp compareSpec) config(base Config, seed int64, out string) Config {
 }
 
 // compareRun runs c, or reuses the finished run of the same config in c.Out unless force.
-func compareRun(ctx context.Context, c Config, force bool, env RunEnv) (*Summary, bool, error) {
+func compareRun(ctx context.Context, c config.Config, force bool, env RunEnv) (*Summary, bool, error) {
 	if !force {
 		if sum := finishedRun(c); sum != nil {
 			return sum, true, nil
@@ -253,7 +254,7 @@ func compareRun(ctx context.Context, c Config, force bool, env RunEnv) (*Summary
 // finishedRun is the summary of the successful run of config c in c.Out, nil if there is none.
 // The run's config.yaml counts as the config it loads to, written again (a hand-edited file that
 // loads to the same config is the same run).
-func finishedRun(c Config) *Summary {
+func finishedRun(c config.Config) *Summary {
 	want, err := yaml.Marshal(c)
 	if err != nil {
 		return nil
@@ -263,7 +264,7 @@ func finishedRun(c Config) *Summary {
 	if err != nil {
 		return nil
 	}
-	ran, err := ParseConfig(cfgRaw, path)
+	ran, err := config.ParseConfig(cfgRaw, path)
 	if err != nil {
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // TestCompareTiny: 2 seeds x (5 single-head losses + a 2-head ensemble) on the tiny CNN; the
@@ -142,7 +144,7 @@ func TestCompareRejectsBadRows(t *testing.T) {
 // TestCompareMarkdownBackbone: the table's description says whether the backbone was frozen or
 // which part of it was fine-tuned.
 func TestCompareMarkdownBackbone(t *testing.T) {
-	c := &Comparison{Seeds: []int64{1}, Config: DefaultConfig()}
+	c := &Comparison{Seeds: []int64{1}, Config: config.DefaultConfig()}
 	c.Config.Backbone.TrainBlocks, c.Config.Backbone.LR = 2, 1e-4
 	if md := c.Markdown(); !strings.Contains(md, "(last 2 block(s) fine-tuned at lr 0.0001,") {
 		t.Errorf("tail config described as:\n%s", md)

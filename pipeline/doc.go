@@ -44,6 +44,6 @@
 //	distributed embed  package dist (shards, a NATS JetStream work queue)
 //	bench tail step    tailbench.go (the rest of `pipeline bench` is in cmd/pipeline)
 //
-// Errors: an invalid config wraps ErrConfig (exit code 2 of the command); a NaN or Inf is a
+// Errors: an invalid config wraps config.ErrInvalid (exit code 2 of the command); a NaN or Inf is a
 // NonFiniteError (exit code 3); Hint returns the suggestion attached to an error.
 package pipeline

@@ -116,7 +116,7 @@ func (r *runner) trainModel(ctx context.Context, newProblem func(*runner) (probl
 		return nil, err
 	}
 	first := p.model
-	n := r.cfg.ensembleSize()
+	n := r.cfg.EnsembleSize()
 	if n == 1 {
 		return first, nil
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
 
@@ -76,9 +77,9 @@ func colorDatasetOf(t *testing.T, classes, per int, base func(c int) [3]int) str
 
 // tinyConfig is a run of a few seconds: the tiny CNN on colorDataset(8, 10), 3-d embeddings,
 // 1 epoch, 3 x 4 batches, flip averaging on (the default).
-func tinyConfig(t *testing.T) Config {
+func tinyConfig(t *testing.T) config.Config {
 	t.Helper()
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Data = colorDataset(t, 8, 10)
 	cfg.Backbone.Path = tinyCNN
 	cfg.Preprocess.Size = [2]int{6, 6}
@@ -87,7 +88,7 @@ func tinyConfig(t *testing.T) Config {
 	cfg.ValidationClasses = 1
 	cfg.Threads = 1
 	cfg.Head.EmbeddingDim = 3
-	cfg.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
+	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
 	cfg.Loss.AnchorsPerClass = 1
 	cfg.Optimizer.Epochs = 1
 	cfg.Optimizer.LR = 1e-3

@@ -12,6 +12,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -51,23 +52,23 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 		log = slog.New(slog.DiscardHandler)
 	}
 	if o.Out == "" {
-		return nil, fmt.Errorf("%w: export: no output file", ErrConfig)
+		return nil, fmt.Errorf("%w: export: no output file", config.ErrInvalid)
 	}
 	src := filepath.Join(runDir, "model.onnx")
 	if abs(o.Out) == abs(src) {
-		return nil, fmt.Errorf("%w: export: --out %q is the run's own model.onnx", ErrConfig, o.Out)
+		return nil, fmt.Errorf("%w: export: --out %q is the run's own model.onnx", config.ErrInvalid, o.Out)
 	}
 	if _, err := os.Stat(o.Out); err == nil && !o.Force {
-		return nil, fmt.Errorf("%w: export: %q exists (--force replaces it)", ErrConfig, o.Out)
+		return nil, fmt.Errorf("%w: export: %q exists (--force replaces it)", config.ErrInvalid, o.Out)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("export: %w", err)
 	}
 	for _, f := range []string{"model.onnx", "config.yaml"} {
 		if _, err := os.Stat(filepath.Join(runDir, f)); err != nil {
-			return nil, fmt.Errorf("%w: export: %q is not a run folder of `pipeline run`: no %s (%v)", ErrConfig, runDir, f, err)
+			return nil, fmt.Errorf("%w: export: %q is not a run folder of `pipeline run`: no %s (%v)", config.ErrInvalid, runDir, f, err)
 		}
 	}
-	cfg, err := LoadConfig(filepath.Join(runDir, "config.yaml"))
+	cfg, err := config.LoadConfig(filepath.Join(runDir, "config.yaml"))
 	if err != nil {
 		return nil, fmt.Errorf("export: run folder %q: %w", runDir, err)
 	}
@@ -79,9 +80,9 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 	if err != nil {
 		return nil, dataHint(err)
 	}
-	pre, err := cfg.Preprocess.toData()
+	pre, err := cfg.Preprocess.ToData()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	split, err := splitClasses(ds, cfg.TrainClasses, cfg.ValidationClasses, cfg.Seed)
 	if err != nil {

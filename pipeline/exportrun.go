@@ -89,7 +89,7 @@ func (r *runner) export(ctx context.Context, m model) error {
 		Extra: map[string]string{metaLoss: exportedLoss(r.cfg.Loss.Name), "train.classes": strconv.Itoa(len(r.split.fit)),
 			metaEmbeddingSource: r.embeddingSource()}}
 	maps.Copy(meta.Extra, extra)
-	if n := r.cfg.ensembleSize(); n > 1 {
+	if n := r.cfg.EnsembleSize(); n > 1 {
 		meta.Extra["ensemble"] = strconv.Itoa(n)
 	}
 	sess, built, err := r.writeModel(cut, ci, layers, meta, m.dim())

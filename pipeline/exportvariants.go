@@ -17,6 +17,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 	"github.com/grouploss/pipeline/pipeline/metrics"
@@ -72,9 +73,9 @@ func (v ExportVariant) Describe() string {
 // ResolveReduceRange turns export.reduce_range into a choice for cpu, and says why.
 func ResolveReduceRange(mode string, cpu backbone.CPUInfo) (bool, string) {
 	switch mode {
-	case ReduceRangeOn:
+	case config.ReduceRangeOn:
 		return true, "requested"
-	case ReduceRangeOff:
+	case config.ReduceRangeOff:
 		return false, "requested"
 	}
 	if cpu.X86 && !cpu.VNNI() {

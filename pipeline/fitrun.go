@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -18,7 +19,7 @@ type trainable interface {
 	train.Model
 	// setTensors lists the parameters as the tensors Fit trains, once the head is built.
 	setTensors()
-	checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint
+	checkpoint(epoch int, score float64, opt train.Optimizer, cfg config.Config) *Checkpoint
 }
 
 // problem is one model to train, as data: what differs between the head alone and the tail +

@@ -6,6 +6,7 @@ import (
 
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/rowops"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -87,10 +88,10 @@ func (m *headModel) embed(x []float32, n int) []float32 {
 
 // newHeadModel returns the head the run's config describes over the features of src, not yet
 // built (see init).
-func newHeadModel(cfg Config, src featureSource, classes []int) (*headModel, error) {
-	m := &headModel{src: src, normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: classes, loss: cfg.Loss.headLoss()}
+func newHeadModel(cfg config.Config, src featureSource, classes []int) (*headModel, error) {
+	m := &headModel{src: src, normalize: cfg.Head.Normalize, flipTTA: cfg.Backbone.FlipTTA, classes: classes, loss: cfg.Loss.HeadLoss()}
 	if err := m.loss.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	return m, nil
 }
@@ -101,7 +102,7 @@ func newHeadModel(cfg Config, src featureSource, classes []int) (*headModel, err
 // seed and, unless restored (a resumed run, whose parameters come from last.ckpt), starts the
 // embedding layer from a PCA of fitX (head.init pca) and the classifier from the class means
 // (head.classifier_init means).
-func (m *headModel) init(fitX []float32, labels []int, hc HeadConfig, seed int64, restored bool) error {
+func (m *headModel) init(fitX []float32, labels []int, hc config.HeadConfig, seed int64, restored bool) error {
 	n, classes, emb := len(labels), len(m.classes), hc.EmbeddingDim
 	d := len(fitX) / max(n, 1)
 	if hc.Center {
@@ -124,7 +125,7 @@ func (m *headModel) init(fitX []float32, labels []int, hc HeadConfig, seed int64
 	m.h = h
 	if hc.Init == "pca" {
 		if emb > d || emb > n {
-			return fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", ErrConfig, emb, d, n)
+			return fmt.Errorf("%w: head.init pca needs embedding_dim %d <= feature dim %d and <= training images %d", config.ErrInvalid, emb, d, n)
 		}
 	}
 	if hc.Init == "pca" && !restored { // a PCA of the features takes seconds, and last.ckpt overwrites it
@@ -172,7 +173,7 @@ func (r *runner) headProblem(src frozenFeatures) (problem, error) {
 	}
 	opt, err := train.NewOptimizer(train.OptimizerKind(cfg.Optimizer.Name), cfg.Optimizer.WeightDecay)
 	if err != nil {
-		return problem{}, fmt.Errorf("%w: %v", ErrConfig, err)
+		return problem{}, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	// The head trains on what it will see: with flip_tta the mean of an image's and its mirror's
 	// features (measured on CUB-100: R@1 78.4 vs 78.0 with the two views as random augmentation
@@ -205,7 +206,7 @@ func (r *runner) headProblem(src frozenFeatures) (problem, error) {
 	return problem{model: m, head: m, inputs: inputs, opt: opt, what: "train (epochs)"}, nil
 }
 
-func (m *headModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint {
+func (m *headModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg config.Config) *Checkpoint {
 	c := &Checkpoint{Epoch: epoch, Score: score, Center: m.center, Normalize: m.normalize, FlipTTA: m.flipTTA, Classes: m.classes,
 		Optimizer: opt.State(), Config: cfg}
 	for _, p := range m.h.Params() {

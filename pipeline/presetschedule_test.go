@@ -4,6 +4,8 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // TestPresetSchedule runs the cub preset end to end on the tiny CNN: 70 epochs, the learning
@@ -15,7 +17,7 @@ func TestPresetSchedule(t *testing.T) {
 	needORT(t)
 	base := tinyConfig(t)
 	cfg := base
-	if err := ApplyPreset(&cfg, "cub"); err != nil {
+	if err := config.ApplyPreset(&cfg, "cub"); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Sampler = base.Sampler // the tiny dataset has 3 training classes
@@ -41,7 +43,7 @@ func TestPresetSchedule(t *testing.T) {
 			t.Errorf("epoch %d: reload_best %v, pretrain %v", st.Epoch, st.ReloadBest, st.Pretrain)
 		}
 	}
-	written, err := LoadConfig(filepath.Join(cfg.Out, "config.yaml"))
+	written, err := config.LoadConfig(filepath.Join(cfg.Out, "config.yaml"))
 	if err != nil || written.Preset != "cub" || written.Loss.Temperature != 24 {
 		t.Errorf("config.yaml: preset %q T %g (%v)", written.Preset, written.Loss.Temperature, err)
 	}

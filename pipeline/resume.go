@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -35,7 +36,7 @@ const lastCheckpointFile = "last.ckpt"
 // (from the first epoch when there is none), and evaluation and export are redone. A run folder
 // staged by --force ("<out>.partial-*", named in the interrupted run's error) replaces <out>
 // when the resumed run succeeds, as the original run would have. A run whose metrics.json says
-// "ok" is finished and refused (ErrConfig), as are folders without config.yaml, and a last.ckpt
+// "ok" is finished and refused (config.ErrInvalid), as are folders without config.yaml, and a last.ckpt
 // written under another config or damaged (delete it to train from the first epoch).
 // Relative paths in config.yaml (data, cache, backbone) are relative to the working folder, as
 // when the run started: resume from the same folder.
@@ -45,12 +46,12 @@ func Resume(ctx context.Context, dir string, env RunEnv) (*Summary, error) {
 		if err == nil {
 			err = fmt.Errorf("%q is not a folder", dir)
 		}
-		return nil, withHint(fmt.Errorf("%w: resume: %w", ErrConfig, err), "pass the run folder of an interrupted `pipeline run` to --resume")
+		return nil, withHint(fmt.Errorf("%w: resume: %w", config.ErrInvalid, err), "pass the run folder of an interrupted `pipeline run` to --resume")
 	}
-	cfg, err := LoadConfig(filepath.Join(dir, "config.yaml"))
+	cfg, err := config.LoadConfig(filepath.Join(dir, "config.yaml"))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, withHint(fmt.Errorf("%w: resume: %q has no config.yaml: it is not the folder of a run that started", ErrConfig, dir),
+			return nil, withHint(fmt.Errorf("%w: resume: %q has no config.yaml: it is not the folder of a run that started", config.ErrInvalid, dir),
 				"pass the run folder of an interrupted `pipeline run` to --resume, or start a new run")
 		}
 		return nil, err
@@ -60,7 +61,7 @@ func Resume(ctx context.Context, dir string, env RunEnv) (*Summary, error) {
 			Status string `json:"status"`
 		}
 		if json.Unmarshal(b, &s) == nil && s.Status == "ok" {
-			return nil, withHint(fmt.Errorf("%w: resume: the run in %q finished (metrics.json says status ok): nothing to resume", ErrConfig, dir),
+			return nil, withHint(fmt.Errorf("%w: resume: the run in %q finished (metrics.json says status ok): nothing to resume", config.ErrInvalid, dir),
 				"start a new run with another --out")
 		}
 	}
@@ -171,14 +172,14 @@ func (r *runner) loadLast(path string) (*Checkpoint, error) {
 	}
 	if a, b := configKey(ck.Config), configKey(r.cfg); !bytes.Equal(a, b) {
 		return nil, withHint(fmt.Errorf("%w: resume: %q was written under a config other than %s",
-			ErrConfig, path, filepath.Join(r.dir, "config.yaml")), fmt.Sprintf("restore config.yaml, or delete %s to train again from the first epoch", path))
+			config.ErrInvalid, path, filepath.Join(r.dir, "config.yaml")), fmt.Sprintf("restore config.yaml, or delete %s to train again from the first epoch", path))
 	}
 	return ck, nil
 }
 
 // configKey is the config as YAML without the run folder, which a resumed run may see under
 // another name.
-func configKey(c Config) []byte {
+func configKey(c config.Config) []byte {
 	c.Out, c.Force = "", false
 	b, _ := yaml.Marshal(c)
 	return b

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -40,7 +41,7 @@ func TestStagedResumeTarget(t *testing.T) {
 	}
 }
 
-// TestResumeRefusals: Resume refuses, with ErrConfig and a hint, what is not an interrupted run
+// TestResumeRefusals: Resume refuses, with config.ErrInvalid and a hint, what is not an interrupted run
 // folder, before loading any model.
 func TestResumeRefusals(t *testing.T) {
 	dir := t.TempDir()
@@ -61,8 +62,8 @@ func TestResumeRefusals(t *testing.T) {
 		{badCfg, `unknown key "seeed"`},
 	} {
 		_, err := Resume(context.Background(), tc.dir, RunEnv{})
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Resume(%q) = %v, want ErrConfig saying %q", tc.dir, err, tc.want)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Resume(%q) = %v, want config.ErrInvalid saying %q", tc.dir, err, tc.want)
 		}
 	}
 }

@@ -20,12 +20,10 @@ import (
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 )
-
-// ErrConfig marks an invalid configuration (exit code 2).
-var ErrConfig = ErrInvalid
 
 // RunEnv is where a run logs and draws progress.
 type RunEnv struct {
@@ -45,18 +43,18 @@ type RunEnv struct {
 //
 // The run folder (cfg.Out) is touched only after the config, the dataset, the class split and the
 // backbone have been checked, so those errors leave no file behind. An existing non-empty run
-// folder is refused (ErrConfig) unless cfg.Force is set; then the new run is built in a sibling
+// folder is refused (config.ErrInvalid) unless cfg.Force is set; then the new run is built in a sibling
 // folder "<out>.partial-*" that replaces the old one only when the run succeeds: a failed or
 // interrupted run leaves the old folder untouched and its own files in the sibling, which the
 // error names. Every file is written atomically. Once the run folder exists, the summary is
 // returned and written as metrics.json (with status "ok", "failed" or "interrupted") also when a
 // later step fails, with what was done up to there. Errors may carry a hint (see Hint).
-func Run(ctx context.Context, cfg Config, env RunEnv) (*Summary, error) {
+func Run(ctx context.Context, cfg config.Config, env RunEnv) (*Summary, error) {
 	return runIn(ctx, cfg, env, "")
 }
 
 // runIn is Run, or with resume set Resume: the run continues in the folder resume.
-func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary, error) {
+func runIn(ctx context.Context, cfg config.Config, env RunEnv, resume string) (*Summary, error) {
 	start := time.Now()
 	if env.Log == nil {
 		env.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -132,7 +130,7 @@ func runIn(ctx context.Context, cfg Config, env RunEnv, resume string) (*Summary
 		}
 	}
 	err = r.run(ctx)
-	if errors.Is(err, ErrConfig) && resume == "" { // config errors leave no file behind, also late ones
+	if errors.Is(err, config.ErrInvalid) && resume == "" { // config errors leave no file behind, also late ones
 		discardRunFolder(r.dir, created || reuse)
 		return nil, err
 	}
@@ -179,11 +177,11 @@ func checkRunFolder(out string, force bool) (reuse bool, err error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
 	case err != nil:
-		return false, withHint(fmt.Errorf("%w: run folder: %w", ErrConfig, err), "pass a folder as --out")
+		return false, withHint(fmt.Errorf("%w: run folder: %w", config.ErrInvalid, err), "pass a folder as --out")
 	case len(entries) == 0:
 		return false, nil
 	case !force:
-		return false, withHint(fmt.Errorf("%w: run folder %q is not empty (it holds %q)", ErrConfig, out, entries[0].Name()),
+		return false, withHint(fmt.Errorf("%w: run folder %q is not empty (it holds %q)", config.ErrInvalid, out, entries[0].Name()),
 			"choose a new --out folder, or pass --force to replace it; with --force the old files stay until the new run succeeds")
 	}
 	return true, nil
@@ -216,7 +214,7 @@ func replaceFolder(staged, old string) error {
 }
 
 type runner struct {
-	cfg Config
+	cfg config.Config
 	env RunEnv
 	sum *Summary
 	dir string // the folder the run writes to: cfg.Out, or its staging sibling with Force
@@ -244,9 +242,9 @@ func (r *runner) prepare() error {
 		return dataHint(err)
 	}
 	r.ds = ds
-	pre, err := cfg.Preprocess.toData()
+	pre, err := cfg.Preprocess.ToData()
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrConfig, err)
+		return fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	r.pre = pre
 	// The defaults fit to the data, and the split, before any image is read (adapt.go): first
@@ -289,7 +287,7 @@ func (r *runner) prepare() error {
 		bb.Close()
 		return err
 	}
-	if cfg.Backbone.trainsTail() { // before any extraction: a cut the model cannot train fails now
+	if cfg.Backbone.TrainsTail() { // before any extraction: a cut the model cannot train fails now
 		if r.tail, err = r.prepareTail(); err != nil {
 			bb.Close()
 			return err
@@ -483,7 +481,7 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 		}
 	}
 	if trainClasses >= len(present) {
-		return s, withHint(fmt.Errorf("%w: train_classes %d leaves no class of the %d in %q to evaluate on", ErrConfig, trainClasses, len(present), ds.Source),
+		return s, withHint(fmt.Errorf("%w: train_classes %d leaves no class of the %d in %q to evaluate on", config.ErrInvalid, trainClasses, len(present), ds.Source),
 			fmt.Sprintf("pass --train-classes between 2 and %d", len(present)-1))
 	}
 	// Training classes with a single image cannot form a positive pair: they are left out.
@@ -504,7 +502,7 @@ func splitClasses(ds *data.Dataset, trainClasses, valClasses int, seed int64) (c
 			len(trainL), trainClasses, ds.Source), "add images to the training classes, or pass --train-classes to train on more classes")
 	}
 	if valClasses > 0 && len(trainL)-valClasses < 2 {
-		return s, withHint(fmt.Errorf("%w: %d validation classes leave fewer than 2 of the %d training classes to train on", ErrConfig, valClasses, len(trainL)),
+		return s, withHint(fmt.Errorf("%w: %d validation classes leave fewer than 2 of the %d training classes to train on", config.ErrInvalid, valClasses, len(trainL)),
 			fmt.Sprintf("pass --validation-classes %d or less (0 disables model selection), or leave it out to adapt it", len(trainL)-2))
 	}
 	perm := rand.New(rand.NewSource(seed)).Perm(len(trainL))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/testenv"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -35,7 +36,7 @@ func TestRunEndToEndSmall(t *testing.T) {
 	slowEndToEnd(t)
 	shared := sharedDir(t)
 	needORT(t)
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Data = smallCUB(t, shared, 8, 12)
 	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
 	cfg.Out = filepath.Join(t.TempDir(), "run")
@@ -45,7 +46,7 @@ func TestRunEndToEndSmall(t *testing.T) {
 	cfg.Backbone.TrainBlocks, cfg.Head.Center = 0, false // head only: tail runs have their own tests
 	cfg.Optimizer.Epochs = 3
 	cfg.Optimizer.LR = 1e-4
-	cfg.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
+	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
 	var logs bytes.Buffer
 	env := RunEnv{Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	sum, err := Run(context.Background(), cfg, env)
@@ -137,7 +138,7 @@ func TestRunEndToEndSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pre, err := cfg.Preprocess.toData()
+	pre, err := cfg.Preprocess.ToData()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +195,7 @@ func TestRunEndToEndSmall(t *testing.T) {
 
 func TestSplitClassesDefaultHalf(t *testing.T) {
 	shared := sharedDir(t)
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Data = filepath.Join(shared, "data", "cub100")
 	ds, err := data.Load(cfg.Data)
 	if err != nil {
@@ -228,7 +229,7 @@ func TestRunDequantized(t *testing.T) {
 	slowEndToEnd(t)
 	shared := sharedDir(t)
 	needORT(t)
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Data = smallCUB(t, shared, 6, 10)
 	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
 	cfg.Cache = filepath.Join(t.TempDir(), "cache")
@@ -236,7 +237,7 @@ func TestRunDequantized(t *testing.T) {
 	cfg.Head.EmbeddingDim = 16
 	cfg.Backbone.TrainBlocks, cfg.Head.Center = 0, false
 	cfg.Optimizer.Epochs = 1
-	cfg.Sampler = SamplerConfig{ClassesPerBatch: 2, SamplesPerClass: 4}
+	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 2, SamplesPerClass: 4}
 	var sums []*Summary
 	for _, mode := range []string{"never", "always"} {
 		c := cfg

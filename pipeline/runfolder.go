@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // runFolderMarkers are the files that make a folder recognizable as a run folder: every run
@@ -23,13 +25,13 @@ func checkReplaceable(out string, uses map[string]string) error {
 		}
 	}
 	if !marked {
-		return withHint(fmt.Errorf("%w: --force replaces only a run folder, and %q holds neither %s", ErrConfig, out, strings.Join(runFolderMarkers, " nor ")),
+		return withHint(fmt.Errorf("%w: --force replaces only a run folder, and %q holds neither %s", config.ErrInvalid, out, strings.Join(runFolderMarkers, " nor ")),
 			"choose a new --out folder, or delete that folder yourself if it is meant to go")
 	}
 	for _, what := range []string{"data", "backbone", "cache"} {
 		p := uses[what]
 		if p != "" && within(p, out) {
-			return withHint(fmt.Errorf("%w: --force would replace %q, which holds the %s in use (%s)", ErrConfig, out, what, p),
+			return withHint(fmt.Errorf("%w: --force would replace %q, which holds the %s in use (%s)", config.ErrInvalid, out, what, p),
 				"choose an --out folder that holds none of the data, the backbone and the cache")
 		}
 	}

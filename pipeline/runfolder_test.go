@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // TestForceReplacesOnlyRunFolders: --force refused to replace a folder that is not a run folder
@@ -20,12 +22,12 @@ func TestForceReplacesOnlyRunFolders(t *testing.T) {
 	if err := os.WriteFile(notes, []byte("keep me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	check := func(name string, c Config, want string) {
+	check := func(name string, c config.Config, want string) {
 		t.Helper()
 		c.Force = true
 		_, err := Run(context.Background(), c, RunEnv{})
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v, want ErrConfig saying %q", name, err, want)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want config.ErrInvalid saying %q", name, err, want)
 		}
 		if _, err := os.Stat(cfg.Data); err != nil {
 			t.Fatalf("%s: the data are gone: %v", name, err)
@@ -102,8 +104,8 @@ func TestLateConfigErrorLeavesNoFile(t *testing.T) {
 	cfg := tinyConfig(t)
 	cfg.Head.Init, cfg.Head.EmbeddingDim = "pca", 5 // tiny_cnn's features have 4 values
 	_, err := Run(context.Background(), cfg, RunEnv{})
-	if !errors.Is(err, ErrConfig) {
-		t.Fatalf("got %v, want ErrConfig", err)
+	if !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("got %v, want config.ErrInvalid", err)
 	}
 	if _, err := os.Stat(cfg.Out); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("run folder left behind: %v", err)
@@ -116,8 +118,8 @@ func TestLateConfigErrorLeavesNoFile(t *testing.T) {
 	}
 	before, _ := os.ReadFile(filepath.Join(cfg.Out, "metrics.json"))
 	cfg.Force = true
-	if _, err := Run(context.Background(), cfg, RunEnv{}); !errors.Is(err, ErrConfig) {
-		t.Fatalf("got %v, want ErrConfig", err)
+	if _, err := Run(context.Background(), cfg, RunEnv{}); !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("got %v, want config.ErrInvalid", err)
 	}
 	after, _ := os.ReadFile(filepath.Join(cfg.Out, "metrics.json"))
 	if string(before) != string(after) {

@@ -5,6 +5,8 @@ package pipeline
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // claimRunFolder takes an exclusive lock on the folder dir for this process, so that two runs
@@ -20,7 +22,7 @@ func claimRunFolder(dir string) (release func(), err error) {
 	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		syscall.Close(fd)
 		if err == syscall.EWOULDBLOCK {
-			return nil, withHint(fmt.Errorf("%w: run folder %q is %w", ErrConfig, dir, errRunFolderBusy),
+			return nil, withHint(fmt.Errorf("%w: run folder %q is %w", config.ErrInvalid, dir, errRunFolderBusy),
 				"wait for the other run to end, or choose another --out folder")
 		}
 		return nil, fmt.Errorf("pipeline: lock run folder %q: %w", dir, err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
@@ -30,7 +31,7 @@ type Summary struct {
 	Training    TrainSummary    `json:"training"`
 	Warnings    []string        `json:"warnings,omitempty"`
 	// Adaptations are the defaults changed to fit the data before extraction (see adaptToData).
-	Adaptations []Adaptation `json:"adaptations,omitempty"`
+	Adaptations []config.Adaptation `json:"adaptations,omitempty"`
 	// Choice says whether model.onnx embeds the trained model or the raw features, and why.
 	Choice  *ExportChoice `json:"export_choice,omitempty"`
 	Version string        `json:"tool_version"`

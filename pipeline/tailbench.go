@@ -12,6 +12,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/cputime"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -58,15 +59,15 @@ type TailBench struct {
 // optimizer with the head's and the backbone's learning rates), on one batch of
 // cfg.Sampler.ClassesPerBatch classes x SamplesPerClass random activations at the cut, after
 // warmup untimed steps. It opens cfg's backbone (onnxruntime is initialized from
-// cfg.OnnxRuntime) to resolve the cut as a run does; errors are a run's (ErrConfig for a cut the
+// cfg.OnnxRuntime) to resolve the cut as a run does; errors are a run's (config.ErrInvalid for a cut the
 // model cannot train).
-func BenchTail(ctx context.Context, cfg Config, classes, steps, warmup int) (*TailBench, error) {
-	if !cfg.Backbone.trainsTail() {
-		return nil, fmt.Errorf("%w: bench tail: backbone.train_blocks or trainable_from must be set", ErrConfig)
+func BenchTail(ctx context.Context, cfg config.Config, classes, steps, warmup int) (*TailBench, error) {
+	if !cfg.Backbone.TrainsTail() {
+		return nil, fmt.Errorf("%w: bench tail: backbone.train_blocks or trainable_from must be set", config.ErrInvalid)
 	}
 	if classes < cfg.Sampler.ClassesPerBatch || steps < 1 || warmup < 0 {
 		return nil, fmt.Errorf("%w: bench tail: %d classes (want >= %d classes per batch), %d steps, %d warmup steps",
-			ErrConfig, classes, cfg.Sampler.ClassesPerBatch, steps, warmup)
+			config.ErrInvalid, classes, cfg.Sampler.ClassesPerBatch, steps, warmup)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -106,7 +107,7 @@ func BenchTail(ctx context.Context, cfg Config, classes, steps, warmup int) (*Ta
 	}
 
 	m := &tailModel{tail: s.graph, params: s.graph.Params(), inDim: in, views: 1,
-		headModel: &headModel{normalize: cfg.Head.Normalize, loss: cfg.Loss.headLoss()}}
+		headModel: &headModel{normalize: cfg.Head.Normalize, loss: cfg.Loss.HeadLoss()}}
 	out, err := m.tail.Infer([][]float32{res.Input}, n)
 	if err != nil {
 		return nil, err

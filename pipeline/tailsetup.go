@@ -11,6 +11,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/weights"
 )
 
@@ -33,7 +34,7 @@ type tailSetup struct {
 // prepareTail loads the backbone as a float model, resolves the cut tensor, builds the prefix and
 // decodes the trained part. It runs in runner.prepare, before features or activations are
 // extracted, so that a train_blocks or trainable_from the model cannot honour fails at once:
-// ErrConfig with a hint naming valid values (the model's block inputs, or the first tensor after
+// config.ErrInvalid with a hint naming valid values (the model's block inputs, or the first tensor after
 // an op the engine cannot train).
 func (r *runner) prepareTail() (*tailSetup, error) {
 	cfg := r.cfg.Backbone
@@ -67,20 +68,20 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 			}
 		}
 		if onnxpb.Producers(g)[s.cut] == nil {
-			return nil, withHint(fmt.Errorf("%w: backbone.trainable_from %q is neither a tensor computed by a node nor a node of %q", ErrConfig, cfg.TrainableFrom, path),
+			return nil, withHint(fmt.Errorf("%w: backbone.trainable_from %q is neither a tensor computed by a node nor a node of %q", config.ErrInvalid, cfg.TrainableFrom, path),
 				tailCutHint(s.float))
 		}
 	} else {
 		pts := graph.TailCutPoints(s.float)
 		if cfg.TrainBlocks > len(pts) {
-			return nil, withHint(fmt.Errorf("%w: backbone.train_blocks %d: %q has %d inverted-residual blocks that can be cut before", ErrConfig, cfg.TrainBlocks, path, len(pts)),
+			return nil, withHint(fmt.Errorf("%w: backbone.train_blocks %d: %q has %d inverted-residual blocks that can be cut before", config.ErrInvalid, cfg.TrainBlocks, path, len(pts)),
 				tailCutHint(s.float))
 		}
 		s.cut = pts[cfg.TrainBlocks-1]
 	}
 	ts.From = s.cut
 	if !downstream(g, s.cut)[s.feature] {
-		return nil, withHint(fmt.Errorf("%w: %s: the features %q are not computed from it", ErrConfig, tailOption(cfg), s.feature),
+		return nil, withHint(fmt.Errorf("%w: %s: the features %q are not computed from it", config.ErrInvalid, tailOption(cfg), s.feature),
 			tailCutHint(s.float))
 	}
 	prefix, ci, err := backbone.Cut(s.float, s.cut)
@@ -100,11 +101,11 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 	ts.ActivationShape = s.shape
 	tg, err := graph.Decode(s.float, graph.Options{From: []string{s.cut}, To: s.feature, Trainable: true, InputShapes: [][]int{s.shape}})
 	if err != nil {
-		return nil, withHint(fmt.Errorf("%w: %s: the backbone from %q to the features %q cannot be trained: %w", ErrConfig, tailOption(cfg), s.cut, s.feature, err),
+		return nil, withHint(fmt.Errorf("%w: %s: the backbone from %q to the features %q cannot be trained: %w", config.ErrInvalid, tailOption(cfg), s.cut, s.feature, err),
 			tailDecodeHint(s.float, cfg, err))
 	}
 	if len(tg.Params()) == 0 {
-		return nil, withHint(fmt.Errorf("%w: %s: nothing to train between %q and the features %q", ErrConfig, tailOption(cfg), s.cut, s.feature),
+		return nil, withHint(fmt.Errorf("%w: %s: nothing to train between %q and the features %q", config.ErrInvalid, tailOption(cfg), s.cut, s.feature),
 			tailCutHint(s.float))
 	}
 	s.graph = tg
@@ -112,7 +113,7 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 }
 
 // tailOption names the config value that chose the cut, for errors.
-func tailOption(cfg BackboneConfig) string {
+func tailOption(cfg config.BackboneConfig) string {
 	if cfg.TrainableFrom != "" {
 		return fmt.Sprintf("backbone.trainable_from %q", cfg.TrainableFrom)
 	}
@@ -122,7 +123,7 @@ func tailOption(cfg BackboneConfig) string {
 // tailDecodeHint suggests valid values when graph.Decode refuses the part of m after the cut:
 // the later cut point the *graph.NodeError names and, for train_blocks, the most blocks whose
 // input comes at or after it; else the block inputs.
-func tailDecodeHint(m *onnx.ModelProto, cfg BackboneConfig, err error) string {
+func tailDecodeHint(m *onnx.ModelProto, cfg config.BackboneConfig, err error) string {
 	var ne *graph.NodeError
 	if !errors.As(err, &ne) || ne.CutAt == "" {
 		return tailCutHint(m)

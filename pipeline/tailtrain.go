@@ -9,6 +9,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/rowops"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -183,7 +184,7 @@ func (m *tailModel) Close() error {
 	return err
 }
 
-func (m *tailModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg Config) *Checkpoint {
+func (m *tailModel) checkpoint(epoch int, score float64, opt train.Optimizer, cfg config.Config) *Checkpoint {
 	c := m.headModel.checkpoint(epoch, score, opt, cfg)
 	for _, p := range m.params {
 		c.Params = append(c.Params, NamedTensor{Name: tailParamPrefix + p.Name, Shape: append([]int(nil), p.Shape...),
@@ -201,12 +202,12 @@ type splitOptimizer struct {
 
 // newSplitOptimizer returns cfg's optimizer for the head (optimizer.lr) and the tail
 // (backbone.lr).
-func newSplitOptimizer(cfg Config) (*splitOptimizer, error) {
+func newSplitOptimizer(cfg config.Config) (*splitOptimizer, error) {
 	var opts [2]train.Optimizer
 	for i := range opts {
 		var err error
 		if opts[i], err = train.NewOptimizer(train.OptimizerKind(cfg.Optimizer.Name), cfg.Optimizer.WeightDecay); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 		}
 	}
 	return &splitOptimizer{head: opts[0], tail: opts[1], ratio: cfg.Backbone.LR / cfg.Optimizer.LR}, nil

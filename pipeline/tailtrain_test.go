@@ -19,6 +19,7 @@ import (
 	"github.com/grouploss/pipeline/backbone/graph"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 	"github.com/grouploss/pipeline/weights"
 )
@@ -34,7 +35,7 @@ func TestRunTailEndToEnd(t *testing.T) {
 	slowEndToEnd(t)
 	shared := sharedDir(t)
 	needORT(t)
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Data = smallCUB(t, shared, 8, 10)
 	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
 	cfg.Backbone.TrainBlocks = 1
@@ -43,7 +44,7 @@ func TestRunTailEndToEnd(t *testing.T) {
 	cfg.ValidationClasses = 0
 	cfg.Head.EmbeddingDim = 16
 	cfg.Optimizer.Epochs = 2
-	cfg.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
+	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
 	var logs bytes.Buffer
 	env := RunEnv{Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	sum, err := Run(context.Background(), cfg, env)
@@ -286,11 +287,11 @@ func TestSplitOptimizer(t *testing.T) {
 }
 
 // prepareTail resolves --train-blocks and --trainable-from (tensor or node) on the shared
-// MobileNetV2 and refuses what it cannot cut at with ErrConfig.
+// MobileNetV2 and refuses what it cannot cut at with config.ErrInvalid.
 func TestPrepareTailCutPoints(t *testing.T) {
 	shared := sharedDir(t)
 	needORT(t)
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Threads: 1})
 	if err != nil {
@@ -319,8 +320,8 @@ func TestPrepareTailCutPoints(t *testing.T) {
 		r := &runner{cfg: cfg, env: RunEnv{Log: slog.New(slog.DiscardHandler)}, sum: &Summary{}, bb: bb}
 		s, err := r.prepareTail()
 		if c.err != "" {
-			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("blocks %d from %q: error %v, want ErrConfig with %q", c.blocks, c.from, err, c.err)
+			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("blocks %d from %q: error %v, want config.ErrInvalid with %q", c.blocks, c.from, err, c.err)
 			}
 			continue
 		}
@@ -376,7 +377,7 @@ func tinyBlocksWith(t *testing.T, node, op string) string {
 }
 
 // tinyTailConfig is a tail run of a second or two on tinyBlocks and colorDataset(8, 10).
-func tinyTailConfig(t *testing.T) Config {
+func tinyTailConfig(t *testing.T) config.Config {
 	t.Helper()
 	cfg := tinyConfig(t)
 	cfg.Backbone.Path = tinyBlocks
@@ -388,7 +389,7 @@ func tinyTailConfig(t *testing.T) Config {
 
 // TestTailValidationBeforeExtraction: a train_blocks or trainable_from the backbone cannot honour
 // fails in Run before any feature or activation is extracted (no cache file, no run folder),
-// with ErrConfig naming the value, the tensor or the node and op, and a hint with valid values
+// with config.ErrInvalid naming the value, the tensor or the node and op, and a hint with valid values
 // (the model's block inputs, or the first tensor after an op the engine cannot train, and how
 // many blocks avoid it). The suggested train_blocks then trains.
 func TestTailValidationBeforeExtraction(t *testing.T) {
@@ -420,8 +421,8 @@ func TestTailValidationBeforeExtraction(t *testing.T) {
 			cfg := tinyTailConfig(t)
 			cfg.Backbone.Path, cfg.Backbone.TrainBlocks, cfg.Backbone.TrainableFrom = c.model, c.blocks, c.from
 			_, err := Run(context.Background(), cfg, RunEnv{})
-			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.err) {
-				t.Fatalf("error %v\nwant ErrConfig with %q", err, c.err)
+			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), c.err) {
+				t.Fatalf("error %v\nwant config.ErrInvalid with %q", err, c.err)
 			}
 			if h := Hint(err); !strings.Contains(h, c.hint) {
 				t.Errorf("hint %q, want it to contain %q", h, c.hint)

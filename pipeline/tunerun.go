@@ -13,6 +13,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/head"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/train"
 	"github.com/grouploss/pipeline/pipeline/tune"
@@ -52,34 +53,34 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		env.Progress = io.Discard
 	}
 	if o.Trials < 1 {
-		return nil, fmt.Errorf("%w: tune: %d trials: want at least 1", ErrConfig, o.Trials)
+		return nil, fmt.Errorf("%w: tune: %d trials: want at least 1", config.ErrInvalid, o.Trials)
 	}
 	cfgRaw, err := os.ReadFile(o.Config)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("%w: tune: %w", ErrConfig, err), "pass the base config with --config")
+		return nil, withHint(fmt.Errorf("%w: tune: %w", config.ErrInvalid, err), "pass the base config with --config")
 	}
-	base, err := ParseConfig(cfgRaw, o.Config)
+	base, err := config.ParseConfig(cfgRaw, o.Config)
 	if err != nil {
 		return nil, err
 	}
 	if err := base.Validate(); err != nil {
 		return nil, err
 	}
-	if base.Backbone.trainsTail() {
+	if base.Backbone.TrainsTail() {
 		return nil, withHint(fmt.Errorf("%w: tune: %s fine-tunes the backbone (train_blocks %d, trainable_from %q); tune trains the head only",
-			ErrConfig, o.Config, base.Backbone.TrainBlocks, base.Backbone.TrainableFrom), "set backbone.train_blocks: 0 in the config (e.g. configs/cub100-head.yaml)")
+			config.ErrInvalid, o.Config, base.Backbone.TrainBlocks, base.Backbone.TrainableFrom), "set backbone.train_blocks: 0 in the config (e.g. configs/cub100-head.yaml)")
 	}
 	if base.ValidationClasses < 1 {
-		return nil, withHint(fmt.Errorf("%w: tune: %s holds no validation classes to score trials on", ErrConfig, o.Config),
+		return nil, withHint(fmt.Errorf("%w: tune: %s holds no validation classes to score trials on", config.ErrInvalid, o.Config),
 			"set validation_classes (10 for CUB-100): tune never scores on the evaluation classes")
 	}
 	spaceRaw, err := os.ReadFile(o.Space)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("%w: tune: %w", ErrConfig, err), "pass the search space with --space (e.g. configs/tune-grouploss.yaml)")
+		return nil, withHint(fmt.Errorf("%w: tune: %w", config.ErrInvalid, err), "pass the search space with --space (e.g. configs/tune-grouploss.yaml)")
 	}
 	sp, err := tune.ParseSpace(spaceRaw, o.Space)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
 	tc := trialConfigs{raw: cfgRaw, name: o.Config, base: base}
 	if err := tc.check(sp); err != nil {
@@ -95,9 +96,9 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return nil, err
 	}
 	ds, split = trainingOnly(ds, split)
-	pre, err := base.Preprocess.toData()
+	pre, err := base.Preprocess.ToData()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	bb, err := backbone.Open(base.Backbone.Path, backbone.Options{Feature: base.Backbone.Feature,
 		LibraryPath: base.OnnxRuntime, Threads: base.Threads, Dequantize: base.Backbone.Dequantize})
@@ -156,7 +157,7 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 				err = inner
 			}
 			return fmt.Errorf("%w: %v", tune.ErrNonFinite, err)
-		case errors.Is(err, ErrConfig):
+		case errors.Is(err, config.ErrInvalid):
 			return fmt.Errorf("%w: %v", tune.ErrInvalid, err)
 		}
 		return err
@@ -171,16 +172,16 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 type trialConfigs struct {
 	raw  []byte
 	name string
-	base Config
+	base config.Config
 	keys []string // the space's keys in file order, set by check
 }
 
-func (tc *trialConfigs) config(params map[string]any) (Config, error) {
+func (tc *trialConfigs) config(params map[string]any) (config.Config, error) {
 	raw, err := tune.Apply(tc.raw, tc.keys, params, "")
 	if err != nil {
-		return Config{}, err
+		return config.Config{}, err
 	}
-	cfg, err := ParseConfig(raw, tc.name+" with the space's values")
+	cfg, err := config.ParseConfig(raw, tc.name+" with the space's values")
 	if err != nil {
 		return cfg, err
 	}
@@ -190,7 +191,7 @@ func (tc *trialConfigs) config(params map[string]any) (Config, error) {
 	b, c := tc.base, cfg
 	if b.Data != c.Data || b.TrainClasses != c.TrainClasses || b.ValidationClasses != c.ValidationClasses || b.Seed != c.Seed ||
 		b.OnBadImage != c.OnBadImage || !reflect.DeepEqual(b.Backbone, c.Backbone) || !reflect.DeepEqual(b.Preprocess, c.Preprocess) {
-		return cfg, fmt.Errorf("%w: it changes what every trial shares (the data, the class split, the seed, the backbone or the preprocessing)", ErrConfig)
+		return cfg, fmt.Errorf("%w: it changes what every trial shares (the data, the class split, the seed, the backbone or the preprocessing)", config.ErrInvalid)
 	}
 	return cfg, nil
 }
@@ -202,7 +203,7 @@ func (tc *trialConfigs) config(params map[string]any) (Config, error) {
 // order) whose addition fails is named.
 func (tc *trialConfigs) check(sp *tune.Space) error {
 	bad := func(p tune.Param, v any, err error) error {
-		return withHint(fmt.Errorf("%w: %w", ErrConfig, &tune.SpaceError{File: sp.File, Line: p.Line, Key: p.Key,
+		return withHint(fmt.Errorf("%w: %w", config.ErrInvalid, &tune.SpaceError{File: sp.File, Line: p.Line, Key: p.Key,
 			Msg: fmt.Sprintf("value %v: %v", v, err)}), "name keys as in the config file (pipeline run's config.yaml lists them all), with values it accepts")
 	}
 	tc.keys = make([]string, len(sp.Params))

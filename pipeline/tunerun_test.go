@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/internal/testenv"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/tune"
 )
@@ -100,7 +101,7 @@ func TestTune(t *testing.T) {
 	if n := strings.Count(progress.String(), "\n"); n != 2 {
 		t.Errorf("%d progress lines, want 1 per trial:\n%s", n, progress.String())
 	}
-	best, err := LoadConfig(filepath.Join(out, tune.BestFile))
+	best, err := config.LoadConfig(filepath.Join(out, tune.BestFile))
 	if err != nil {
 		t.Fatalf("best.yaml: %v", err)
 	}
@@ -130,7 +131,7 @@ func TestTune(t *testing.T) {
 	}
 
 	// A plain run of the same config does read the evaluation images: the fixture is effective.
-	cfg, err := LoadConfig(base)
+	cfg, err := config.LoadConfig(base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestTuneHalving(t *testing.T) {
 }
 
 // TestTuneBadSpace: a key the config does not have, a value it refuses and a key that would
-// change the shared features are ErrConfig errors naming the space file's line and key, before
+// change the shared features are config.ErrInvalid errors naming the space file's line and key, before
 // any image is read.
 func TestTuneBadSpace(t *testing.T) {
 	base := tuneFixture(t, 1)
@@ -191,8 +192,8 @@ func TestTuneBadSpace(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "study")
 		_, err := Tune(context.Background(), TuneOptions{Config: base, Space: writeSpace(t, c.src), Trials: 1, Out: out}, RunEnv{}, &bytes.Buffer{})
 		var se *tune.SpaceError
-		if !errors.Is(err, ErrConfig) || !errors.As(err, &se) || se.Key != c.key || !strings.Contains(err.Error(), c.msg) {
-			t.Errorf("%q: %v, want ErrConfig naming key %q and %q", c.src, err, c.key, c.msg)
+		if !errors.Is(err, config.ErrInvalid) || !errors.As(err, &se) || se.Key != c.key || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%q: %v, want config.ErrInvalid naming key %q and %q", c.src, err, c.key, c.msg)
 			continue
 		}
 		if want := strings.Count(c.src[:strings.Index(c.src, c.key)], "\n") + 1; se.Line != want {
@@ -216,7 +217,7 @@ func TestSpaceFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := ParseConfig(raw, basePath)
+	base, err := config.ParseConfig(raw, basePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,11 +241,11 @@ func TestSpaceFiles(t *testing.T) {
 // TestMultiSimilarityConfig: loss {name: multi_similarity, args} reaches the head's loss with its
 // args, the unset ones at their defaults, and a head trains with it.
 func TestMultiSimilarityConfig(t *testing.T) {
-	cfg, err := ParseConfig([]byte("loss: {name: multi_similarity, args: {beta: 40, margin: 0.2}}\n"), "ms.yaml")
+	cfg, err := config.ParseConfig([]byte("loss: {name: multi_similarity, args: {beta: 40, margin: 0.2}}\n"), "ms.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl := cfg.Loss.headLoss()
+	hl := cfg.Loss.HeadLoss()
 	if hl.Kind != "multi_similarity" || hl.MSAlpha != 2 || hl.MSBeta != 40 || hl.MSBase != 0.5 || hl.MSMargin != 0.2 {
 		t.Errorf("head loss %+v", hl)
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // benchOptions are the flags of `pipeline bench`. Sizes left at 0 come from the run config
@@ -77,10 +77,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // runBench runs the extraction and head benchmarks (and the reference, with o.refPython) and
 // logs one line per measurement to logw.
 func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport, error) {
-	cfg := pipeline.DefaultConfig()
+	cfg := config.DefaultConfig()
 	if o.config != "" {
 		var err error
-		if cfg, err = pipeline.LoadConfig(o.config); err != nil {
+		if cfg, err = config.LoadConfig(o.config); err != nil {
 			return nil, err
 		}
 	}
@@ -108,7 +108,7 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 		cfg.Backbone.TrainBlocks, cfg.Backbone.TrainableFrom = o.tailBlocks, ""
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", pipeline.ErrConfig, err)
+		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	rep := &benchReport{LoadAverage: loadAverage()}
 	var err error

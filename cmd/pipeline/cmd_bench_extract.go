@@ -13,18 +13,18 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
 // preprocessOf converts the run config's preprocessing to the data package's.
-func preprocessOf(p pipeline.PreprocessConfig) data.Preprocess {
+func preprocessOf(p config.PreprocessConfig) data.Preprocess {
 	return data.Preprocess{Height: p.Size[0], Width: p.Size[1], Resize: p.Resize, ResizeShorter: p.ResizeShorter,
 		Mean: p.Mean, Std: p.Std, Scale: p.Scale, ChannelOrder: p.ChannelOrder}
 }
 
 // benchExtract measures the first n images of cfg.Data, rounds times each way.
-func benchExtract(ctx context.Context, cfg pipeline.Config, n, rounds int, logw io.Writer) (extractBench, error) {
+func benchExtract(ctx context.Context, cfg config.Config, n, rounds int, logw io.Writer) (extractBench, error) {
 	res := extractBench{Model: cfg.Backbone.Path, Batch: cfg.Backbone.BatchSize, Threads: cfg.Threads,
 		Workers: cfg.Preprocess.Workers, Rounds: rounds}
 	ds, err := data.Load(cfg.Data)
@@ -42,7 +42,7 @@ func benchExtract(ctx context.Context, cfg pipeline.Config, n, rounds int, logw 
 	}
 	pre := preprocessOf(cfg.Preprocess)
 	if err := pre.Validate(); err != nil {
-		return res, fmt.Errorf("%w: %v", pipeline.ErrConfig, err)
+		return res, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	chw := pre.Size()
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/npy"
 )
 
@@ -24,7 +25,7 @@ const refTailMissingModule = 3
 // benchTailReference runs scripts/bench_ref_tail.py with o.refPython on the float backbone, the
 // batch and the settings of t and cfg, written to a temporary folder. skipped is set (and err nil)
 // when the interpreter lacks a module.
-func benchTailReference(ctx context.Context, o benchOptions, cfg pipeline.Config, t *pipeline.TailBench) (ref *tailReference, skipped string, err error) {
+func benchTailReference(ctx context.Context, o benchOptions, cfg config.Config, t *pipeline.TailBench) (ref *tailReference, skipped string, err error) {
 	script, err := referenceScript(o.tailScript, "bench_ref_tail.py", "reference-tail-script")
 	if err != nil {
 		return nil, "", err
@@ -93,7 +94,7 @@ func benchTailReference(ctx context.Context, o benchOptions, cfg pipeline.Config
 
 // refHeadsPath is the absolute path of ../shared/reference/ref_heads.py.
 func refHeadsPath() string {
-	ref := filepath.Join(pipeline.SharedDir(), "reference", "ref_heads.py")
+	ref := filepath.Join(config.SharedDir(), "reference", "ref_heads.py")
 	if abs, err := filepath.Abs(ref); err == nil {
 		ref = abs
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // The tail benchmark's classifier has the 40 classes a default CUB-100 run trains on (50 minus 10
@@ -16,7 +17,7 @@ const (
 )
 
 // benchTail times our tail training step and, with o.refPython, PyTorch's.
-func benchTail(ctx context.Context, o benchOptions, cfg pipeline.Config, logw io.Writer) (*tailBench, error) {
+func benchTail(ctx context.Context, o benchOptions, cfg config.Config, logw io.Writer) (*tailBench, error) {
 	res := &tailBench{LoadAverage: loadAverage()}
 	var err error
 	if res.TailBench, err = pipeline.BenchTail(ctx, cfg, benchTailClasses, o.tailSteps, benchTailWarmup); err != nil {

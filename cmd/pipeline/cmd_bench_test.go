@@ -13,6 +13,7 @@ import (
 
 	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // sharedDir returns ../shared (or $PIPELINE_SHARED_DIR), with the default backbone in it, or skips
@@ -213,9 +214,9 @@ func TestBenchReferenceTorch(t *testing.T) {
 var tinyBlocksModel = filepath.Join("..", "..", "pipeline", "testdata", "tiny_blocks.onnx")
 
 // tinyTailBench times one step of the tiny backbone's last k blocks (20-d features).
-func tinyTailBench(t *testing.T, k int) (*pipeline.TailBench, pipeline.Config) {
+func tinyTailBench(t *testing.T, k int) (*pipeline.TailBench, config.Config) {
 	t.Helper()
-	cfg := pipeline.DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Backbone.Path, cfg.Backbone.TrainBlocks, cfg.Threads = tinyBlocksModel, k, 1
 	tb, err := pipeline.BenchTail(context.Background(), cfg, benchTailClasses, 1, 1)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // cmdCompare is `pipeline compare`: raw features, the baselines, the Group Loss and a Group Loss
@@ -19,8 +20,8 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	var (
 		configFile, preset, seeds, out, losses, data, backbone, cache string
-		ensemble, ensembleEpochs, epochs                          int
-		force, jsonOut, verbose                                   bool
+		ensemble, ensembleEpochs, epochs                              int
+		force, jsonOut, verbose                                       bool
 	)
 	fs.StringVar(&configFile, "config", "", "YAML config `FILE` of the protocol (defaults: the CUB-100 protocol)")
 	fs.StringVar(&preset, "preset", "", "start from the reference code's hyperparameters: cub, cars196 or sop")
@@ -53,7 +54,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if ensemble < 1 {
 		return fmt.Errorf("%w: --ensemble %d: want 1 (no ensemble row) or more", errUsage, ensemble)
 	}
-	cfg, err := pipeline.LoadConfigPreset(configFile, preset)
+	cfg, err := config.LoadConfigPreset(configFile, preset)
 	if err != nil {
 		return err
 	}

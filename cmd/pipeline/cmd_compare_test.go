@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // tinyCNNConfig runs the 6x6-input test CNN (4-d features): a run takes well under a second.
@@ -39,7 +39,7 @@ func TestRunPresetFlag(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	cfg, err := pipeline.LoadConfig(filepath.Join(out, "config.yaml"))
+	cfg, err := config.LoadConfig(filepath.Join(out, "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

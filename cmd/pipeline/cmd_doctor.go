@@ -17,7 +17,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
-	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
@@ -103,8 +103,8 @@ func runDoctor(o doctorOptions, cpu backbone.CPUInfo) []doctorCheck {
 	if lib.Status == statusOK {
 		checks = append(checks, doctorORTLoads(ort.LibraryPath(o.onnxruntime)))
 	}
-	checks = append(checks, doctorShared(pipeline.SharedDir()))
-	checks = append(checks, doctorBackbone(pipeline.DefaultConfig().Backbone.Path))
+	checks = append(checks, doctorShared(config.SharedDir()))
+	checks = append(checks, doctorBackbone(config.DefaultConfig().Backbone.Path))
 	checks = append(checks, doctorCPU(cpu))
 	checks = append(checks, doctorJPEG(data.JPEGDecoder()))
 	checks = append(checks, doctorCheck{Name: "go", Status: statusOK,

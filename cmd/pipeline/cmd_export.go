@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
 
@@ -67,7 +68,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: export needs --run RUN_FOLDER and --out FILE", errUsage)
 	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0):
 		return fmt.Errorf("%w: --reduce-range, --calibration and --calibration-images go with --int8", errUsage)
-	case o.reduceRange != "" && o.reduceRange != pipeline.ReduceRangeAuto && o.reduceRange != pipeline.ReduceRangeOn && o.reduceRange != pipeline.ReduceRangeOff:
+	case o.reduceRange != "" && o.reduceRange != config.ReduceRangeAuto && o.reduceRange != config.ReduceRangeOn && o.reduceRange != config.ReduceRangeOff:
 		return fmt.Errorf("%w: --reduce-range %q: want auto, true or false", errUsage, o.reduceRange)
 	case o.calibration != "" && !validCalibration(o.calibration):
 		return fmt.Errorf("%w: --calibration %q: want one of %v", errUsage, o.calibration, export.CalibrationMethods)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // runOptions are the flags of `pipeline run`; only flags given on the command line override the
@@ -69,7 +70,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 }
 
 // apply overrides cfg with the flags that were set.
-func (o *runOptions) apply(fs *flag.FlagSet, cfg *pipeline.Config) {
+func (o *runOptions) apply(fs *flag.FlagSet, cfg *config.Config) {
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "data":
@@ -134,10 +135,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := checkResumeFlags(fs, o.resume); err != nil {
 		return err
 	}
-	cfg := pipeline.DefaultConfig()
+	cfg := config.DefaultConfig()
 	if o.resume == "" {
 		var err error
-		if cfg, err = pipeline.LoadConfigPreset(o.config, o.preset); err != nil {
+		if cfg, err = config.LoadConfigPreset(o.config, o.preset); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/train"
 )
 
@@ -164,7 +165,7 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hint:", h)
 	}
 	switch {
-	case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
+	case errors.Is(err, errUsage), errors.Is(err, config.ErrInvalid):
 		return 2
 	case errors.Is(err, train.ErrNonFinite), errors.Is(err, head.ErrNonFinite):
 		return 3

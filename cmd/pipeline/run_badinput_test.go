@@ -19,6 +19,7 @@ import (
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/pipeline"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // The tests of this file run `pipeline run` end to end on bad input, through run(args, stdout,
@@ -142,7 +143,7 @@ func checkRunFolderComplete(t *testing.T, dir string) map[string]any {
 				t.Errorf("metrics.json does not parse: %v", err)
 			}
 		case e.Name() == "config.yaml":
-			var cfg pipeline.Config
+			var cfg config.Config
 			dec := yaml.NewDecoder(bytes.NewReader(raw))
 			dec.KnownFields(true)
 			if err := dec.Decode(&cfg); err != nil {

@@ -1,4 +1,4 @@
-package pipeline
+package config
 
 import (
 	"bytes"
@@ -114,7 +114,7 @@ type BackboneConfig struct {
 }
 
 // trainsTail reports whether a run fine-tunes the tail of the backbone.
-func (b BackboneConfig) trainsTail() bool { return b.TrainBlocks > 0 || b.TrainableFrom != "" }
+func (b BackboneConfig) TrainsTail() bool { return b.TrainBlocks > 0 || b.TrainableFrom != "" }
 
 // PreprocessConfig is how images become network input.
 type PreprocessConfig struct {
@@ -174,7 +174,7 @@ type LossConfig struct {
 }
 
 // headLoss converts the config to the head's loss settings, defaults filled in.
-func (l LossConfig) headLoss() head.LossConfig {
+func (l LossConfig) HeadLoss() head.LossConfig {
 	hl := head.DefaultLossConfig(head.LossKind(l.Name))
 	hl.Group = head.GroupLoss{Temperature: l.Temperature, Iterations: l.Iterations, Scaling: l.Scaling, AnchorsPerClass: l.AnchorsPerClass}
 	for _, f := range []struct {
@@ -252,7 +252,7 @@ func DefaultConfig() Config {
 }
 
 // ensembleSize is the number of heads a run trains.
-func (c *Config) ensembleSize() int { return max(c.Ensemble, 1) }
+func (c *Config) EnsembleSize() int { return max(c.Ensemble, 1) }
 
 // SharedDir is $PIPELINE_SHARED_DIR, else ../shared.
 func SharedDir() string {
@@ -478,7 +478,7 @@ func (c *Config) Validate() error {
 	if c.Head.ClassifierInit == "means" && !(c.Head.ClassifierScale > 0) {
 		errs = append(errs, fmt.Sprintf("head.classifier_init: means scale %g must be > 0", c.Head.ClassifierScale))
 	}
-	if err := c.Loss.headLoss().Validate(); err != nil {
+	if err := c.Loss.HeadLoss().Validate(); err != nil {
 		errs = append(errs, fmt.Sprintf("loss: %v", err))
 	}
 	if c.Sampler.ClassesPerBatch < 2 || c.Sampler.SamplesPerClass < 2 {
@@ -501,7 +501,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Sprintf("optimizer.reload_best_after: epoch %d < 1 (epochs are 1-based)", e))
 		}
 	}
-	if c.Backbone.TrainBlocks < 0 || (c.Backbone.TrainBlocks > 0 && c.Backbone.TrainableFrom != "") || (c.Backbone.trainsTail() && !(c.Backbone.LR > 0)) {
+	if c.Backbone.TrainBlocks < 0 || (c.Backbone.TrainBlocks > 0 && c.Backbone.TrainableFrom != "") || (c.Backbone.TrainsTail() && !(c.Backbone.LR > 0)) {
 		errs = append(errs, fmt.Sprintf("backbone: train_blocks %d must be >= 0, not set together with trainable_from %q, and lr %g > 0 to fine-tune", c.Backbone.TrainBlocks, c.Backbone.TrainableFrom, c.Backbone.LR))
 	}
 	if c.Backbone.BatchSize < 1 {
@@ -547,7 +547,7 @@ func (c *Config) sizeErrors() []string {
 }
 
 // toData converts the config's preprocessing to the data package's.
-func (p PreprocessConfig) toData() (data.Preprocess, error) {
+func (p PreprocessConfig) ToData() (data.Preprocess, error) {
 	d := data.Preprocess{Height: p.Size[0], Width: p.Size[1], Resize: p.Resize, ResizeShorter: p.ResizeShorter,
 		Mean: p.Mean, Std: p.Std, Scale: p.Scale, ChannelOrder: p.ChannelOrder}
 	return d, d.Validate()

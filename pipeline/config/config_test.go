@@ -1,4 +1,4 @@
-package pipeline
+package config
 
 import (
 	"errors"
@@ -214,7 +214,7 @@ func sectionOf(cfg *Config, f *form) reflect.Value {
 
 // effective is c with the loss's margins as the loss uses them (0 means the default).
 func effective(c Config) Config {
-	hl := c.Loss.headLoss()
+	hl := c.Loss.HeadLoss()
 	c.Loss.TripletMargin, c.Loss.PosMargin, c.Loss.NegMargin = hl.TripletMargin, hl.PosMargin, hl.NegMargin
 	c.Loss.ProxyAlpha, c.Loss.ProxyMargin = hl.ProxyAlpha, hl.ProxyMargin
 	c.Loss.MSAlpha, c.Loss.MSBeta, c.Loss.MSBase, c.Loss.MSMargin = hl.MSAlpha, hl.MSBeta, hl.MSBase, hl.MSMargin

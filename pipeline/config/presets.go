@@ -1,4 +1,4 @@
-package pipeline
+package config
 
 import (
 	"bytes"
@@ -149,7 +149,7 @@ func (c *Config) paperErrors() []string {
 	if c.Ensemble < 0 {
 		errs = append(errs, fmt.Sprintf("ensemble %d < 0", c.Ensemble))
 	}
-	if c.Ensemble > 1 && c.Backbone.trainsTail() {
+	if c.Ensemble > 1 && c.Backbone.TrainsTail() {
 		errs = append(errs, fmt.Sprintf("ensemble %d: ensembles train heads on frozen features; not with backbone.train_blocks or trainable_from (--train-blocks 0 trains heads only)", c.Ensemble))
 	}
 	return errs
