@@ -230,7 +230,7 @@ func Compare(ctx context.Context, cfg config.Config, opt CompareOptions, env Run
 // config is the run of spec sp for seed under the comparison folder out.
 func (sp compareSpec) config(base config.Config, seed int64, out string) config.Config {
 	c := base
-	c.Seed, c.Loss.Name, c.Ensemble, c.Optimizer.Epochs = seed, sp.loss, sp.ensemble, sp.epochs
+	c.Seed, c.Loss.Name, c.Ensemble, c.Optimizer.Epochs = seed, config.LossName(sp.loss), sp.ensemble, sp.epochs
 	c.Optimizer.LRSteps = append([]int(nil), base.Optimizer.LRSteps...)
 	c.Out = filepath.Join(out, sp.slug, fmt.Sprintf("seed-%d", seed))
 	c.Force = false

@@ -16,6 +16,7 @@ import (
 	"github.com/grouploss/pipeline/internal/atomicfile"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/internal/rowops"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
 )
@@ -29,11 +30,11 @@ const metaLoss = "loss"
 // exportedLoss is the metaLoss value of a run trained with loss.name name: the name itself
 // ("triplet", "multi_similarity", ...), "group_loss" for the Group Loss as models said before the
 // other losses existed.
-func exportedLoss(name string) string {
-	if name == string(head.LossGroup) {
+func exportedLoss(name config.LossName) string {
+	if string(name) == string(head.LossGroup) {
 		return "group_loss"
 	}
-	return name
+	return string(name)
 }
 
 // layers returns the head as export layers: feature transform, embedding layer.

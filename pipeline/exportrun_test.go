@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/grouploss/pipeline/backbone"
+	"github.com/grouploss/pipeline/pipeline/config"
 )
 
 // TestExportNamesTheLoss: the exported model's metadata names the loss that trained it, for the
@@ -25,7 +26,7 @@ func TestExportNamesTheLoss(t *testing.T) {
 			if c.tail {
 				cfg = tinyTailConfig(t)
 			}
-			cfg.Loss.Name, cfg.KeepTrained, cfg.Export.Int8 = c.loss, true, false
+			cfg.Loss.Name, cfg.KeepTrained, cfg.Export.Int8 = config.LossName(c.loss), true, false
 			sum, err := Run(context.Background(), cfg, RunEnv{})
 			if err != nil {
 				t.Fatal(err)

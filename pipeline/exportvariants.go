@@ -71,7 +71,7 @@ func (v ExportVariant) Describe() string {
 }
 
 // ResolveReduceRange turns export.reduce_range into a choice for cpu, and says why.
-func ResolveReduceRange(mode string, cpu backbone.CPUInfo) (bool, string) {
+func ResolveReduceRange(mode config.ReduceRange, cpu backbone.CPUInfo) (bool, string) {
 	switch mode {
 	case config.ReduceRangeOn:
 		return true, "requested"
@@ -96,8 +96,8 @@ type ImageSet struct {
 // VariantOptions describe the variant MakeVariant derives from an exported float model.
 type VariantOptions struct {
 	Int8, FlipTTA bool
-	ReduceRange   string // ReduceRangeAuto, ReduceRangeOn or ReduceRangeOff
-	Calibration   string // export.CalibMinMax, ...
+	ReduceRange   config.ReduceRange // config.ReduceRangeAuto, ReduceRangeOn or ReduceRangeOff; "": the default
+	Calibration   config.Calibration // "": the default
 	Threads       int
 	Log           func(msg string, args ...any) // progress and warnings; nil: silent
 }
@@ -129,7 +129,7 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	}
 	var why string
 	info.ReduceRange, why = ResolveReduceRange(o.ReduceRange, backbone.CPU())
-	info.Calibration = o.Calibration
+	info.Calibration = string(o.Calibration)
 	qo := export.QuantizeOptions{ReduceRange: info.ReduceRange, Until: backbone.OutputName}
 	targets, err := export.QuantizeTargets(plain, qo)
 	if err != nil {
@@ -142,7 +142,7 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	if err != nil {
 		return nil, nil, err
 	}
-	ranges, err := c.Ranges(o.Calibration)
+	ranges, err := c.Ranges(string(o.Calibration))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,7 +157,7 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 			"the calibration images do not exercise the model (all alike?); use more, varied training images (export.calibration_images)",
 			len(rep.Degenerate), rep.Activations, len(cal.Items), rep.Degenerate[0]))
 	}
-	onnxpb.SetMetadata(q, "quantization.calibration", o.Calibration)
+	onnxpb.SetMetadata(q, "quantization.calibration", string(o.Calibration))
 	onnxpb.SetMetadata(q, "quantization.calibration_images", strconv.Itoa(len(cal.Items)))
 	onnxpb.SetMetadata(q, "quantization.reduce_range_reason", why)
 	if info.ReduceRange {

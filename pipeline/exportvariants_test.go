@@ -103,7 +103,7 @@ func TestInt8HostileCalibration(t *testing.T) {
 		}
 		for _, method := range export.CalibrationMethods {
 			q, info, err := MakeVariant(context.Background(), tinyExport(t, tc.deadBias),
-				VariantOptions{Int8: true, FlipTTA: true, ReduceRange: config.ReduceRangeOn, Calibration: method, Threads: 1},
+				VariantOptions{Int8: true, FlipTTA: true, ReduceRange: config.ReduceRangeOn, Calibration: config.Calibration(method), Threads: 1},
 				ImageSet{DS: ds, Items: items, Pre: pre, Workers: 1})
 			if err != nil {
 				t.Fatalf("%s, %s: %v", tc.name, method, err)

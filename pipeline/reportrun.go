@@ -60,10 +60,10 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 	if s.BaselineTTA != nil {
 		rows = append(rows, report.Row{Name: "baseline, flip averaged", Result: *s.BaselineTTA})
 	}
-	trained := "trained (" + lossTitle(cfg.Loss.Name) + " head)"
+	trained := "trained (" + lossTitle(string(cfg.Loss.Name)) + " head)"
 	if t := s.Tail; t != nil {
 		rows = append(rows, report.Row{Name: "baseline, float backbone", Result: t.BaselineFloat})
-		trained = "trained (" + lossTitle(cfg.Loss.Name) + ", backbone tail + head)"
+		trained = "trained (" + lossTitle(string(cfg.Loss.Name)) + ", backbone tail + head)"
 		what := fmt.Sprintf("from %q to %q", t.From, t.To)
 		if t.TrainBlocks > 0 {
 			what = fmt.Sprintf("last %d block(s), %s", t.TrainBlocks, what)
@@ -73,7 +73,7 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 				map[bool]string{true: "; int8 converted to float", false: ""}[t.Dequantized])})
 	}
 	if len(s.Members) > 1 {
-		trained = fmt.Sprintf("trained (%s, ensemble of %d heads)", lossTitle(cfg.Loss.Name), len(s.Members))
+		trained = fmt.Sprintf("trained (%s, ensemble of %d heads)", lossTitle(string(cfg.Loss.Name)), len(s.Members))
 	}
 	rows = append(rows, report.Row{Name: trained, Result: s.Trained})
 

@@ -254,7 +254,7 @@ func (r *runner) prepare() error {
 		return err
 	}
 	bb, err := backbone.Open(cfg.Backbone.Path, backbone.Options{Feature: cfg.Backbone.Feature,
-		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads, Dequantize: cfg.Backbone.Dequantize})
+		LibraryPath: cfg.OnnxRuntime, Threads: cfg.Threads, Dequantize: string(cfg.Backbone.Dequantize)})
 	if err != nil {
 		return backboneHint(err)
 	}
@@ -355,7 +355,7 @@ func (r *runner) recordMachine() {
 		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
 	if bb.Dequantized() {
 		r.sum.Data.Dequantized = true
-		log.Info("int8 backbone runs as its float conversion (backbone.dequantize "+r.cfg.Backbone.Dequantize+")",
+		log.Info("int8 backbone runs as its float conversion (backbone.dequantize "+string(r.cfg.Backbone.Dequantize)+")",
 			"cpu", cpu.Model, "vnni", cpu.VNNI())
 	} else if w := backbone.Int8Warning(bb.Info(), cpu); w != "" {
 		log.Warn(w)

@@ -239,10 +239,10 @@ func TestRunDequantized(t *testing.T) {
 	cfg.Optimizer.Epochs = 1
 	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 2, SamplesPerClass: 4}
 	var sums []*Summary
-	for _, mode := range []string{"never", "always"} {
+	for _, mode := range []config.Dequantize{config.DequantizeNever, config.DequantizeAlways} {
 		c := cfg
 		c.Backbone.Dequantize = mode
-		c.Out = filepath.Join(t.TempDir(), mode)
+		c.Out = filepath.Join(t.TempDir(), string(mode))
 		sum, err := Run(context.Background(), c, RunEnv{})
 		if err != nil {
 			t.Fatalf("dequantize %s: %v", mode, err)

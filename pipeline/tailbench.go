@@ -85,7 +85,7 @@ func BenchTail(ctx context.Context, cfg config.Config, classes, steps, warmup in
 	}
 	res := &TailBench{TrainBlocks: cfg.Backbone.TrainBlocks, TrainableFrom: cfg.Backbone.TrainableFrom,
 		From: s.cut, To: s.feature, ActivationShape: s.shape,
-		Classes: classes, Emb: cfg.Head.EmbeddingDim, Optimizer: cfg.Optimizer.Name, Loss: cfg.Loss.Name,
+		Classes: classes, Emb: cfg.Head.EmbeddingDim, Optimizer: string(cfg.Optimizer.Name), Loss: string(cfg.Loss.Name),
 		Warmup: warmup, Steps: steps, Procs: runtime.GOMAXPROCS(0), Float: s.float}
 	for _, p := range s.graph.Params() {
 		res.TailParams += len(p.Value)

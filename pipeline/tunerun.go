@@ -101,7 +101,7 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
 	bb, err := backbone.Open(base.Backbone.Path, backbone.Options{Feature: base.Backbone.Feature,
-		LibraryPath: base.OnnxRuntime, Threads: base.Threads, Dequantize: base.Backbone.Dequantize})
+		LibraryPath: base.OnnxRuntime, Threads: base.Threads, Dequantize: string(base.Backbone.Dequantize)})
 	if err != nil {
 		return nil, backboneHint(err)
 	}

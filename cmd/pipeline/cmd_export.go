@@ -68,7 +68,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: export needs --run RUN_FOLDER and --out FILE", errUsage)
 	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0):
 		return fmt.Errorf("%w: --reduce-range, --calibration and --calibration-images go with --int8", errUsage)
-	case o.reduceRange != "" && o.reduceRange != config.ReduceRangeAuto && o.reduceRange != config.ReduceRangeOn && o.reduceRange != config.ReduceRangeOff:
+	case o.reduceRange != "" && config.ReduceRange(o.reduceRange) != config.ReduceRangeAuto && config.ReduceRange(o.reduceRange) != config.ReduceRangeOn && config.ReduceRange(o.reduceRange) != config.ReduceRangeOff:
 		return fmt.Errorf("%w: --reduce-range %q: want auto, true or false", errUsage, o.reduceRange)
 	case o.calibration != "" && !validCalibration(o.calibration):
 		return fmt.Errorf("%w: --calibration %q: want one of %v", errUsage, o.calibration, export.CalibrationMethods)
@@ -77,7 +77,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log := textLogger(stderr, o.verbose, slog.LevelWarn, slog.LevelInfo)
 	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
-		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: o.reduceRange, Calibration: o.calibration, Threads: o.threads},
+		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: config.ReduceRange(o.reduceRange), Calibration: config.Calibration(o.calibration), Threads: o.threads},
 		CalibrationImages: o.calibrationImages, KMeansRestarts: o.kmeansRestarts, ExactInt8: o.exactInt8, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
 	if err != nil {
 		return err

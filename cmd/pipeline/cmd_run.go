@@ -94,13 +94,13 @@ func (o *runOptions) apply(fs *flag.FlagSet, cfg *config.Config) {
 		case "lr":
 			cfg.Optimizer.LR = o.lr
 		case "loss":
-			cfg.Loss.Name = o.loss
+			cfg.Loss.Name = config.LossName(o.loss)
 		case "seed":
 			cfg.Seed = o.seed
 		case "threads":
 			cfg.Threads = o.threads
 		case "on-bad-image":
-			cfg.OnBadImage = o.onBadImage
+			cfg.OnBadImage = config.BadImagePolicy(o.onBadImage)
 		case "force":
 			cfg.Force = o.force
 		case "train-blocks":

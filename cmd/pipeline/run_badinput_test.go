@@ -294,9 +294,9 @@ func TestRunBadInput(t *testing.T) {
 		{"config with a wrong type", nothing, func() []string { return []string{"--config", cfgWrongType, "--data", good} },
 			2, []string{cfgWrongType, "line 3", `optimizer.epochs: got a string "many", want an integer`}, "hint:", nil},
 		{"config with a bad on_bad_image", nothing, func() []string { return []string{"--config", cfgBadPolicy, "--data", good} },
-			2, []string{`on_bad_image "ignore": want fail or skip`}, "fail or skip", nil},
+			2, []string{cfgBadPolicy, "line 1", `on_bad_image "ignore" is not one of fail, skip`}, "the on_bad_image values are fail, skip", nil},
 		{"bad --on-bad-image flag", nothing, func() []string { return []string{"--data", good, "--on-bad-image", "maybe"} },
-			2, []string{`on_bad_image "maybe"`}, "want fail or skip", nil},
+			2, []string{`on_bad_image "maybe"`}, "is not one of fail, skip", nil},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/head"
 	"github.com/grouploss/pipeline/internal/hint"
@@ -49,7 +48,7 @@ type Config struct {
 	// OnBadImage is what an image that does not decode does: "fail" stops the run before training
 	// with an error naming the file; "skip" leaves it out, lists it in skipped_images.txt in the
 	// run folder and counts it in metrics.json.
-	OnBadImage string `yaml:"on_bad_image" json:"on_bad_image"`
+	OnBadImage BadImagePolicy `yaml:"on_bad_image" json:"on_bad_image"`
 	// Force lets Run reuse a non-empty run folder (the --force flag; not a config-file key). The
 	// new run is built beside it and replaces it only when it succeeds.
 	Force bool `yaml:"-" json:"-"`
@@ -95,7 +94,7 @@ type BackboneConfig struct {
 	// Dequantize says when a quantized (int8) backbone runs as its float conversion for the
 	// frozen features: auto on x86 CPUs without VNNI (whose int8 kernels lose about 6 R@1 on the
 	// shared MobileNetV2), always, or never.
-	Dequantize string `yaml:"dequantize" json:"dequantize"`
+	Dequantize Dequantize `yaml:"dequantize" json:"dequantize"`
 	// Flip also extracts the features of each training image's horizontal mirror, used as
 	// augmentation when training the head.
 	Flip bool `yaml:"flip" json:"flip"`
@@ -137,12 +136,12 @@ type HeadConfig struct {
 	Normalize bool `yaml:"normalize" json:"normalize"`
 	// Init is "pca" (embedding layer = top principal directions of the training features) or
 	// "random" (PyTorch's nn.Linear default).
-	Init string `yaml:"init" json:"init"`
+	Init HeadInit `yaml:"init" json:"init"`
 	// ClassifierInit is "means" (each class's weight row is the normalized mean embedding of its
 	// training images times ClassifierScale, bias 0: the logits are scaled cosine similarities
 	// to the class means from the first step) or "random" (nn.Linear default).
-	ClassifierInit  string  `yaml:"classifier_init" json:"classifier_init"`
-	ClassifierScale float64 `yaml:"classifier_scale" json:"classifier_scale"`
+	ClassifierInit  ClassifierInit `yaml:"classifier_init" json:"classifier_init"`
+	ClassifierScale float64        `yaml:"classifier_scale" json:"classifier_scale"`
 }
 
 // LossConfig holds the Group Loss hyperparameters.
@@ -150,11 +149,11 @@ type LossConfig struct {
 	// Name is group (the Group Loss), or a baseline trained by the same loop: softmax
 	// (cross-entropy of the classifier), triplet (batch-hard), contrastive, proxy_anchor or
 	// multi_similarity.
-	Name            string  `yaml:"name" json:"name"`
-	Temperature     float64 `yaml:"temperature" json:"temperature"`
-	Iterations      int     `yaml:"iterations" json:"iterations"`
-	Scaling         float64 `yaml:"scaling" json:"scaling"`
-	AnchorsPerClass int     `yaml:"anchors_per_class" json:"anchors_per_class"`
+	Name            LossName `yaml:"name" json:"name"`
+	Temperature     float64  `yaml:"temperature" json:"temperature"`
+	Iterations      int      `yaml:"iterations" json:"iterations"`
+	Scaling         float64  `yaml:"scaling" json:"scaling"`
+	AnchorsPerClass int      `yaml:"anchors_per_class" json:"anchors_per_class"`
 	// Margins of the baselines (0 means the loss's default: triplet 0.2, contrastive 0 and 1,
 	// proxy_anchor alpha 32, margin 0.1, multi_similarity alpha 2, beta 50, base 0.5, margin 0.1).
 	TripletMargin float64 `yaml:"triplet_margin,omitempty" json:"triplet_margin,omitempty"`
@@ -198,10 +197,10 @@ type SamplerConfig struct {
 
 // OptimizerConfig is the optimizer and its learning-rate schedule.
 type OptimizerConfig struct {
-	Name        string  `yaml:"name" json:"name"`
-	LR          float64 `yaml:"lr" json:"lr"`
-	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay"`
-	Epochs      int     `yaml:"epochs" json:"epochs"`
+	Name        OptimizerName `yaml:"name" json:"name"`
+	LR          float64       `yaml:"lr" json:"lr"`
+	WeightDecay float64       `yaml:"weight_decay" json:"weight_decay"`
+	Epochs      int           `yaml:"epochs" json:"epochs"`
 	// LRSteps are the epochs (1-based) after which the learning rate is multiplied by LRGamma
 	// (in YAML, the args steps and gamma of lr_schedule "multistep").
 	LRSteps []int   `yaml:"lr_steps" json:"lr_steps"`
@@ -236,15 +235,15 @@ func DefaultConfig() Config {
 		Cache:             ".cache/features",
 		Seed:              1,
 		Threads:           2,
-		OnBadImage:        "fail",
-		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32, Dequantize: "auto",
+		OnBadImage:        BadImageFail,
+		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32, Dequantize: DequantizeAuto,
 			Flip: true, FlipTTA: true, TrainBlocks: 1, LR: 1e-4},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
-		Head:      HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: "pca", ClassifierInit: "means", ClassifierScale: 64},
-		Loss:      LossConfig{Name: "group", Temperature: 24, Iterations: 1, Scaling: 1, AnchorsPerClass: 2},
+		Head:      HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: HeadInitPCA, ClassifierInit: ClassifierInitMeans, ClassifierScale: 64},
+		Loss:      LossConfig{Name: LossGroup, Temperature: 24, Iterations: 1, Scaling: 1, AnchorsPerClass: 2},
 		Sampler:   SamplerConfig{ClassesPerBatch: 6, SamplesPerClass: 9},
-		Optimizer: OptimizerConfig{Name: "radam", LR: 1.5e-4, WeightDecay: 6e-6, Epochs: 15, LRGamma: 0.1},
+		Optimizer: OptimizerConfig{Name: OptimizerRAdam, LR: 1.5e-4, WeightDecay: 6e-6, Epochs: 15, LRGamma: 0.1},
 		Eval:      EvalConfig{KMeansRestarts: 10},
 		Export:    DefaultExportConfig(),
 		Ensemble:  1,
@@ -459,9 +458,6 @@ func (c *Config) Validate() error {
 	if c.TrainClasses == 1 {
 		errs = append(errs, "train_classes 1: the Group Loss needs at least 2 training classes")
 	}
-	if c.OnBadImage != "fail" && c.OnBadImage != "skip" {
-		errs = append(errs, fmt.Sprintf("on_bad_image %q: want fail or skip", c.OnBadImage))
-	}
 	if c.ValidationClasses < 0 {
 		errs = append(errs, fmt.Sprintf("validation_classes %d < 0", c.ValidationClasses))
 	}
@@ -469,11 +465,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("head.embedding_dim %d < 1", c.Head.EmbeddingDim))
 	}
 	errs = append(errs, c.sizeErrors()...)
-	if c.Head.Init != "pca" && c.Head.Init != "random" {
-		errs = append(errs, fmt.Sprintf("head.init %q: want pca or random", c.Head.Init))
-	}
-	if c.Head.ClassifierInit != "means" && c.Head.ClassifierInit != "random" {
-		errs = append(errs, fmt.Sprintf("head.classifier_init %q: want means or random", c.Head.ClassifierInit))
+	for _, err := range []error{badImagePolicy.check(c.OnBadImage), headInits.check(c.Head.Init), classifierInits.check(c.Head.ClassifierInit),
+		optimizerNames.check(c.Optimizer.Name), dequantizeModes.check(c.Backbone.Dequantize)} {
+		if err != nil {
+			errs = append(errs, strings.TrimPrefix(err.Error(), "config: "))
+		}
 	}
 	if c.Head.ClassifierInit == "means" && !(c.Head.ClassifierScale > 0) {
 		errs = append(errs, fmt.Sprintf("head.classifier_init: means scale %g must be > 0", c.Head.ClassifierScale))
@@ -506,11 +502,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Backbone.BatchSize < 1 {
 		errs = append(errs, fmt.Sprintf("backbone.batch_size %d < 1", c.Backbone.BatchSize))
-	}
-	switch c.Backbone.Dequantize {
-	case backbone.DequantizeAuto, backbone.DequantizeAlways, backbone.DequantizeNever:
-	default:
-		errs = append(errs, fmt.Sprintf("backbone.dequantize %q: want auto, always or never", c.Backbone.Dequantize))
 	}
 	errs = append(errs, c.paperErrors()...)
 	errs = append(errs, c.Export.validate()...)

@@ -288,7 +288,7 @@ func TestLoadConfigBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.OnBadImage = "ignore"
-		if err := cfg.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `on_bad_image "ignore": want fail or skip`) {
+		if err := cfg.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `on_bad_image "ignore" is not one of fail, skip`) {
 			t.Fatalf("Validate = %v", err)
 		}
 	})

@@ -2,17 +2,7 @@ package config
 
 import (
 	"fmt"
-	"slices"
 	"strings"
-
-	"github.com/grouploss/pipeline/pipeline/export"
-)
-
-// Reduce-range choices of export.reduce_range.
-const (
-	ReduceRangeAuto = "auto" // 7-bit weights when the exporting CPU is x86 without VNNI
-	ReduceRangeOn   = "true"
-	ReduceRangeOff  = "false"
 )
 
 // ExportConfig chooses the deployable variants a run writes beside model.onnx.
@@ -25,27 +15,24 @@ type ExportConfig struct {
 	Int8 bool `yaml:"int8" json:"int8"`
 	// ReduceRange: auto, true or false. 7-bit weights keep onnxruntime's u8s8 kernels from
 	// saturating on x86 CPUs without VNNI; auto decides from the exporting machine's CPU.
-	ReduceRange string `yaml:"reduce_range" json:"reduce_range"`
+	ReduceRange ReduceRange `yaml:"reduce_range" json:"reduce_range"`
 	// Calibration: minmax, percentile or entropy (see export.CalibrationMethods).
-	Calibration string `yaml:"calibration" json:"calibration"`
+	Calibration Calibration `yaml:"calibration" json:"calibration"`
 	// CalibrationImages is how many training images (a seeded sample) calibrate the activations.
 	CalibrationImages int `yaml:"calibration_images" json:"calibration_images"`
 }
 
 // DefaultExportConfig is the export section of DefaultConfig.
 func DefaultExportConfig() ExportConfig {
-	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: export.CalibPercentile, CalibrationImages: 256}
+	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: CalibrationPercentile, CalibrationImages: 256}
 }
 
 func (c ExportConfig) validate() []string {
 	var errs []string
-	switch c.ReduceRange {
-	case ReduceRangeAuto, ReduceRangeOn, ReduceRangeOff:
-	default:
-		errs = append(errs, fmt.Sprintf("export.reduce_range %q: want auto, true or false", c.ReduceRange))
-	}
-	if !slices.Contains(export.CalibrationMethods, c.Calibration) {
-		errs = append(errs, fmt.Sprintf("export.calibration %q: want one of %s", c.Calibration, strings.Join(export.CalibrationMethods, ", ")))
+	for _, err := range []error{reduceRanges.check(c.ReduceRange), calibrations.check(c.Calibration)} {
+		if err != nil {
+			errs = append(errs, strings.TrimPrefix(err.Error(), "config: "))
+		}
 	}
 	if c.CalibrationImages < 1 {
 		errs = append(errs, fmt.Sprintf("export.calibration_images %d: want >= 1", c.CalibrationImages))

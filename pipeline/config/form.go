@@ -442,7 +442,7 @@ func (d *sectionDecoder) setField(field string, v *yaml.Node, key string) {
 	switch {
 	case errors.As(err, &te):
 		for _, e := range te.Errors {
-			if m := reErrLine.FindStringSubmatchIndex(e); m != nil {
+			if m := reErrLine.FindStringSubmatchIndex(e); m != nil && !strings.Contains(e, hintSep) {
 				e = e[:m[1]] + "key " + key + ": " + e[m[1]:]
 			}
 			d.errs = append(d.errs, e)
@@ -472,7 +472,7 @@ func (d *sectionDecoder) pick(c *component, name *yaml.Node, line int) (compImpl
 		return compImpl{}, false
 	}
 	im, ok := c.impl(name.Value)
-	if !ok {
+	if !ok && c.field == "" { // else the name field's type (enum.go) reports it, by setField
 		d.errs = append(d.errs, hinted(fmt.Sprintf("line %d: %s %q is not one of %s", name.Line, path, name.Value, strings.Join(c.names(), ", ")),
 			namesHint(c, path)))
 	}

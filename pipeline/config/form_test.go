@@ -48,8 +48,6 @@ func TestConfigWrittenRoundTrip(t *testing.T) {
 		tc{"random inits", func(c *Config) { c.Head.Init, c.Head.ClassifierInit = "random", "random" },
 			[]string{"head.init", "head.classifier_init"}},
 		tc{"sampler", func(c *Config) { c.Sampler = SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 5} }, []string{"sampler.args.classes_per_batch"}},
-		// A name no implementation has (Validate rejects it) is written without args.
-		tc{"unknown loss", func(c *Config) { c.Loss.Name = "arcface" }, []string{"loss.name"}},
 	)
 	flat := []string{"loss.temperature", "loss.triplet_margin", "loss.proxy_alpha", "optimizer.lr", "optimizer.lr_steps",
 		"optimizer.lr_gamma", "sampler.classes_per_batch", "head.classifier_scale"}
@@ -177,7 +175,7 @@ func TestConfigComponentErrors(t *testing.T) {
 		{"head:\n  classifier_scale: 3\n", `line 2: unknown key "head.classifier_scale"`, "head.classifier_init.args.scale of head.classifier_init means"},
 		{"sampler:\n  classes_per_batch: 3\n", `line 2: unknown key "sampler.classes_per_batch"`, "sampler.args.classes_per_batch of sampler balanced"},
 		{"loss:\n  name: tripplet\n  args: {margin: 1}\n",
-			`line 2: loss "tripplet" is not one of group, softmax, triplet, contrastive, proxy_anchor, multi_similarity`, "the loss names are"},
+			`line 2: loss "tripplet" is not one of group, softmax, triplet, contrastive, proxy_anchor, multi_similarity`, "the loss values are"},
 		{"loss: {name: group, args: {temperature: hot, iterations: 1}}\n",
 			`line 1: loss.args.temperature: got a string "hot", want a number`, "config.yaml"},
 		{"optimizer:\n  name: adam\n  args:\n    lr: fast\n", `line 4: optimizer.args.lr: got a string "fast", want a number`, "config.yaml"},
