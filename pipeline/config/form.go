@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -253,80 +251,6 @@ func fieldByKey(rv reflect.Value, key string) (reflect.Value, bool) {
 	return reflect.Value{}, false
 }
 
-// hintSep separates a decoding error's message from its hint (see yamlError).
-const hintSep = "\x00"
-
-func hinted(msg, hint string) string { return msg + hintSep + hint }
-
-type yamlPair struct{ k, v *yaml.Node }
-
-func resolveAlias(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isMergeKey(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.Value == "<<" && (n.Tag == "" || n.Tag == "!" || n.ShortTag() == "!!merge")
-}
-
-// mappingPairs lists the key-value pairs of the mapping n, values' aliases resolved and merge
-// keys (<<) expanded as yaml.v3 does: explicit keys win over merged ones, earlier merged mappings
-// over later ones.
-func mappingPairs(n *yaml.Node) (ps []yamlPair, errs []string) {
-	return expandMapping(n, map[*yaml.Node]bool{n: true})
-}
-
-// expandMapping is mappingPairs; expanded holds the mappings already expanded, merged again
-// only at a lower priority (so they add nothing): each is expanded once, and a file merging
-// mappings of merges (2^k keys from k lines) costs linear time.
-func expandMapping(n *yaml.Node, expanded map[*yaml.Node]bool) (ps []yamlPair, errs []string) {
-	seen := map[string]bool{}
-	var merges []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		switch {
-		case isMergeKey(k):
-			merges = append(merges, v)
-		case k.Kind != yaml.ScalarNode:
-			errs = append(errs, fmt.Sprintf("line %d: a key must be a string", k.Line))
-		default:
-			ps = append(ps, yamlPair{k, resolveAlias(v)})
-			seen[k.Value] = true
-		}
-	}
-	for _, m := range merges {
-		m = resolveAlias(m)
-		srcs := []*yaml.Node{m}
-		if m.Kind == yaml.SequenceNode {
-			srcs = srcs[:0]
-			for _, s := range m.Content {
-				srcs = append(srcs, resolveAlias(s))
-			}
-		}
-		for _, s := range srcs {
-			if s.Kind != yaml.MappingNode {
-				errs = append(errs, fmt.Sprintf("line %d: a merge (<<) needs a mapping or a list of mappings", s.Line))
-				continue
-			}
-			if expanded[s] {
-				continue
-			}
-			expanded[s] = true
-			sub, e := expandMapping(s, expanded)
-			errs = append(errs, e...)
-			for _, p := range sub {
-				if !seen[p.k.Value] {
-					seen[p.k.Value] = true
-					ps = append(ps, p)
-				}
-			}
-		}
-	}
-	return ps, errs
-}
-
 // sectionDecoder is one decoding of a section into the struct rv.
 type sectionDecoder struct {
 	f    *form
@@ -404,16 +328,6 @@ func (f *form) argHint(key string) string {
 		}
 	}
 	return fmt.Sprintf("a component's parameters go under its args: %s is %s", key, strings.Join(where, ", "))
-}
-
-var reErrLine = regexp.MustCompile(`^line (\d+): `)
-
-func errLine(e string) int {
-	if m := reErrLine.FindStringSubmatch(e); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return n
-	}
-	return 0
 }
 
 // typeError records that the node n at the dotted key is not of the kind want ("mapping",
