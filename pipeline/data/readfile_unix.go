@@ -31,7 +31,8 @@ func readFile(path string, buf []byte) ([]byte, error) {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return buf[:0], &fs.PathError{Op: "stat", Path: path, Err: err}
 	}
-	if err := checkRegular(path, unixMode(st.Mode), st.Size); err != nil {
+	// st.Mode is uint32 on Linux, uint16 on darwin and the BSDs.
+	if err := checkRegular(path, unixMode(uint32(st.Mode)), st.Size); err != nil {
 		return buf[:0], err
 	}
 	// One byte more than the size, so a file that grew is noticed and read to its end (up to the cap).
