@@ -1,0 +1,165 @@
+package graph
+
+import "fmt"
+
+// ---- MaxPool, AveragePool, GlobalAveragePool ----
+
+type poolK[T float] struct {
+	window
+	isMax      bool
+	includePad bool
+	argmax     []int32 // MaxPool: flat input index of each output's maximum within its plane
+}
+
+func (k *poolK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
+	x := in[0]
+	if len(x.shape) < 3 {
+		return nil, fmt.Errorf("input %s must be [N, C, spatial...]", shapeString(x.shape))
+	}
+	g, err := k.resolve(x.shape[2:], k.kernel)
+	if err != nil {
+		return nil, err
+	}
+	n, c := x.shape[0], x.shape[1]
+	y := a.tensor(g.outShape(n, c, len(x.shape)-2))
+	hw, ohw := g.h*g.w, g.oh*g.ow
+	if k.isMax {
+		k.argmax = make([]int32, len(y.data))
+	}
+	for p := 0; p < n*c; p++ {
+		xs := x.data[p*hw : (p+1)*hw]
+		for oh := 0; oh < g.oh; oh++ {
+			for ow := 0; ow < g.ow; ow++ {
+				oi := p*ohw + oh*g.ow + ow
+				var best T
+				bi := int32(-1)
+				var sum T
+				cnt, padCnt := 0, 0
+				for ki := 0; ki < g.kh; ki++ {
+					ih := oh*g.sh - g.pt + ki*g.dh
+					for kj := 0; kj < g.kw; kj++ {
+						iw := ow*g.sw - g.pl + kj*g.dw
+						if ih >= -g.pt && ih < g.h+g.pb && iw >= -g.pl && iw < g.w+g.pr {
+							padCnt++
+						}
+						if ih < 0 || ih >= g.h || iw < 0 || iw >= g.w {
+							continue
+						}
+						v := xs[ih*g.w+iw]
+						cnt++
+						sum += v
+						if bi < 0 || v > best {
+							best, bi = v, int32(ih*g.w+iw)
+						}
+					}
+				}
+				switch {
+				case k.isMax:
+					y.data[oi] = best
+					k.argmax[oi] = bi
+				case k.includePad && padCnt > 0:
+					y.data[oi] = sum / T(padCnt)
+				case cnt > 0:
+					y.data[oi] = sum / T(cnt)
+				}
+			}
+		}
+	}
+	return y, nil
+}
+
+func (k *poolK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gin []*tensor[T]) error {
+	x := in[0]
+	g, err := k.resolve(x.shape[2:], k.kernel)
+	if err != nil {
+		return err
+	}
+	n, c := x.shape[0], x.shape[1]
+	hw, ohw := g.h*g.w, g.oh*g.ow
+	for p := 0; p < n*c; p++ {
+		dx := gin[0].data[p*hw : (p+1)*hw]
+		for oh := 0; oh < g.oh; oh++ {
+			for ow := 0; ow < g.ow; ow++ {
+				oi := p*ohw + oh*g.ow + ow
+				gv := gy.data[oi]
+				if k.isMax {
+					if bi := k.argmax[oi]; bi >= 0 {
+						dx[bi] += gv
+					}
+					continue
+				}
+				cnt, padCnt := 0, 0
+				for ki := 0; ki < g.kh; ki++ {
+					ih := oh*g.sh - g.pt + ki*g.dh
+					for kj := 0; kj < g.kw; kj++ {
+						iw := ow*g.sw - g.pl + kj*g.dw
+						if ih >= -g.pt && ih < g.h+g.pb && iw >= -g.pl && iw < g.w+g.pr {
+							padCnt++
+						}
+						if ih >= 0 && ih < g.h && iw >= 0 && iw < g.w {
+							cnt++
+						}
+					}
+				}
+				div := cnt
+				if k.includePad {
+					div = padCnt
+				}
+				if div == 0 {
+					continue
+				}
+				share := gv / T(div)
+				for ki := 0; ki < g.kh; ki++ {
+					ih := oh*g.sh - g.pt + ki*g.dh
+					if ih < 0 || ih >= g.h {
+						continue
+					}
+					for kj := 0; kj < g.kw; kj++ {
+						iw := ow*g.sw - g.pl + kj*g.dw
+						if iw >= 0 && iw < g.w {
+							dx[ih*g.w+iw] += share
+						}
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+type gapK[T float] struct{}
+
+func (gapK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
+	x := in[0]
+	if len(x.shape) < 3 {
+		return nil, fmt.Errorf("input %s must be [N, C, spatial...]", shapeString(x.shape))
+	}
+	shape := append([]int(nil), x.shape...)
+	for i := 2; i < len(shape); i++ {
+		shape[i] = 1
+	}
+	y := a.uninit(shape)
+	sp := numel(x.shape[2:])
+	for p := range y.data {
+		var s T
+		for _, v := range x.data[p*sp : (p+1)*sp] {
+			s += v
+		}
+		y.data[p] = s / T(sp)
+	}
+	return y, nil
+}
+
+func (gapK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error {
+	sp := numel(in[0].shape[2:])
+	for p, gv := range g.data {
+		share := gv / T(sp)
+		dx := gin[0].data[p*sp : (p+1)*sp]
+		for j := range dx {
+			dx[j] = share
+		}
+	}
+	return nil
+}
+
+func (gapK[T]) writesGrad([]*tensor[T], int) bool { return true }
