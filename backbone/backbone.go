@@ -33,9 +33,9 @@ type Backbone struct {
 	// model is the whole source model as it runs (its float conversion when float is set).
 	model *onnx.ModelProto
 	cut   *onnx.ModelProto
-	ci   *CutInfo
-	sess *ort.Session
-	hash string
+	ci    *CutInfo
+	sess  *ort.Session
+	hash  string
 	// float: a quantized model runs as its float conversion (Options.Dequantize).
 	float bool
 }
