@@ -11,7 +11,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -351,8 +350,7 @@ func (r *runner) run(ctx context.Context) error {
 // backbone runs on this CPU.
 func (r *runner) recordMachine() {
 	cpu, bb, log := backbone.CPU(), r.bb, r.env.Log
-	r.sum.Machine = Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
-		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
+	r.sum.Machine = ThisMachine()
 	if bb.Dequantized() {
 		r.sum.Data.Dequantized = true
 		log.Info("int8 backbone runs as its float conversion (backbone.dequantize "+string(r.cfg.Backbone.Dequantize)+")",

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 
+	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/metrics"
 	"github.com/grouploss/pipeline/pipeline/train"
@@ -79,6 +81,14 @@ type Machine struct {
 	Cores       int    `json:"cores"`
 	OnnxRuntime string `json:"onnxruntime_version"`
 	GoVersion   string `json:"go_version"`
+}
+
+// ThisMachine describes this machine: the CPU, its cores, Go, and onnxruntime's version when this
+// process has loaded it ("" otherwise).
+func ThisMachine() Machine {
+	cpu := backbone.CPU()
+	return Machine{CPU: cpu.Model, AVX2: cpu.AVX2, AVX512VNNI: cpu.AVX512VNNI, AVXVNNI: cpu.AVXVNNI,
+		Cores: runtime.NumCPU(), OnnxRuntime: backbone.RuntimeVersion(), GoVersion: runtime.Version()}
 }
 
 // DataSummary describes the split.

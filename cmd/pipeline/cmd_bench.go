@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/grouploss/pipeline/pipeline"
 	"github.com/grouploss/pipeline/pipeline/config"
 )
 
@@ -115,7 +116,7 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 	if rep.Extract, err = benchExtract(ctx, cfg, o.images, o.rounds, logw); err != nil {
 		return nil, err
 	}
-	rep.Machine = thisMachine()
+	rep.Machine = pipeline.ThisMachine()
 	if rep.Head, err = benchHead(ctx, o.headSteps); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
+	"github.com/grouploss/pipeline/internal/cputime"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
@@ -138,12 +139,12 @@ func benchExtract(ctx context.Context, cfg config.Config, n, rounds int, logw io
 			slices.Reverse(order)
 		}
 		for _, s := range order {
-			c0 := cpuSeconds()
+			c0 := cputime.Seconds()
 			v, err := s.fn()
 			if err != nil {
 				return res, err
 			}
-			cpu := (cpuSeconds() - c0) * 1000 / float64(n)
+			cpu := (cputime.Seconds() - c0) * 1000 / float64(n)
 			*s.dst = append(*s.dst, v)
 			*s.cpu = min(*s.cpu, cpu)
 			fmt.Fprintf(logw, "bench: round %d: %s %.1f images/s, %.2f CPU ms/image\n", r+1, s.name, v, cpu)

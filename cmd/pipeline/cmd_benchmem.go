@@ -153,7 +153,7 @@ func runBenchMemory(ctx context.Context, o benchMemOptions, logw io.Writer) (*be
 	rep := &benchMemReport{N: o.n, Dim: o.dim, Classes: o.classes, Queries: o.queries, K: o.k,
 		Goal: "max_rss_bytes < 2 GiB per command", GoalBytes: benchMemGoalBytes, LoadAverage: loadAverage(),
 		Version: pipeline.Version}
-	rep.Machine = thisMachine()
+	rep.Machine = pipeline.ThisMachine()
 
 	dir := o.dir
 	if dir == "" {
