@@ -146,15 +146,17 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 		panic("graph: gemm dimension mismatch")
 	}
 	if beta != 1 {
-		for _, r := range c.ro {
-			for _, o := range c.co {
-				if beta == 0 {
-					c.d[r+o] = 0
-				} else {
-					c.d[r+o] *= beta
+		parallelRange(len(c.ro), len(c.ro)*len(c.co), func(lo, hi int) { // over rows
+			for _, r := range c.ro[lo:hi] {
+				for _, o := range c.co {
+					if beta == 0 {
+						c.d[r+o] = 0
+					} else {
+						c.d[r+o] *= beta
+					}
 				}
 			}
-		}
+		})
 	}
 	if m == 0 || n == 0 || k == 0 || alpha == 0 {
 		return
