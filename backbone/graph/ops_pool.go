@@ -50,29 +50,26 @@ func (k *poolK[T]) plane(g geom, xs, ys []T, am []int32) {
 			var best T
 			bi := int32(-1)
 			var sum T
-			cnt, padCnt := 0, 0
 			for ki := 0; ki < g.kh; ki++ {
 				ih := oh*g.sh - g.pt + ki*g.dh
 				for kj := 0; kj < g.kw; kj++ {
 					iw := ow*g.sw - g.pl + kj*g.dw
-					if ih >= -g.pt && ih < g.h+g.pb && iw >= -g.pl && iw < g.w+g.pr {
-						padCnt++
-					}
 					if ih < 0 || ih >= g.h || iw < 0 || iw >= g.w {
 						continue
 					}
 					v := xs[ih*g.w+iw]
-					cnt++
 					sum += v
 					if bi < 0 || v > best {
 						best, bi = v, int32(ih*g.w+iw)
 					}
 				}
 			}
-			switch {
-			case k.isMax:
+			if k.isMax {
 				ys[oi] = best
 				am[oi] = bi
+				continue
+			}
+			switch cnt, padCnt := windowCounts(g, oh, ow); {
 			case k.includePad && padCnt > 0:
 				ys[oi] = sum / T(padCnt)
 			case cnt > 0:
@@ -115,19 +112,7 @@ func (k *poolK[T]) planeGrad(g geom, gys []T, am []int32, dx []T) {
 				}
 				continue
 			}
-			cnt, padCnt := 0, 0
-			for ki := 0; ki < g.kh; ki++ {
-				ih := oh*g.sh - g.pt + ki*g.dh
-				for kj := 0; kj < g.kw; kj++ {
-					iw := ow*g.sw - g.pl + kj*g.dw
-					if ih >= -g.pt && ih < g.h+g.pb && iw >= -g.pl && iw < g.w+g.pr {
-						padCnt++
-					}
-					if ih >= 0 && ih < g.h && iw >= 0 && iw < g.w {
-						cnt++
-					}
-				}
-			}
+			cnt, padCnt := windowCounts(g, oh, ow)
 			div := cnt
 			if k.includePad {
 				div = padCnt
@@ -150,6 +135,25 @@ func (k *poolK[T]) planeGrad(g geom, gys []T, am []int32, dx []T) {
 			}
 		}
 	}
+}
+
+// windowCounts returns how many taps of output (oh, ow)'s window fall inside the input (cnt)
+// and inside the padded input (padCnt): AveragePool's divisors without and with
+// count_include_pad.
+func windowCounts(g geom, oh, ow int) (cnt, padCnt int) {
+	for ki := 0; ki < g.kh; ki++ {
+		ih := oh*g.sh - g.pt + ki*g.dh
+		for kj := 0; kj < g.kw; kj++ {
+			iw := ow*g.sw - g.pl + kj*g.dw
+			if ih >= -g.pt && ih < g.h+g.pb && iw >= -g.pl && iw < g.w+g.pr {
+				padCnt++
+			}
+			if ih >= 0 && ih < g.h && iw >= 0 && iw < g.w {
+				cnt++
+			}
+		}
+	}
+	return cnt, padCnt
 }
 
 type gapK[T float] struct{}
