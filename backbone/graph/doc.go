@@ -39,5 +39,8 @@
 // micro-kernel for float32 on amd64 (portable Go elsewhere, and for the float64 graphs the
 // tests use for finite differences): a 1×1 convolution is one product over all batch·H·W
 // positions, other convolutions go through im2col, and depthwise convolutions are direct loops.
-// Work is split over GOMAXPROCS goroutines.
+// Work is split over GOMAXPROCS goroutines (parallel.go): products by blocks of rows and
+// columns, depthwise convolutions by channel, element-wise kernels, bias passes and pooling by
+// consecutive ranges of elements, planes or channels. No sum is split, so the results do not
+// depend on the number of cores (TestParallelMatchesSerial); small inputs stay on the caller.
 package graph

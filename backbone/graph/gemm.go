@@ -3,7 +3,6 @@ package graph
 import (
 	"runtime"
 	"sync"
-	"sync/atomic"
 )
 
 // A packed, blocked matrix product C = alpha·A·B + beta·C on matrices given by offset tables.
@@ -131,44 +130,6 @@ func getScratch[T float](n int) *[]T {
 
 func putScratch[T float](s *[]T) { scratchPool[T]().Put(s) }
 
-// parallelMinWork is the multiply-add count below which gemm runs on one goroutine.
-const parallelMinWork = 1 << 17
-
-// parallelFor runs f(i) for i in [0, n) on up to GOMAXPROCS goroutines (the caller's among
-// them) when work is large.
-func parallelFor(n, work int, f func(i int)) {
-	p := runtime.GOMAXPROCS(0)
-	if p <= 1 || n <= 1 || work < parallelMinWork {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
-		return
-	}
-	p = min(p, n)
-	var next atomic.Int64
-	work1 := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= n {
-				return
-			}
-			f(i)
-		}
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < p-1; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			work1()
-		}()
-	}
-	// The caller works too: inside gorgonia's tape machine it is locked to its OS thread, and
-	// blocking it at once would hand its processor to another thread and back for every job.
-	work1()
-	wg.Wait()
-}
-
 // gemm computes c = alpha·a·b + beta·c. a is m×k, b is k×n, c is m×n; c must not overlap a or
 // b. It panics on mismatched dimensions (a programmer bug).
 func gemm[T float](alpha T, a, b view[T], beta T, c view[T]) { gemmDepth(kcMax, alpha, a, b, beta, c) }
@@ -185,15 +146,17 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 		panic("graph: gemm dimension mismatch")
 	}
 	if beta != 1 {
-		for _, r := range c.ro {
-			for _, o := range c.co {
-				if beta == 0 {
-					c.d[r+o] = 0
-				} else {
-					c.d[r+o] *= beta
+		parallelRange(len(c.ro), len(c.ro)*len(c.co), func(lo, hi int) { // over rows
+			for _, r := range c.ro[lo:hi] {
+				for _, o := range c.co {
+					if beta == 0 {
+						c.d[r+o] = 0
+					} else {
+						c.d[r+o] *= beta
+					}
 				}
 			}
-		}
+		})
 	}
 	if m == 0 || n == 0 || k == 0 || alpha == 0 {
 		return

@@ -41,20 +41,23 @@ func (k *binaryK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	}
 	y := a.uninit(shape)
 	if sameShape(x0.shape, x1.shape) {
-		switch k.kind {
-		case binAdd:
-			for i := range y.data {
-				y.data[i] = x0.data[i] + x1.data[i]
+		parallelRange(len(y.data), len(y.data), func(lo, hi int) {
+			yd, a, b := y.data[lo:hi], x0.data[lo:hi], x1.data[lo:hi]
+			switch k.kind {
+			case binAdd:
+				for i := range yd {
+					yd[i] = a[i] + b[i]
+				}
+			case binSub:
+				for i := range yd {
+					yd[i] = a[i] - b[i]
+				}
+			case binMul:
+				for i := range yd {
+					yd[i] = a[i] * b[i]
+				}
 			}
-		case binSub:
-			for i := range y.data {
-				y.data[i] = x0.data[i] - x1.data[i]
-			}
-		case binMul:
-			for i := range y.data {
-				y.data[i] = x0.data[i] * x1.data[i]
-			}
-		}
+		})
 		return y, nil
 	}
 	bcastRuns(shape, bstrides(x0.shape, shape), bstrides(x1.shape, shape), func(o, ao, bo, n, as, bs int) {
@@ -120,12 +123,17 @@ func (k *binaryK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], g
 type reluK[T float] struct{}
 
 func (reluK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
-	y := a.tensor(in[0].shape)
-	for i, v := range in[0].data {
-		if v > 0 {
-			y.data[i] = v
+	y := a.uninit(in[0].shape)
+	x := in[0].data
+	parallelRange(len(x), len(x), func(lo, hi int) {
+		yd := y.data[lo:hi]
+		for i, v := range x[lo:hi] {
+			yd[i] = 0
+			if v > 0 {
+				yd[i] = v
+			}
 		}
-	}
+	})
 	return y, nil
 }
 
@@ -135,12 +143,15 @@ func (reluK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []
 		passGrad32(x, any(g.data).([]float32), any(gin[0].data).([]float32), 0, float32(math.Inf(1)))
 		return nil
 	}
-	for i, v := range in[0].data {
-		gin[0].data[i] = 0
-		if v > 0 {
-			gin[0].data[i] = g.data[i]
+	x := in[0].data
+	parallelRange(len(x), len(x), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			gin[0].data[i] = 0
+			if x[i] > 0 {
+				gin[0].data[i] = g.data[i]
+			}
 		}
-	}
+	})
 	return nil
 }
 
@@ -157,9 +168,13 @@ func (k *clipK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		}
 		return y, nil
 	}
-	for i, v := range in[0].data {
-		y.data[i] = min(max(v, lo), hi)
-	}
+	x := in[0].data
+	parallelRange(len(x), len(x), func(i0, i1 int) {
+		yd := y.data[i0:i1]
+		for i, v := range x[i0:i1] {
+			yd[i] = min(max(v, lo), hi)
+		}
+	})
 	return y, nil
 }
 
@@ -170,13 +185,16 @@ func (k *clipK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin
 		return nil
 	}
 	lo, hi := T(k.lo), T(k.hi)
-	gd, dx := g.data[:len(in[0].data)], gin[0].data[:len(in[0].data)]
-	for i, v := range in[0].data {
-		dx[i] = 0
-		if v > lo && v < hi {
-			dx[i] = gd[i]
+	x := in[0].data
+	gd, dx := g.data[:len(x)], gin[0].data[:len(x)]
+	parallelRange(len(x), len(x), func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			dx[i] = 0
+			if v := x[i]; v > lo && v < hi {
+				dx[i] = gd[i]
+			}
 		}
-	}
+	})
 	return nil
 }
 
@@ -189,24 +207,28 @@ func (k *clipK[T]) writesGrad([]*tensor[T], int) bool { return true }
 // s > 0; -0.0 gives 0).
 func passGrad32(x, g, dx []float32, lo, hi float32) {
 	g, dx = g[:len(x)], dx[:len(x)]
-	for i, v := range x {
-		s1 := int32(math.Float32bits(v - lo))
-		s2 := int32(math.Float32bits(hi - v))
-		m := uint32(((-s1 & ^s1) >> 31) & ((-s2 & ^s2) >> 31))
-		dx[i] = math.Float32frombits(math.Float32bits(g[i]) & m)
-	}
+	parallelRange(len(x), len(x), func(i0, i1 int) {
+		x := x[i0:i1]
+		g, dx := g[i0:i1][:len(x)], dx[i0:i1][:len(x)]
+		for i, v := range x {
+			s1 := int32(math.Float32bits(v - lo))
+			s2 := int32(math.Float32bits(hi - v))
+			m := uint32(((-s1 & ^s1) >> 31) & ((-s2 & ^s2) >> 31))
+			dx[i] = math.Float32frombits(math.Float32bits(g[i]) & m)
+		}
+	})
 }
 
 type identityK[T float] struct{}
 
 func (identityK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	y := a.uninit(in[0].shape)
-	copy(y.data, in[0].data)
+	parallelCopy(y.data, in[0].data)
 	return y, nil
 }
 
 func (identityK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error {
-	copy(gin[0].data, g.data)
+	parallelCopy(gin[0].data, g.data)
 	return nil
 }
 

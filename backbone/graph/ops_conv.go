@@ -37,7 +37,7 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		return nil, err
 	}
 	x, w := in[0], in[1]
-	y := a.tensor(g.outShape(n, m, len(x.shape)-2))
+	y := a.uninit(g.outShape(n, m, len(x.shape)-2)) // every path sets each element
 	ohw := g.oh * g.ow
 	switch {
 	case k.depthwise(c, cg):
@@ -49,26 +49,28 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 			xv := view[T]{d: x.data, ro: seq(cg, hw), co: batched(n, c*hw, hw, 1)}
 			xv.ro = shift(xv.ro, gr*cg*hw)
 			yv := view[T]{d: y.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
-			gemmORT(1, wv, xv, 1, yv)
+			gemmORT(1, wv, xv, 0, yv)
 		}
 	default:
 		kk := cg * g.kh * g.kw
 		k.im2colChunks(g, n, c, cg, func(gr, n0, nb int, col []T) {
 			cv := dense(col, 0, kk, nb*ohw, nb*ohw)
 			yv := view[T]{d: y.data, ro: shift(seq(mg, ohw), gr*mg*ohw+n0*m*ohw), co: batched(nb, m*ohw, ohw, 1)}
-			gemmORT(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 1, yv)
+			gemmORT(1, dense(w.data, gr*mg*kk, mg, kk, kk), cv, 0, yv)
 		}, x.data, nil)
 	}
 	// The bias is added to the finished sums, as onnxruntime's kernels do (the same rounding).
 	if len(in) > 2 && in[2] != nil {
-		for i := 0; i < n; i++ {
-			for o, bv := range in[2].data[:m] {
-				row := y.data[(i*m+o)*ohw : (i*m+o+1)*ohw]
+		b := in[2].data[:m]
+		parallelRange(n*m, n*m*ohw, func(p0, p1 int) { // over planes (sample, channel)
+			for p := p0; p < p1; p++ {
+				bv := b[p%m]
+				row := y.data[p*ohw : (p+1)*ohw]
 				for j := range row {
 					row[j] += bv
 				}
 			}
-		}
+		})
 	}
 	return y, nil
 }
@@ -154,15 +156,19 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 	x, w := in[0], in[1]
 	ohw := g.oh * g.ow
 	if len(gin) > 2 && gin[2] != nil {
-		for i := 0; i < n; i++ {
-			for o := 0; o < m; o++ {
-				var s T
-				for _, v := range gy.data[(i*m+o)*ohw : (i*m+o+1)*ohw] {
-					s += v
+		// Split over channels; each channel adds its samples' sums in sample order.
+		db := gin[2].data[:m]
+		parallelRange(m, n*m*ohw, func(o0, o1 int) {
+			for i := 0; i < n; i++ {
+				for o := o0; o < o1; o++ {
+					var s T
+					for _, v := range gy.data[(i*m+o)*ohw : (i*m+o+1)*ohw] {
+						s += v
+					}
+					db[o] += s
 				}
-				gin[2].data[o] += s
 			}
-		}
+		})
 	}
 	var dx, dw []T
 	if gin[0] != nil {
@@ -224,8 +230,15 @@ func pointwise(g geom) bool {
 	return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt+g.pl+g.pb+g.pr == 0
 }
 
-// writesGrad: the pointwise backward sets dx and dw; the others (and the bias) accumulate.
+// writesGrad: the pointwise backward sets dx and dw, the depthwise one dx; the others (and the
+// bias) accumulate.
 func (k *convK[T]) writesGrad(in []*tensor[T], i int) bool {
 	g, _, c, _, cg, _, err := k.geometry(in)
-	return err == nil && i < 2 && !k.depthwise(c, cg) && pointwise(g)
+	if err != nil {
+		return false
+	}
+	if k.depthwise(c, cg) {
+		return i == 0
+	}
+	return i < 2 && pointwise(g)
 }

@@ -36,9 +36,9 @@ func tapRuns(g geom) []tapRun {
 	return runs
 }
 
-// depthwise computes y += conv(x, w) for group == C, one input channel per group and mult
-// output channels per input channel (channel o reads input channel o/mult), in parallel over
-// output channels.
+// depthwise sets y = conv(x, w) for group == C, one input channel per group and mult output
+// channels per input channel (channel o reads input channel o/mult), in parallel over output
+// channels.
 func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 	m := c * mult
 	hw, ohw, kk := g.h*g.w, g.oh*g.ow, g.kh*g.kw
@@ -49,6 +49,7 @@ func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 		for i := 0; i < n; i++ {
 			xs := x[(i*c+ci)*hw : (i*c+ci+1)*hw]
 			ys := y[(i*m+o)*ohw : (i*m+o+1)*ohw]
+			clear(ys)
 			for _, r := range runs {
 				wv := wk[r.tap]
 				yr := ys[r.yo : r.yo+r.cnt]
@@ -74,11 +75,16 @@ func fma[T float](a, b, c T) T {
 	return T(math.FMA(float64(a), float64(b), float64(c)))
 }
 
+// depthwiseBackX sets dx to the gradient of depthwise's x for the output gradient gy, in
+// parallel over input channels (each clears its planes, then adds its output channels' terms).
 func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 	m := c * mult
 	hw, ohw, kk := g.h*g.w, g.oh*g.ow, g.kh*g.kw
 	runs := tapRuns(g)
 	parallelFor(c, n*ohw*kk*8*mult, func(ci int) {
+		for i := 0; i < n; i++ {
+			clear(dx[(i*c+ci)*hw : (i*c+ci+1)*hw])
+		}
 		for o := ci * mult; o < (ci+1)*mult; o++ {
 			wk := w[o*kk : (o+1)*kk]
 			for i := 0; i < n; i++ {
@@ -103,6 +109,8 @@ func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 	})
 }
 
+// depthwiseBackW adds the gradient of depthwise's w for the output gradient gy to dw, in
+// parallel over output channels.
 func depthwiseBackW[T float](x, dw, gy []T, g geom, n, c, mult int) {
 	m := c * mult
 	hw, ohw, kk := g.h*g.w, g.oh*g.ow, g.kh*g.kw

@@ -64,12 +64,12 @@ func (k *reshapeK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) 
 		return nil, err
 	}
 	y := a.uninit(shape)
-	copy(y.data, in[0].data)
+	parallelCopy(y.data, in[0].data)
 	return y, nil
 }
 
 func (k *reshapeK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error {
-	copy(gin[0].data, g.data)
+	parallelCopy(gin[0].data, g.data)
 	return nil
 }
 

@@ -189,9 +189,12 @@ func bcastRuns(out, sa, sb []int, f func(o, a, b, n, as, bs int)) {
 // reduceTo adds g (shape out) into dst (shape s, broadcast to out) along the broadcast axes.
 func reduceTo[T float](dst *tensor[T], g *tensor[T]) {
 	if sameShape(dst.shape, g.shape) {
-		for i, v := range g.data {
-			dst.data[i] += v
-		}
+		parallelRange(len(g.data), len(g.data), func(lo, hi int) {
+			d := dst.data[lo:hi]
+			for i, v := range g.data[lo:hi] {
+				d[i] += v
+			}
+		})
 		return
 	}
 	sd := bstrides(dst.shape, g.shape)
