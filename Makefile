@@ -125,11 +125,12 @@ bench: build
 FUZZTIME ?= 60s
 ## `make test` runs each target briefly on top of the seed replay (new inputs, a few seconds each)
 CI_FUZZTIME ?= 10s
-FUZZ_TARGETS := ./backbone:FuzzInspectBytes ./pipeline/data:FuzzParseManifest ./pipeline/data:FuzzDecodeJPEG ./pipeline:FuzzParseConfig \
-  ./pipeline/data:FuzzImageFolder ./pipeline:FuzzReadNPY
+FUZZ_TARGETS := ./backbone:FuzzInspectBytes ./pipeline/data:FuzzParseManifest ./pipeline/data:FuzzDecodeJPEG ./pipeline/config:FuzzParseConfig \
+  ./pipeline/data:FuzzImageFolder ./pipeline/npy:FuzzRead
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  $(GO) test -list "^$${t#*:}\$$" "$${t%%:*}" | grep -qx "$${t#*:}" || { echo "make: no fuzz target $${t#*:} in $${t%%:*}" >&2; exit 1; }; \
 	  $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x "$${t%%:*}"; \
 	done
 
