@@ -137,11 +137,10 @@ func (m rawModel) layers() ([]export.Layer, error) {
 	return nil, nil
 }
 
-// chooseExport gathers the evidence of decideExport on the validation classes (feats and flips
-// are the raw features of every item, flips nil without mirrors; d values each; m the trained
-// model) and records the choice in the summary. It reports whether the raw features are
-// to be exported.
-func (r *runner) chooseExport(feats, flips []float32, d int, m model) (bool, error) {
+// chooseExport gathers the evidence of decideExport on the validation classes (raw: the raw
+// features as a model, m: the trained model) and records the choice in the summary. It reports
+// whether the raw features are to be exported.
+func (r *runner) chooseExport(raw rawModel, m model) (bool, error) {
 	cfg, split := r.cfg, r.split
 	c := &ExportChoice{Source: sourceTrained, ValidationClasses: len(split.val), MinClasses: minCompareClasses}
 	r.sum.Choice = c
@@ -160,7 +159,7 @@ func (r *runner) chooseExport(feats, flips []float32, d int, m model) (bool, err
 	e := exportEvidence{classes: len(split.val), bestEpoch: r.sum.Training.BestEpoch}
 	if len(split.val) > 0 {
 		var err error
-		if e, err = r.exportEvidence(feats, flips, d, m); err != nil {
+		if e, err = r.exportEvidence(raw, m); err != nil {
 			return false, err
 		}
 		c.Compared = true
@@ -168,33 +167,34 @@ func (r *runner) chooseExport(feats, flips []float32, d int, m model) (bool, err
 		c.Trained, c.Raw, c.TrainedNMI, c.RawNMI = e.trainedMAP, e.rawMAP, e.trainedNMI, e.rawNMI
 		c.WorstLeaveOneOut, c.LeftOut = e.worstLead, e.worstClass
 	}
-	raw, reason, msg := decideExport(e, cfg.KeepTrained)
+	useRaw, reason, msg := decideExport(e, cfg.KeepTrained)
 	c.Reason, c.Message = reason, msg
-	if raw {
+	if useRaw {
 		c.Source = sourceRaw
 	}
 	switch {
-	case raw:
+	case useRaw:
 		r.warn("model.onnx embeds the raw features: " + msg) // the table prints its own heading
 	case reason == reasonBetter:
 		r.env.Log.Info(msg)
 	default:
 		r.warn(msg)
 	}
-	return raw, nil
+	return useRaw, nil
 }
 
 // exportEvidence scores the trained model m and the raw features on the validation
 // classes: MAP@R and NMI (reported only) on all of them, MAP@R with each class left out (from
 // minCompareClasses classes on).
-func (r *runner) exportEvidence(feats, flips []float32, d int, m model) (exportEvidence, error) {
+func (r *runner) exportEvidence(raw rawModel, m model) (exportEvidence, error) {
 	cfg, split := r.cfg, r.split
 	e := exportEvidence{classes: len(split.val), bestEpoch: r.sum.Training.BestEpoch}
 	n, labels := len(split.valIdx), r.ds.Labels(split.valIdx)
-	rawX := rowops.Gather(feats, d, split.valIdx)
-	if cfg.Backbone.FlipTTA && flips != nil {
-		rawX = rowops.Mean(rawX, rowops.Gather(flips, d, split.valIdx))
+	rawX, err := raw.embedItems(split.valIdx)
+	if err != nil {
+		return e, err
 	}
+	d := raw.dim()
 	trX, err := m.embedItems(split.valIdx)
 	td := m.dim()
 	if err != nil {

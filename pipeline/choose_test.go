@@ -156,7 +156,7 @@ func TestChooseExport(t *testing.T) {
 				cfg.Adapted = []config.Adaptation{{Key: keyValClasses, From: "10", To: "0"}}
 			}
 			r := &runner{cfg: cfg, ds: ds, split: split, sum: &Summary{}, env: RunEnv{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
-			raw, err := r.chooseExport(feats, feats, d, rowsModel{feats: feats, d: d, f: tc.embed})
+			raw, err := r.chooseExport(rawModel{src: frozenFeatures{feats: feats, flips: feats, d: d}, flipTTA: true}, rowsModel{feats: feats, d: d, f: tc.embed})
 			if err != nil {
 				t.Fatal(err)
 			}

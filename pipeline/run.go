@@ -331,10 +331,11 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if raw, err := r.chooseExport(feats, flips, frozen.d, m); err != nil {
+	raw := rawModel{src: frozen, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}
+	if useRaw, err := r.chooseExport(raw, m); err != nil {
 		return err
-	} else if raw { // the report shows what model.onnx embeds
-		m = rawModel{src: frozen, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}
+	} else if useRaw { // the report shows what model.onnx embeds
+		m = raw
 		if emb, err = m.embedItems(eval.items); err != nil {
 			return err
 		}
