@@ -126,9 +126,11 @@ func nan() float64 { var z float64; return z / z }
 // the header and read timeouts; while they hold every admission slot, requests get 503 with
 // Retry-After rather than waiting, and health checks are still answered.
 func TestSlowClients(t *testing.T) {
-	// Timeouts long enough that the slow bodies still hold their slots while a loaded machine (or
-	// the race detector) gets the rest of the test done, short enough to keep the test brief.
-	r := start(t, Config{ReadHeaderTimeout: 2 * time.Second, ReadTimeout: 4 * time.Second, QueueSize: 4})
+	// The read timeout bounds how long the slow bodies hold their slots: long enough that a loaded
+	// machine (or the race detector) gets to all of them before the first is cut, short enough to
+	// keep the test brief.
+	const readTimeout = 8 * time.Second
+	r := start(t, Config{ReadHeaderTimeout: 2 * time.Second, ReadTimeout: readTimeout, QueueSize: 4})
 	addr := strings.TrimPrefix(r.url, "http://")
 	// 20 clients that never finish their headers and 6 that never finish their body (more than
 	// the 4 admitted requests).
@@ -146,14 +148,16 @@ func TestSlowClients(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// The slow bodies hold the 4 admission slots once the server has read their headers: a model
-	// request is then refused at once (polled: the server may take a while to get to them).
+	// Wait until the server has read the slow bodies' headers and admitted four of them (its
+	// in-flight gauge), rather than guessing how long that takes on a loaded machine.
+	for deadline := time.Now().Add(readTimeout / 2); r.metrics.inflight.Load() < 4; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of the slow bodies admitted after %v", r.metrics.inflight.Load(), readTimeout/2)
+		}
+	}
+	// With every slot held, a model request is refused at once.
 	good := encodePNG(t, testImage(8, 8, 1))
 	code, h, b := call(t, "POST", r.url+"/v1/embed", "image/png", good)
-	for deadline := time.Now().Add(1500 * time.Millisecond); code == 200 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		code, h, b = call(t, "POST", r.url+"/v1/embed", "image/png", good)
-	}
 	if code != 503 || h.Get("Retry-After") == "" || !strings.Contains(string(b), "overloaded") {
 		t.Errorf("with 4 slow bodies admitted: %d %s (Retry-After %q), want 503 with Retry-After", code, b, h.Get("Retry-After"))
 	}
@@ -161,12 +165,12 @@ func TestSlowClients(t *testing.T) {
 		t.Errorf("health while slow clients hold connections: %d %s", code, b)
 	}
 	// Every slow connection is closed by the server within the timeouts.
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(readTimeout + 10*time.Second)
 	for i, c := range conns {
 		c.SetReadDeadline(deadline)
 		resp, err := io.ReadAll(bufio.NewReader(c))
 		if time.Now().After(deadline) {
-			t.Fatalf("slow connection %d still open after %v (read %q, %v)", i, 15*time.Second, resp, err)
+			t.Fatalf("slow connection %d still open after %v (read %q, %v)", i, readTimeout+10*time.Second, resp, err)
 		}
 	}
 	if code, _, b := call(t, "POST", r.url+"/v1/embed", "image/png", good); code != 200 {
