@@ -282,16 +282,18 @@ func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, 
 	r.env.Log.Info("tail", "from", s.cut, "to", s.feature, "activation_shape", s.shape, "features", m.featDim,
 		"params", len(m.params), "values", ts.Params, "folded", len(ts.Folded))
 
-	evalF, err := m.features(split.evalIdx, cfg.Backbone.FlipTTA)
-	if err != nil {
-		return problem{}, err
+	if len(split.evalIdx) > 0 { // none in a tune trial, which never reads the evaluation classes
+		evalF, err := m.features(split.evalIdx, cfg.Backbone.FlipTTA)
+		if err != nil {
+			return problem{}, err
+		}
+		mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed,
+			Progress: EvalProgress(r.env.Progress, "baseline (float backbone)")}
+		if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), m.featDim, r.ds.Labels(split.evalIdx), mopt); err != nil {
+			return problem{}, err
+		}
+		r.env.Log.Info("baseline (float features, untrained tail)", "recall_at_1", ts.BaselineFloat.RecallAt1, "nmi", ts.BaselineFloat.NMI)
 	}
-	mopt := metrics.Options{KMeansRestarts: cfg.Eval.KMeansRestarts, Seed: cfg.Seed,
-		Progress: EvalProgress(r.env.Progress, "baseline (float backbone)")}
-	if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), m.featDim, r.ds.Labels(split.evalIdx), mopt); err != nil {
-		return problem{}, err
-	}
-	r.env.Log.Info("baseline (float features, untrained tail)", "recall_at_1", ts.BaselineFloat.RecallAt1, "nmi", ts.BaselineFloat.NMI)
 
 	opt, err := newSplitOptimizer(cfg)
 	if err != nil {

@@ -41,10 +41,11 @@ type epochHook func(history []train.EpochStats) error
 //
 // The evaluation classes are never read: they are dropped from the dataset before the backbone
 // opens, so no code path of a trial can load their images or features. The features of the
-// training classes are extracted once (or taken from the cache) and shared by every trial. Trials
-// train the head only (backbone.train_blocks 0) and a single head (ensemble is ignored); the keys
-// that decide the features or the split (data, class counts, seed, backbone, preprocess) are not
-// tunable.
+// training classes are extracted once (or taken from the cache) and shared by every trial, and so
+// are the activations at the cut when the base config fine-tunes the backbone's tail. Trials train
+// a single model (ensemble is ignored); the keys that decide the features, the activations or the
+// split (data, class counts, seed, preprocess, the backbone's keys besides backbone.lr) are not
+// tunable, and backbone.lr only with tail fine-tuning.
 func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*tune.Study, error) {
 	if env.Log == nil {
 		env.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -66,17 +67,13 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 	if err := base.Validate(); err != nil {
 		return nil, err
 	}
-	if base.Backbone.TrainsTail() {
-		return nil, withHint(fmt.Errorf("%w: tune: %s fine-tunes the backbone (train_blocks %d, trainable_from %q); tune trains the head only",
-			config.ErrInvalid, o.Config, base.Backbone.TrainBlocks, base.Backbone.TrainableFrom), "set backbone.train_blocks: 0 in the config (e.g. configs/cub100-head.yaml)")
-	}
 	if base.ValidationClasses < 1 {
 		return nil, withHint(fmt.Errorf("%w: tune: %s holds no validation classes to score trials on", config.ErrInvalid, o.Config),
 			"set validation_classes (10 for CUB-100): tune never scores on the evaluation classes")
 	}
 	spaceRaw, err := os.ReadFile(o.Space)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("%w: tune: %w", config.ErrInvalid, err), "pass the search space with --space (e.g. configs/tune-grouploss.yaml)")
+		return nil, withHint(fmt.Errorf("%w: tune: %w", config.ErrInvalid, err), "pass the search space with --space (e.g. configs/spaces/grouploss.yaml)")
 	}
 	sp, err := tune.ParseSpace(spaceRaw, o.Space)
 	if err != nil {
@@ -118,6 +115,18 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return nil, err
 	}
 	split = shared.split
+	// With tail fine-tuning the activations at the cut are extracted once too; each trial decodes
+	// its own copy of the trained part (prepareTail), so no trial starts from another's weights.
+	var acts []float32
+	var views int
+	if base.Backbone.TrainsTail() {
+		if shared.tail, err = shared.prepareTail(); err != nil {
+			return nil, err
+		}
+		if acts, views, err = shared.activations(ctx, shared.tail); err != nil {
+			return nil, err
+		}
+	}
 	env.Log.Info("tune: features of the training classes", "images", len(split.fitIdx)+len(split.valIdx),
 		"train_classes", len(split.fit), "validation_classes", len(split.val), "cache_hit", shared.sum.Timing.FeatureCacheHit)
 
@@ -143,8 +152,18 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 			return stop
 		}
 		r := runner{cfg: cfg, env: tenv, sum: &Summary{}, ds: ds, pre: pre, split: split, bb: bb, dir: dir}
-		p, err := r.headProblem(frozenFeatures{feats: feats, flips: flips, d: bb.Dim(), bb: bb, pre: pre})
+		var p problem
+		if acts != nil {
+			if r.tail, err = r.prepareTail(); err == nil {
+				p, err = r.tailProblem(r.tail, acts, views)
+			}
+		} else {
+			p, err = r.headProblem(frozenFeatures{feats: feats, flips: flips, d: bb.Dim(), bb: bb, pre: pre})
+		}
 		if err == nil {
+			if c, ok := p.model.(io.Closer); ok {
+				defer c.Close()
+			}
 			err = r.train(ctx, p)
 		}
 		switch {
@@ -189,9 +208,14 @@ func (tc *trialConfigs) config(params map[string]any) (config.Config, error) {
 		return cfg, err
 	}
 	b, c := tc.base, cfg
+	bb, cb := b.Backbone, c.Backbone
+	if bb.LR != cb.LR && !bb.TrainsTail() {
+		return cfg, fmt.Errorf("%w: backbone.lr is the fine-tuned blocks' learning rate, and the base config trains the head only (backbone.train_blocks 0)", config.ErrInvalid)
+	}
+	bb.LR, cb.LR = 0, 0
 	if b.Data != c.Data || b.TrainClasses != c.TrainClasses || b.ValidationClasses != c.ValidationClasses || b.Seed != c.Seed ||
-		b.OnBadImage != c.OnBadImage || !reflect.DeepEqual(b.Backbone, c.Backbone) || !reflect.DeepEqual(b.Preprocess, c.Preprocess) {
-		return cfg, fmt.Errorf("%w: it changes what every trial shares (the data, the class split, the seed, the backbone or the preprocessing)", config.ErrInvalid)
+		b.OnBadImage != c.OnBadImage || !reflect.DeepEqual(bb, cb) || !reflect.DeepEqual(b.Preprocess, c.Preprocess) {
+		return cfg, fmt.Errorf("%w: it changes what every trial shares (the data, the class split, the seed, the backbone besides backbone.lr or the preprocessing)", config.ErrInvalid)
 	}
 	return cfg, nil
 }

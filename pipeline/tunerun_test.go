@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,6 +21,12 @@ import (
 // classes 0-5, 2 of them for validation; evaluate on 6-11) whose evaluation images are not
 // images: reading any of them fails the run (on_bad_image fail). It returns the config path.
 func tuneFixture(t *testing.T, epochs int) string {
+	t.Helper()
+	return tuneFixtureOn(t, epochs, fmt.Sprintf("{path: %s, train_blocks: 0}", tinyCNN), 6)
+}
+
+// tuneFixtureOn is tuneFixture with the config's backbone (a YAML flow mapping) and image size.
+func tuneFixtureOn(t *testing.T, epochs int, backbone string, size int) string {
 	t.Helper()
 	// Close colours under the noise: the classes overlap, so validation scores are below 1.
 	manifest := colorDatasetOf(t, 12, 10, func(c int) [3]int { return [3]int{100 + 7*c, 120 + 5*c, 140 - 6*c} })
@@ -39,13 +46,13 @@ cache: %s
 validation_classes: 2
 threads: 1
 on_bad_image: fail
-backbone: {path: %s, train_blocks: 0}
-preprocess: {size: [6, 6]}
+backbone: %s
+preprocess: {size: [%d, %d]}
 head: {embedding_dim: 3, center: false}
 loss: {name: group, args: {anchors_per_class: 1}}
 sampler: {args: {classes_per_batch: 3, samples_per_class: 4}}
 optimizer: {args: {lr: 1.0e-3}, epochs: %d}
-`, manifest, filepath.Join(t.TempDir(), "cache"), tinyCNN, epochs)
+`, manifest, filepath.Join(t.TempDir(), "cache"), backbone, size, size, epochs)
 	p := filepath.Join(t.TempDir(), "base.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -141,6 +148,43 @@ func TestTune(t *testing.T) {
 	}
 }
 
+// TestTuneTail: with tail fine-tuning in the base config, trials train the backbone's last block
+// with the head (backbone.lr is tunable), still without reading the evaluation classes, and each
+// trial starts from the pretrained block: two trials of the same values score the same before
+// training, and so does a third after them.
+func TestTuneTail(t *testing.T) {
+	needORT(t)
+	const epochs = 4
+	base := tuneFixtureOn(t, epochs, fmt.Sprintf("{path: %s, train_blocks: 1, lr: 1.0e-3}", tinyBlocks), 8)
+	space := writeSpace(t, "backbone.lr: [1.0e-1]\noptimizer.args.lr: [1.0e-2]\n")
+	o := TuneOptions{Config: base, Space: space, Trials: 3, Out: filepath.Join(t.TempDir(), "study"), Seed: 1}
+	st, err := Tune(context.Background(), o, RunEnv{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range st.Trials {
+		if tr.Status != tune.StatusOK || len(tr.Scores) != epochs+1 {
+			t.Fatalf("trial %d: %+v", tr.Index+1, tr)
+		}
+		if tr.Scores[0] != st.Trials[0].Scores[0] {
+			t.Errorf("trial %d scores %.6f before training, trial 1 %.6f: it did not start from the pretrained block",
+				tr.Index+1, tr.Scores[0], st.Trials[0].Scores[0])
+		}
+	}
+	// The check above needs a trial that ends away from the pretrained block: one whose best
+	// epoch (the parameters it keeps) is not epoch 0.
+	if s := st.Trials[0].Scores; slices.Max(s[1:]) <= s[0] {
+		t.Errorf("no epoch beat the pretrained block (scores %v): the fixture cannot tell shared weights from fresh ones", s)
+	}
+	best, err := config.LoadConfig(filepath.Join(o.Out, tune.BestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if best.Backbone.LR != 0.1 || best.Backbone.TrainBlocks != 1 {
+		t.Errorf("best.yaml: backbone %+v, want lr 0.01 and train_blocks 1", best.Backbone)
+	}
+}
+
 // TestTuneHalving: the hook stops a trial's training at a rung exactly when successive halving
 // says so (the rule itself is tested in package tune): with a frozen learning rate and one that
 // scrambles the 3-d head, two trials each, the later trials of the worse one stop after epoch 1.
@@ -185,9 +229,11 @@ func TestTuneBadSpace(t *testing.T) {
 		{"optimizer.args.lr: [1.0e-3]\nloss.args.margin: [0.1, 0.2]\n", "loss.args.margin", "margin"},
 		{"loss.args.anchors_per_class: int(1, 9)\n", "loss.args.anchors_per_class", "anchors_per_class"},
 		{"seed: [1, 2]\n", "seed", "what every trial shares"},
+		{"backbone.lr: [1.0e-4, 1.0e-3]\n", "backbone.lr", "trains the head only"},
 		{"optimizer.epochs_total: [3]\n", "optimizer.epochs_total", "epochs_total"},
-		// Keys apply together, on the base config: its group args do not fit the loss the space names.
-		{"loss.name: [multi_similarity]\nloss.args.beta: [40]\n", "loss.name", `loss "multi_similarity" has no arg anchors_per_class`},
+		// Keys apply together: the loss the space names has no such arg (the base's group args are
+		// dropped with the name, so the first key alone is fine and the second is named).
+		{"loss.name: [multi_similarity]\nloss.args.temperature: [24]\n", "loss.args.temperature", `loss "multi_similarity" has no arg temperature`},
 	} {
 		out := filepath.Join(t.TempDir(), "study")
 		_, err := Tune(context.Background(), TuneOptions{Config: base, Space: writeSpace(t, c.src), Trials: 1, Out: out}, RunEnv{}, &bytes.Buffer{})
@@ -205,14 +251,15 @@ func TestTuneBadSpace(t *testing.T) {
 	}
 }
 
-// TestSpaceFiles: every space of configs/spaces parses and applies to configs/cub100-head.yaml.
+// TestSpaceFiles: every space of configs/spaces parses and applies to configs/cub100.yaml, the
+// default (tail fine-tuning) config they are written for.
 func TestSpaceFiles(t *testing.T) {
 	root := testenv.RepoRoot(t)
 	files, err := filepath.Glob(filepath.Join(root, "configs", "spaces", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("configs/spaces: %v %v", files, err)
 	}
-	basePath := filepath.Join(root, "configs", "cub100-head.yaml")
+	basePath := filepath.Join(root, "configs", "cub100.yaml")
 	raw, err := os.ReadFile(basePath)
 	if err != nil {
 		t.Fatal(err)

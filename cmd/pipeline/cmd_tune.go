@@ -16,8 +16,8 @@ func cmdTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var o pipeline.TuneOptions
 	var jsonOut, verbose bool
 	fs := newFlagSet("pipeline tune", stderr, "usage: pipeline tune --config FILE --space SPACE.yaml --trials N --out DIR [flags]\n\n")
-	fs.StringVar(&o.Config, "config", "", "base config `FILE` (head only: backbone.train_blocks 0, e.g. configs/cub100-head.yaml)")
-	fs.StringVar(&o.Space, "space", "", "search space `FILE`: config keys and distributions (e.g. configs/tune-grouploss.yaml)")
+	fs.StringVar(&o.Config, "config", "", "base config `FILE` (e.g. configs/cub100.yaml, tail fine-tuning, or configs/cub100-head.yaml, the head only)")
+	fs.StringVar(&o.Space, "space", "", "search space `FILE`: config keys and distributions (e.g. configs/spaces/grouploss.yaml)")
 	fs.IntVar(&o.Trials, "trials", 20, "number of trials `N` (a rerun with more continues the study)")
 	fs.StringVar(&o.Out, "out", "", "study folder `DIR`: tune.json, tune.md, best.yaml; rerun with the same DIR to continue")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the quasi-random points")
@@ -28,7 +28,7 @@ func cmdTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	usage := fs.Usage
 	fs.Usage = func() {
 		usage()
-		fmt.Fprintf(stderr, "\nEach trial trains the config's head with the space's keys set, on the training classes; it is scored on\n"+
+		fmt.Fprintf(stderr, "\nEach trial trains the config's model (head, or tail + head) with the space's keys set, on the training classes; it is scored on\n"+
 			"the validation classes (the evaluation classes are never read). One progress line per trial.\n"+
 			"Exit codes: 0 ok, 1 failure, 2 bad usage, config or space, 130 interrupted (rerun to continue).\n")
 	}

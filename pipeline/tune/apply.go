@@ -2,9 +2,11 @@ package tune
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -13,6 +15,10 @@ import (
 // Apply returns the YAML document base with each dotted key of values set, in the order of keys
 // (keys without a value are left alone), creating the mappings on its path that are missing; comments and the other keys are
 // kept. header, when not empty, is put as a comment above the document.
+//
+// A component's args belong to the component named: a key "X.name" set to another name than the
+// base's drops the base's "X.args" (the new component starts from its defaults), and the keys
+// ending in ".name" are set first, so that a space may give the new component's args in any order.
 func Apply(base []byte, keys []string, values map[string]any, header string) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(base)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -22,6 +28,10 @@ func Apply(base []byte, keys []string, values map[string]any, header string) ([]
 		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
 	}
 	root := doc.Content[0]
+	keys = slices.Clone(keys)
+	slices.SortStableFunc(keys, func(a, b string) int {
+		return cmp.Compare(b2i(!strings.HasSuffix(a, ".name")), b2i(!strings.HasSuffix(b, ".name")))
+	})
 	for _, k := range keys {
 		if _, ok := values[k]; !ok {
 			continue
@@ -57,7 +67,11 @@ func set(n *yaml.Node, path []string, v any) error {
 			continue
 		}
 		if len(path) == 1 {
-			return n.Content[i+1].Encode(v)
+			old := n.Content[i+1]
+			if path[0] == "name" && old.Kind == yaml.ScalarNode && old.Value != fmt.Sprint(v) {
+				dropKey(n, "args")
+			}
+			return old.Encode(v)
 		}
 		return set(n.Content[i+1], path[1:], v)
 	}
@@ -75,6 +89,23 @@ func set(n *yaml.Node, path []string, v any) error {
 	}
 	n.Content = append(n.Content, key, val)
 	return nil
+}
+
+// dropKey removes key and its value from the mapping n.
+func dropKey(n *yaml.Node, key string) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			n.Content = append(n.Content[:i], n.Content[i+2:]...)
+			return
+		}
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func kindName(n *yaml.Node) string {

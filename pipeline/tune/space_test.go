@@ -119,6 +119,19 @@ func TestApply(t *testing.T) {
 			t.Errorf("missing %q in\n%s", w, s)
 		}
 	}
+	// Another loss named: the base's args (the Group Loss's) go, the new loss's are set, whatever
+	// the order of the keys; the same name keeps them.
+	out, err = Apply([]byte(base), []string{"loss.args.margin", "loss.name"}, map[string]any{"loss.args.margin": 0.3, "loss.name": "triplet"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(out); !strings.Contains(s, "name: triplet") || !strings.Contains(s, "margin: 0.3") || strings.Contains(s, "temperature") {
+		t.Errorf("loss renamed to triplet:\n%s", s)
+	}
+	out, err = Apply([]byte(base), []string{"loss.name"}, map[string]any{"loss.name": "group"}, "")
+	if err != nil || !strings.Contains(string(out), "temperature: 24") {
+		t.Errorf("loss named group again: %v\n%s", err, out)
+	}
 	if _, err := Apply([]byte("loss: group\n"), []string{"loss.args.temperature"}, map[string]any{"loss.args.temperature": 1}, ""); err == nil ||
 		!strings.Contains(err.Error(), `"loss.args.temperature"`) || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("setting under a scalar: %v", err)
