@@ -16,87 +16,113 @@ import (
 	"github.com/grouploss/pipeline/pipeline/data"
 )
 
-// features returns the backbone features of every item of the dataset (n x D, in item order)
-// and, when cfg.Backbone.Flip is set, those of the horizontally mirrored images (nil otherwise).
-// Both come from the on-disk cache when the model, the cut, the preprocessing, the image list and
-// the images' bytes are unchanged (contentKey). With on_bad_image skip, the rows of images that do not decode are zeros and the
-// images are listed in r.skipped; with fail, the first one is an error naming the file.
-func (r *runner) features(ctx context.Context) (feats, flips []float32, err error) {
-	n, d := len(r.ds.Items), r.bb.Dim()
-	skip := r.cfg.OnBadImage == "skip"
+// extracted is what a run takes from the images through onnxruntime: the backbone features of
+// every item (n x D, in item order) and, when mirrors are used, those of the mirrored images (nil
+// otherwise); with tail fine-tuning, the activations at the cut (row item*views+view, views 1 or
+// 2 with mirrors).
+type extracted struct {
+	feats, flips []float32
+	acts         []float32
+	views        int
+}
+
+// extract returns the features and, when the run trains the backbone's tail, the activations at
+// the cut: each from its on-disk cache when the model, the cut, the preprocessing, the image list
+// and the images' bytes are unchanged (contentKey), the missing ones extracted. When both are
+// missing and the backbone's model computes both (a float model, or an int8 one run as its float
+// conversion), one onnxruntime pass gives both: the cut tensor is an extra output of the feature
+// model, with the same values as the prefix model's (checked in TestOnePassExtraction).
+//
+// With on_bad_image skip, the rows of images that do not decode are zeros and the images are
+// listed in r.skipped; with fail, the first one is an error naming the file.
+func (r *runner) extract(ctx context.Context) (extracted, error) {
+	n, d, views := len(r.ds.Items), r.bb.Dim(), r.copies()
 	content, err := r.contentKey(ctx)
 	if err != nil {
-		return nil, nil, err
+		return extracted{}, err
 	}
-	key := data.CacheKey(r.bb.Hash(), r.pre.Key(), content, "flip="+strconv.FormatBool(r.mirrors()))
-	path := filepath.Join(r.cfg.Cache, key+".feat")
-	if f, ok := r.cachedFeatures(path, n*r.copies(), d, skip); ok {
-		return r.splitCopies(f, n, d)
+	fpath := filepath.Join(r.cfg.Cache, data.CacheKey(r.bb.Hash(), r.pre.Key(), content, "flip="+strconv.FormatBool(r.mirrors()))+".feat")
+	feats, fok := r.cachedFeatures(fpath, n*views, d, r.cfg.OnBadImage == "skip")
+	// Features: copy v of item i at row v*n+i (the mirrors after all the images).
+	fo := &passOutput{dim: d, row: func(item, v int) int { return v*n + item }, dst: feats}
+	outs := []*passOutput{}
+	if !fok {
+		fo.dst = make([]float32, n*views*d)
+		outs = append(outs, fo)
+	}
+	var ao *passOutput
+	apath := ""
+	if s := r.tail; s != nil {
+		apath = r.activationPath(s, content)
+		ad := prodInts(s.shape)
+		ao = &passOutput{dim: ad, row: func(item, v int) int { return item*views + v }}
+		if ao.dst = r.cachedActivations(apath, n*views, ad); ao.dst == nil {
+			ao.dst = make([]float32, n*views*ad)
+			outs = append(outs, ao)
+		}
 	}
 	start := time.Now()
-	all := make([]float32, n*d*r.copies())
-	items := make([]int, n)
-	for i := range items {
-		items[i] = i
+	switch {
+	case len(outs) == 2 && r.tail.float == r.bb.Model():
+		if err := r.extractBoth(ctx, fo, ao); err != nil {
+			return extracted{}, err
+		}
+		if err := r.finishFeatures(fpath, fo.dst, start); err != nil {
+			return extracted{}, err
+		}
+		r.sum.Tail.ActivationsWithFeatures = true
+		r.finishActivations(apath, ao.dst, start)
+	default:
+		if !fok {
+			err := r.extractPass(ctx, "extract", fo, func(in []float32, b int, dst [][]float32) error {
+				return r.bb.Features(in, b, dst[0])
+			})
+			if err == nil {
+				err = r.finishFeatures(fpath, fo.dst, start)
+			}
+			if err != nil {
+				return extracted{}, err
+			}
+		}
+		if len(outs) > 0 && outs[len(outs)-1] == ao {
+			start := time.Now()
+			if err := r.extractActivations(ctx, ao); err != nil {
+				return extracted{}, err
+			}
+			r.finishActivations(apath, ao.dst, start)
+		}
 	}
-	prog := data.NewProgress(r.env.Progress, "extract", n)
-	chw := r.pre.Size()
-	var flipped, rows []float32
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	loader := data.Loader{Preprocess: r.pre, BatchSize: r.cfg.Backbone.BatchSize, Workers: r.cfg.Preprocess.Workers, SkipBad: skip}
-	for b := range loader.Batches(ctx, r.ds, items) {
-		if b.Err != nil {
-			return nil, nil, r.imageHint(b.Err)
-		}
-		for _, ie := range b.Skipped {
-			r.skipped = append(r.skipped, r.skippedImage(ie))
-		}
-		// out computes the features of the batch's rows in dst (copy 0) or dst+n*d (copy 1): in place
-		// when no row was skipped, else scattered to the rows of b.Items.
-		out := func(in []float32, copyOff int) error {
-			if len(b.Skipped) == 0 {
-				off := copyOff + b.Start*d
-				return r.bb.Features(in, b.N, all[off:off+b.N*d])
-			}
-			if cap(rows) < b.N*d {
-				rows = make([]float32, b.N*d)
-			}
-			rows = rows[:b.N*d]
-			if err := r.bb.Features(in, b.N, rows); err != nil {
-				return err
-			}
-			for i, it := range b.Items {
-				copy(all[copyOff+it*d:copyOff+(it+1)*d], rows[i*d:(i+1)*d])
-			}
-			return nil
-		}
-		if b.N > 0 {
-			if err := out(b.Data[:b.N*chw], 0); err != nil {
-				return nil, nil, err
-			}
-			if r.mirrors() {
-				flipped = rowops.Mirror(flipped, b.Data[:b.N*chw], r.pre.Width)
-				if err := out(flipped, n*d); err != nil {
-					return nil, nil, err
-				}
-			}
-		}
-		prog.Add(b.N + len(b.Skipped))
-		b.Release()
+	e := extracted{feats: fo.dst, views: views}
+	if r.mirrors() {
+		e.feats, e.flips = fo.dst[:n*d], fo.dst[n*d:]
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+	if ao != nil {
+		e.acts = ao.dst
 	}
-	prog.Done()
+	return e, nil
+}
+
+// features is extract without the activations: the frozen features and their mirrors'.
+func (r *runner) features(ctx context.Context) (feats, flips []float32, err error) {
+	tail := r.tail
+	r.tail = nil
+	defer func() { r.tail = tail }()
+	e, err := r.extract(ctx)
+	return e.feats, e.flips, err
+}
+
+// finishFeatures checks freshly extracted features, records the extraction's speed and caches
+// them.
+func (r *runner) finishFeatures(path string, all []float32, start time.Time) error {
+	n, d := len(r.ds.Items), r.bb.Dim()
 	if err := r.checkFeatures(all, n, d); err != nil { // before caching: a NaN is never cached
-		return nil, nil, err
+		return err
 	}
 	secs := time.Since(start).Seconds()
 	r.sum.Timing.ExtractSeconds = secs
 	r.sum.Timing.ExtractImagesPerS = float64((n-len(r.skipped))*r.copies()) / secs
 	if err := os.MkdirAll(r.cfg.Cache, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("pipeline: feature cache: %w", err)
+		return fmt.Errorf("pipeline: feature cache: %w", err)
 	}
 	meta := map[string]string{"model": r.bb.Hash(), "preprocess": r.pre.Key(), "data": r.ds.Source}
 	if len(r.skipped) > 0 {
@@ -106,7 +132,73 @@ func (r *runner) features(ctx context.Context) (feats, flips []float32, err erro
 	if err := data.SaveFeatures(path, all, n*r.copies(), d, meta); err != nil {
 		r.env.Log.Warn("could not write the feature cache", "path", path, "err", err)
 	}
-	return r.splitCopies(all, n, d)
+	return nil
+}
+
+// passOutput is one tensor an extraction pass computes: dim values per image (or mirror), stored
+// in dst at row(item, view).
+type passOutput struct {
+	dim int
+	row func(item, view int) int
+	dst []float32
+}
+
+// extractPass runs run over every image of the dataset and, when mirrors are used, over its
+// mirror (view 1), and writes each output's values to its rows; run gets a batch of b
+// preprocessed images and fills dst[k] with b*outs[k].dim values. Images that do not decode fail
+// the pass (on_bad_image fail, an error naming the file) or keep zero rows and are listed in
+// r.skipped (skip; the list is the pass's own, the same for every pass over the same images).
+func (r *runner) extractPass(ctx context.Context, label string, out0 *passOutput, run func(in []float32, b int, dst [][]float32) error, more ...*passOutput) error {
+	outs := append([]*passOutput{out0}, more...)
+	n, views, chw := len(r.ds.Items), r.copies(), r.pre.Size()
+	items := make([]int, n)
+	for i := range items {
+		items[i] = i
+	}
+	bufs := make([][]float32, len(outs))
+	var flipped []float32
+	r.skipped = nil
+	prog := data.NewProgress(r.env.Progress, label, n)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	loader := data.Loader{Preprocess: r.pre, BatchSize: r.cfg.Backbone.BatchSize, Workers: r.cfg.Preprocess.Workers, SkipBad: r.cfg.OnBadImage == "skip"}
+	for b := range loader.Batches(ctx, r.ds, items) {
+		if b.Err != nil {
+			return r.imageHint(b.Err)
+		}
+		for _, ie := range b.Skipped {
+			r.skipped = append(r.skipped, r.skippedImage(ie))
+		}
+		in := b.Data[:b.N*chw]
+		for v := 0; v < views && b.N > 0; v++ {
+			if v == 1 {
+				flipped = rowops.Mirror(flipped, b.Data[:b.N*chw], r.pre.Width)
+				in = flipped
+			}
+			for k, o := range outs {
+				if cap(bufs[k]) < b.N*o.dim {
+					bufs[k] = make([]float32, b.N*o.dim)
+				}
+				bufs[k] = bufs[k][:b.N*o.dim]
+			}
+			if err := run(in, b.N, bufs); err != nil {
+				return err
+			}
+			for k, o := range outs {
+				for i, it := range b.Items {
+					row := o.row(it, v)
+					copy(o.dst[row*o.dim:(row+1)*o.dim], bufs[k][i*o.dim:(i+1)*o.dim])
+				}
+			}
+		}
+		prog.Add(b.N + len(b.Skipped))
+		b.Release()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	prog.Done()
+	return nil
 }
 
 // cachedFeatures returns the cached features at path if they have n rows of d and are usable

@@ -299,14 +299,14 @@ func (r *runner) prepare() error {
 // of whichever kind (model.go) trained, evaluated, exported and reported once.
 func (r *runner) run(ctx context.Context) error {
 	r.recordMachine()
-	feats, flips, err := r.features(ctx)
+	in, err := r.extract(ctx)
 	if err != nil {
 		return err
 	}
 	if err := r.dropSkipped(); err != nil {
 		return err
 	}
-	frozen := frozenFeatures{feats: feats, flips: flips, d: r.bb.Dim(), bb: r.bb, pre: r.pre}
+	frozen := frozenFeatures{feats: in.feats, flips: in.flips, d: r.bb.Dim(), bb: r.bb, pre: r.pre}
 	eval := evalSet{items: r.split.evalIdx, labels: r.ds.Labels(r.split.evalIdx),
 		opts: metrics.Options{KMeansRestarts: r.cfg.Eval.KMeansRestarts, Seed: r.cfg.Seed}}
 	if err := r.evaluateBaselines(frozen, eval); err != nil {
@@ -314,11 +314,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	newProblem := func(r *runner) (problem, error) { return r.headProblem(frozen) }
 	if r.tail != nil {
-		acts, views, err := r.activations(ctx, r.tail)
-		if err != nil {
-			return err
-		}
-		newProblem = func(r *runner) (problem, error) { return r.tailProblem(r.tail, acts, views) }
+		newProblem = func(r *runner) (problem, error) { return r.tailProblem(r.tail, in.acts, in.views) }
 	}
 	m, err := r.trainModel(ctx, newProblem)
 	if err != nil {
@@ -331,7 +327,7 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	raw := rawModel{src: frozen, flipTTA: r.cfg.Backbone.FlipTTA && flips != nil}
+	raw := rawModel{src: frozen, flipTTA: r.cfg.Backbone.FlipTTA && in.flips != nil}
 	if useRaw, err := r.chooseExport(raw, m); err != nil {
 		return err
 	} else if useRaw { // the report shows what model.onnx embeds

@@ -51,6 +51,9 @@ type TailSummary struct {
 	ActivationCache   string  `json:"activation_cache"`
 	ActivationHit     bool    `json:"activation_cache_hit"`
 	ActivationSeconds float64 `json:"activation_seconds"`
+	// ActivationsWithFeatures: the activations came out of the features' onnxruntime pass (one
+	// pass over the images; activation_seconds is then that pass's time, as extract_seconds).
+	ActivationsWithFeatures bool `json:"activations_with_features,omitempty"`
 	// BaselineFloat is the evaluation of the float model's untrained features (flip averaged
 	// with backbone.flip_tta): the reference the fine-tuned model improves on.
 	BaselineFloat metrics.Result `json:"baseline_float"`

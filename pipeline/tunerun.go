@@ -107,7 +107,14 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return nil, fmt.Errorf("pipeline: tune: %w", err)
 	}
 	shared := runner{cfg: base, env: env, sum: &Summary{}, ds: ds, pre: pre, split: split, bb: bb, dir: o.Out}
-	feats, flips, err := shared.features(ctx)
+	// With tail fine-tuning the activations at the cut are extracted once too; each trial decodes
+	// its own copy of the trained part (prepareTail), so no trial starts from another's weights.
+	if base.Backbone.TrainsTail() {
+		if shared.tail, err = shared.prepareTail(); err != nil {
+			return nil, err
+		}
+	}
+	in, err := shared.extract(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -115,18 +122,7 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return nil, err
 	}
 	split = shared.split
-	// With tail fine-tuning the activations at the cut are extracted once too; each trial decodes
-	// its own copy of the trained part (prepareTail), so no trial starts from another's weights.
-	var acts []float32
-	var views int
-	if base.Backbone.TrainsTail() {
-		if shared.tail, err = shared.prepareTail(); err != nil {
-			return nil, err
-		}
-		if acts, views, err = shared.activations(ctx, shared.tail); err != nil {
-			return nil, err
-		}
-	}
+	feats, flips, acts, views := in.feats, in.flips, in.acts, in.views
 	env.Log.Info("tune: features of the training classes", "images", len(split.fitIdx)+len(split.valIdx),
 		"train_classes", len(split.fit), "validation_classes", len(split.val), "cache_hit", shared.sum.Timing.FeatureCacheHit)
 

@@ -140,6 +140,7 @@ func comparable(t *testing.T, dir string) map[string]any {
 		delete(ts, "activation_cache_hit")
 		delete(ts, "activation_cache") // a path: the extraction case uses its own cache folder
 		delete(ts, "activation_seconds")
+		delete(ts, "activations_with_features")
 	}
 	tr := m["training"].(map[string]any)
 	delete(tr, "resumed_from_epoch")
