@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/testenv"
 	"github.com/grouploss/pipeline/internal/testmodel"
 )
@@ -134,6 +135,10 @@ func BenchmarkServeLoad(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		ld, _ := os.ReadFile("/proc/loadavg")
 		b.Logf("CPU %s, GOMAXPROCS %d, load average before: %.14s", cpuModel(), runtime.GOMAXPROCS(0), ld)
+		// The ceiling of what batching can gain: the model's images/s in bare onnxruntime at batch 32
+		// over batch 1, no server involved.
+		ceiling := bareBatchGain(b, model, lib)
+		b.ReportMetric(ceiling, "ort_batch32/batch1")
 		b.Logf("| round | clients | batching | images/s | p50 ms | p99 ms | errors |")
 		b.Logf("|---|---|---|---|---|---|---|")
 		// ratios[c] holds each round's batching / one-run-per-request images/s at clientCounts[c]:
@@ -185,4 +190,41 @@ func cpuModel() string {
 		}
 	}
 	return "unknown"
+}
+
+// bareBatchGain returns the model's images/s in onnxruntime (2 threads, as the server's default
+// on this machine kind) at batch 32 over that at batch 1, each run for about 3 seconds after a
+// warm-up run, and logs both.
+func bareBatchGain(b *testing.B, model, lib string) float64 {
+	if err := ort.Init(lib); err != nil {
+		b.Fatal(err)
+	}
+	raw, err := os.ReadFile(model)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := ort.NewSession(raw, ort.Options{Threads: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	per := int(s.InputShape()[0] * s.InputShape()[1] * s.InputShape()[2])
+	rate := map[int]float64{}
+	for _, bs := range []int{1, 32} {
+		in, out := make([]float32, bs*per), make([]float32, bs*int(s.OutputShape()[0]))
+		if err := s.Run(in, bs, out); err != nil {
+			b.Fatal(err)
+		}
+		n, t0 := 0, time.Now()
+		for time.Since(t0) < 3*time.Second {
+			if err := s.Run(in, bs, out); err != nil {
+				b.Fatal(err)
+			}
+			n += bs
+		}
+		rate[bs] = float64(n) / time.Since(t0).Seconds()
+	}
+	b.Logf("bare onnxruntime, 2 threads: %.1f images/s at batch 1, %.1f at batch 32 (x%.2f: what batching can gain at most)",
+		rate[1], rate[32], rate[32]/rate[1])
+	return rate[32] / rate[1]
 }
