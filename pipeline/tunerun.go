@@ -26,6 +26,8 @@ type TuneOptions struct {
 	Trials int
 	Out    string // the study folder: tune.json, tune.md, best.yaml
 	Seed   uint64 // scrambles the quasi-random points
+	// BaseTrial makes trial 1 the base config itself (tune.Settings.BaseTrial).
+	BaseTrial bool
 	// Halving stops poor trials at its rungs; Eta < 2 disables it.
 	Halving tune.Halving
 }
@@ -178,7 +180,7 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 		return err
 	}
 	return tune.Run(ctx, tune.Settings{Space: sp, SpaceRaw: spaceRaw, ConfigPath: o.Config, ConfigRaw: cfgRaw,
-		Trials: o.Trials, Seed: o.Seed, Halving: o.Halving, Metric: "the model-selection score of pipeline run (metrics.json training.selection) on the validation classes",
+		Trials: o.Trials, Seed: o.Seed, BaseTrial: o.BaseTrial, Halving: o.Halving, Metric: "the model-selection score of pipeline run (metrics.json training.selection) on the validation classes",
 		BestConfig: tc.best(o)}, o.Out, objective, progress)
 }
 

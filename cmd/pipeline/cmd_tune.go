@@ -21,6 +21,7 @@ func cmdTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&o.Trials, "trials", 20, "number of trials `N` (a rerun with more continues the study)")
 	fs.StringVar(&o.Out, "out", "", "study folder `DIR`: tune.json, tune.md, best.yaml; rerun with the same DIR to continue")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the quasi-random points")
+	fs.BoolVar(&o.BaseTrial, "base-trial", true, "trial 1 is the base config itself (the space's single-valued keys set), so the best is never below it; the other trials are quasi-random")
 	fs.IntVar(&o.Halving.Eta, "eta", 3, "successive halving: a trial goes on at a rung if in the best 1/`ETA` there (< 2: no early stopping)")
 	fs.IntVar(&o.Halving.MinEpochs, "min-epochs", 2, "successive halving: the first rung's epoch; the next ones are ×eta")
 	fs.BoolVar(&jsonOut, "json", false, "print tune.json on stdout at the end")

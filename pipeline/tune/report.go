@@ -18,6 +18,9 @@ func (st *Study) Markdown(sp *Space) string {
 	fmt.Fprintf(&b, "%d trials: %d completed, %d stopped by successive halving, %d non-finite, %d invalid, %d failed. ",
 		len(st.Trials), counts[StatusOK], counts[StatusPruned], counts[StatusNaN], counts[StatusInvalid], counts[StatusFailed])
 	fmt.Fprintf(&b, "Score: %s (validation classes only; the evaluation classes are not read).", st.Metric)
+	if st.BaseTrial {
+		b.WriteString(" Trial 1 is the base config itself, with only the space's single-valued keys set ((base): the base config's value).")
+	}
 	if st.Halving.Enabled() {
 		fmt.Fprintf(&b, " Successive halving: eta %d, rungs at epochs %d, %d×%d, ...", st.Halving.Eta, st.Halving.MinEpochs, st.Halving.MinEpochs, st.Halving.Eta)
 	}
@@ -60,7 +63,11 @@ func (st *Study) Markdown(sp *Space) string {
 		}
 		fmt.Fprintf(&b, "| %d | %d | %s | %s | %d | %d | %.0f |", r+1, t.Index+1, t.Status, score, t.BestEpoch, t.Epochs(), t.Seconds)
 		for _, p := range sp.Params {
-			fmt.Fprintf(&b, " %v |", t.Params[p.Key])
+			if v, ok := t.Params[p.Key]; ok {
+				fmt.Fprintf(&b, " %v |", v)
+			} else {
+				b.WriteString(" (base) |") // the base trial keeps the base config's value
+			}
 		}
 		b.WriteString("\n")
 	}

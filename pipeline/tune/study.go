@@ -39,7 +39,10 @@ const (
 
 // Trial is one evaluated point of the space.
 type Trial struct {
-	Index  int            `json:"index"` // 0-based: the trial's Halton point
+	Index int `json:"index"` // 0-based, in the order the trials ran
+	// Base marks the base trial (Settings.BaseTrial): the base config with only the space's
+	// single-valued keys set, in Params.
+	Base   bool           `json:"base,omitempty"`
 	Params map[string]any `json:"params"`
 	Status string         `json:"status"`
 	// Score is the best validation score (the model-selection score), BestEpoch its epoch.
@@ -64,6 +67,7 @@ type Study struct {
 	SpaceSHA  string    `json:"space_sha256"`
 	Keys      []string  `json:"keys"` // the space's keys, in file order
 	Seed      uint64    `json:"seed"`
+	BaseTrial bool      `json:"base_trial,omitempty"` // trial 1 is the base config (Settings.BaseTrial)
 	Halving   Halving   `json:"halving"`
 	Metric    string    `json:"metric"` // what the scores are
 	Trials    []Trial   `json:"trials"`
@@ -93,8 +97,13 @@ type Settings struct {
 	ConfigRaw  []byte
 	Trials     int
 	Seed       uint64
-	Halving    Halving
-	Metric     string
+	// BaseTrial makes trial 1 the base config itself, with only the space's single-valued keys
+	// set (e.g. loss.name: [triplet], whose args then take their defaults); the other trials take
+	// the quasi-random points. The study's best is then never below what the base config scores,
+	// and the halving rungs measure the other trials against it.
+	BaseTrial bool
+	Halving   Halving
+	Metric    string
 	// BestConfig writes the base config with the best trial's values as a config file's content.
 	BestConfig func(params map[string]any) ([]byte, error)
 }
@@ -111,8 +120,22 @@ func Run(ctx context.Context, s Settings, out string, obj Objective, progress io
 	points := s.Space.Points(s.Trials, s.Seed)
 	for i := len(st.Trials); i < s.Trials; i++ {
 		t := Trial{Index: i, Params: map[string]any{}}
-		for j, p := range s.Space.Params {
-			t.Params[p.Key] = points[i][j]
+		switch {
+		case s.BaseTrial && i == 0:
+			t.Base = true
+			for _, p := range s.Space.Params {
+				if p.Kind == Choice && len(p.Choices) == 1 {
+					t.Params[p.Key] = p.Choices[0]
+				}
+			}
+		case s.BaseTrial:
+			for j, p := range s.Space.Params {
+				t.Params[p.Key] = points[i-1][j]
+			}
+		default:
+			for j, p := range s.Space.Params {
+				t.Params[p.Key] = points[i][j]
+			}
 		}
 		start := time.Now()
 		err := obj(ctx, &t, func(scores []float64) error {
@@ -205,8 +228,13 @@ func (st *Study) progressLine(t *Trial, s Settings) string {
 		fmt.Fprintf(&b, " | best %.4f (trial %d)", st.Trials[st.Best].Score, st.Trials[st.Best].Index+1)
 	}
 	b.WriteString(" |")
+	if t.Base {
+		b.WriteString(" the base config")
+	}
 	for _, p := range s.Space.Params {
-		fmt.Fprintf(&b, " %s=%v", shortKey(p.Key), t.Params[p.Key])
+		if v, ok := t.Params[p.Key]; ok {
+			fmt.Fprintf(&b, " %s=%v", shortKey(p.Key), v)
+		}
 	}
 	return b.String()
 }
@@ -227,7 +255,7 @@ func open(s Settings, out string) (*Study, error) {
 		keys[i] = p.Key
 	}
 	fresh := &Study{Config: s.ConfigPath, ConfigSHA: sha(s.ConfigRaw), Space: s.Space.File, SpaceSHA: sha(s.SpaceRaw),
-		Keys: keys, Seed: s.Seed, Halving: s.Halving, Metric: s.Metric, Trials: []Trial{}, Best: -1}
+		Keys: keys, Seed: s.Seed, BaseTrial: s.BaseTrial, Halving: s.Halving, Metric: s.Metric, Trials: []Trial{}, Best: -1}
 	path := filepath.Join(out, StudyFile)
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -253,6 +281,8 @@ func open(s Settings, out string) (*Study, error) {
 		return nil, differs("space (" + st.Space + ")")
 	case st.Seed != fresh.Seed:
 		return nil, differs(fmt.Sprintf("seed (%d)", st.Seed))
+	case st.BaseTrial != fresh.BaseTrial:
+		return nil, differs(fmt.Sprintf("base-trial setting (%v: pass --base-trial=%v to continue it)", st.BaseTrial, st.BaseTrial))
 	case st.Halving != fresh.Halving:
 		return nil, differs(fmt.Sprintf("successive halving (eta %d, min epochs %d)", st.Halving.Eta, st.Halving.MinEpochs))
 	}

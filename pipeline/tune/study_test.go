@@ -145,3 +145,43 @@ func TestStudyResume(t *testing.T) {
 		t.Errorf("another space: %v", err)
 	}
 }
+
+// TestStudyBaseTrial: with BaseTrial, trial 1 is the base config with only the space's
+// single-valued keys set, the next trials take the quasi-random points from the first on, the
+// report marks the base's values, and a study made one way is not continued the other way.
+func TestStudyBaseTrial(t *testing.T) {
+	s := settings(t, 3)
+	raw := []byte("loss.name: [triplet]\noptimizer.args.lr: loguniform(1e-5, 1e-3)\n")
+	sp, err := ParseSpace(raw, "space.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Space, s.SpaceRaw, s.BaseTrial = sp, raw, true
+	out := t.TempDir()
+	var progress bytes.Buffer
+	st, err := Run(context.Background(), s, out, fake(map[int]int{}, -1, nil), &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := st.Trials[0]
+	if !base.Base || len(base.Params) != 1 || base.Params["loss.name"] != "triplet" {
+		t.Errorf("trial 1: base %v, params %v; want the base with loss.name triplet only", base.Base, base.Params)
+	}
+	points := sp.Points(3, s.Seed)
+	for i, tr := range st.Trials[1:] {
+		if tr.Base || tr.Params["optimizer.args.lr"] != points[i][1] || tr.Params["loss.name"] != "triplet" {
+			t.Errorf("trial %d: base %v, params %v; want quasi-random point %d %v", i+2, tr.Base, tr.Params, i+1, points[i])
+		}
+	}
+	if !strings.Contains(progress.String(), "trial 1/3 ok      score 0.6000 epochs 10") || !strings.Contains(progress.String(), "the base config name=triplet\n") {
+		t.Errorf("progress:\n%s", progress.String())
+	}
+	md, _ := os.ReadFile(filepath.Join(out, ReportFile))
+	if !strings.Contains(string(md), "| triplet | (base) |") || !strings.Contains(string(md), "Trial 1 is the base config") {
+		t.Errorf("tune.md:\n%s", md)
+	}
+	s.BaseTrial, s.Trials = false, 4
+	if _, err := Run(context.Background(), s, out, fake(map[int]int{}, -1, nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--base-trial=true") {
+		t.Errorf("continued without the base trial: %v", err)
+	}
+}
