@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -33,6 +34,11 @@ type CompareOptions struct {
 	// Losses are the trained single-head rows (default: softmax, triplet, contrastive,
 	// proxy_anchor, group).
 	Losses []string
+	// Configs are rows given as whole configs (e.g. the best.yaml of a `pipeline tune` study per
+	// loss), run as they are besides the seed and the folder. They must keep the protocol of the
+	// base config (data, class split, backbone, preprocessing, cache): only how the model trains
+	// differs between rows.
+	Configs []RowConfig
 	// Ensemble is the number of heads of the Group Loss ensemble row (default 3; 1 leaves the row out).
 	Ensemble int
 	// EnsembleEpochs, when > 0, trains the ensemble's heads for that many epochs instead of the
@@ -82,10 +88,18 @@ type CompareRun struct {
 	Error        string         `json:"error,omitempty"`
 }
 
+// RowConfig is a comparison row given as a config file.
+type RowConfig struct {
+	Name string // the row's title and folder
+	Path string // the file, for errors
+	Cfg  config.Config
+}
+
 // compareSpec is a trained row to run.
 type compareSpec struct {
 	name, slug, loss string
 	ensemble, epochs int
+	cfg              *config.Config // a RowConfig's config; nil: the base config with loss, ensemble and epochs set
 }
 
 // Compare runs the same protocol (cfg: data, split, backbone, feature cache, head, optimizer) for
@@ -124,6 +138,18 @@ func Compare(ctx context.Context, cfg config.Config, opt CompareOptions, env Run
 	var specs []compareSpec
 	for _, l := range opt.Losses {
 		specs = append(specs, compareSpec{name: lossTitle(l), slug: l, loss: l, ensemble: 1, epochs: cfg.Optimizer.Epochs})
+	}
+	for _, rc := range opt.Configs {
+		a, b := cfg, rc.Cfg
+		if a.Data != b.Data || a.TrainClasses != b.TrainClasses || a.ValidationClasses != b.ValidationClasses || a.Cache != b.Cache ||
+			a.OnBadImage != b.OnBadImage || !reflect.DeepEqual(a.Preprocess, b.Preprocess) ||
+			a.Backbone.Path != b.Backbone.Path || a.Backbone.Feature != b.Backbone.Feature || a.Backbone.Dequantize != b.Backbone.Dequantize ||
+			a.Backbone.Flip != b.Backbone.Flip || a.Backbone.FlipTTA != b.Backbone.FlipTTA {
+			return nil, fmt.Errorf("%w: compare: row %q (%s) changes the protocol of the base config (data, class split, cache, preprocessing or backbone features): rows may differ only in how they train",
+				config.ErrInvalid, rc.Name, rc.Path)
+		}
+		c := rc.Cfg
+		specs = append(specs, compareSpec{name: rc.Name, slug: rowSlug(rc.Name), loss: string(c.Loss.Name), ensemble: c.EnsembleSize(), epochs: c.Optimizer.Epochs, cfg: &c})
 	}
 	if opt.Ensemble > 1 {
 		ep := cfg.Optimizer.Epochs
@@ -230,11 +256,31 @@ func Compare(ctx context.Context, cfg config.Config, opt CompareOptions, env Run
 // config is the run of spec sp for seed under the comparison folder out.
 func (sp compareSpec) config(base config.Config, seed int64, out string) config.Config {
 	c := base
-	c.Seed, c.Loss.Name, c.Ensemble, c.Optimizer.Epochs = seed, config.LossName(sp.loss), sp.ensemble, sp.epochs
-	c.Optimizer.LRSteps = append([]int(nil), base.Optimizer.LRSteps...)
+	if sp.cfg != nil {
+		c = *sp.cfg
+		c.Seed = seed
+	} else {
+		c.Seed, c.Loss.Name, c.Ensemble, c.Optimizer.Epochs = seed, config.LossName(sp.loss), sp.ensemble, sp.epochs
+	}
+	c.Optimizer.LRSteps = append([]int(nil), c.Optimizer.LRSteps...)
 	c.Out = filepath.Join(out, sp.slug, fmt.Sprintf("seed-%d", seed))
 	c.Force = false
 	return c
+}
+
+// rowSlug is a row title as a folder name: lower case, runs of other characters than letters and
+// digits as one underscore.
+func rowSlug(name string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(name) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		case b.Len() > 0 && !strings.HasSuffix(b.String(), "_"):
+			b.WriteByte('_')
+		}
+	}
+	return strings.TrimSuffix(b.String(), "_")
 }
 
 // compareRun runs c, or reuses the finished run of the same config in c.Out unless force.

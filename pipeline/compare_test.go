@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,44 @@ func TestCompareRejectsBadRows(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Fatal("the comparison folder was created for an invalid comparison")
+	}
+}
+
+// TestCompareConfigRows: rows given as whole configs run as they are (their own loss, args,
+// learning rate and epochs) besides the seed and the folder, next to the loss rows; a row config
+// that changes the protocol (here the class split) is refused before anything runs.
+func TestCompareConfigRows(t *testing.T) {
+	needORT(t)
+	cfg := tinyConfig(t)
+	cfg.Out = ""
+	trip := cfg
+	trip.Loss.Name, trip.Loss.TripletMargin, trip.Optimizer.LR, trip.Optimizer.Epochs = "triplet", 0.35, 2e-3, 2
+	out := filepath.Join(t.TempDir(), "cmp")
+	opt := CompareOptions{Seeds: []int64{3}, Out: out, Losses: []string{"group"}, Ensemble: 1,
+		Configs: []RowConfig{{Name: "triplet, tuned", Path: "trip.yaml", Cfg: trip}}}
+	cmp, err := Compare(context.Background(), cfg, opt, RunEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cmp.Rows) != 4 || cmp.Rows[3].Name != "triplet, tuned" || cmp.Rows[3].Loss != "triplet" || cmp.Rows[3].Epochs != 2 {
+		t.Fatalf("rows %+v", cmp.Rows)
+	}
+	run, err := config.LoadConfig(filepath.Join(out, "triplet_tuned", "seed-3", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Seed != 3 || run.Loss.Name != "triplet" || run.Loss.TripletMargin != 0.35 || run.Optimizer.LR != 2e-3 || run.Optimizer.Epochs != 2 {
+		t.Errorf("the config row ran with seed %d, loss %s margin %g, lr %g, %d epochs", run.Seed, run.Loss.Name, run.Loss.TripletMargin, run.Optimizer.LR, run.Optimizer.Epochs)
+	}
+	bad := trip
+	bad.ValidationClasses++
+	dir := filepath.Join(t.TempDir(), "bad")
+	_, err = Compare(context.Background(), cfg, CompareOptions{Out: dir, Configs: []RowConfig{{Name: "x", Path: "x.yaml", Cfg: bad}}}, RunEnv{})
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), `row "x" (x.yaml) changes the protocol`) {
+		t.Errorf("a row with another split: %v", err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("the comparison folder was created for an invalid comparison")
 	}
 }
 

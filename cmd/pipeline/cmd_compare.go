@@ -28,6 +28,8 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&seeds, "seeds", "1,2,3", "comma-separated `SEEDS`; every row runs once per seed")
 	fs.StringVar(&out, "out", "", "comparison folder `DIR`: compare.md, compare.json, <row>/seed-<seed>/ (default runs/compare-<date-time>)")
 	fs.StringVar(&losses, "losses", "softmax,triplet,contrastive,proxy_anchor,group", "comma-separated single-head rows (loss names)")
+	var rowConfigs string
+	fs.StringVar(&rowConfigs, "configs", "", "rows given as config files, `NAME=FILE,...` (e.g. each loss's tuned best.yaml): run as they are, on the protocol of --config; without --losses, the loss rows are left out")
 	fs.IntVar(&ensemble, "ensemble", 3, "heads of the Group Loss ensemble row (1: no ensemble row)")
 	fs.IntVar(&ensembleEpochs, "ensemble-epochs", 0, "epochs of each ensemble head (default: the config's)")
 	fs.IntVar(&epochs, "epochs", 0, "training epochs of every row (default: the config's)")
@@ -70,14 +72,33 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Cache = cache
 		}
 	})
-	var lossList []string
+	lossList := []string{}
 	for _, l := range strings.Split(losses, ",") {
 		if l = strings.TrimSpace(l); l != "" {
 			lossList = append(lossList, l)
 		}
 	}
+	var rows []pipeline.RowConfig
+	if rowConfigs != "" {
+		lossesSet := false
+		fs.Visit(func(f *flag.Flag) { lossesSet = lossesSet || f.Name == "losses" })
+		if !lossesSet {
+			lossList = []string{}
+		}
+		for _, f := range strings.Split(rowConfigs, ",") {
+			name, path, ok := strings.Cut(strings.TrimSpace(f), "=")
+			if !ok || name == "" || path == "" {
+				return fmt.Errorf("%w: --configs %q: %q is not NAME=FILE", errUsage, rowConfigs, f)
+			}
+			c, err := config.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, pipeline.RowConfig{Name: name, Path: path, Cfg: c})
+		}
+	}
 	logger, lines := batchOutput(stdout, stderr, verbose, jsonOut)
-	cmp, err := pipeline.Compare(ctx, cfg, pipeline.CompareOptions{Seeds: seedList, Out: out, Losses: lossList,
+	cmp, err := pipeline.Compare(ctx, cfg, pipeline.CompareOptions{Seeds: seedList, Out: out, Losses: lossList, Configs: rows,
 		Ensemble: ensemble, EnsembleEpochs: ensembleEpochs, Force: force, Lines: lines},
 		pipeline.RunEnv{Log: logger, Progress: stderr})
 	if cmp != nil && len(cmp.Rows) > 0 {
