@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // TestABtWithinErrorBound compares the product of this build (OpenBLAS, or the Go loop with
@@ -144,4 +148,53 @@ func BenchmarkABt(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestBLASGemm: BLAS.Sgemm and Dgemm give gonum's products (within float rounding) for every
+// combination of transposes, with alpha, beta and leading dimensions wider than the rows, and a
+// call with a short slice panics as gonum's does instead of reaching C.
+func TestBLASGemm(t *testing.T) {
+	const m, n, k, pad = 5, 7, 6, 3
+	r := rand.New(rand.NewPCG(4, 5))
+	fill := func(n int) ([]float32, []float64) {
+		s, d := make([]float32, n), make([]float64, n)
+		for i := range s {
+			s[i] = float32(r.NormFloat64())
+			d[i] = float64(s[i])
+		}
+		return s, d
+	}
+	var ours BLAS
+	var ref gonum.Implementation
+	for _, tA := range []blas.Transpose{blas.NoTrans, blas.Trans} {
+		for _, tB := range []blas.Transpose{blas.NoTrans, blas.Trans} {
+			ar, ac, br, bc := m, k, k, n
+			if tA == blas.Trans {
+				ar, ac = k, m
+			}
+			if tB == blas.Trans {
+				br, bc = n, k
+			}
+			lda, ldb, ldc := ac+pad, bc+pad, n+pad
+			a32, a64 := fill(ar * lda)
+			b32, b64 := fill(br * ldb)
+			c32, c64 := fill(m * ldc)
+			want32, want64 := slices.Clone(c32), slices.Clone(c64)
+			ours.Sgemm(tA, tB, m, n, k, 0.7, a32, lda, b32, ldb, 0.3, c32, ldc)
+			ref.Sgemm(tA, tB, m, n, k, 0.7, a32, lda, b32, ldb, 0.3, want32, ldc)
+			ours.Dgemm(tA, tB, m, n, k, 0.7, a64, lda, b64, ldb, 0.3, c64, ldc)
+			ref.Dgemm(tA, tB, m, n, k, 0.7, a64, lda, b64, ldb, 0.3, want64, ldc)
+			for i := range c32 {
+				if math.Abs(float64(c32[i]-want32[i])) > 1e-5 || math.Abs(c64[i]-want64[i]) > 1e-12 {
+					t.Fatalf("transposes %c %c, element %d: ours %v %v, gonum %v %v", tA, tB, i, c32[i], c64[i], want32[i], want64[i])
+				}
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Sgemm with a short A did not panic")
+		}
+	}()
+	ours.Sgemm(blas.NoTrans, blas.NoTrans, m, n, k, 1, make([]float32, m*k-1), k, make([]float32, k*n), n, 0, make([]float32, m*n), n)
 }
