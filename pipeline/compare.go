@@ -57,6 +57,8 @@ type Comparison struct {
 	Rows    []CompareRow `json:"rows"`
 	Data    DataSummary  `json:"data"`
 	Machine Machine      `json:"machine"`
+	// ConfigRows names the rows given as config files, "NAME: PATH" (CompareOptions.Configs).
+	ConfigRows []string `json:"config_rows,omitempty"`
 	// Config is the base config the rows were derived from (loss, seed, ensemble and out vary).
 	Config       config.Config `json:"config"`
 	TotalSeconds float64       `json:"total_seconds"`
@@ -183,6 +185,9 @@ func Compare(ctx context.Context, cfg config.Config, opt CompareOptions, env Run
 		env.baselines = &baselineCache{}
 	}
 	cmp := &Comparison{Seeds: opt.Seeds, Config: cfg}
+	for _, rc := range opt.Configs {
+		cmp.ConfigRows = append(cmp.ConfigRows, rc.Name+": "+rc.Path)
+	}
 	cmp.Config.Out = opt.Out
 	var failed []string
 	// The raw-feature rows are the baselines of the first successful run of each seed.
@@ -504,7 +509,12 @@ func (c *Comparison) Markdown() string {
 			pm(r.Mean.NMI, r.Std.NMI, n), pm(r.Mean.MAPAtR, r.Std.MAPAtR, n), train)
 	}
 	fmt.Fprintf(&b, "\nR@K, NMI and MAP@R in %%. Train time: head training including the per-epoch validation; an ensemble's is the sum over its heads. ")
-	fmt.Fprintf(&b, "Every trained row uses the same config apart from `loss.name` (baselines use the loss's default margins) and `ensemble`. ")
+	if len(c.ConfigRows) == 0 {
+		fmt.Fprintf(&b, "Every trained row uses the same config apart from `loss.name` (baselines use the loss's default margins) and `ensemble`. ")
+	} else {
+		fmt.Fprintf(&b, "Rows given as config files run those files as they are, the seed and the folder aside (%s); the other trained rows use the config above apart from `loss.name` and `ensemble`. ",
+			strings.Join(c.ConfigRows, ", "))
+	}
 	fmt.Fprintf(&b, "Run folders: `<row>/seed-<seed>/` beside this file (metrics.json, model.onnx, report.html).\n")
 	return b.String()
 }

@@ -161,6 +161,9 @@ func TestCompareConfigRows(t *testing.T) {
 	if len(cmp.Rows) != 4 || cmp.Rows[3].Name != "triplet, tuned" || cmp.Rows[3].Loss != "triplet" || cmp.Rows[3].Epochs != 2 {
 		t.Fatalf("rows %+v", cmp.Rows)
 	}
+	if md, _ := os.ReadFile(filepath.Join(out, "compare.md")); !strings.Contains(string(md), "run those files as they are, the seed and the folder aside (triplet, tuned: trip.yaml)") {
+		t.Errorf("compare.md does not say how the config rows ran:\n%s", md)
+	}
 	run, err := config.LoadConfig(filepath.Join(out, "triplet_tuned", "seed-3", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
