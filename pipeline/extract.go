@@ -26,57 +26,56 @@ type extracted struct {
 	views        int
 }
 
-// extract returns the features and, when the run trains the backbone's tail, the activations at
-// the cut: each from its on-disk cache when the model, the cut, the preprocessing, the image list
-// and the images' bytes are unchanged (contentKey), the missing ones extracted. When both are
-// missing and the backbone's model computes both (a float model, or an int8 one run as its float
-// conversion), one onnxruntime pass gives both: the cut tensor is an extra output of the feature
-// model, with the same values as the prefix model's (checked in TestOnePassExtraction).
+// extract returns the features and, with the tail s (nil: none), the activations at its cut:
+// each from its on-disk cache when the model, the cut, the preprocessing, the image list and the
+// images' bytes are unchanged (contentKey), the missing ones extracted. When both are missing and
+// the backbone's model computes both (a float model, or an int8 one run as its float conversion),
+// one onnxruntime pass gives both: the cut tensor is an extra output of the feature model, with
+// the same values as the prefix model's (checked in TestOnePassExtraction).
 //
 // With on_bad_image skip, the rows of images that do not decode are zeros and the images are
 // listed in r.skipped; with fail, the first one is an error naming the file.
-func (r *runner) extract(ctx context.Context) (extracted, error) {
+func (r *runner) extract(ctx context.Context, s *tailSetup) (extracted, error) {
 	n, d, views := len(r.ds.Items), r.bb.Dim(), r.copies()
 	content, err := r.contentKey(ctx)
 	if err != nil {
 		return extracted{}, err
 	}
 	fpath := filepath.Join(r.cfg.Cache, data.CacheKey(r.bb.Hash(), r.pre.Key(), content, "flip="+strconv.FormatBool(r.mirrors()))+".feat")
-	feats, fok := r.cachedFeatures(fpath, n*views, d, r.cfg.OnBadImage == "skip")
 	// Features: copy v of item i at row v*n+i (the mirrors after all the images).
-	fo := &passOutput{dim: d, row: func(item, v int) int { return v*n + item }, dst: feats}
-	outs := []*passOutput{}
-	if !fok {
+	fo := &passOutput{dim: d, row: func(item, v int) int { return v*n + item }}
+	var haveF bool
+	if fo.dst, haveF = r.cachedFeatures(fpath, n*views, d, r.cfg.OnBadImage == "skip"); !haveF {
 		fo.dst = make([]float32, n*views*d)
-		outs = append(outs, fo)
 	}
 	var ao *passOutput
-	apath := ""
-	if s := r.tail; s != nil {
+	apath, haveA := "", true
+	if s != nil {
 		apath = r.activationPath(s, content)
 		ad := prodInts(s.shape)
 		ao = &passOutput{dim: ad, row: func(item, v int) int { return item*views + v }}
 		if ao.dst = r.cachedActivations(apath, n*views, ad); ao.dst == nil {
-			ao.dst = make([]float32, n*views*ad)
-			outs = append(outs, ao)
+			haveA, ao.dst = false, make([]float32, n*views*ad)
 		}
 	}
 	start := time.Now()
-	switch {
-	case len(outs) == 2 && r.tail.float == r.bb.Model():
-		if err := r.extractBoth(ctx, fo, ao); err != nil {
+	if !haveF && !haveA && s.float == r.bb.Model() {
+		err := r.extractBoth(ctx, s, fo, ao)
+		if err == nil {
+			err = r.finishFeatures(fpath, fo.dst, start)
+		}
+		if err == nil {
+			r.sum.Tail.ActivationsWithFeatures = true
+			err = r.finishActivations(s, apath, ao.dst, start)
+		}
+		if err != nil {
 			return extracted{}, err
 		}
-		if err := r.finishFeatures(fpath, fo.dst, start); err != nil {
-			return extracted{}, err
-		}
-		r.sum.Tail.ActivationsWithFeatures = true
-		r.finishActivations(apath, ao.dst, start)
-	default:
-		if !fok {
-			err := r.extractPass(ctx, "extract", fo, func(in []float32, b int, dst [][]float32) error {
+	} else {
+		if !haveF {
+			err := r.extractPass(ctx, "extract", func(in []float32, b int, dst [][]float32) error {
 				return r.bb.Features(in, b, dst[0])
-			})
+			}, fo)
 			if err == nil {
 				err = r.finishFeatures(fpath, fo.dst, start)
 			}
@@ -84,12 +83,15 @@ func (r *runner) extract(ctx context.Context) (extracted, error) {
 				return extracted{}, err
 			}
 		}
-		if len(outs) > 0 && outs[len(outs)-1] == ao {
+		if !haveA {
 			start := time.Now()
-			if err := r.extractActivations(ctx, ao); err != nil {
+			err := r.extractActivations(ctx, s, ao)
+			if err == nil {
+				err = r.finishActivations(s, apath, ao.dst, start)
+			}
+			if err != nil {
 				return extracted{}, err
 			}
-			r.finishActivations(apath, ao.dst, start)
 		}
 	}
 	e := extracted{feats: fo.dst, views: views}
@@ -104,10 +106,7 @@ func (r *runner) extract(ctx context.Context) (extracted, error) {
 
 // features is extract without the activations: the frozen features and their mirrors'.
 func (r *runner) features(ctx context.Context) (feats, flips []float32, err error) {
-	tail := r.tail
-	r.tail = nil
-	defer func() { r.tail = tail }()
-	e, err := r.extract(ctx)
+	e, err := r.extract(ctx, nil)
 	return e.feats, e.flips, err
 }
 
@@ -148,8 +147,7 @@ type passOutput struct {
 // preprocessed images and fills dst[k] with b*outs[k].dim values. Images that do not decode fail
 // the pass (on_bad_image fail, an error naming the file) or keep zero rows and are listed in
 // r.skipped (skip; the list is the pass's own, the same for every pass over the same images).
-func (r *runner) extractPass(ctx context.Context, label string, out0 *passOutput, run func(in []float32, b int, dst [][]float32) error, more ...*passOutput) error {
-	outs := append([]*passOutput{out0}, more...)
+func (r *runner) extractPass(ctx context.Context, label string, run func(in []float32, b int, dst [][]float32) error, outs ...*passOutput) error {
 	n, views, chw := len(r.ds.Items), r.copies(), r.pre.Size()
 	items := make([]int, n)
 	for i := range items {

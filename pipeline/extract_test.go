@@ -29,7 +29,7 @@ func TestOnePassExtraction(t *testing.T) {
 	}
 	ctx := context.Background()
 	one := prepared(filepath.Join(t.TempDir(), "one"))
-	a, err := one.extract(ctx)
+	a, err := one.extract(ctx, one.tail)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestOnePassExtraction(t *testing.T) {
 		t.Fatal(err)
 	}
 	two.sum = &Summary{Tail: two.sum.Tail}
-	b, err := two.extract(ctx)
+	b, err := two.extract(ctx, two.tail)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestOnePassExtraction(t *testing.T) {
 	}
 
 	again := prepared(one.cfg.Cache)
-	c, err := again.extract(ctx)
+	c, err := again.extract(ctx, again.tail)
 	if err != nil {
 		t.Fatal(err)
 	}

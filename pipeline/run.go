@@ -299,7 +299,7 @@ func (r *runner) prepare() error {
 // of whichever kind (model.go) trained, evaluated, exported and reported once.
 func (r *runner) run(ctx context.Context) error {
 	r.recordMachine()
-	in, err := r.extract(ctx)
+	in, err := r.extract(ctx, r.tail)
 	if err != nil {
 		return err
 	}

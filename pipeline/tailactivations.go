@@ -2,8 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
 	"github.com/grouploss/pipeline/pipeline/data"
@@ -22,8 +21,7 @@ import (
 
 // activationPath is the activation cache file of the tail s, given the dataset's content key.
 func (r *runner) activationPath(s *tailSetup, content string) string {
-	sum := sha256.Sum256(s.prefixBytes)
-	key := data.CacheKey("tail-activations", hex.EncodeToString(sum[:]), r.pre.Key(), content, "views="+strconv.Itoa(r.copies()))
+	key := data.CacheKey("tail-activations", s.prefixSHA, r.pre.Key(), content, "views="+strconv.Itoa(r.copies()))
 	path := filepath.Join(r.cfg.Cache, key+".act")
 	r.sum.Tail.ActivationCache = path
 	return path
@@ -45,35 +43,33 @@ func (r *runner) cachedActivations(path string, rows, d int) []float32 {
 
 // extractActivations runs the prefix model (the backbone up to the cut) over the images: when the
 // features came from the cache, or another model computes them (an int8 backbone run as int8).
-func (r *runner) extractActivations(ctx context.Context, ao *passOutput) error {
-	s := r.tail
+func (r *runner) extractActivations(ctx context.Context, s *tailSetup, ao *passOutput) error {
 	sess, err := ort.NewSession(s.prefixBytes, ort.Options{Threads: r.cfg.Threads})
 	if err != nil {
 		return fmt.Errorf("pipeline: the backbone before %q in onnxruntime: %w", s.cut, err)
 	}
 	defer sess.Close()
-	return r.extractPass(ctx, "extract activations", ao, func(in []float32, b int, dst [][]float32) error {
+	return r.extractPass(ctx, "extract activations", func(in []float32, b int, dst [][]float32) error {
 		if err := sess.Run(in, b, dst[0]); err != nil {
 			return fmt.Errorf("pipeline: activations at %q: %w", s.cut, err)
 		}
 		return nil
-	})
+	}, ao)
 }
 
 // extractBoth computes the features and the activations at the cut in one pass: the feature
 // model with the cut tensor as a second output.
-func (r *runner) extractBoth(ctx context.Context, fo, ao *passOutput) error {
-	s := r.tail
+func (r *runner) extractBoth(ctx context.Context, s *tailSetup, fo, ao *passOutput) error {
 	model, err := onnxpb.Marshal(r.bb.Cut())
 	if err != nil {
 		return fmt.Errorf("pipeline: the feature model: %w", err)
 	}
-	probe, err := ort.NewProbe(model, []string{r.bb.Cut().GetGraph().GetOutput()[0].GetName(), s.cut}, ort.Options{Threads: r.cfg.Threads})
+	probe, err := ort.NewProbe(model, []string{backbone.OutputName, s.cut}, ort.Options{Threads: r.cfg.Threads})
 	if err != nil {
 		return fmt.Errorf("pipeline: the features and the activations at %q in onnxruntime: %w", s.cut, err)
 	}
 	defer probe.Close()
-	return r.extractPass(ctx, "extract features + activations", fo, func(in []float32, b int, dst [][]float32) error {
+	return r.extractPass(ctx, "extract features + activations", func(in []float32, b int, dst [][]float32) error {
 		outs, err := probe.Run(in, b)
 		if err != nil {
 			return fmt.Errorf("pipeline: features and activations at %q: %w", s.cut, err)
@@ -85,24 +81,23 @@ func (r *runner) extractBoth(ctx context.Context, fo, ao *passOutput) error {
 			copy(dst[k], outs[k])
 		}
 		return nil
-	}, ao)
+	}, fo, ao)
 }
 
-// finishActivations records the extraction and caches its activations (a failed write is a
-// warning: the run goes on without the cache).
-func (r *runner) finishActivations(path string, acts []float32, start time.Time) {
-	s, ts, n, views := r.tail, r.sum.Tail, len(r.ds.Items), r.copies()
+// finishActivations records the extraction of the tail s's activations and caches them (a
+// failed write is a warning: the run goes on without the cache).
+func (r *runner) finishActivations(s *tailSetup, path string, acts []float32, start time.Time) error {
+	ts, n, views := r.sum.Tail, len(r.ds.Items), r.copies()
 	ts.ActivationSeconds = time.Since(start).Seconds()
 	r.env.Log.Info("activations extracted", "tensor", s.cut, "shape", s.shape, "images", n, "views", views,
 		"seconds", ts.ActivationSeconds, "with_features", ts.ActivationsWithFeatures)
 	if err := os.MkdirAll(r.cfg.Cache, 0o755); err != nil {
-		r.env.Log.Warn("could not write the activation cache", "path", path, "err", err)
-		return
+		return fmt.Errorf("pipeline: activation cache: %w", err)
 	}
-	sum := sha256.Sum256(s.prefixBytes)
-	meta := map[string]string{"prefix_sha256": hex.EncodeToString(sum[:]), "tensor": s.cut, "shape": fmt.Sprint(s.shape),
+	meta := map[string]string{"prefix_sha256": s.prefixSHA, "tensor": s.cut, "shape": fmt.Sprint(s.shape),
 		"views": strconv.Itoa(views), "preprocess": r.pre.Key(), "data": r.ds.Source}
 	if err := data.SaveFeatures(path, acts, n*views, prodInts(s.shape), meta); err != nil {
 		r.env.Log.Warn("could not write the activation cache", "path", path, "err", err)
 	}
+	return nil
 }

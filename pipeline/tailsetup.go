@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -22,8 +24,10 @@ type tailSetup struct {
 	feature string           // the feature tensor
 	shape   []int            // per-image shape of the cut tensor
 	prefix  *onnx.ModelProto // the float backbone cut at cut (output "features" [batch, prod(shape)])
-	// prefixBytes is prefix serialized: what onnxruntime runs, and the activation cache's key.
+	// prefixBytes is prefix serialized: what onnxruntime runs; prefixSHA its SHA-256 in hex, the
+	// activation cache's key.
 	prefixBytes []byte
+	prefixSHA   string
 	graph       *graph.Graph // the trained part, decoded from cut to feature
 	// dequantized is set when the backbone was int8 and was converted to float; trainBlocks is
 	// backbone.train_blocks (0 with trainable_from).
@@ -92,6 +96,8 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 	if s.prefixBytes, err = onnxpb.Marshal(prefix); err != nil {
 		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
 	}
+	sum := sha256.Sum256(s.prefixBytes)
+	s.prefixSHA = hex.EncodeToString(sum[:])
 	if s.shape, err = tensorShape(s.float, s.cut); err != nil {
 		return nil, err
 	}

@@ -116,7 +116,7 @@ func Tune(ctx context.Context, o TuneOptions, env RunEnv, progress io.Writer) (*
 			return nil, err
 		}
 	}
-	in, err := shared.extract(ctx)
+	in, err := shared.extract(ctx, shared.tail)
 	if err != nil {
 		return nil, err
 	}
@@ -211,8 +211,8 @@ func (tc *trialConfigs) config(params map[string]any) (config.Config, error) {
 		return cfg, fmt.Errorf("%w: backbone.lr is the fine-tuned blocks' learning rate, and the base config trains the head only (backbone.train_blocks 0)", config.ErrInvalid)
 	}
 	bb.LR, cb.LR = 0, 0
-	if b.Data != c.Data || b.TrainClasses != c.TrainClasses || b.ValidationClasses != c.ValidationClasses || b.Seed != c.Seed ||
-		b.OnBadImage != c.OnBadImage || !reflect.DeepEqual(bb, cb) || !reflect.DeepEqual(b.Preprocess, c.Preprocess) {
+	// The whole backbone (trained blocks included, backbone.lr aside): the activations are shared.
+	if !sameProtocol(b, c) || b.Seed != c.Seed || !reflect.DeepEqual(bb, cb) {
 		return cfg, fmt.Errorf("%w: it changes what every trial shares (the data, the class split, the seed, the backbone besides backbone.lr or the preprocessing)", config.ErrInvalid)
 	}
 	return cfg, nil
