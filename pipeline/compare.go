@@ -142,11 +142,7 @@ func Compare(ctx context.Context, cfg config.Config, opt CompareOptions, env Run
 		specs = append(specs, compareSpec{name: lossTitle(l), slug: l, loss: l, ensemble: 1, epochs: cfg.Optimizer.Epochs})
 	}
 	for _, rc := range opt.Configs {
-		a, b := cfg, rc.Cfg
-		if a.Data != b.Data || a.TrainClasses != b.TrainClasses || a.ValidationClasses != b.ValidationClasses || a.Cache != b.Cache ||
-			a.OnBadImage != b.OnBadImage || !reflect.DeepEqual(a.Preprocess, b.Preprocess) ||
-			a.Backbone.Path != b.Backbone.Path || a.Backbone.Feature != b.Backbone.Feature || a.Backbone.Dequantize != b.Backbone.Dequantize ||
-			a.Backbone.Flip != b.Backbone.Flip || a.Backbone.FlipTTA != b.Backbone.FlipTTA {
+		if !sameProtocol(cfg, rc.Cfg) || cfg.Cache != rc.Cfg.Cache {
 			return nil, fmt.Errorf("%w: compare: row %q (%s) changes the protocol of the base config (data, class split, cache, preprocessing or backbone features): rows may differ only in how they train",
 				config.ErrInvalid, rc.Name, rc.Path)
 		}
@@ -271,6 +267,17 @@ func (sp compareSpec) config(base config.Config, seed int64, out string) config.
 	c.Out = filepath.Join(out, sp.slug, fmt.Sprintf("seed-%d", seed))
 	c.Force = false
 	return c
+}
+
+// sameProtocol says whether a and b evaluate on the same protocol: the same images and class
+// split (data, class counts, what an undecodable image does), the same preprocessing and the same
+// backbone features with the same mirrors, whatever the seed and however they train (loss,
+// optimizer, fine-tuned blocks). Comparison rows must share it; tune's trials share it and more.
+func sameProtocol(a, b config.Config) bool {
+	ab, bb := a.Backbone, b.Backbone
+	return a.Data == b.Data && a.TrainClasses == b.TrainClasses && a.ValidationClasses == b.ValidationClasses &&
+		a.OnBadImage == b.OnBadImage && reflect.DeepEqual(a.Preprocess, b.Preprocess) &&
+		ab.Path == bb.Path && ab.Feature == bb.Feature && ab.Dequantize == bb.Dequantize && ab.Flip == bb.Flip && ab.FlipTTA == bb.FlipTTA
 }
 
 // rowSlug is a row title as a folder name: lower case, runs of other characters than letters and
