@@ -60,8 +60,11 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	lossesSet := false
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
+		case "losses":
+			lossesSet = true
 		case "epochs":
 			cfg.Optimizer.Epochs = epochs
 		case "data":
@@ -80,8 +83,6 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var rows []pipeline.RowConfig
 	if rowConfigs != "" {
-		lossesSet := false
-		fs.Visit(func(f *flag.Flag) { lossesSet = lossesSet || f.Name == "losses" })
 		if !lossesSet {
 			lossList = []string{}
 		}

@@ -2,11 +2,9 @@ package tune
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -28,11 +26,17 @@ func Apply(base []byte, keys []string, values map[string]any, header string) ([]
 		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
 	}
 	root := doc.Content[0]
-	keys = slices.Clone(keys)
-	slices.SortStableFunc(keys, func(a, b string) int {
-		return cmp.Compare(b2i(!strings.HasSuffix(a, ".name")), b2i(!strings.HasSuffix(b, ".name")))
-	})
-	for _, k := range keys {
+	// The ".name" keys first, each group in the given order.
+	isName := func(k string) bool { return strings.HasSuffix(k, ".name") }
+	ordered := make([]string, 0, len(keys))
+	for _, names := range []bool{true, false} {
+		for _, k := range keys {
+			if isName(k) == names {
+				ordered = append(ordered, k)
+			}
+		}
+	}
+	for _, k := range ordered {
 		if _, ok := values[k]; !ok {
 			continue
 		}
@@ -99,13 +103,6 @@ func dropKey(n *yaml.Node, key string) {
 			return
 		}
 	}
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func kindName(n *yaml.Node) string {

@@ -120,21 +120,20 @@ func Run(ctx context.Context, s Settings, out string, obj Objective, progress io
 	points := s.Space.Points(s.Trials, s.Seed)
 	for i := len(st.Trials); i < s.Trials; i++ {
 		t := Trial{Index: i, Params: map[string]any{}}
-		switch {
-		case s.BaseTrial && i == 0:
+		if s.BaseTrial && i == 0 {
 			t.Base = true
 			for _, p := range s.Space.Params {
 				if p.Kind == Choice && len(p.Choices) == 1 {
 					t.Params[p.Key] = p.Choices[0]
 				}
 			}
-		case s.BaseTrial:
-			for j, p := range s.Space.Params {
-				t.Params[p.Key] = points[i-1][j]
+		} else {
+			point := points[i]
+			if s.BaseTrial { // the base trial took no point
+				point = points[i-1]
 			}
-		default:
 			for j, p := range s.Space.Params {
-				t.Params[p.Key] = points[i][j]
+				t.Params[p.Key] = point[j]
 			}
 		}
 		start := time.Now()
