@@ -129,29 +129,3 @@ func ScaleNorm[T Float](x []T, d int, norm float64) {
 		}
 	}
 }
-
-// L2NormalizeBackward writes into dx the gradient of a loss with respect to x, given dy, its
-// gradient with respect to y = L2Normalize(x) (rows of d values): for each row,
-// dx = (dy − y·(y·dy)) / ‖x‖₂. Zero rows, where y is not differentiable, get a zero gradient.
-// dx may alias dy.
-func L2NormalizeBackward(dx, x, dy []float32, d int) {
-	checkShape(len(x), d)
-	if len(dx) != len(x) || len(dy) != len(x) {
-		panic(fmt.Sprintf("rowops: L2 backward of %d values with gradients of %d and %d", len(x), len(dy), len(dx)))
-	}
-	for i := 0; i < len(x); i += d {
-		xr, gr, out := x[i:i+d], dy[i:i+d], dx[i:i+d]
-		inv := InvNorm(xr)
-		if inv == 0 {
-			clear(out)
-			continue
-		}
-		dot := 0.0 // y·dy
-		for j, v := range xr {
-			dot += float64(v) * inv * float64(gr[j])
-		}
-		for j, v := range xr {
-			out[j] = float32((float64(gr[j]) - float64(v)*inv*dot) * inv)
-		}
-	}
-}
