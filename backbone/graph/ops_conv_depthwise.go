@@ -1,6 +1,10 @@
 package graph
 
-import "math"
+import (
+	"math"
+
+	"github.com/grouploss/pipeline/backbone/graph/internal/dwconv"
+)
 
 // tapRun is a run of cnt outputs from y offset yo that read x from offset xo with stride xs
 // under kernel tap (ki·kw + kj).
@@ -36,12 +40,33 @@ func tapRuns(g geom) []tapRun {
 	return runs
 }
 
+// dwShape returns the shape of a depthwise convolution for dwconv's kernels, and whether they
+// run it when it is float32: on CPUs with AVX2 and FMA, stride 1, kernels of at most
+// dwconv.MaxTaps taps. They give the Go kernels' forward results bit for bit.
+func dwShape(g geom, n, c, mult int) (dwconv.Shape, bool) {
+	if !dwconv.Supported || noDWConv || g.sh != 1 || g.sw != 1 || g.kh*g.kw > dwconv.MaxTaps {
+		return dwconv.Shape{}, false
+	}
+	return dwconv.Shape{N: n, C: c, Mult: mult, H: g.h, W: g.w, OH: g.oh, OW: g.ow, KH: g.kh, KW: g.kw,
+		DH: g.dh, DW: g.dw, PT: g.pt, PL: g.pl}, true
+}
+
+// noDWConv makes the float32 depthwise convolutions run the Go kernels (tests compare the two).
+var noDWConv = false
+
 // depthwise sets y = conv(x, w) for group == C, one input channel per group and mult output
 // channels per input channel (channel o reads input channel o/mult), in parallel over output
 // channels.
 func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 	m := c * mult
 	hw, ohw, kk := g.h*g.w, g.oh*g.ow, g.kh*g.kw
+	if s, ok := dwShape(g, n, c, mult); ok {
+		if x32, ok := any(x).([]float32); ok {
+			w32, y32 := any(w).([]float32), any(y).([]float32)
+			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { dwconv.Forward(x32, w32, y32, &s, lo, hi) })
+			return
+		}
+	}
 	runs := tapRuns(g)
 	parallelFor(m, n*ohw*kk*8, func(o int) {
 		ci := o / mult
@@ -80,6 +105,13 @@ func fma[T float](a, b, c T) T {
 func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 	m := c * mult
 	hw, ohw, kk := g.h*g.w, g.oh*g.ow, g.kh*g.kw
+	if s, ok := dwShape(g, n, c, mult); ok {
+		if dx32, ok := any(dx).([]float32); ok {
+			w32, gy32 := any(w).([]float32), any(gy).([]float32)
+			parallelRange(c, n*ohw*kk*m, func(lo, hi int) { dwconv.BackX(dx32, w32, gy32, &s, lo, hi) })
+			return
+		}
+	}
 	runs := tapRuns(g)
 	parallelFor(c, n*ohw*kk*8*mult, func(ci int) {
 		for i := 0; i < n; i++ {
@@ -114,6 +146,13 @@ func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 func depthwiseBackW[T float](x, dw, gy []T, g geom, n, c, mult int) {
 	m := c * mult
 	hw, ohw, kk := g.h*g.w, g.oh*g.ow, g.kh*g.kw
+	if s, ok := dwShape(g, n, c, mult); ok {
+		if x32, ok := any(x).([]float32); ok {
+			dw32, gy32 := any(dw).([]float32), any(gy).([]float32)
+			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { dwconv.BackW(x32, dw32, gy32, &s, lo, hi) })
+			return
+		}
+	}
 	runs := tapRuns(g)
 	parallelFor(m, n*ohw*kk*8, func(o int) {
 		ci := o / mult
