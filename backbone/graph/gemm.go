@@ -105,6 +105,41 @@ func pickKernel[T float]() microKernel[T] {
 	return kernelGo[T]
 }
 
+// addKernel adds the micro-kernel's 6×16 product to the rows of 16 values at c[0:], c[ldc:], ...,
+// c[5·ldc:] in place, without the accumulator round trip: the assembly kernel for float32 on
+// amd64 with AVX2 and FMA, nil elsewhere. Each value of C is added once, c + Σ, as the
+// accumulator path adds it, so the results are the same bit for bit.
+type addKernel[T float] func(kb int, ap, bp, c []T, ldc int)
+
+func pickAddKernel[T float]() addKernel[T] {
+	var z T
+	if _, ok := any(z).(float32); ok && useAsm && useAddKernel {
+		f := addKernel[float32](func(kb int, ap, bp, c []float32, ldc int) {
+			_ = c[5*ldc+nr-1]
+			sgemmKernel6x16Add(kb, &ap[0], &bp[0], &c[0], ldc)
+		})
+		return any(f).(addKernel[T])
+	}
+	return nil
+}
+
+// useAddKernel lets tests compare the in-place path with the accumulator one.
+var useAddKernel = true
+
+// evenRows returns the stride of row offsets ro when they are equally spaced by at least nr.
+func evenRows(ro []int) (int, bool) {
+	ld := ro[1] - ro[0]
+	if ld < nr {
+		return 0, false
+	}
+	for i := 2; i < len(ro); i++ {
+		if ro[i]-ro[i-1] != ld {
+			return 0, false
+		}
+	}
+	return ld, true
+}
+
 // Packing buffers and im2col matrices are recycled through sync.Pools (fresh large buffers cost
 // page faults on every call). Their contents are not zeroed.
 var scratch32, scratch64 sync.Pool
@@ -161,7 +196,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 	if m == 0 || n == 0 || k == 0 || alpha == 0 {
 		return
 	}
-	kern := pickKernel[T]()
+	kern, addKern := pickKernel[T](), pickAddKernel[T]()
 	workers := runtime.GOMAXPROCS(0)
 	if m*n*k < parallelMinWork {
 		workers = 1
@@ -247,10 +282,18 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 				j0 := jp * nr
 				jn := min(nr, n-j0)
 				co := c.co[j0 : j0+jn]
+				// A full tile of C whose 16 columns are consecutive takes the product in place.
+				direct := addKern != nil && alpha == 1 && jn == nr && len(cSpans[jp]) == 1
 				for ip := 0; ip < aPanels; ip++ {
-					kern(kb, ap[ip*mr*kb:(ip+1)*mr*kb], bpan, &acc)
 					ib := i0 + ip*mr
 					in := min(mr, i1-ib)
+					if direct && in == mr {
+						if ldc, ok := evenRows(c.ro[ib : ib+mr]); ok {
+							addKern(kb, ap[ip*mr*kb:(ip+1)*mr*kb], bpan, c.d[c.ro[ib]+co[0]:], ldc)
+							continue
+						}
+					}
+					kern(kb, ap[ip*mr*kb:(ip+1)*mr*kb], bpan, &acc)
 					for i := 0; i < in; i++ {
 						r := c.ro[ib+i]
 						arow := acc[i*nr : i*nr+jn]

@@ -6,6 +6,12 @@ package graph
 //go:noescape
 func sgemmKernel6x16(k int, ap, bp, acc *float32)
 
+// sgemmKernel6x16Add adds the product of sgemmKernel6x16 (k ≥ 1) to the 6 rows of 16 floats
+// at c, c+ldc, ..., c+5·ldc.
+//
+//go:noescape
+func sgemmKernel6x16Add(k int, ap, bp, c *float32, ldc int)
+
 func cpuid(op, op2 uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 

@@ -7,3 +7,7 @@ var useAsm = false
 func sgemmKernel6x16(k int, ap, bp, acc *float32) {
 	panic("graph: no assembly kernel on this architecture")
 }
+
+func sgemmKernel6x16Add(k int, ap, bp, c *float32, ldc int) {
+	panic("graph: no assembly kernel on this architecture")
+}

@@ -78,3 +78,47 @@ func f32(x []float64) []float32 {
 	}
 	return y
 }
+
+// TestGemmInPlace checks that products whose full tiles take the micro-kernel's sums in place
+// (alpha 1, 16 consecutive columns of C, rows equally spaced) give the accumulator path's
+// results bit for bit, on plain rows and on rows of a batched view (unequally spaced across
+// samples, as in a 1×1 convolution's backward pass).
+func TestGemmInPlace(t *testing.T) {
+	if !useAsm {
+		t.Skip("no AVX2 and FMA assembly kernel on this CPU")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	fill := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	for _, s := range [][3]int{{6, 16, 16}, {37, 300, 70}, {144, 40, 161}, {20, 600, 48}} {
+		m, k, n := s[0], s[1], s[2]
+		a, b, c0 := fill(m*k), fill(k*n), fill(m*n*2)
+		// C's rows: the first half of the rows at stride n, the rest after a gap of n (two samples).
+		cro := make([]int, m)
+		for i := range cro {
+			cro[i] = i * n
+			if i >= m/2 {
+				cro[i] += n
+			}
+		}
+		run := func(inPlace bool) []float32 {
+			useAddKernel = inPlace
+			defer func() { useAddKernel = true }()
+			c := append([]float32(nil), c0...)
+			gemm(1, dense(a, 0, m, k, k), dense(b, 0, k, n, n), 1, view[float32]{d: c, ro: cro, co: seq(n, 1)})
+			gemmORT(1, dense(a, 0, m, k, k), dense(b, 0, k, n, n), 1, view[float32]{d: c, ro: cro, co: seq(n, 1)})
+			return c
+		}
+		got, want := run(true), run(false)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%v: c[%d] = %v in place, %v through the accumulator", s, i, got[i], want[i])
+			}
+		}
+	}
+}
