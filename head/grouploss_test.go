@@ -289,6 +289,15 @@ func TestFinite(t *testing.T) {
 			t.Errorf("finite(%v) = %v, want %v", c.v, got, c.want)
 		}
 	}
+	// Large enough to be split over the cores: a NaN in the last part is found.
+	big := make([]float64, 4*parallelMin+3)
+	if !finite(big) {
+		t.Error("finite(zeros) = false")
+	}
+	big[len(big)-2] = math.NaN()
+	if finite(big) {
+		t.Error("finite missed a NaN near the end of a large slice")
+	}
 }
 
 // Rows are shifted by their own maximum: gorgonia's SoftMax gives NaN for [[0, 0], [1000, 0]].

@@ -1,16 +1,28 @@
 package head
 
-import "github.com/grouploss/pipeline/internal/matmul"
+import (
+	"gonum.org/v1/gonum/blas"
 
-// The float32 input layer's products run on internal/matmul (OpenBLAS's sgemm): for
+	"github.com/grouploss/pipeline/internal/matmul"
+)
+
+// The float32 input layer's products run on OpenBLAS's sgemm (internal/matmul): for
 // (54×1280)·(1280×512) and its gradients it takes about a quarter of the CPU time of the dot and
 // axpy kernels of kernels.go (gonum's SSE loops), which remain for float64 graphs and Embed. Each
-// product is split over GOMAXPROCS goroutines by parallelRows, one OpenBLAS call per range.
+// product is split over GOMAXPROCS goroutines by parallelRows, one sgemm call per range, with
+// the transposes left to sgemm. W is kept in float64 (the optimizer's precision) and converted
+// once per step, each goroutine its own rows.
 
-// linear32 computes y (n, out) = x (n, in) · w (out, in)ᵀ + b.
-func linear32(y, x, w []float32, b []float64, n, in, out int) {
+var sgemm = matmul.BLAS{}.Sgemm
+
+// linear32 computes y (n, out) = x (n, in) · w (out, in)ᵀ + b, writing w32 = float32(w) (the
+// copy the backward products reuse).
+func linear32(y, x, w32 []float32, w, b []float64, n, in, out int) {
 	parallelRows(out, out*in*n, func(lo, hi int) {
-		matmul.ABt(y[lo:], out, x, n, w[lo*in:], hi-lo, in)
+		for i, v := range w[lo*in : hi*in] {
+			w32[lo*in+i] = float32(v)
+		}
+		sgemm(blas.NoTrans, blas.Trans, n, hi-lo, in, 1, x, in, w32[lo*in:], in, 0, y[lo:], out)
 	})
 	for i := 0; i < n; i++ {
 		row := y[i*out : (i+1)*out]
@@ -20,40 +32,19 @@ func linear32(y, x, w []float32, b []float64, n, in, out int) {
 	}
 }
 
-// weightGrad32 computes dw (out, in) = g (n, out)ᵀ · x (n, in), with gT (out·n) and xT (in·n) as
-// scratch for the transposes that matmul's A·Bᵀ form needs.
-func weightGrad32(dw []float64, dw32, gT, xT, g, x []float32, n, in, out int) {
-	transpose(gT, g, n, out)
-	transpose(xT, x, n, in)
+// weightGrad32 computes dw (out, in) = g (n, out)ᵀ · x (n, in), through dw32.
+func weightGrad32(dw []float64, dw32, g, x []float32, n, in, out int) {
 	parallelRows(out, out*in*n, func(lo, hi int) {
-		matmul.ABt(dw32[lo*in:], in, gT[lo*n:], hi-lo, xT, in, n)
+		sgemm(blas.Trans, blas.NoTrans, hi-lo, in, n, 1, g[lo:], out, x, in, 0, dw32[lo*in:], in)
 		for k, v := range dw32[lo*in : hi*in] {
 			dw[lo*in+k] = float64(v)
 		}
 	})
 }
 
-// inputGrad32 computes dx (n, in) = g (n, out) · w (out, in), with wT (in·out) the transpose of w.
-func inputGrad32(dx, g, wT []float32, n, in, out int) {
+// inputGrad32 computes dx (n, in) = g (n, out) · w32 (out, in).
+func inputGrad32(dx, g, w32 []float32, n, in, out int) {
 	parallelRows(in, out*in*n, func(lo, hi int) {
-		matmul.ABt(dx[lo:], in, g, n, wT[lo*out:], hi-lo, out)
+		sgemm(blas.NoTrans, blas.NoTrans, n, hi-lo, out, 1, g, out, w32[lo:], in, 0, dx[lo:], in)
 	})
-}
-
-// transposeBlock is the tile edge of transpose: tiles of 32×32 float32 stay in L1.
-const transposeBlock = 32
-
-// transpose writes the (cols, rows) transpose of src (rows, cols) into dst.
-func transpose[S, D float](dst []D, src []S, rows, cols int) {
-	_ = src[rows*cols-1]
-	_ = dst[rows*cols-1]
-	for i0 := 0; i0 < rows; i0 += transposeBlock {
-		for j0 := 0; j0 < cols; j0 += transposeBlock {
-			for i := i0; i < min(rows, i0+transposeBlock); i++ {
-				for j := j0; j < min(cols, j0+transposeBlock); j++ {
-					dst[j*rows+i] = D(src[i*cols+j])
-				}
-			}
-		}
-	}
 }

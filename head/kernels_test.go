@@ -31,6 +31,7 @@ func TestKernels(t *testing.T) {
 		g32[i] = float32(rng.NormFloat64())
 		g64[i] = float64(g32[i])
 	}
+	w32 := make([]float32, out*in) // linear32 writes float32(W), which inputGrad32 reads
 	for _, layout := range []struct {
 		name   string
 		so, si int
@@ -43,12 +44,13 @@ func TestKernels(t *testing.T) {
 		var dw32 []float64
 		if layout.so == 1 { // the float32 kernels write the (n, out) layout only
 			y32, dw32 = make([]float32, n*out), make([]float64, out*in)
-			w32 := make([]float32, out*in)
+			linear32(y32, x32, w32, w, b, n, in, out)
 			for i, v := range w {
-				w32[i] = float32(v)
+				if w32[i] != float32(v) {
+					t.Fatalf("linear32 left w32[%d] = %v, want float32(%v)", i, w32[i], v)
+				}
 			}
-			linear32(y32, x32, w32, b, n, in, out)
-			weightGrad32(dw32, make([]float32, out*in), make([]float32, out*n), make([]float32, in*n), g32, x32, n, in, out)
+			weightGrad32(dw32, make([]float32, out*in), g32, x32, n, in, out)
 		}
 		for o := 0; o < out; o++ {
 			for i := 0; i < n; i++ {
@@ -91,9 +93,7 @@ func TestKernels(t *testing.T) {
 	// The input gradient dx (n, in) = g (n, out) · W, both dtypes.
 	dx64, dx32 := make([]float64, n*in), make([]float32, n*in)
 	inputGradKernel(dx64, g64, w, out, in, n)
-	wT := make([]float32, in*out)
-	transpose(wT, w, out, in)
-	inputGrad32(dx32, g32, wT, n, in, out)
+	inputGrad32(dx32, g32, w32, n, in, out)
 	for i := 0; i < n; i++ {
 		for k := 0; k < in; k++ {
 			want := 0.0

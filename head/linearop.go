@@ -14,8 +14,8 @@ import (
 // linearOp is the head's input layer as a gorgonia Op: y (n, out) = x (n, in) · Wᵀ + b with W
 // stored (out, in). Its gradients are linearGradOps. W and b are float64 leaves (the Params' own
 // type, sharing their memory) whatever the dtype of x and y. Float32 graphs convert W once per
-// step (w32) and run the products on OpenBLAS (kernels_f32.go); float64 graphs use the kernels of
-// kernels.go on W as stored. Each Op owns its buffers: gorgonia's tape machine may offer a reused
+// step (w32, which the input gradient reuses) and run the products on OpenBLAS
+// (kernels_f32.go); float64 graphs use the kernels of kernels.go on W as stored. Each Op owns its buffers: gorgonia's tape machine may offer a reused
 // buffer of another node's shape.
 type linearOp struct {
 	id         uint64
@@ -55,10 +55,7 @@ func (o *linearOp) Do(vs ...gg.Value) (gg.Value, error) {
 		if o.w32 == nil {
 			o.w32 = make([]float32, len(w))
 		}
-		for i, v := range w {
-			o.w32[i] = float32(v)
-		}
-		linear32(y, vs[0].Data().([]float32), o.w32, b, o.n, o.in, o.out)
+		linear32(y, vs[0].Data().([]float32), o.w32, w, b, o.n, o.in, o.out)
 	case []float64:
 		linearKernel(y, w, b, vs[0].Data().([]float64), o.out, o.in, o.n, 1, o.out, dot64)
 	}
@@ -88,11 +85,11 @@ func (o *linearOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, er
 // linearGradOp computes, from x, W and the output gradient g (n, out), one of dx = g·W (wrt 0,
 // x's dtype), dW = gᵀ·x (wrt 1, float64) or db = column sums of g (wrt 2, float64).
 type linearGradOp struct {
-	id      uint64
-	f       *linearOp
-	wrt     int
-	d       *tensor.Dense
-	scratch [3][]float32 // float32 graphs: dW in float32 and the transposes of g and x (wrt 1), or of W (wrt 0)
+	id   uint64
+	f    *linearOp
+	wrt  int
+	d    *tensor.Dense
+	dw32 []float32 // float32 graphs: dW in float32 (wrt 1)
 }
 
 func (o *linearGradOp) Arity() int { return 3 }
@@ -121,12 +118,13 @@ func (o *linearGradOp) Do(vs ...gg.Value) (gg.Value, error) {
 	case []float32:
 		g := vs[2].Data().([]float32)
 		switch o.wrt {
-		case 0:
-			wT := o.buf(0, f.in*f.out)
-			transpose(wT, w, f.out, f.in)
-			inputGrad32(o.d.Data().([]float32), g, wT, f.n, f.in, f.out)
+		case 0: // the forward pass converted this step's W
+			inputGrad32(o.d.Data().([]float32), g, f.w32, f.n, f.in, f.out)
 		case 1:
-			weightGrad32(o.d.Data().([]float64), o.buf(0, f.out*f.in), o.buf(1, f.n*f.out), o.buf(2, f.n*f.in), g, x, f.n, f.in, f.out)
+			if len(o.dw32) != f.out*f.in {
+				o.dw32 = make([]float32, f.out*f.in)
+			}
+			weightGrad32(o.d.Data().([]float64), o.dw32, g, x, f.n, f.in, f.out)
 		case 2:
 			columnSums(o.d.Data().([]float64), g, f.n, f.out)
 		}
@@ -142,14 +140,6 @@ func (o *linearGradOp) Do(vs ...gg.Value) (gg.Value, error) {
 		}
 	}
 	return o.d, nil
-}
-
-// buf returns scratch buffer i of n values, allocated on first use.
-func (o *linearGradOp) buf(i, n int) []float32 {
-	if len(o.scratch[i]) != n {
-		o.scratch[i] = make([]float32, n)
-	}
-	return o.scratch[i]
 }
 
 // columnSums sets d (cols) to the column sums of g (rows, cols), the bias gradient.
