@@ -321,7 +321,7 @@ func buildLoss(z, logits *gg.Node, bi *batchInputs, gl GroupLoss, dt DType) (*lo
 	mean := b.do(gg.HadamardProd(b.do(gg.Sum(z, 1)), b.scalar(1/float64(e))))
 	x := b.do(gg.BroadcastSub(z, mean, nil, row))
 	norm := b.do(gg.Sqrt(b.do(gg.Add(b.do(gg.Sum(b.do(gg.Square(x)), 1)), b.scalar(normEps)))))
-	gram := b.do(gg.Add(b.do(gg.Mul(x, b.do(gg.Transpose(x)))), bi.eye))
+	gram := b.do(gg.Add(b.do(gramMatrix(x)), bi.eye))
 	// gram / outer(norm, norm) as two broadcast divisions: gorgonia's OuterProd gradient is wrong
 	// (v0.9.18 returns Gᵀx for x and Gᵀy for y instead of G y and Gᵀ x).
 	corr := b.do(gg.BroadcastHadamardDiv(b.do(gg.BroadcastHadamardDiv(gram, norm, nil, row)), norm, nil, []byte{0}))
