@@ -245,7 +245,7 @@ func (b *builder) multiSimilarity(z *gg.Node, bi *batchInputs, lc LossConfig) *g
 	}
 	zn := b.l2Rows(z)
 	s := b.do(gramMatrix(zn)) // (n, n) cosine similarities
-	row := []byte{1}                              // broadcast an (n) vector along the columns: entry i to row i
+	row := []byte{1}          // broadcast an (n) vector along the columns: entry i to row i
 	one := b.scalar(1)
 	// Mining: the hardest positive (lowest similarity) and negative (highest) of each anchor.
 	notPos := b.do(gg.Sub(one, bi.pos))
