@@ -3,6 +3,7 @@ package head
 import (
 	"gonum.org/v1/gonum/blas"
 
+	"github.com/grouploss/pipeline/internal/convert"
 	"github.com/grouploss/pipeline/internal/matmul"
 )
 
@@ -11,7 +12,7 @@ import (
 // axpy kernels of kernels.go (gonum's SSE loops), which remain for float64 graphs and Embed. Each
 // product is split over GOMAXPROCS goroutines by parallelRows, one sgemm call per range, with
 // the transposes left to sgemm. W is kept in float64 (the optimizer's precision) and converted
-// once per step, each goroutine its own rows.
+// once per step, each goroutine its own rows (internal/convert).
 
 var sgemm = matmul.BLAS{}.Sgemm
 
@@ -19,9 +20,7 @@ var sgemm = matmul.BLAS{}.Sgemm
 // copy the backward products reuse).
 func linear32(y, x, w32 []float32, w, b []float64, n, in, out int) {
 	parallelRows(out, out*in*n, func(lo, hi int) {
-		for i, v := range w[lo*in : hi*in] {
-			w32[lo*in+i] = float32(v)
-		}
+		convert.F64ToF32(w32[lo*in:hi*in], w[lo*in:hi*in])
 		sgemm(blas.NoTrans, blas.Trans, n, hi-lo, in, 1, x, in, w32[lo*in:], in, 0, y[lo:], out)
 	})
 	for i := 0; i < n; i++ {
@@ -36,9 +35,7 @@ func linear32(y, x, w32 []float32, w, b []float64, n, in, out int) {
 func weightGrad32(dw []float64, dw32, g, x []float32, n, in, out int) {
 	parallelRows(out, out*in*n, func(lo, hi int) {
 		sgemm(blas.Trans, blas.NoTrans, hi-lo, in, n, 1, g[lo:], out, x, in, 0, dw32[lo*in:], in)
-		for k, v := range dw32[lo*in : hi*in] {
-			dw[lo*in+k] = float64(v)
-		}
+		convert.F32ToF64(dw[lo*in:hi*in], dw32[lo*in:hi*in])
 	})
 }
 
