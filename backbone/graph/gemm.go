@@ -64,6 +64,29 @@ func batched(nb, bs, np, ps int) []int {
 	return s
 }
 
+// panelBatched returns the offsets of batched(nb, bs, np, ps) in another order, for the columns
+// of a product: each sample's first np − np%nr positions, then the np%nr last positions of every
+// sample. An nr-column panel of C whose columns are not consecutive in memory takes its sums
+// through the accumulator and a Go loop instead of in place; in batched's order a third of the
+// panels of 7×7 planes (49 = 3·16 + 1 positions) straddle two samples, in this order only the
+// last few panels do. Columns are independent in a product, so C is the same bit for bit as long
+// as B's columns and C's are in the same order.
+func panelBatched(nb, bs, np, ps int) []int {
+	full := np - np%nr
+	s := make([]int, 0, nb*np)
+	for b := 0; b < nb; b++ {
+		for p := 0; p < full; p++ {
+			s = append(s, b*bs+p*ps)
+		}
+	}
+	for b := 0; b < nb; b++ {
+		for p := full; p < np; p++ {
+			s = append(s, b*bs+p*ps)
+		}
+	}
+	return s
+}
+
 func shift(s []int, off int) []int {
 	r := make([]int, len(s))
 	for i, v := range s {
@@ -181,13 +204,17 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 		panic("graph: gemm dimension mismatch")
 	}
 	if beta != 1 {
+		runs := consecutiveRuns(c.co)
 		parallelRange(len(c.ro), len(c.ro)*len(c.co), func(lo, hi int) { // over rows
 			for _, r := range c.ro[lo:hi] {
-				for _, o := range c.co {
+				for _, sp := range runs {
+					row := c.d[r+c.co[sp.j] : r+c.co[sp.j]+sp.n]
 					if beta == 0 {
-						c.d[r+o] = 0
-					} else {
-						c.d[r+o] *= beta
+						clear(row)
+						continue
+					}
+					for j := range row {
+						row[j] *= beta
 					}
 				}
 			}
@@ -330,20 +357,26 @@ func contiguous(s []int) bool {
 // span is a run of n consecutive offsets starting at index j (relative to its panel).
 type span struct{ j, n int }
 
+// consecutiveRuns splits the offsets co into maximal runs of consecutive offsets.
+func consecutiveRuns(co []int) []span {
+	var r []span
+	start := 0
+	for j := 1; j <= len(co); j++ {
+		if j == len(co) || co[j] != co[j-1]+1 {
+			r = append(r, span{start, j - start})
+			start = j
+		}
+	}
+	return r
+}
+
 // panelSpans splits each nr-wide panel of the offsets co into maximal runs of consecutive
 // offsets (one run for a contiguous panel; a panel straddling two samples of a batched view
 // has two).
 func panelSpans(co []int) [][]span {
 	r := make([][]span, (len(co)+nr-1)/nr)
 	for jp := range r {
-		p := co[jp*nr : min(len(co), (jp+1)*nr)]
-		start := 0
-		for j := 1; j <= len(p); j++ {
-			if j == len(p) || p[j] != p[j-1]+1 {
-				r[jp] = append(r[jp], span{start, j - start})
-				start = j
-			}
-		}
+		r[jp] = consecutiveRuns(co[jp*nr : min(len(co), (jp+1)*nr)])
 	}
 	return r
 }

@@ -46,9 +46,9 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		hw := g.h * g.w
 		for gr := 0; gr < k.group; gr++ {
 			wv := dense(w.data, gr*mg*cg, mg, cg, cg)
-			xv := view[T]{d: x.data, ro: seq(cg, hw), co: batched(n, c*hw, hw, 1)}
+			xv := view[T]{d: x.data, ro: seq(cg, hw), co: panelBatched(n, c*hw, hw, 1)}
 			xv.ro = shift(xv.ro, gr*cg*hw)
-			yv := view[T]{d: y.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
+			yv := view[T]{d: y.data, ro: shift(seq(mg, hw), gr*mg*hw), co: panelBatched(n, m*hw, hw, 1)}
 			gemmORT(1, wv, xv, 0, yv)
 		}
 	default:
@@ -191,9 +191,10 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 		for gr := 0; gr < k.group; gr++ {
 			xco := batched(n, c*hw, hw, 1)
 			gv := view[T]{d: gy.data, ro: shift(seq(mg, hw), gr*mg*hw), co: batched(n, m*hw, hw, 1)}
-			if dx != nil { // dXg = Wgᵀ·dYg
+			if dx != nil { // dXg = Wgᵀ·dYg, columns in panel order (dW's sums keep batched's)
 				wv := dense(w.data, gr*mg*cg, mg, cg, cg)
-				gemm(1, wv.t(), gv, 0, view[T]{d: dx, ro: shift(seq(cg, hw), gr*cg*hw), co: xco})
+				gp := view[T]{d: gy.data, ro: gv.ro, co: panelBatched(n, m*hw, hw, 1)}
+				gemm(1, wv.t(), gp, 0, view[T]{d: dx, ro: shift(seq(cg, hw), gr*cg*hw), co: panelBatched(n, c*hw, hw, 1)})
 			}
 			if dw != nil { // dWg = dYg·Xgᵀ
 				xv := view[T]{d: x.data, ro: shift(seq(cg, hw), gr*cg*hw), co: xco}
