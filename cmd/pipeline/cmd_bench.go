@@ -125,7 +125,7 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 		if rep.Reference, err = benchReference(ctx, o, rep.Head.StepsPerS); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(logw, "bench: reference head %.1f steps/s (%.1f ms/step); ours is %.2fx\n",
+		fmt.Fprintf(logw, "bench: reference head %.1f steps/s (%.1f ms/step); ours is %.2fx faster (goal >= 2)\n",
 			rep.Reference.StepsPerS, rep.Reference.MsPerStep, rep.Reference.Speedup)
 	}
 	if cfg.Backbone.TrainBlocks > 0 || cfg.Backbone.TrainableFrom != "" {
