@@ -243,11 +243,28 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 	for k0 := 0; k0 < k; k0 += kc {
 		kb := min(kc, k-k0)
 		// Pack b[k0:k0+kb, :] into column panels of nr, each kb×nr row-major, zero-padded.
+		bRows := consecutiveRuns(b.ro[k0 : k0+kb])
 		parallelFor(nPanels, kb*n*4, func(jp int) {
 			dst := bp[jp*nr*kb : (jp+1)*nr*kb]
 			j0 := jp * nr
 			jn := min(nr, n-j0)
 			co := b.co[j0 : j0+jn]
+			if len(bSpans[jp]) == jn && jn > 1 && 4*len(bRows) <= kb {
+				// No two columns adjacent but rows mostly are (a transposed batch, as the
+				// weight gradient's Xᵀ): read each column down its runs of rows.
+				for j, cj := range co {
+					for _, rr := range bRows {
+						o := b.ro[k0+rr.j] + cj
+						for t, v := range b.d[o : o+rr.n] {
+							dst[(rr.j+t)*nr+j] = v
+						}
+					}
+				}
+				for p := 0; p < kb && jn < nr; p++ {
+					clear(dst[p*nr+jn : p*nr+nr])
+				}
+				return
+			}
 			for p := 0; p < kb; p++ {
 				r := b.ro[k0+p]
 				row := dst[p*nr : p*nr+nr]
@@ -260,7 +277,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 				}
 			}
 		})
-		aContig := contiguous(a.co[k0 : k0+kb])
+		aRuns := consecutiveRuns(a.co[k0 : k0+kb])
 		parallelFor(mChunks*nParts, m*n*kb, func(job int) {
 			mi, ni := job/nParts, job%nParts
 			i0 := mi * mc
@@ -286,15 +303,11 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 				}
 				for i := 0; i < in; i++ {
 					r := a.ro[ib+i]
-					if aContig {
-						src := a.d[r+a.co[k0] : r+a.co[k0]+kb]
-						for p, v := range src {
-							dst[p*mr+i] = v
+					for _, ar := range aRuns { // a row read in runs of consecutive columns
+						o := r + a.co[k0+ar.j]
+						for t, v := range a.d[o : o+ar.n] {
+							dst[(ar.j+t)*mr+i] = v
 						}
-						continue
-					}
-					for p := 0; p < kb; p++ {
-						dst[p*mr+i] = a.d[r+a.co[k0+p]]
 					}
 				}
 				for i := in; i < mr; i++ {

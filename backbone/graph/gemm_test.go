@@ -163,3 +163,34 @@ func TestGemmPanelOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestGemmWeightGradient checks the product of a 1×1 convolution's weight gradient,
+// dW = dY·Xᵀ over an NCHW batch: A's columns and B's rows are (sample, position) offsets that
+// run consecutively inside a sample, B's columns are channels a plane apart, and depth blocks
+// cross samples. float64 and float32 against the naive loop.
+func TestGemmWeightGradient(t *testing.T) {
+	const nb, m, c, np = 3, 13, 37, 49 // nb·np = 147 crosses samples inside every depth block
+	r := rand.New(rand.NewPCG(7, 8))
+	gy, x := make([]float64, nb*m*np), make([]float64, nb*c*np)
+	for _, s := range [][]float64{gy, x} {
+		for i := range s {
+			s[i] = r.NormFloat64()
+		}
+	}
+	gv := view[float64]{d: gy, ro: seq(m, np), co: batched(nb, m*np, np, 1)}
+	xv := view[float64]{d: x, ro: seq(c, np), co: batched(nb, c*np, np, 1)}
+	want := make([]float64, m*c)
+	naiveGemm(1, gv, xv.t(), 0, dense(want, 0, m, c, c))
+	got := make([]float64, m*c)
+	gemm(1, gv, xv.t(), 0, dense(got, 0, m, c, c))
+	gy32, x32, got32 := f32(gy), f32(x), make([]float32, m*c)
+	gemmDepth(32, 1, view[float32]{d: gy32, ro: gv.ro, co: gv.co}, view[float32]{d: x32, ro: xv.ro, co: xv.co}.t(), 0, dense(got32, 0, m, c, c))
+	for i := range want {
+		if d := math.Abs(got[i] - want[i]); d > 1e-9*(1+math.Abs(want[i])) {
+			t.Fatalf("float64 dw[%d] = %g, want %g", i, got[i], want[i])
+		}
+		if d := math.Abs(float64(got32[i]) - want[i]); d > 1e-4*math.Sqrt(nb*np)*(1+math.Abs(want[i])) {
+			t.Fatalf("float32 dw[%d] = %g, want %g", i, got32[i], want[i])
+		}
+	}
+}
