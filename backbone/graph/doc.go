@@ -39,7 +39,7 @@
 // micro-kernel for float32 on amd64 (portable Go elsewhere, and for the float64 graphs the
 // tests use for finite differences): a 1×1 convolution is one product over all batch·H·W
 // positions, other convolutions go through im2col, and depthwise convolutions are direct loops
-// (float32 ones with stride 1 in C with AVX2 and FMA, internal/dwconv: 8 outputs of a row per
+// (float32 ones with stride 1 in C with AVX2 and FMA, internal/simd: 8 outputs of a row per
 // instruction over a zero-padded copy of the plane, 3.6x faster than the Go loops on the
 // MobileNetV2 tail's 7×7 planes; the forward sums round as the Go loops and onnxruntime do).
 // Work is split over GOMAXPROCS goroutines (parallel.go): products by blocks of rows and

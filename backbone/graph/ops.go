@@ -1,6 +1,10 @@
 package graph
 
-import "math"
+import (
+	"math"
+
+	"github.com/grouploss/pipeline/backbone/graph/internal/simd"
+)
 
 // kernel is one operator's forward and backward computation on tensors of element type T: the
 // work of a node's gorgonia Ops (gorgonia.go). forward returns a new output tensor (it may keep
@@ -157,6 +161,10 @@ func (reluK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []
 
 func (reluK[T]) writesGrad([]*tensor[T], int) bool { return true }
 
+// noSIMD makes the float32 kernels that internal/simd has in C (depthwise convolutions, clips)
+// run their Go loops (tests compare the two).
+var noSIMD = false
+
 type clipK[T float] struct{ lo, hi float64 }
 
 func (k *clipK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
@@ -169,6 +177,11 @@ func (k *clipK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		return y, nil
 	}
 	x := in[0].data
+	if x32, ok := any(x).([]float32); ok && simd.Supported && !noSIMD {
+		y32 := any(y.data).([]float32)
+		parallelRange(len(x), len(x), func(i0, i1 int) { simd.Clip(x32[i0:i1], y32[i0:i1], float32(lo), float32(hi)) })
+		return y, nil
+	}
 	parallelRange(len(x), len(x), func(i0, i1 int) {
 		yd := y.data[i0:i1]
 		for i, v := range x[i0:i1] {
@@ -207,6 +220,10 @@ func (k *clipK[T]) writesGrad([]*tensor[T], int) bool { return true }
 // s > 0; -0.0 gives 0).
 func passGrad32(x, g, dx []float32, lo, hi float32) {
 	g, dx = g[:len(x)], dx[:len(x)]
+	if simd.Supported && !noSIMD {
+		parallelRange(len(x), len(x), func(i0, i1 int) { simd.ClipGrad(x[i0:i1], g[i0:i1], dx[i0:i1], lo, hi) })
+		return
+	}
 	parallelRange(len(x), len(x), func(i0, i1 int) {
 		x := x[i0:i1]
 		g, dx := g[i0:i1][:len(x)], dx[i0:i1][:len(x)]

@@ -3,7 +3,7 @@ package graph
 import (
 	"math"
 
-	"github.com/grouploss/pipeline/backbone/graph/internal/dwconv"
+	"github.com/grouploss/pipeline/backbone/graph/internal/simd"
 )
 
 // tapRun is a run of cnt outputs from y offset yo that read x from offset xo with stride xs
@@ -40,19 +40,16 @@ func tapRuns(g geom) []tapRun {
 	return runs
 }
 
-// dwShape returns the shape of a depthwise convolution for dwconv's kernels, and whether they
+// dwShape returns the shape of a depthwise convolution for simd's kernels, and whether they
 // run it when it is float32: on CPUs with AVX2 and FMA, stride 1, kernels of at most
-// dwconv.MaxTaps taps. They give the Go kernels' forward results bit for bit.
-func dwShape(g geom, n, c, mult int) (dwconv.Shape, bool) {
-	if !dwconv.Supported || noDWConv || g.sh != 1 || g.sw != 1 || g.kh*g.kw > dwconv.MaxTaps {
-		return dwconv.Shape{}, false
+// simd.DepthwiseMaxTaps taps. They give the Go kernels' forward results bit for bit.
+func dwShape(g geom, n, c, mult int) (simd.DepthwiseShape, bool) {
+	if !simd.Supported || noSIMD || g.sh != 1 || g.sw != 1 || g.kh*g.kw > simd.DepthwiseMaxTaps {
+		return simd.DepthwiseShape{}, false
 	}
-	return dwconv.Shape{N: n, C: c, Mult: mult, H: g.h, W: g.w, OH: g.oh, OW: g.ow, KH: g.kh, KW: g.kw,
+	return simd.DepthwiseShape{N: n, C: c, Mult: mult, H: g.h, W: g.w, OH: g.oh, OW: g.ow, KH: g.kh, KW: g.kw,
 		DH: g.dh, DW: g.dw, PT: g.pt, PL: g.pl}, true
 }
-
-// noDWConv makes the float32 depthwise convolutions run the Go kernels (tests compare the two).
-var noDWConv = false
 
 // depthwise sets y = conv(x, w) for group == C, one input channel per group and mult output
 // channels per input channel (channel o reads input channel o/mult), in parallel over output
@@ -63,7 +60,7 @@ func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if x32, ok := any(x).([]float32); ok {
 			w32, y32 := any(w).([]float32), any(y).([]float32)
-			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { dwconv.Forward(x32, w32, y32, &s, lo, hi) })
+			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { simd.Depthwise(x32, w32, y32, &s, lo, hi) })
 			return
 		}
 	}
@@ -108,7 +105,7 @@ func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if dx32, ok := any(dx).([]float32); ok {
 			w32, gy32 := any(w).([]float32), any(gy).([]float32)
-			parallelRange(c, n*ohw*kk*m, func(lo, hi int) { dwconv.BackX(dx32, w32, gy32, &s, lo, hi) })
+			parallelRange(c, n*ohw*kk*m, func(lo, hi int) { simd.DepthwiseBackX(dx32, w32, gy32, &s, lo, hi) })
 			return
 		}
 	}
@@ -149,7 +146,7 @@ func depthwiseBackW[T float](x, dw, gy []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if x32, ok := any(x).([]float32); ok {
 			dw32, gy32 := any(dw).([]float32), any(gy).([]float32)
-			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { dwconv.BackW(x32, dw32, gy32, &s, lo, hi) })
+			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { simd.DepthwiseBackW(x32, dw32, gy32, &s, lo, hi) })
 			return
 		}
 	}

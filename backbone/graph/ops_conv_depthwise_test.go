@@ -4,16 +4,16 @@ import (
 	"math"
 	"testing"
 
-	"github.com/grouploss/pipeline/backbone/graph/internal/dwconv"
+	"github.com/grouploss/pipeline/backbone/graph/internal/simd"
 )
 
-// TestDepthwiseKernels compares dwconv's C kernels with the Go ones on stride-1 geometries that
+// TestDepthwiseKernels compares simd's C kernels with the Go ones on stride-1 geometries that
 // cover their paths: rows shorter and longer than 8 outputs, dilation, asymmetric padding,
 // padding wider than the kernel reaches, several output channels per input channel and a kernel
 // of 1 tap. The forward pass must agree bit for bit (both sum each output's terms in the same
 // order with fused multiply-adds); the gradients, summed in another order, to float32 rounding.
 func TestDepthwiseKernels(t *testing.T) {
-	if !dwconv.Supported {
+	if !simd.Supported {
 		t.Skip("no AVX2 and FMA with cgo on amd64: the Go kernels are the only ones")
 	}
 	cases := []struct {
@@ -43,8 +43,8 @@ func TestDepthwiseKernels(t *testing.T) {
 		x, w := fill(tc.n*tc.c*g.h*g.w), fill(m*kk)
 		gy := fill(tc.n * m * g.oh * g.ow)
 		run := func(goKernels bool) (y, dx, dw []float32) {
-			noDWConv = goKernels
-			defer func() { noDWConv = false }()
+			noSIMD = goKernels
+			defer func() { noSIMD = false }()
 			y = fill(len(gy)) // garbage the kernels must overwrite
 			dx = fill(len(x))
 			dw = make([]float32, len(w))
@@ -77,7 +77,7 @@ func TestDepthwiseKernels(t *testing.T) {
 }
 
 // BenchmarkDepthwise runs the forward and both backward kernels of the MobileNetV2 tail's
-// depthwise convolution (960 channels, 7x7, 3x3, batch 54) with dwconv's kernels and with the
+// depthwise convolution (960 channels, 7x7, 3x3, batch 54) with simd's kernels and with the
 // Go ones.
 func BenchmarkDepthwise(b *testing.B) {
 	g := geom{h: 7, w: 7, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, pb: 1, pr: 1, oh: 7, ow: 7}
@@ -94,10 +94,10 @@ func BenchmarkDepthwise(b *testing.B) {
 	for _, k := range []struct {
 		name string
 		goK  bool
-	}{{"dwconv", false}, {"go", true}} {
+	}{{"simd", false}, {"go", true}} {
 		b.Run(k.name, func(b *testing.B) {
-			noDWConv = k.goK
-			defer func() { noDWConv = false }()
+			noSIMD = k.goK
+			defer func() { noSIMD = false }()
 			for _, f := range []struct {
 				name string
 				f    func()
@@ -113,5 +113,54 @@ func BenchmarkDepthwise(b *testing.B) {
 				})
 			}
 		})
+	}
+}
+
+// TestClipKernels compares simd's clip and its gradient with the Go loops on values inside, at
+// and beyond the bounds (ReLU6's 0 and 6), signed zeros, infinities and a NaN, on lengths
+// around the vector width.
+func TestClipKernels(t *testing.T) {
+	if !simd.Supported {
+		t.Skip("no AVX2 and FMA with cgo on amd64: the Go loops are the only ones")
+	}
+	special := []float32{0, float32(math.Copysign(0, -1)), 6, 5.9999995, 6.0000005, -1e-45, 1e-45, -3, 7,
+		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN())}
+	r := newRand(13)
+	for _, n := range []int{1, 7, 8, 9, 23, 1000} {
+		x, g := make([]float32, n), make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64() * 5)
+			g[i] = float32(r.NormFloat64())
+			if i%3 == 0 {
+				x[i] = special[(i/3)%len(special)]
+			}
+		}
+		k := &clipK[float32]{lo: 0, hi: 6}
+		run := func(goLoops bool) (y, dx []float32) {
+			noSIMD = goLoops
+			defer func() { noSIMD = false }()
+			a := &arena[float32]{}
+			out, err := k.forward(a, []*tensor[float32]{{shape: []int{n}, data: x}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dx = make([]float32, n)
+			if err := k.backward(a, []*tensor[float32]{{shape: []int{n}, data: x}}, out, &tensor[float32]{shape: []int{n}, data: g},
+				[]*tensor[float32]{{shape: []int{n}, data: dx}}); err != nil {
+				t.Fatal(err)
+			}
+			return append([]float32(nil), out.data...), dx
+		}
+		yS, dxS := run(false)
+		yGo, dxGo := run(true)
+		for i := range x {
+			same := func(a, b float32) bool { return a == b || (a != a && b != b) }
+			if !same(yS[i], yGo[i]) {
+				t.Fatalf("n=%d: clip(%v) = %v (simd), %v (Go)", n, x[i], yS[i], yGo[i])
+			}
+			if x[i] == x[i] && !same(dxS[i], dxGo[i]) { // the Go loop's bit trick passes a NaN's gradient
+				t.Fatalf("n=%d: clip gradient at %v = %v (simd), %v (Go)", n, x[i], dxS[i], dxGo[i])
+			}
+		}
 	}
 }

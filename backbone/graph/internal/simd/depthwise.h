@@ -1,6 +1,6 @@
-// The float32 depthwise convolution kernels with AVX2 and FMA (depthwise.c); see dwconv_amd64.go.
+// The float32 depthwise convolution kernels with AVX2 and FMA (depthwise.c); see simd_amd64.go.
 
-// gl_dw_shape mirrors Shape: n samples, c input channels, mult output channels per input
+// gl_dw_shape mirrors DepthwiseShape: n samples, c input channels, mult output channels per input
 // channel, h×w input and oh×ow output planes, a kh×kw kernel with dilations dh, dw and top and
 // left padding pt, pl; stride 1. Go's int is 64-bit on amd64, as long is here.
 typedef struct {

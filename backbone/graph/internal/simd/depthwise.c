@@ -125,7 +125,7 @@ __attribute__((target("avx2,fma"))) int gl_dw_back_x(float *dx, const float *w, 
 	return 0;
 }
 
-// GL_DW_MAX_TAPS is the largest kernel (kh·kw) of back_w: one 8-lane sum per tap (Go's MaxTaps).
+// GL_DW_MAX_TAPS is the largest kernel (kh·kw) of back_w: one 8-lane sum per tap (Go's DepthwiseMaxTaps).
 #define GL_DW_MAX_TAPS 49
 
 __attribute__((target("avx2,fma"))) int gl_dw_back_w(const float *x, float *dw, const float *gy, const gl_dw_shape *s,
