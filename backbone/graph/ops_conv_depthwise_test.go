@@ -8,7 +8,7 @@ import (
 )
 
 // TestDepthwiseKernels compares simd's C kernels with the Go ones on stride-1 geometries that
-// cover their paths: rows shorter and longer than 8 outputs, dilation, asymmetric padding,
+// cover their paths: rows of 2, 4, 7, 8 and more than 8 values, dilation, asymmetric padding,
 // padding wider than the kernel reaches, several output channels per input channel and a kernel
 // of 1 tap. The forward pass must agree bit for bit (both sum each output's terms in the same
 // order with fused multiply-adds); the gradients, summed in another order, to float32 rounding.
@@ -23,6 +23,9 @@ func TestDepthwiseKernels(t *testing.T) {
 	}{
 		{"7x7 3x3 pad 1 (MobileNetV2's tail)", geom{h: 7, w: 7, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, pb: 1, pr: 1}, 3, 5, 1},
 		{"20x19 3x3 pad 1", geom{h: 20, w: 19, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, pb: 1, pr: 1}, 2, 4, 1},
+		{"4x4 3x3 pad 1", geom{h: 4, w: 4, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, pb: 1, pr: 1}, 2, 3, 1},
+		{"6x8 3x3 pad 1, mult 3", geom{h: 6, w: 8, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, pb: 1, pr: 1}, 2, 2, 3},
+		{"3x2 3x3 pad 1", geom{h: 3, w: 2, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, pb: 1, pr: 1}, 2, 2, 1},
 		{"5x6 3x3 pads 3", geom{h: 5, w: 6, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 3, pl: 3, pb: 3, pr: 3}, 2, 2, 1},
 		{"11x9 5x3 dilation 2, asymmetric pads, mult 2", geom{h: 11, w: 9, kh: 5, kw: 3, sh: 1, sw: 1, dh: 2, dw: 2, pt: 3, pl: 1, pb: 2, pr: 2}, 2, 3, 2},
 		{"9x17 1x1", geom{h: 9, w: 17, kh: 1, kw: 1, sh: 1, sw: 1, dh: 1, dw: 1}, 2, 3, 1},

@@ -7,8 +7,8 @@
 
 // Depthwise convolutions with stride 1, 8 outputs of a row at a time. Each plane is first
 // copied into a zero-padded buffer wide enough that every tap of every 8-output chunk is one
-// unaligned load: no per-run bounds, no masked loads or stores (slow on AMD's cores, and a
-// masked store followed by an overlapping load stalls). A tap that falls in the padding adds
+// unaligned load: no per-run bounds and no masked stores (slow on AMD's cores, and a masked
+// store followed by an overlapping load stalls). A tap that falls in the padding adds
 // w·0 = 0 exactly, so each output is the sum of its valid taps in (ki, kj) order with fused
 // float32 multiply-adds from zero: the order and rounding of the Go kernel and of onnxruntime's
 // depthwise kernel.
@@ -18,16 +18,28 @@
 
 static long chunks(long n) { return (n + 7) / 8; }
 
-// pad copies the rows×cols plane src into dst (prow rows of stride ps, zeroed first) at row r0,
-// column c0; rows or columns that fall outside dst are dropped.
-static void pad(float *dst, long prow, long ps, const float *src, long rows, long cols, long r0, long c0) {
-	memset(dst, 0, prow * ps * sizeof(float));
+// pad copies the rows×cols plane src into dst (prow rows of stride ps) at row r0, column c0;
+// rows or columns that fall outside dst are dropped. The rest of dst must be zero: each kernel
+// allocates its buffers zeroed and pads planes of one geometry into them, so the border stays
+// zero. Rows of 4 to 8 values are two overlapping 4-lane moves inline (a libc call per 7-value
+// row cost more than the copy; a masked 8-lane load was slower still on Zen 3).
+static inline __attribute__((always_inline, target("avx2"))) void pad(float *dst, long prow, long ps, const float *src,
+		long rows, long cols, long r0, long c0) {
+	int whole = c0 >= 0 && c0 + cols <= ps;
 	for (long r = 0; r < rows; r++) {
 		long pr = r + r0;
 		if (pr < 0 || pr >= prow) continue;
+		float *d = dst + pr * ps + c0;
+		const float *q = src + r * cols;
+		if (whole && cols >= 4 && cols <= 8) {
+			__m128 a = _mm_loadu_ps(q), b = _mm_loadu_ps(q + cols - 4);
+			_mm_storeu_ps(d, a);
+			_mm_storeu_ps(d + cols - 4, b);
+			continue;
+		}
 		long lo = c0 < 0 ? -c0 : 0, hi = cols;
 		if (c0 + hi > ps) hi = ps - c0;
-		if (lo < hi) memcpy(dst + pr * ps + c0 + lo, src + r * cols + lo, (hi - lo) * sizeof(float));
+		if (lo < hi) memcpy(d + lo, q + lo, (hi - lo) * sizeof(float));
 	}
 }
 
@@ -58,7 +70,7 @@ __attribute__((target("avx2,fma"))) int gl_dw_forward(const float *x, const floa
 		long o0, long o1) {
 	long m = s->c * s->mult, hw = s->h * s->w, ohw = s->oh * s->ow, kk = s->kh * s->kw;
 	long pr = xrows(s), ps = xstride(s), nc = chunks(s->ow);
-	float *p = malloc(pr * ps * sizeof(float));
+	float *p = calloc(pr * ps, sizeof(float));
 	if (!p) return -1;
 	for (long o = o0; o < o1; o++) {
 		const float *wk = w + o * kk;
@@ -91,7 +103,7 @@ __attribute__((target("avx2,fma"))) int gl_dw_back_x(float *dx, const float *w, 
 	long m = s->c * s->mult, hw = s->h * s->w, ohw = s->oh * s->ow, kk = s->kh * s->kw;
 	long ry = (s->kh - 1) * s->dh, cy = (s->kw - 1) * s->dw;
 	long pr = s->h + s->pt + ry, nc = chunks(s->w), ps = nc * 8 + s->pl + cy;
-	float *p = malloc(pr * ps * sizeof(float));
+	float *p = calloc(pr * ps, sizeof(float));
 	if (!p) return -1;
 	for (long ci = c0; ci < c1; ci++) {
 		for (long i = 0; i < s->n; i++) {
@@ -133,7 +145,7 @@ __attribute__((target("avx2,fma"))) int gl_dw_back_w(const float *x, float *dw, 
 	long m = s->c * s->mult, hw = s->h * s->w, ohw = s->oh * s->ow, kk = s->kh * s->kw;
 	long pr = xrows(s), ps = xstride(s), nc = chunks(s->ow);
 	if (kk > GL_DW_MAX_TAPS) return -1;
-	float *p = malloc((pr * ps + s->oh * nc * 8) * sizeof(float));
+	float *p = calloc(pr * ps + s->oh * nc * 8, sizeof(float));
 	if (!p) return -1;
 	float *q = p + pr * ps; // the output gradient plane, rows padded with zeros to nc·8
 	__m256 acc[GL_DW_MAX_TAPS];
