@@ -146,7 +146,31 @@ func pickAddKernel[T float]() addKernel[T] {
 	return nil
 }
 
-// useAddKernel lets tests compare the in-place path with the accumulator one.
+// pickPack16 returns the assembly packing of a B panel whose 16 columns are consecutive in
+// memory (dst[16p+j] = src[ro[p]+off+j]) for float32 on amd64 with AVX2, nil elsewhere; the
+// caller checks that every row's 16 values lie inside src.
+func pickPack16[T float]() func(dst, src []T, ro []int, off int) {
+	var z T
+	if _, ok := any(z).(float32); ok && useAsm && useAddKernel {
+		f := func(dst, src []float32, ro []int, off int) {
+			_ = dst[len(ro)*nr-1]
+			packPanel16(&dst[0], &src[0], &ro[0], len(ro), off)
+		}
+		return any(f).(func(dst, src []T, ro []int, off int))
+	}
+	return nil
+}
+
+// minMax returns the smallest and the largest of s (not empty).
+func minMax(s []int) (lo, hi int) {
+	lo, hi = s[0], s[0]
+	for _, v := range s[1:] {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo, hi
+}
+
+// useAddKernel lets tests compare the assembly's in-place products and packing with the Go paths.
 var useAddKernel = true
 
 // evenRows returns the stride of row offsets ro when they are equally spaced by at least nr.
@@ -223,7 +247,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 	if m == 0 || n == 0 || k == 0 || alpha == 0 {
 		return
 	}
-	kern, addKern := pickKernel[T](), pickAddKernel[T]()
+	kern, addKern, pack16 := pickKernel[T](), pickAddKernel[T](), pickPack16[T]()
 	workers := runtime.GOMAXPROCS(0)
 	if m*n*k < parallelMinWork {
 		workers = 1
@@ -244,11 +268,16 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 		kb := min(kc, k-k0)
 		// Pack b[k0:k0+kb, :] into column panels of nr, each kb×nr row-major, zero-padded.
 		bRows := consecutiveRuns(b.ro[k0 : k0+kb])
+		roLo, roHi := minMax(b.ro[k0 : k0+kb])
 		parallelFor(nPanels, kb*n*4, func(jp int) {
 			dst := bp[jp*nr*kb : (jp+1)*nr*kb]
 			j0 := jp * nr
 			jn := min(nr, n-j0)
 			co := b.co[j0 : j0+jn]
+			if pack16 != nil && jn == nr && len(bSpans[jp]) == 1 && roLo+co[0] >= 0 && roHi+co[0]+nr <= len(b.d) {
+				pack16(dst, b.d, b.ro[k0:k0+kb], co[0]) // 16 consecutive values per row
+				return
+			}
 			if len(bSpans[jp]) == jn && jn > 1 && 4*len(bRows) <= kb {
 				// No two columns adjacent but rows mostly are (a transposed batch, as the
 				// weight gradient's Xᵀ): read each column down its runs of rows.

@@ -12,6 +12,12 @@ func sgemmKernel6x16(k int, ap, bp, acc *float32)
 //go:noescape
 func sgemmKernel6x16Add(k int, ap, bp, c *float32, ldc int)
 
+// packPanel16 copies the 16 floats at src + ro[p] + off to dst + 16·p for p < kb (kb ≥ 1; the
+// caller checks the bounds).
+//
+//go:noescape
+func packPanel16(dst, src *float32, ro *int, kb, off int)
+
 func cpuid(op, op2 uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 

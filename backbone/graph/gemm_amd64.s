@@ -136,6 +136,28 @@ addloop:
 	VZEROUPPER
 	RET
 
+// func packPanel16(dst, src *float32, ro *int, kb, off int)
+// copies 16 floats from src + ro[p] + off to dst + 16·p for p < kb (kb ≥ 1).
+TEXT ·packPanel16(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ro+16(FP), DX
+	MOVQ kb+24(FP), CX
+	MOVQ off+32(FP), R8
+packloop:
+	MOVQ (DX), AX
+	ADDQ R8, AX
+	VMOVUPS (SI)(AX*4), Y0
+	VMOVUPS 32(SI)(AX*4), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ $8, DX
+	ADDQ $64, DI
+	DECQ CX
+	JNZ packloop
+	VZEROUPPER
+	RET
+
 // func cpuid(op, op2 uint32) (eax, ebx, ecx, edx uint32)
 TEXT ·cpuid(SB), NOSPLIT, $0-24
 	MOVL op+0(FP), AX

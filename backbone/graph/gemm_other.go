@@ -11,3 +11,7 @@ func sgemmKernel6x16(k int, ap, bp, acc *float32) {
 func sgemmKernel6x16Add(k int, ap, bp, c *float32, ldc int) {
 	panic("graph: no assembly kernel on this architecture")
 }
+
+func packPanel16(dst, src *float32, ro *int, kb, off int) {
+	panic("graph: no assembly kernel on this architecture")
+}
