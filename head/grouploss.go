@@ -228,20 +228,20 @@ func recoverErr(err *error) {
 	*err = fmt.Errorf("head: internal panic in %s: %v", where, r)
 }
 
-// batchInputs are the per-batch label tensors of a loss graph: y, notA, aY are (n, c); eye, pos
-// and neg are (n, n): ε·I, the positive-pair mask [i ≠ j, y_i = y_j] and the negative-pair mask
+// batchInputs are the per-batch label tensors of a loss graph: y, notA, aY are (n, c); pos and
+// neg are (n, n): the positive-pair mask [i ≠ j, y_i = y_j] and the negative-pair mask
 // [y_i ≠ y_j].
 type batchInputs struct {
 	n, c                       int
-	y, notA, aY, eye, pos, neg *gg.Node
+	y, notA, aY, pos, neg      *gg.Node
 	yt, notAt, aYt, post, negt *tensor.Dense
-	yv, notAv, aYv, ev         []float64 // staging in float64, copied into the tensors by fill
+	yv, notAv, aYv             []float64 // staging in float64, copied into the tensors by fill
 	posv, negv                 []float64
 }
 
 func newBatchInputs(g *gg.ExprGraph, dt DType, n, c int) (*batchInputs, error) {
 	bi := &batchInputs{n: n, c: c,
-		yv: make([]float64, n*c), notAv: make([]float64, n*c), aYv: make([]float64, n*c), ev: make([]float64, n*n),
+		yv: make([]float64, n*c), notAv: make([]float64, n*c), aYv: make([]float64, n*c),
 		posv: make([]float64, n*n), negv: make([]float64, n*n)}
 	mk := func(name string, rows, cols int) (*gg.Node, *tensor.Dense) {
 		t := newDense(dt, rows, cols)
@@ -252,12 +252,6 @@ func newBatchInputs(g *gg.ExprGraph, dt DType, n, c int) (*batchInputs, error) {
 	bi.aY, bi.aYt = mk("anchor_onehot", n, c)
 	bi.pos, bi.post = mk("positive_pairs", n, n)
 	bi.neg, bi.negt = mk("negative_pairs", n, n)
-	var et *tensor.Dense
-	bi.eye, et = mk("eps_eye", n, n)
-	for i := 0; i < n; i++ {
-		bi.ev[i*n+i] = normEps
-	}
-	setData(et, bi.ev)
 	return bi, nil
 }
 
@@ -314,18 +308,11 @@ type lossNodes struct {
 // buildLoss adds the Group Loss of embeddings z (n, e) and logits (n, c) to z's graph.
 func buildLoss(z, logits *gg.Node, bi *batchInputs, gl GroupLoss, dt DType) (*lossNodes, error) {
 	b := &builder{dt: dt}
-	n, e := z.Shape()[0], z.Shape()[1]
+	n := z.Shape()[0]
 	row := []byte{1} // broadcast an (n) vector along the columns of an (n, k) matrix
 
 	// Pearson correlation with ReLU.
-	mean := b.do(gg.HadamardProd(b.do(gg.Sum(z, 1)), b.scalar(1/float64(e))))
-	x := b.do(gg.BroadcastSub(z, mean, nil, row))
-	norm := b.do(gg.Sqrt(b.do(gg.Add(b.do(gg.Sum(b.do(gg.Square(x)), 1)), b.scalar(normEps)))))
-	gram := b.do(gg.Add(b.do(gramMatrix(x)), bi.eye))
-	// gram / outer(norm, norm) as two broadcast divisions: gorgonia's OuterProd gradient is wrong
-	// (v0.9.18 returns Gᵀx for x and Gᵀy for y instead of G y and Gᵀ x).
-	corr := b.do(gg.BroadcastHadamardDiv(b.do(gg.BroadcastHadamardDiv(gram, norm, nil, row)), norm, nil, []byte{0}))
-	w := b.relu(corr)
+	w := b.relu(b.do(pearson(z)))
 
 	// Initial probabilities with anchors, then replicator dynamics.
 	_, sm := b.logSoftmax(b.do(gg.HadamardProd(logits, b.scalar(1/gl.Temperature))))
