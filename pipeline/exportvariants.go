@@ -7,9 +7,12 @@ import (
 	"io"
 	"math/rand"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
@@ -199,10 +202,8 @@ func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o Vari
 		if err != nil {
 			return nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
 		}
-		for i, t := range targets {
-			if err := c.Observe(t, outs[i]); err != nil {
-				return nil, nil, err
-			}
+		if err := observeAll(c, targets, outs); err != nil {
+			return nil, nil, err
 		}
 		done += batch.N
 		if o.Log != nil && done%64 < batch.N {
@@ -210,6 +211,25 @@ func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o Vari
 		}
 	}
 	return c, warn, ctx.Err()
+}
+
+// observeAll adds each target's values to the calibrator, the targets spread over the cores (each
+// target's statistics are its own); the errors name their tensors.
+func observeAll(c *export.Calibrator, targets []string, outs [][]float32) error {
+	var next atomic.Int64
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(targets)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(targets); i = int(next.Add(1) - 1) {
+				errs[i] = c.Observe(targets[i], outs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // CalibrationSample returns n of the items, a seeded random sample in the original order.

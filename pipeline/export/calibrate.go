@@ -34,6 +34,7 @@ type tensorStats struct {
 	absMax   float64   // the histogram covers [0, absMax]
 	hist     []float64 // histBins counts of |x|
 	n        int
+	scratch  *[4][histBins]uint32
 }
 
 // NewCalibrator returns a calibrator for the named tensors.
@@ -46,41 +47,81 @@ func NewCalibrator(tensors []string) *Calibrator {
 }
 
 // Observe adds the values x of tensor t. Non-finite values are an error naming the tensor.
+// Observe may run concurrently for different tensors.
 func (c *Calibrator) Observe(t string, x []float32) error {
 	s := c.stats[t]
 	if s == nil {
 		return fmt.Errorf("export: calibrate: unknown tensor %q", t)
 	}
-	var lo, hi, amax float64 = math.Inf(1), math.Inf(-1), 0
-	for _, v := range x {
-		f := float64(v)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return fmt.Errorf("export: calibrate: tensor %q holds %v", t, v)
-		}
-		lo, hi = math.Min(lo, f), math.Max(hi, f)
-		amax = math.Max(amax, math.Abs(f))
-	}
 	if len(x) == 0 {
 		return nil
 	}
-	s.min, s.max = math.Min(s.min, lo), math.Max(s.max, hi)
-	if amax > s.absMax {
+	lo, hi, ok := rangeOf(x)
+	if !ok {
+		for _, v := range x {
+			if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+				return fmt.Errorf("export: calibrate: tensor %q holds %v", t, v)
+			}
+		}
+	}
+	s.min, s.max = math.Min(s.min, float64(lo)), math.Max(s.max, float64(hi))
+	if amax := math.Max(-float64(lo), float64(hi)); amax > s.absMax {
 		s.rebin(amax)
 	}
 	if s.absMax == 0 {
 		s.hist[0] += float64(len(x))
 	} else {
-		k := float64(histBins) / s.absMax
-		for _, v := range x {
-			b := int(math.Abs(float64(v)) * k)
-			if b >= histBins {
-				b = histBins - 1
-			}
-			s.hist[b]++
-		}
+		s.count(x)
 	}
 	s.n += len(x)
 	return nil
+}
+
+// rangeOf returns the smallest and largest of x (not empty), and whether all are finite: x·0 is
+// ±0 for finite x and NaN otherwise, summed in four lanes beside the comparisons.
+func rangeOf(x []float32) (lo, hi float32, finite bool) {
+	lo, hi = x[0], x[0]
+	var c0, c1, c2, c3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v0, v1, v2, v3 := x[i], x[i+1], x[i+2], x[i+3]
+		c0 += v0 * 0
+		c1 += v1 * 0
+		c2 += v2 * 0
+		c3 += v3 * 0
+		lo, hi = min(lo, v0, v1, v2, v3), max(hi, v0, v1, v2, v3)
+	}
+	for ; i < len(x); i++ {
+		c0 += x[i] * 0
+		lo, hi = min(lo, x[i]), max(hi, x[i])
+	}
+	return lo, hi, c0+c1+c2+c3 == 0
+}
+
+// count adds x to the histogram of |x| over [0, absMax]. The counts go to four interleaved
+// histograms of integers first: consecutive values in one bin (the zeros after a ReLU, half of
+// most activations) would otherwise wait for each other's increment.
+func (s *tensorStats) count(x []float32) {
+	if s.scratch == nil {
+		s.scratch = new([4][histBins]uint32)
+	}
+	h := s.scratch
+	k := float64(histBins) / s.absMax
+	i := 0
+	bin := func(v float32) int { return min(int(math.Abs(float64(v))*k), histBins-1) }
+	for ; i+4 <= len(x); i += 4 {
+		h[0][bin(x[i])]++
+		h[1][bin(x[i+1])]++
+		h[2][bin(x[i+2])]++
+		h[3][bin(x[i+3])]++
+	}
+	for ; i < len(x); i++ {
+		h[0][bin(x[i])]++
+	}
+	for b := range s.hist {
+		s.hist[b] += float64(h[0][b]) + float64(h[1][b]) + float64(h[2][b]) + float64(h[3][b])
+	}
+	*h = [4][histBins]uint32{}
 }
 
 // rebin widens the histogram to [0, amax], moving each old bin's count to the bin of its centre.
