@@ -261,8 +261,9 @@ func (o *splitOptimizer) SetState(s train.OptimizerState) error {
 
 // tailProblem is the backbone's tail from the cut s and the head trained together on the
 // activations acts at the cut (views per item: 1, or 2 with mirrors). It evaluates the tail's
-// untrained float features on the evaluation classes first: the reference the fine-tuning
-// improves on (metrics.json tail.baseline_float).
+// untrained float features on the evaluation classes first, the reference the fine-tuning
+// improves on (metrics.json tail.baseline_float): the raw features' baseline when they come from
+// the same float model, else computed through the tail (an int8 backbone run as int8).
 func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, error) {
 	cfg, split, ts := r.cfg, r.split, r.sum.Tail
 	g := s.graph
@@ -285,7 +286,18 @@ func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, 
 	r.env.Log.Info("tail", "from", s.cut, "to", s.feature, "activation_shape", s.shape, "features", m.featDim,
 		"params", len(m.params), "values", ts.Params, "folded", len(ts.Folded))
 
-	if len(split.evalIdx) > 0 { // none in a tune trial, which never reads the evaluation classes
+	switch {
+	case len(split.evalIdx) == 0: // a tune trial, which never reads the evaluation classes
+	case !r.bb.Info().Quantized || r.bb.Dequantized():
+		// The features were extracted by the float model the tail is cut from: the untrained tail
+		// computes them again (bit for bit on AVX2, TestMobileNetTail), so their baseline is it.
+		ts.BaselineFloat = r.sum.Baseline
+		if cfg.Backbone.FlipTTA && r.sum.BaselineTTA != nil {
+			ts.BaselineFloat = *r.sum.BaselineTTA
+		}
+		r.env.Log.Info("baseline (float features, untrained tail): the raw features' (same float model)",
+			"recall_at_1", ts.BaselineFloat.RecallAt1, "nmi", ts.BaselineFloat.NMI)
+	default:
 		evalF, err := m.features(split.evalIdx, cfg.Backbone.FlipTTA)
 		if err != nil {
 			return problem{}, err
