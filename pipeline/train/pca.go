@@ -3,9 +3,10 @@ package train
 import (
 	"fmt"
 
-	"gonum.org/v1/gonum/mat"
-
+	"github.com/grouploss/pipeline/internal/lapack"
+	"github.com/grouploss/pipeline/internal/matmul"
 	"github.com/grouploss/pipeline/internal/rowops"
+	"gonum.org/v1/gonum/blas"
 )
 
 // PCA returns the top k principal directions of the n x d row-major matrix x as a k x d row-major
@@ -26,27 +27,24 @@ func PCA(x []float32, n, d, k int, center bool) (components []float64, mean []fl
 	if center {
 		mean = rowops.ColumnMean(x[:n*d], d)
 	}
-	c := mat.NewDense(n, d, nil)
+	c := make([]float64, n*d)
 	for i := 0; i < n; i++ {
 		for j := 0; j < d; j++ {
-			c.Set(i, j, float64(x[i*d+j])-mean[j])
+			c[i*d+j] = float64(x[i*d+j]) - mean[j]
 		}
 	}
-	var cov mat.SymDense
-	cov.SymOuterK(1/float64(n-1), c.T())
-	var eig mat.EigenSym
-	if !eig.Factorize(&cov, true) {
-		return nil, nil, fmt.Errorf("train: PCA eigen-decomposition of the %d x %d covariance did not converge", d, d)
+	// cov = cᵀc / (n−1), both triangles, on OpenBLAS's dgemm.
+	cov := make([]float64, d*d)
+	matmul.BLAS{}.Dgemm(blas.Trans, blas.NoTrans, d, d, n, 1/float64(n-1), c, d, c, d, 0, cov, d)
+	_, vecs, err := lapack.SymEigTop(cov, d, k)
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: PCA of the %d x %d covariance: %w", d, d, err)
 	}
-	var vecs mat.Dense
-	eig.VectorsTo(&vecs)
-	// Eigenvalues come in ascending order: take the last k columns, largest first.
-	components = make([]float64, k*d)
+	components = vecs
 	for r := 0; r < k; r++ {
-		col := d - 1 - r
+		row := components[r*d : (r+1)*d]
 		big, sign := 0.0, 1.0
-		for j := 0; j < d; j++ {
-			v := vecs.At(j, col)
+		for _, v := range row {
 			if a := max(v, -v); a > big {
 				big = a
 				if v < 0 {
@@ -56,8 +54,8 @@ func PCA(x []float32, n, d, k int, center bool) (components []float64, mean []fl
 				}
 			}
 		}
-		for j := 0; j < d; j++ {
-			components[r*d+j] = sign * vecs.At(j, col)
+		for j := range row {
+			row[j] *= sign
 		}
 	}
 	return components, mean, nil
