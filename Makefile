@@ -26,13 +26,13 @@ run: build
 
 ## test: vet and every test, with onnxruntime, ONNX's operator conformance cases and ../shared provided
 ## (the data package also in its pure-Go build, -tags nolibjpeg; the matrix product and its users
-## also without OpenBLAS, -tags noopenblas), under nats-server and pglite (the queue and pgvector
+## and the PCA start also without OpenBLAS, -tags noopenblas), under nats-server and pglite (the queue and pgvector
 ## tests, the multi-process scale test: `make scale-test` alone)
 test: ort libjpeg openblas onnx-testdata chromium fashion-mnist nats-server pglite pytorch
 	$(GO) vet ./...
 	$(GO) vet -tags nolibjpeg,noopenblas ./...
 	$(GO) test -count=1 -tags nolibjpeg ./pipeline/data
-	$(GO) test -count=1 -short -tags noopenblas ./internal/matmul ./pipeline/metrics
+	$(GO) test -count=1 -short -tags noopenblas ./internal/matmul ./internal/lapack ./pipeline/metrics ./pipeline/train
 	$(WITH_SERVERS) $(GO) test -count=1 -timeout 40m ./...
 	$(WITH_SERVERS) $(GO) test -race -short -count=1 -timeout 25m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(CI_FUZZTIME)
