@@ -1,10 +1,13 @@
 package graph
 
-// sgemmKernel6x16 computes acc (6×16, row-major) = Σ_p ap[p·6+i]·bp[p·16+j] over k ≥ 1 steps
-// using AVX2 and FMA (gemm_amd64.s).
-//
-//go:noescape
-func sgemmKernel6x16(k int, ap, bp, acc *float32)
+import "unsafe"
+
+// sgemmKernel6x16 computes acc (6×16, row-major) = Σ_p ap[p·6+i]·bp[p·16+j] over k ≥ 1 steps:
+// the in-place kernel below on a zeroed accumulator.
+func sgemmKernel6x16(k int, ap, bp, acc *float32) {
+	*(*[mr * nr]float32)(unsafe.Pointer(acc)) = [mr * nr]float32{}
+	sgemmKernel6x16Add(k, ap, bp, acc, nr)
+}
 
 // sgemmKernel6x16Add adds the product of sgemmKernel6x16 (k ≥ 1) to the 6 rows of 16 floats
 // at c, c+ldc, ..., c+5·ldc.
