@@ -40,12 +40,13 @@
 // dot/axpy loops; float64 graphs (the finite-difference tests) and evaluation-time embedding
 // (Embed, float64, without a graph) use those loops (kernels.go). Two more custom Ops replace
 // chains of gorgonia nodes whose broadcasts and transposes gorgonia materializes element by
-// element: the Group Loss's Pearson correlation (pearsonop.go) and the Gram matrix x·xᵀ of the
-// metric losses (gramop.go), each one BLAS product with its gradient written out.
+// element: the Group Loss's Pearson correlation (pearsonop.go), the Gram matrix x·xᵀ of the
+// metric losses (gramop.go) and the row-wise (log-)softmax (softmaxop.go), each with its
+// gradient written out.
 //
 // gorgonia v0.9.18 / tensor v0.9.24 problems worked around here: OuterProd's gradient is wrong
 // (the Pearson Op divides by the norms itself); SoftMax/LogSoftMax shift rows by a value from the first
-// row instead of the row maximum (a max-shifted log-sum-exp is composed from basic ops instead);
+// row instead of the row maximum (softmaxop.go shifts by the row maximum);
 // Rectify passes gradient at exactly 0 (ReLU is x ⊙ (x > 0), as PyTorch); the tape machine
 // reuses node memory, so outputs are captured with Read nodes; Transpose copies element by element
 // (the graph keeps weights pre-transposed instead).

@@ -315,7 +315,7 @@ func buildLoss(z, logits *gg.Node, bi *batchInputs, gl GroupLoss, dt DType) (*lo
 	w := b.relu(b.do(pearson(z)))
 
 	// Initial probabilities with anchors, then replicator dynamics.
-	_, sm := b.logSoftmax(b.do(gg.HadamardProd(logits, b.scalar(1/gl.Temperature))))
+	sm := b.softmax(b.do(gg.HadamardProd(logits, b.scalar(1/gl.Temperature))))
 	p := b.do(gg.Add(b.do(gg.HadamardProd(sm, bi.notA)), bi.aY))
 	for it := 0; it < gl.Iterations; it++ {
 		q := b.do(gg.HadamardProd(p, b.do(gg.Mul(w, p))))
@@ -325,7 +325,7 @@ func buildLoss(z, logits *gg.Node, bi *batchInputs, gl GroupLoss, dt DType) (*lo
 	// Mean NLL of the refined probabilities and mean cross-entropy of the logits.
 	logp := b.do(gg.Log(b.do(gg.Add(p, b.scalar(logEps)))))
 	nll := b.do(gg.HadamardProd(b.do(gg.Sum(b.do(gg.HadamardProd(logp, bi.y)))), b.scalar(-1/float64(n))))
-	lsm, _ := b.logSoftmax(logits)
+	lsm := b.logSoftmax(logits)
 	ce := b.do(gg.HadamardProd(b.do(gg.Sum(b.do(gg.HadamardProd(lsm, bi.y)))), b.scalar(-1/float64(n))))
 	loss := b.do(gg.Add(b.do(gg.HadamardProd(nll, b.scalar(gl.Scaling))), ce))
 	if b.err != nil {
@@ -363,19 +363,18 @@ func (b *builder) relu(x *gg.Node) *gg.Node {
 	return b.do(gg.HadamardProd(x, gate))
 }
 
-// logSoftmax returns the row-wise log-softmax and softmax of a (n, k) matrix, shifted by the row
-// maximum. gorgonia's SoftMax/LogSoftMax are avoided: tensor v0.9.24 shifts every row by a value
-// taken from the first row (xArr[0]) instead of the row's own maximum, which can overflow exp.
-func (b *builder) logSoftmax(a *gg.Node) (lsm, sm *gg.Node) {
+// logSoftmax returns the row-wise log-softmax of a (n, k) matrix, shifted by the row maximum.
+func (b *builder) logSoftmax(a *gg.Node) *gg.Node {
 	if b.err != nil {
-		return nil, nil
+		return nil
 	}
-	row := []byte{1}
-	mx := b.do(gg.Max(a, 1))
-	sh := b.do(gg.BroadcastSub(a, mx, nil, row))
-	ex := b.do(gg.Exp(sh))
-	se := b.do(gg.Sum(ex, 1))
-	lsm = b.do(gg.BroadcastSub(sh, b.do(gg.Log(se)), nil, row))
-	sm = b.do(gg.BroadcastHadamardDiv(ex, se, nil, row))
-	return lsm, sm
+	return b.do(softmaxNode(a, true))
+}
+
+// softmax returns the row-wise softmax of a (n, k) matrix, shifted by the row maximum.
+func (b *builder) softmax(a *gg.Node) *gg.Node {
+	if b.err != nil {
+		return nil
+	}
+	return b.do(softmaxNode(a, false))
 }

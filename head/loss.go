@@ -193,7 +193,7 @@ func buildLossConfig(z, logits, proxiesT *gg.Node, bi *batchInputs, lc LossConfi
 	var ln lossNodes
 	switch lc.kind() {
 	case LossSoftmax:
-		lsm, _ := b.logSoftmax(logits)
+		lsm := b.logSoftmax(logits)
 		ln.ce = b.do(gg.HadamardProd(b.do(gg.Sum(b.do(gg.HadamardProd(lsm, bi.y)))), b.scalar(-1/float64(n))))
 		ln.loss = ln.ce
 	case LossTriplet:
