@@ -9,7 +9,7 @@ import (
 // on the calibration images (onnxruntime's CalibrationMethod names).
 const (
 	CalibMinMax     = "minmax"     // the observed minimum and maximum
-	CalibPercentile = "percentile" // |x| clipped at its 99.999th percentile
+	CalibPercentile = "percentile" // |x| clipped at its 99.995th percentile
 	CalibEntropy    = "entropy"    // |x| clipped where the KL divergence of the 8-bit histogram is least
 )
 
@@ -18,7 +18,9 @@ var CalibrationMethods = []string{CalibMinMax, CalibPercentile, CalibEntropy}
 
 const (
 	histBins   = 2048
-	percentile = 99.999
+	// percentile: of 99.95, 99.99, 99.995, 99.999 and 99.9999, 99.995 lost the least R@1 and NMI
+	// together on the default model's 3 seeds (README, "Deploying").
+	percentile = 99.995
 )
 
 // Calibrator accumulates, per tensor, the minimum, maximum and a histogram of |x| over the
