@@ -2,4 +2,6 @@
 
 package lapack
 
-func symEigTop(a []float64, d, k int) (vals, vecs []float64, err error) { return symEigTopGonum(a, d, k) }
+func symEigTop(a []float64, d, k int) (vals, vecs []float64, err error) {
+	return symEigTopGonum(a, d, k)
+}

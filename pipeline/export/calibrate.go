@@ -17,7 +17,7 @@ const (
 var CalibrationMethods = []string{CalibMinMax, CalibPercentile, CalibEntropy}
 
 const (
-	histBins   = 2048
+	histBins = 2048
 	// percentile: of 99.95, 99.99, 99.995, 99.999 and 99.9999, 99.995 lost the least R@1 and NMI
 	// together on the default model's 3 seeds (README, "Deploying").
 	percentile = 99.995
