@@ -322,11 +322,31 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 				ib := i0 + ip*mr
 				in := min(mr, i1-ib)
 				if in == mr && contiguous(a.ro[ib:ib+mr]) {
-					// rows contiguous (a transposed matrix): copy mr values per depth step
+					// rows contiguous (a transposed matrix): mr consecutive values per depth step
 					r := a.ro[ib]
 					for p := 0; p < kb; p++ {
 						o := r + a.co[k0+p]
-						copy(dst[p*mr:p*mr+mr], a.d[o:o+mr])
+						src, q := a.d[o:o+mr:o+mr], dst[p*mr:p*mr+mr:p*mr+mr]
+						q[0], q[1], q[2], q[3], q[4], q[5] = src[0], src[1], src[2], src[3], src[4], src[5]
+					}
+					continue
+				}
+				if in == mr {
+					// mr rows read side by side down their runs of consecutive columns, so that
+					// the panel is written in order
+					for _, ar := range aRuns {
+						o := a.co[k0+ar.j]
+						r0 := a.d[a.ro[ib]+o : a.ro[ib]+o+ar.n]
+						r1 := a.d[a.ro[ib+1]+o:][:len(r0)]
+						r2 := a.d[a.ro[ib+2]+o:][:len(r0)]
+						r3 := a.d[a.ro[ib+3]+o:][:len(r0)]
+						r4 := a.d[a.ro[ib+4]+o:][:len(r0)]
+						r5 := a.d[a.ro[ib+5]+o:][:len(r0)]
+						d := dst[ar.j*mr : (ar.j+len(r0))*mr]
+						for t := range r0 {
+							q := d[t*mr : t*mr+mr : t*mr+mr]
+							q[0], q[1], q[2], q[3], q[4], q[5] = r0[t], r1[t], r2[t], r3[t], r4[t], r5[t]
+						}
 					}
 					continue
 				}
