@@ -2,7 +2,6 @@ package head
 
 import (
 	"fmt"
-	"hash"
 
 	"github.com/chewxy/hm"
 	"gonum.org/v1/gonum/blas"
@@ -17,7 +16,7 @@ import (
 // its generic iterator, forward and backward (about 8% of a head step's CPU). Its gradient is
 // gramGradOp: dx = (g + gᵀ)·x. Each Op owns its buffers.
 type gramOp struct {
-	id   uint64
+	opID
 	n, e int
 	dt   tensor.Dtype
 	y    *tensor.Dense
@@ -26,7 +25,7 @@ type gramOp struct {
 // gramMatrix returns the node of x·xᵀ.
 func gramMatrix(x *gg.Node) (*gg.Node, error) {
 	s := x.Shape()
-	return gg.ApplyOp(&gramOp{id: linearIDs.Add(1), n: s[0], e: s[1], dt: x.Dtype()}, x)
+	return gg.ApplyOp(&gramOp{opID: newOpID(), n: s[0], e: s[1], dt: x.Dtype()}, x)
 }
 
 func (o *gramOp) Arity() int    { return 1 }
@@ -43,23 +42,18 @@ func (o *gramOp) Do(vs ...gg.Value) (gg.Value, error) {
 	return o.y, nil
 }
 
-func (o *gramOp) ReturnsPtr() bool      { return false }
-func (o *gramOp) CallsExtern() bool     { return false }
-func (o *gramOp) OverwritesInput() int  { return -1 }
-func (o *gramOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.gram#%d", o.id) }
-func (o *gramOp) Hashcode() uint32      { return hashOf(o) }
-func (o *gramOp) String() string        { return fmt.Sprintf("gram(%d×%d)", o.n, o.e) }
+func (o *gramOp) String() string { return fmt.Sprintf("gram(%d×%d)", o.n, o.e) }
 
 func (o *gramOp) DiffWRT(int) []bool { return []bool{true} }
 
 func (o *gramOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, error) {
-	d, err := gg.ApplyOp(&gramGradOp{id: linearIDs.Add(1), f: o}, inputs[0], grad)
+	d, err := gg.ApplyOp(&gramGradOp{opID: newOpID(), f: o}, inputs[0], grad)
 	return gg.Nodes{d}, err
 }
 
 // gramGradOp computes dx = (g + gᵀ)·x from x (n, e) and the output gradient g (n, n).
 type gramGradOp struct {
-	id  uint64
+	opID
 	f   *gramOp
 	d   *tensor.Dense
 	sym *tensor.Dense // g + gᵀ
@@ -98,12 +92,7 @@ func symmetrize[T float](s, g []T, n int) {
 	}
 }
 
-func (o *gramGradOp) ReturnsPtr() bool      { return false }
-func (o *gramGradOp) CallsExtern() bool     { return false }
-func (o *gramGradOp) OverwritesInput() int  { return -1 }
-func (o *gramGradOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.dgram#%d", o.id) }
-func (o *gramGradOp) Hashcode() uint32      { return hashOf(o) }
-func (o *gramGradOp) String() string        { return fmt.Sprintf("d%v", o.f) }
+func (o *gramGradOp) String() string { return fmt.Sprintf("d%v", o.f) }
 
 // gemmNT sets c (m, n) = a (m, k) · b (n, k)ᵀ (+ beta·c) for float32 or float64 backing arrays.
 func gemmNT(c, a, b any, m, n, k int, beta float64) {

@@ -18,19 +18,17 @@ import (
 // (kernels_f32.go); float64 graphs use the kernels of kernels.go on W as stored. Each Op owns its buffers: gorgonia's tape machine may offer a reused
 // buffer of another node's shape.
 type linearOp struct {
-	id         uint64
+	opID
 	n, in, out int
 	dt         tensor.Dtype
 	y          *tensor.Dense
 	w32        []float32 // float32 graphs: W as of this step's forward
 }
 
-var linearIDs atomic.Uint64
-
 // linear returns the node of x·Wᵀ + b.
 func linear(x, w, b *gg.Node) (*gg.Node, error) {
 	s, ws := x.Shape(), w.Shape()
-	op := &linearOp{id: linearIDs.Add(1), n: s[0], in: s[1], out: ws[0], dt: x.Dtype()}
+	op := &linearOp{opID: newOpID(), n: s[0], in: s[1], out: ws[0], dt: x.Dtype()}
 	return gg.ApplyOp(op, x, w, b)
 }
 
@@ -62,12 +60,7 @@ func (o *linearOp) Do(vs ...gg.Value) (gg.Value, error) {
 	return o.y, nil
 }
 
-func (o *linearOp) ReturnsPtr() bool      { return false }
-func (o *linearOp) CallsExtern() bool     { return false }
-func (o *linearOp) OverwritesInput() int  { return -1 }
-func (o *linearOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.linear#%d", o.id) }
-func (o *linearOp) Hashcode() uint32      { return hashOf(o) }
-func (o *linearOp) String() string        { return fmt.Sprintf("linear(%d→%d)", o.in, o.out) }
+func (o *linearOp) String() string { return fmt.Sprintf("linear(%d→%d)", o.in, o.out) }
 
 func (o *linearOp) DiffWRT(n int) []bool { return []bool{true, true, true} }
 
@@ -75,7 +68,7 @@ func (o *linearOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, er
 	r := make(gg.Nodes, 3)
 	for i := range r {
 		var err error
-		if r[i], err = gg.ApplyOp(&linearGradOp{id: linearIDs.Add(1), f: o, wrt: i}, inputs[0], inputs[1], grad); err != nil {
+		if r[i], err = gg.ApplyOp(&linearGradOp{opID: newOpID(), f: o, wrt: i}, inputs[0], inputs[1], grad); err != nil {
 			return nil, err
 		}
 	}
@@ -85,7 +78,7 @@ func (o *linearOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, er
 // linearGradOp computes, from x, W and the output gradient g (n, out), one of dx = g·W (wrt 0,
 // x's dtype), dW = gᵀ·x (wrt 1, float64) or db = column sums of g (wrt 2, float64).
 type linearGradOp struct {
-	id   uint64
+	opID
 	f    *linearOp
 	wrt  int
 	d    *tensor.Dense
@@ -152,18 +145,7 @@ func columnSums[T float](d []float64, g []T, rows, cols int) {
 	}
 }
 
-func (o *linearGradOp) ReturnsPtr() bool      { return false }
-func (o *linearGradOp) CallsExtern() bool     { return false }
-func (o *linearGradOp) OverwritesInput() int  { return -1 }
-func (o *linearGradOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.dlinear/%d#%d", o.wrt, o.id) }
-func (o *linearGradOp) Hashcode() uint32      { return hashOf(o) }
-func (o *linearGradOp) String() string        { return fmt.Sprintf("d%v/d%d", o.f, o.wrt) }
-
-func hashOf(o interface{ WriteHash(hash.Hash) }) uint32 {
-	h := fnv.New32a()
-	o.WriteHash(h)
-	return h.Sum32()
-}
+func (o *linearGradOp) String() string { return fmt.Sprintf("d%v/d%d", o.f, o.wrt) }
 
 func dtypeOf(dt tensor.Dtype) DType {
 	if dt == tensor.Float64 {
@@ -176,3 +158,22 @@ var (
 	_ gg.SDOp = (*linearOp)(nil)
 	_ gg.Op   = (*linearGradOp)(nil)
 )
+
+// opID is what every custom Op of this package answers alike: a unique id, so that gorgonia
+// never takes two Ops for the same node (each owns its buffers); a fresh output value; no
+// external call; no input overwritten.
+type opID uint64
+
+var opIDs atomic.Uint64
+
+func newOpID() opID { return opID(opIDs.Add(1)) }
+
+func (id opID) ReturnsPtr() bool      { return false }
+func (id opID) CallsExtern() bool     { return false }
+func (id opID) OverwritesInput() int  { return -1 }
+func (id opID) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.op#%d", uint64(id)) }
+func (id opID) Hashcode() uint32 {
+	h := fnv.New32a()
+	id.WriteHash(h)
+	return h.Sum32()
+}

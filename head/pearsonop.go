@@ -2,7 +2,6 @@ package head
 
 import (
 	"fmt"
-	"hash"
 	"math"
 
 	"github.com/chewxy/hm"
@@ -16,7 +15,7 @@ import (
 // broadcast materialized by gorgonia's generic repeat, forward and backward. Its gradient is
 // pearsonGradOp, from z, C and the gradient of C. Each Op owns its buffers.
 type pearsonOp struct {
-	id   uint64
+	opID
 	n, e int
 	dt   tensor.Dtype
 	y    *tensor.Dense
@@ -27,7 +26,7 @@ type pearsonOp struct {
 // pearson returns the node of the correlation matrix C of z's rows.
 func pearson(z *gg.Node) (*gg.Node, error) {
 	s := z.Shape()
-	return gg.ApplyOp(&pearsonOp{id: linearIDs.Add(1), n: s[0], e: s[1], dt: z.Dtype()}, z)
+	return gg.ApplyOp(&pearsonOp{opID: newOpID(), n: s[0], e: s[1], dt: z.Dtype()}, z)
 }
 
 func (o *pearsonOp) Arity() int    { return 1 }
@@ -61,23 +60,18 @@ func scratch[T float](buf *any, n int) []T {
 	return s
 }
 
-func (o *pearsonOp) ReturnsPtr() bool      { return false }
-func (o *pearsonOp) CallsExtern() bool     { return false }
-func (o *pearsonOp) OverwritesInput() int  { return -1 }
-func (o *pearsonOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.pearson#%d", o.id) }
-func (o *pearsonOp) Hashcode() uint32      { return hashOf(o) }
-func (o *pearsonOp) String() string        { return fmt.Sprintf("pearson(%d×%d)", o.n, o.e) }
+func (o *pearsonOp) String() string { return fmt.Sprintf("pearson(%d×%d)", o.n, o.e) }
 
 func (o *pearsonOp) DiffWRT(int) []bool { return []bool{true} }
 
 func (o *pearsonOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, error) {
-	d, err := gg.ApplyOp(&pearsonGradOp{id: linearIDs.Add(1), f: o}, inputs[0], output, grad)
+	d, err := gg.ApplyOp(&pearsonGradOp{opID: newOpID(), f: o}, inputs[0], output, grad)
 	return gg.Nodes{d}, err
 }
 
 // pearsonGradOp computes dz from z (n, e), C (n, n) and the gradient g of C (n, n).
 type pearsonGradOp struct {
-	id        uint64
+	opID
 	f         *pearsonOp
 	d         *tensor.Dense
 	x, nrm, s any // the centered rows, n_i, and the gradient of x xᵀ made symmetric
@@ -108,12 +102,7 @@ func (o *pearsonGradOp) Do(vs ...gg.Value) (gg.Value, error) {
 	return o.d, nil
 }
 
-func (o *pearsonGradOp) ReturnsPtr() bool      { return false }
-func (o *pearsonGradOp) CallsExtern() bool     { return false }
-func (o *pearsonGradOp) OverwritesInput() int  { return -1 }
-func (o *pearsonGradOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.dpearson#%d", o.id) }
-func (o *pearsonGradOp) Hashcode() uint32      { return hashOf(o) }
-func (o *pearsonGradOp) String() string        { return fmt.Sprintf("d%v", o.f) }
+func (o *pearsonGradOp) String() string { return fmt.Sprintf("d%v", o.f) }
 
 // center sets x = z − rowmean(z) and nrm_i = sqrt(‖x_i‖² + ε) for z (n, e).
 func center[T float](x, nrm, z []T, n, e int) {

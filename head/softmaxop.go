@@ -2,7 +2,6 @@ package head
 
 import (
 	"fmt"
-	"hash"
 	"math"
 
 	"github.com/chewxy/hm"
@@ -17,7 +16,7 @@ import (
 // as many backward on matrices of a few thousand values, where gorgonia's per-node cost
 // dominates. Its gradient is softmaxGradOp, from the output and the output's gradient.
 type softmaxOp struct {
-	id   uint64
+	opID
 	log  bool
 	n, k int
 	dt   tensor.Dtype
@@ -27,7 +26,7 @@ type softmaxOp struct {
 // softmaxNode returns the node of the row-wise softmax of a, or log-softmax with log.
 func softmaxNode(a *gg.Node, log bool) (*gg.Node, error) {
 	s := a.Shape()
-	return gg.ApplyOp(&softmaxOp{id: linearIDs.Add(1), log: log, n: s[0], k: s[1], dt: a.Dtype()}, a)
+	return gg.ApplyOp(&softmaxOp{opID: newOpID(), log: log, n: s[0], k: s[1], dt: a.Dtype()}, a)
 }
 
 func (o *softmaxOp) Arity() int    { return 1 }
@@ -49,13 +48,6 @@ func (o *softmaxOp) Do(vs ...gg.Value) (gg.Value, error) {
 	return o.y, nil
 }
 
-func (o *softmaxOp) ReturnsPtr() bool     { return false }
-func (o *softmaxOp) CallsExtern() bool    { return false }
-func (o *softmaxOp) OverwritesInput() int { return -1 }
-func (o *softmaxOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "head.softmax/%v#%d", o.log, o.id)
-}
-func (o *softmaxOp) Hashcode() uint32 { return hashOf(o) }
 func (o *softmaxOp) String() string {
 	if o.log {
 		return fmt.Sprintf("logsoftmax(%d×%d)", o.n, o.k)
@@ -66,16 +58,16 @@ func (o *softmaxOp) String() string {
 func (o *softmaxOp) DiffWRT(int) []bool { return []bool{true} }
 
 func (o *softmaxOp) SymDiff(inputs gg.Nodes, output, grad *gg.Node) (gg.Nodes, error) {
-	d, err := gg.ApplyOp(&softmaxGradOp{id: linearIDs.Add(1), f: o}, output, grad)
+	d, err := gg.ApplyOp(&softmaxGradOp{opID: newOpID(), f: o}, output, grad)
 	return gg.Nodes{d}, err
 }
 
 // softmaxGradOp computes the input gradient from the output y and its gradient g, row by row:
 // softmax: y ⊙ (g − Σ g⊙y); log-softmax: g − exp(y) Σ g.
 type softmaxGradOp struct {
-	id uint64
-	f  *softmaxOp
-	d  *tensor.Dense
+	opID
+	f *softmaxOp
+	d *tensor.Dense
 }
 
 func (o *softmaxGradOp) Arity() int { return 2 }
@@ -100,12 +92,7 @@ func (o *softmaxGradOp) Do(vs ...gg.Value) (gg.Value, error) {
 	return o.d, nil
 }
 
-func (o *softmaxGradOp) ReturnsPtr() bool      { return false }
-func (o *softmaxGradOp) CallsExtern() bool     { return false }
-func (o *softmaxGradOp) OverwritesInput() int  { return -1 }
-func (o *softmaxGradOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "head.dsoftmax#%d", o.id) }
-func (o *softmaxGradOp) Hashcode() uint32      { return hashOf(o) }
-func (o *softmaxGradOp) String() string        { return fmt.Sprintf("d%v", o.f) }
+func (o *softmaxGradOp) String() string { return fmt.Sprintf("d%v", o.f) }
 
 // softmaxRows sets each row of y to the softmax (or log-softmax) of a's row, shifted by the row
 // maximum: sh = a − max, softmax = exp(sh) / Σ exp(sh), log-softmax = sh − log Σ exp(sh).
