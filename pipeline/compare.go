@@ -275,9 +275,21 @@ func (sp compareSpec) config(base config.Config, seed int64, out string) config.
 // optimizer, fine-tuned blocks). Comparison rows must share it; tune's trials share it and more.
 func sameProtocol(a, b config.Config) bool {
 	ab, bb := a.Backbone, b.Backbone
-	return a.Data == b.Data && a.TrainClasses == b.TrainClasses && a.ValidationClasses == b.ValidationClasses &&
+	return samePath(a.Data, b.Data) && a.TrainClasses == b.TrainClasses && a.ValidationClasses == b.ValidationClasses &&
 		a.OnBadImage == b.OnBadImage && reflect.DeepEqual(a.Preprocess, b.Preprocess) &&
-		ab.Path == bb.Path && ab.Feature == bb.Feature && ab.Dequantize == bb.Dequantize && ab.Flip == bb.Flip && ab.FlipTTA == bb.FlipTTA
+		samePath(ab.Path, bb.Path) && ab.Feature == bb.Feature && ab.Dequantize == bb.Dequantize && ab.Flip == bb.Flip && ab.FlipTTA == bb.FlipTTA
+}
+
+// samePath reports whether two paths name the same file or folder: the same string, or the same
+// file on disk (a config file's ../shared/data/cub100 and the default's $PIPELINE_SHARED_DIR one
+// spell one folder two ways).
+func samePath(a, b string) bool {
+	if a == b {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
 // rowSlug is a row title as a folder name: lower case, runs of other characters than letters and

@@ -196,3 +196,25 @@ func TestCompareMarkdownBackbone(t *testing.T) {
 		t.Errorf("head-only config described as:\n%s", md)
 	}
 }
+
+// TestSameProtocolPaths: the data folder and the backbone spelled two ways (relative and absolute)
+// are one protocol; another folder is not.
+func TestSameProtocolPaths(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"data", "other"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(dir)
+	a, b := config.DefaultConfig(), config.DefaultConfig()
+	a.Data, b.Data = "data", filepath.Join(dir, "data")
+	a.Backbone.Path, b.Backbone.Path = "./data", filepath.Join(dir, "data")
+	if !sameProtocol(a, b) {
+		t.Error("the same folder spelled relative and absolute: not the same protocol")
+	}
+	b.Data = filepath.Join(dir, "other")
+	if sameProtocol(a, b) {
+		t.Error("another data folder: the same protocol")
+	}
+}
