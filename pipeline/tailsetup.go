@@ -35,6 +35,11 @@ type tailSetup struct {
 	trainBlocks int
 }
 
+// featureModel reports whether the tail is cut from the very model that extracts the features
+// (a float backbone, or an int8 one run as its float conversion): the prefix's activations then
+// come out of the features' onnxruntime pass, and the untrained tail computes the features again.
+func (s *tailSetup) featureModel(bb *backbone.Backbone) bool { return s.float == bb.Model() }
+
 // prepareTail loads the backbone as a float model, resolves the cut tensor, builds the prefix and
 // decodes the trained part. It runs in runner.prepare, before features or activations are
 // extracted, so that a train_blocks or trainable_from the model cannot honour fails at once:

@@ -288,9 +288,9 @@ func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, 
 
 	switch {
 	case len(split.evalIdx) == 0: // a tune trial, which never reads the evaluation classes
-	case !r.bb.Info().Quantized || r.bb.Dequantized():
-		// The features were extracted by the float model the tail is cut from: the untrained tail
-		// computes them again (bit for bit on AVX2, TestMobileNetTail), so their baseline is it.
+	case s.featureModel(r.bb):
+		// The untrained tail computes the features again (bit for bit on AVX2,
+		// TestMobileNetTail), so their baseline is its.
 		ts.BaselineFloat = r.sum.Baseline
 		if cfg.Backbone.FlipTTA && r.sum.BaselineTTA != nil {
 			ts.BaselineFloat = *r.sum.BaselineTTA
