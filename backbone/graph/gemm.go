@@ -136,7 +136,7 @@ type addKernel[T float] func(kb int, ap, bp, c []T, ldc int)
 
 func pickAddKernel[T float]() addKernel[T] {
 	var z T
-	if _, ok := any(z).(float32); ok && useAsm && useAddKernel {
+	if _, ok := any(z).(float32); ok && useAsm && useAsmPaths {
 		f := addKernel[float32](func(kb int, ap, bp, c []float32, ldc int) {
 			_ = c[5*ldc+nr-1]
 			sgemmKernel6x16Add(kb, &ap[0], &bp[0], &c[0], ldc)
@@ -151,7 +151,7 @@ func pickAddKernel[T float]() addKernel[T] {
 // caller checks that every row's 16 values lie inside src.
 func pickPack16[T float]() func(dst, src []T, ro []int, off int) {
 	var z T
-	if _, ok := any(z).(float32); ok && useAsm && useAddKernel {
+	if _, ok := any(z).(float32); ok && useAsm && useAsmPaths {
 		f := func(dst, src []float32, ro []int, off int) {
 			_ = dst[len(ro)*nr-1]
 			packPanel16(&dst[0], &src[0], &ro[0], len(ro), off)
@@ -170,8 +170,8 @@ func minMax(s []int) (lo, hi int) {
 	return lo, hi
 }
 
-// useAddKernel lets tests compare the assembly's in-place products and packing with the Go paths.
-var useAddKernel = true
+// useAsmPaths lets tests compare the assembly's in-place products and packing with the Go paths.
+var useAsmPaths = true
 
 // evenRows returns the stride of row offsets ro when they are equally spaced by at least nr.
 func evenRows(ro []int) (int, bool) {

@@ -107,8 +107,8 @@ func TestGemmInPlace(t *testing.T) {
 			}
 		}
 		run := func(inPlace bool) []float32 {
-			useAddKernel = inPlace
-			defer func() { useAddKernel = true }()
+			useAsmPaths = inPlace
+			defer func() { useAsmPaths = true }()
 			c := append([]float32(nil), c0...)
 			gemm(1, dense(a, 0, m, k, k), dense(b, 0, k, n, n), 1, view[float32]{d: c, ro: cro, co: seq(n, 1)})
 			gemmORT(1, dense(a, 0, m, k, k), dense(b, 0, k, n, n), 1, view[float32]{d: c, ro: cro, co: seq(n, 1)})

@@ -60,7 +60,7 @@ func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if x32, ok := any(x).([]float32); ok {
 			w32, y32 := any(w).([]float32), any(y).([]float32)
-			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { simd.Depthwise(x32, w32, y32, &s, lo, hi) })
+			parallelRange(m, n*m*ohw*kk, func(lo, hi int) { simd.Depthwise(x32, w32, y32, &s, lo, hi) })
 			return
 		}
 	}
@@ -105,7 +105,7 @@ func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if dx32, ok := any(dx).([]float32); ok {
 			w32, gy32 := any(w).([]float32), any(gy).([]float32)
-			parallelRange(c, n*ohw*kk*m, func(lo, hi int) { simd.DepthwiseBackX(dx32, w32, gy32, &s, lo, hi) })
+			parallelRange(c, n*m*ohw*kk, func(lo, hi int) { simd.DepthwiseBackX(dx32, w32, gy32, &s, lo, hi) })
 			return
 		}
 	}
@@ -146,7 +146,7 @@ func depthwiseBackW[T float](x, dw, gy []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if x32, ok := any(x).([]float32); ok {
 			dw32, gy32 := any(dw).([]float32), any(gy).([]float32)
-			parallelRange(m, n*ohw*kk*m, func(lo, hi int) { simd.DepthwiseBackW(x32, dw32, gy32, &s, lo, hi) })
+			parallelRange(m, n*m*ohw*kk, func(lo, hi int) { simd.DepthwiseBackW(x32, dw32, gy32, &s, lo, hi) })
 			return
 		}
 	}
