@@ -129,16 +129,23 @@ func TestBatcherOverload(t *testing.T) {
 	m := &fakeModel{gate: make(chan struct{})}
 	b := newBatcher(m, 1, 0, true, 2, newMetrics())
 	ctx, cancel := context.WithCancel(context.Background())
-	for range 3 { // one running (held at the gate), two queued
+	// Polled rather than slept for: on a loaded machine the goroutines may take long to get there.
+	waitFor := func(what string, ok func() bool) {
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 10 s, %s: %d runs started, %d of %d queued", what, m.entered.Load(), len(b.queue), cap(b.queue))
+			}
+		}
+	}
+	// One job running (held at the gate) before the two that fill the queue are sent: sent
+	// together, all three could reach the queue before the loop takes the first, and the third
+	// would be refused.
+	go b.submit(ctx, []float32{1, 2}, 1)
+	waitFor("the first job running", func() bool { return m.entered.Load() == 1 })
+	for range 2 {
 		go b.submit(ctx, []float32{1, 2}, 1)
 	}
-	// Polled rather than slept for: on a loaded machine the goroutines may take long to get there.
-	for deadline := time.Now().Add(10 * time.Second); m.entered.Load() < 1 || len(b.queue) < cap(b.queue); {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10 s: %d runs started, %d of %d queued", m.entered.Load(), len(b.queue), cap(b.queue))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor("two jobs queued", func() bool { return len(b.queue) == cap(b.queue) })
 	if _, err := b.submit(ctx, []float32{1, 2}, 1); !errors.Is(err, errOverloaded) {
 		t.Errorf("submit to a full queue: %v, want errOverloaded", err)
 	}
