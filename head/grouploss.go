@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/grouploss/pipeline/internal/parallel"
 	gg "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -182,7 +183,7 @@ func readMatrix(v gg.Value, rows, cols int) [][]float64 {
 // cores (the input layer's is 655,360 values at the default sizes).
 func finite(v []float64) bool {
 	var bad atomic.Bool
-	parallelRows(len(v), len(v), func(lo, hi int) {
+	parallel.Range(len(v), len(v), func(lo, hi int) {
 		if !finiteSerial(v[lo:hi]) {
 			bad.Store(true)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grouploss/pipeline/internal/parallel"
 	"github.com/grouploss/pipeline/internal/testenv"
 )
 
@@ -290,7 +291,7 @@ func TestFinite(t *testing.T) {
 		}
 	}
 	// Large enough to be split over the cores: a NaN in the last part is found.
-	big := make([]float64, 4*parallelMin+3)
+	big := make([]float64, 4*parallel.MinWork+3)
 	if !finite(big) {
 		t.Error("finite(zeros) = false")
 	}

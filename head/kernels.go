@@ -1,9 +1,7 @@
 package head
 
 import (
-	"runtime"
-	"sync"
-
+	"github.com/grouploss/pipeline/internal/parallel"
 	"gonum.org/v1/gonum/blas/gonum"
 )
 
@@ -14,33 +12,6 @@ import (
 // OpenBLAS (kernels_f32.go).
 
 var blasImpl gonum.Implementation
-
-// parallelMin is the multiply-add count below which a kernel runs on one goroutine.
-const parallelMin = 1 << 18
-
-// parallelRows runs f over [0, rows) split into GOMAXPROCS contiguous ranges. The calling
-// goroutine takes the last range itself: inside gorgonia's tape machine it is locked to its OS
-// thread, and blocking it at once on the others would hand its processor to another thread and
-// back for every kernel (measured: about 1.5 ms more per forward of the 1280->512 layer).
-func parallelRows(rows, work int, f func(lo, hi int)) {
-	p := runtime.GOMAXPROCS(0)
-	if work < parallelMin || p == 1 || rows < 2 {
-		f(0, rows)
-		return
-	}
-	p = min(p, rows)
-	var wg sync.WaitGroup
-	for k := 0; k < p-1; k++ {
-		lo, hi := k*rows/p, (k+1)*rows/p
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(lo, hi)
-		}()
-	}
-	f((p-1)*rows/p, rows)
-	wg.Wait()
-}
 
 type float interface{ ~float32 | ~float64 }
 
@@ -57,7 +28,7 @@ func linearKernel[T, V float](dst []T, w, b []V, x []T, out, in, n, so, si int, 
 	_ = w[out*in-1]
 	_ = x[n*in-1]
 	_ = b[out-1]
-	parallelRows(out, out*in*n, func(lo, hi int) {
+	parallel.Range(out, out*in*n, func(lo, hi int) {
 		wo := make([]T, in)
 		for o := lo; o < hi; o++ {
 			for k, v := range w[o*in : (o+1)*in] {
@@ -79,7 +50,7 @@ func weightGradKernel[T, D float](dw, db []D, g, x []T, out, in, n, so, si int, 
 	_ = dw[out*in-1]
 	_ = x[n*in-1]
 	_ = g[(out-1)*so+(n-1)*si]
-	parallelRows(out, out*in*n, func(lo, hi int) {
+	parallel.Range(out, out*in*n, func(lo, hi int) {
 		row := make([]T, in)
 		for o := lo; o < hi; o++ {
 			clear(row)
@@ -105,7 +76,7 @@ func inputGradKernel[T float](dx, g []T, w []float64, out, in, n int) {
 	_ = dx[n*in-1]
 	_ = g[n*out-1]
 	_ = w[out*in-1]
-	parallelRows(n, n*out*in, func(lo, hi int) {
+	parallel.Range(n, n*out*in, func(lo, hi int) {
 		acc := make([]float64, in)
 		for i := lo; i < hi; i++ {
 			clear(acc)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/grouploss/pipeline/internal/convert"
 	"github.com/grouploss/pipeline/internal/matmul"
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // The float32 input layer's products run on OpenBLAS's sgemm (internal/matmul): for
@@ -19,7 +20,7 @@ var sgemm = matmul.BLAS{}.Sgemm
 // linear32 computes y (n, out) = x (n, in) · w (out, in)ᵀ + b, writing w32 = float32(w) (the
 // copy the backward products reuse).
 func linear32(y, x, w32 []float32, w, b []float64, n, in, out int) {
-	parallelRows(out, out*in*n, func(lo, hi int) {
+	parallel.Range(out, out*in*n, func(lo, hi int) {
 		convert.F64ToF32(w32[lo*in:hi*in], w[lo*in:hi*in])
 		sgemm(blas.NoTrans, blas.Trans, n, hi-lo, in, 1, x, in, w32[lo*in:], in, 0, y[lo:], out)
 	})
@@ -33,7 +34,7 @@ func linear32(y, x, w32 []float32, w, b []float64, n, in, out int) {
 
 // weightGrad32 computes dw (out, in) = g (n, out)ᵀ · x (n, in), through dw32.
 func weightGrad32(dw []float64, dw32, g, x []float32, n, in, out int) {
-	parallelRows(out, out*in*n, func(lo, hi int) {
+	parallel.Range(out, out*in*n, func(lo, hi int) {
 		sgemm(blas.Trans, blas.NoTrans, hi-lo, in, n, 1, g[lo:], out, x, in, 0, dw32[lo*in:], in)
 		convert.F32ToF64(dw[lo*in:hi*in], dw32[lo*in:hi*in])
 	})
@@ -41,7 +42,7 @@ func weightGrad32(dw []float64, dw32, g, x []float32, n, in, out int) {
 
 // inputGrad32 computes dx (n, in) = g (n, out) · w32 (out, in).
 func inputGrad32(dx, g, w32 []float32, n, in, out int) {
-	parallelRows(in, out*in*n, func(lo, hi int) {
+	parallel.Range(in, out*in*n, func(lo, hi int) {
 		sgemm(blas.NoTrans, blas.NoTrans, n, hi-lo, out, 1, g, out, w32[lo:], in, 0, dx[lo:], in)
 	})
 }

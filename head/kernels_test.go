@@ -4,13 +4,15 @@ import (
 	"math"
 	"math/rand"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // The input-layer kernels match naive loops, in both output layouts, on sizes large enough to run
 // on several goroutines.
 func TestKernels(t *testing.T) {
-	const out, in, n = 64, 100, 50 // out*in*n > parallelMin
-	if out*in*n < parallelMin {
+	const out, in, n = 64, 100, 50 // out*in*n > parallel.MinWork
+	if out*in*n < parallel.MinWork {
 		t.Fatal("sizes too small to exercise the parallel path")
 	}
 	rng := rand.New(rand.NewSource(8))

@@ -7,12 +7,9 @@ import (
 	"io"
 	"math/rand"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
@@ -20,6 +17,7 @@ import (
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/backbone/ort"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"github.com/grouploss/pipeline/internal/parallel"
 	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/export"
@@ -216,19 +214,12 @@ func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o Vari
 // observeAll adds each target's values to the calibrator, the targets spread over the cores (each
 // target's statistics are its own); the errors name their tensors.
 func observeAll(c *export.Calibrator, targets []string, outs [][]float32) error {
-	var next atomic.Int64
 	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(targets)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(targets); i = int(next.Add(1) - 1) {
-				errs[i] = c.Observe(targets[i], outs[i])
-			}
-		}()
+	work := 0
+	for _, o := range outs {
+		work += len(o)
 	}
-	wg.Wait()
+	parallel.For(len(targets), work, func(i int) { errs[i] = c.Observe(targets[i], outs[i]) })
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,8 @@ package graph
 import (
 	"runtime"
 	"sync"
+
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // A packed, blocked matrix product C = alpha·A·B + beta·C on matrices given by offset tables.
@@ -229,7 +231,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 	}
 	if beta != 1 {
 		runs := consecutiveRuns(c.co)
-		parallelRange(len(c.ro), len(c.ro)*len(c.co), func(lo, hi int) { // over rows
+		parallel.Range(len(c.ro), len(c.ro)*len(c.co), func(lo, hi int) { // over rows
 			for _, r := range c.ro[lo:hi] {
 				for _, sp := range runs {
 					row := c.d[r+c.co[sp.j] : r+c.co[sp.j]+sp.n]
@@ -249,7 +251,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 	}
 	kern, addKern, pack16 := pickKernel[T](), pickAddKernel[T](), pickPack16[T]()
 	workers := runtime.GOMAXPROCS(0)
-	if m*n*k < parallelMinWork {
+	if m*n*k < parallel.MinWork {
 		workers = 1
 	}
 	// Row chunks of at most mcMax rows, as many as a multiple of the workers and of equal size
@@ -273,7 +275,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 		// Pack b[k0:k0+kb, :] into column panels of nr, each kb×nr row-major, zero-padded.
 		bRows := consecutiveRuns(b.ro[k0 : k0+kb])
 		roLo, roHi := minMax(b.ro[k0 : k0+kb])
-		parallelFor(nPanels, kb*n*4, func(jp int) {
+		parallel.For(nPanels, kb*n*4, func(jp int) {
 			dst := bp[jp*nr*kb : (jp+1)*nr*kb]
 			j0 := jp * nr
 			jn := min(nr, n-j0)
@@ -311,7 +313,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 			}
 		})
 		aRuns := consecutiveRuns(a.co[k0 : k0+kb])
-		parallelFor(mChunks*nParts, m*n*kb, func(job int) {
+		parallel.For(mChunks*nParts, m*n*kb, func(job int) {
 			mi, ni := job/nParts, job%nParts
 			i0 := mi * mc
 			i1 := min(m, i0+mc)

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/grouploss/pipeline/backbone/graph/internal/simd"
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // kernel is one operator's forward and backward computation on tensors of element type T: the
@@ -45,7 +46,7 @@ func (k *binaryK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	}
 	y := a.uninit(shape)
 	if sameShape(x0.shape, x1.shape) {
-		parallelRange(len(y.data), len(y.data), func(lo, hi int) {
+		parallel.Range(len(y.data), len(y.data), func(lo, hi int) {
 			yd, a, b := y.data[lo:hi], x0.data[lo:hi], x1.data[lo:hi]
 			switch k.kind {
 			case binAdd:
@@ -129,7 +130,7 @@ type reluK[T float] struct{}
 func (reluK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	y := a.uninit(in[0].shape)
 	x := in[0].data
-	parallelRange(len(x), len(x), func(lo, hi int) {
+	parallel.Range(len(x), len(x), func(lo, hi int) {
 		yd := y.data[lo:hi]
 		for i, v := range x[lo:hi] {
 			yd[i] = 0
@@ -148,7 +149,7 @@ func (reluK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []
 		return nil
 	}
 	x := in[0].data
-	parallelRange(len(x), len(x), func(lo, hi int) {
+	parallel.Range(len(x), len(x), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			gin[0].data[i] = 0
 			if x[i] > 0 {
@@ -179,10 +180,10 @@ func (k *clipK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	x := in[0].data
 	if x32, ok := any(x).([]float32); ok && simd.Supported && !noSIMD {
 		y32 := any(y.data).([]float32)
-		parallelRange(len(x), len(x), func(i0, i1 int) { simd.Clip(x32[i0:i1], y32[i0:i1], float32(lo), float32(hi)) })
+		parallel.Range(len(x), len(x), func(i0, i1 int) { simd.Clip(x32[i0:i1], y32[i0:i1], float32(lo), float32(hi)) })
 		return y, nil
 	}
-	parallelRange(len(x), len(x), func(i0, i1 int) {
+	parallel.Range(len(x), len(x), func(i0, i1 int) {
 		yd := y.data[i0:i1]
 		for i, v := range x[i0:i1] {
 			yd[i] = min(max(v, lo), hi)
@@ -200,7 +201,7 @@ func (k *clipK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin
 	lo, hi := T(k.lo), T(k.hi)
 	x := in[0].data
 	gd, dx := g.data[:len(x)], gin[0].data[:len(x)]
-	parallelRange(len(x), len(x), func(i0, i1 int) {
+	parallel.Range(len(x), len(x), func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
 			dx[i] = 0
 			if v := x[i]; v > lo && v < hi {
@@ -221,10 +222,10 @@ func (k *clipK[T]) writesGrad([]*tensor[T], int) bool { return true }
 func passGrad32(x, g, dx []float32, lo, hi float32) {
 	g, dx = g[:len(x)], dx[:len(x)]
 	if simd.Supported && !noSIMD {
-		parallelRange(len(x), len(x), func(i0, i1 int) { simd.ClipGrad(x[i0:i1], g[i0:i1], dx[i0:i1], lo, hi) })
+		parallel.Range(len(x), len(x), func(i0, i1 int) { simd.ClipGrad(x[i0:i1], g[i0:i1], dx[i0:i1], lo, hi) })
 		return
 	}
-	parallelRange(len(x), len(x), func(i0, i1 int) {
+	parallel.Range(len(x), len(x), func(i0, i1 int) {
 		x := x[i0:i1]
 		g, dx := g[i0:i1][:len(x)], dx[i0:i1][:len(x)]
 		for i, v := range x {

@@ -1,6 +1,10 @@
 package graph
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/grouploss/pipeline/internal/parallel"
+)
 
 // ---- Conv ----
 
@@ -62,7 +66,7 @@ func (k *convK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	// The bias is added to the finished sums, as onnxruntime's kernels do (the same rounding).
 	if len(in) > 2 && in[2] != nil {
 		b := in[2].data[:m]
-		parallelRange(n*m, n*m*ohw, func(p0, p1 int) { // over planes (sample, channel)
+		parallel.Range(n*m, n*m*ohw, func(p0, p1 int) { // over planes (sample, channel)
 			for p := p0; p < p1; p++ {
 				bv := b[p%m]
 				row := y.data[p*ohw : (p+1)*ohw]
@@ -158,7 +162,7 @@ func (k *convK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 	if len(gin) > 2 && gin[2] != nil {
 		// Split over channels; each channel adds its samples' sums in sample order.
 		db := gin[2].data[:m]
-		parallelRange(m, n*m*ohw, func(o0, o1 int) {
+		parallel.Range(m, n*m*ohw, func(o0, o1 int) {
 			for i := 0; i < n; i++ {
 				for o := o0; o < o1; o++ {
 					var s T

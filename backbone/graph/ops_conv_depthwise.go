@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/grouploss/pipeline/backbone/graph/internal/simd"
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // tapRun is a run of cnt outputs from y offset yo that read x from offset xo with stride xs
@@ -60,12 +61,12 @@ func depthwise[T float](x, w, y []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if x32, ok := any(x).([]float32); ok {
 			w32, y32 := any(w).([]float32), any(y).([]float32)
-			parallelRange(m, n*m*ohw*kk, func(lo, hi int) { simd.Depthwise(x32, w32, y32, &s, lo, hi) })
+			parallel.Range(m, n*m*ohw*kk, func(lo, hi int) { simd.Depthwise(x32, w32, y32, &s, lo, hi) })
 			return
 		}
 	}
 	runs := tapRuns(g)
-	parallelFor(m, n*ohw*kk*8, func(o int) {
+	parallel.For(m, n*ohw*kk*8, func(o int) {
 		ci := o / mult
 		wk := w[o*kk : (o+1)*kk]
 		for i := 0; i < n; i++ {
@@ -105,12 +106,12 @@ func depthwiseBackX[T float](dx, w, gy []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if dx32, ok := any(dx).([]float32); ok {
 			w32, gy32 := any(w).([]float32), any(gy).([]float32)
-			parallelRange(c, n*m*ohw*kk, func(lo, hi int) { simd.DepthwiseBackX(dx32, w32, gy32, &s, lo, hi) })
+			parallel.Range(c, n*m*ohw*kk, func(lo, hi int) { simd.DepthwiseBackX(dx32, w32, gy32, &s, lo, hi) })
 			return
 		}
 	}
 	runs := tapRuns(g)
-	parallelFor(c, n*ohw*kk*8*mult, func(ci int) {
+	parallel.For(c, n*ohw*kk*8*mult, func(ci int) {
 		for i := 0; i < n; i++ {
 			clear(dx[(i*c+ci)*hw : (i*c+ci+1)*hw])
 		}
@@ -146,12 +147,12 @@ func depthwiseBackW[T float](x, dw, gy []T, g geom, n, c, mult int) {
 	if s, ok := dwShape(g, n, c, mult); ok {
 		if x32, ok := any(x).([]float32); ok {
 			dw32, gy32 := any(dw).([]float32), any(gy).([]float32)
-			parallelRange(m, n*m*ohw*kk, func(lo, hi int) { simd.DepthwiseBackW(x32, dw32, gy32, &s, lo, hi) })
+			parallel.Range(m, n*m*ohw*kk, func(lo, hi int) { simd.DepthwiseBackW(x32, dw32, gy32, &s, lo, hi) })
 			return
 		}
 	}
 	runs := tapRuns(g)
-	parallelFor(m, n*ohw*kk*8, func(o int) {
+	parallel.For(m, n*ohw*kk*8, func(o int) {
 		ci := o / mult
 		acc := make([]T, kk)
 		for i := 0; i < n; i++ {

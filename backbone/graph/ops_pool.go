@@ -1,6 +1,10 @@
 package graph
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/grouploss/pipeline/internal/parallel"
+)
 
 // ---- MaxPool, AveragePool, GlobalAveragePool ----
 
@@ -29,7 +33,7 @@ func (k *poolK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 		am = k.argmax
 	}
 	// The planes (sample, channel) are independent.
-	parallelRange(n*c, n*c*ohw*g.kh*g.kw, func(p0, p1 int) {
+	parallel.Range(n*c, n*c*ohw*g.kh*g.kw, func(p0, p1 int) {
 		for p := p0; p < p1; p++ {
 			var amp []int32
 			if am != nil {
@@ -87,7 +91,7 @@ func (k *poolK[T]) backward(a *arena[T], in []*tensor[T], out, gy *tensor[T], gi
 	}
 	n, c := x.shape[0], x.shape[1]
 	hw, ohw := g.h*g.w, g.oh*g.ow
-	parallelRange(n*c, n*c*ohw*g.kh*g.kw, func(p0, p1 int) {
+	parallel.Range(n*c, n*c*ohw*g.kh*g.kw, func(p0, p1 int) {
 		for p := p0; p < p1; p++ {
 			var amp []int32
 			if k.isMax {
@@ -169,7 +173,7 @@ func (gapK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 	}
 	y := a.uninit(shape)
 	sp := numel(x.shape[2:])
-	parallelRange(len(y.data), len(x.data), func(p0, p1 int) { // over planes
+	parallel.Range(len(y.data), len(x.data), func(p0, p1 int) { // over planes
 		for p := p0; p < p1; p++ {
 			var s T
 			for _, v := range x.data[p*sp : (p+1)*sp] {
@@ -183,7 +187,7 @@ func (gapK[T]) forward(a *arena[T], in []*tensor[T]) (*tensor[T], error) {
 
 func (gapK[T]) backward(a *arena[T], in []*tensor[T], out, g *tensor[T], gin []*tensor[T]) error {
 	sp := numel(in[0].shape[2:])
-	parallelRange(len(g.data), len(in[0].data), func(p0, p1 int) { // over planes
+	parallel.Range(len(g.data), len(in[0].data), func(p0, p1 int) { // over planes
 		for p := p0; p < p1; p++ {
 			share := g.data[p] / T(sp)
 			dx := gin[0].data[p*sp : (p+1)*sp]

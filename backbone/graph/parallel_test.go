@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // TestParallelMatchesSerial runs every gradient case (float32) on a batch large enough for the
@@ -24,9 +26,9 @@ func TestParallelMatchesSerial(t *testing.T) {
 			for _, n := range sortedKeys(c.inputs) {
 				opts.From = append(opts.From, n)
 			}
-			// Scale the batch so that the first input has at least 2·parallelMinWork values.
+			// Scale the batch so that the first input has at least 2·parallel.MinWork values.
 			first := c.inputs[opts.From[0]]
-			scale := (2*parallelMinWork + numel(first) - 1) / numel(first)
+			scale := (2*parallel.MinWork + numel(first) - 1) / numel(first)
 			batch := first[0] * scale
 			inputs := map[string][]int{}
 			for n, dims := range c.inputs {

@@ -3,6 +3,8 @@ package graph
 import (
 	"fmt"
 	"strings"
+
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 type float interface{ ~float32 | ~float64 }
@@ -189,7 +191,7 @@ func bcastRuns(out, sa, sb []int, f func(o, a, b, n, as, bs int)) {
 // reduceTo adds g (shape out) into dst (shape s, broadcast to out) along the broadcast axes.
 func reduceTo[T float](dst *tensor[T], g *tensor[T]) {
 	if sameShape(dst.shape, g.shape) {
-		parallelRange(len(g.data), len(g.data), func(lo, hi int) {
+		parallel.Range(len(g.data), len(g.data), func(lo, hi int) {
 			d := dst.data[lo:hi]
 			for i, v := range g.data[lo:hi] {
 				d[i] += v

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/grouploss/pipeline/internal/matmul"
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 const (
@@ -267,21 +268,6 @@ func (km *kmeansRun) margin(maxCsq float64) float64 {
 	return 4*matmul.ErrorBound(km.d, math.Sqrt(maxSq), math.Sqrt(maxCsq)) + 1e-12*(1+maxCsq)
 }
 
-// parallel calls f(lo, hi) on `threads` goroutines for consecutive ranges covering [0, n).
-func parallel(n, threads int, f func(lo, hi int)) {
-	threads = min(max(threads, 1), n)
-	if threads <= 1 {
-		f(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	per := (n + threads - 1) / threads
-	for lo := 0; lo < n; lo += per {
-		wg.Go(func() { f(lo, min(lo+per, n)) })
-	}
-	wg.Wait()
-}
-
 // seed is greedy k-means++: each new centre is the best (lowest resulting potential) of
 // 2+⌊ln k⌋ rows sampled with probability proportional to their squared distance to the closest
 // centre so far. A row's distance to a trial is computed exactly (float64) only when the float32
@@ -321,7 +307,7 @@ func (km *kmeansRun) seed(rng *rand.Rand) {
 			copy(candRows[t*d:(t+1)*d], km.x32[cand[t]*d:(cand[t]+1)*d])
 		}
 		matmul.ParallelABt(buf, n, candRows, trials, km.x32, n, d, km.threads)
-		parallel(trials, km.threads, func(lo, hi int) {
+		parallel.Threads(trials, km.threads, func(lo, hi int) {
 			for t := lo; t < hi; t++ {
 				ct := cand[t]
 				xc := km.row(ct)
@@ -365,7 +351,7 @@ func (km *kmeansRun) assignStep(first bool) (changed bool, inertia float64) {
 	}
 	margin := km.margin(maxCsq)
 	nBlocks := (n + km.block - 1) / km.block
-	parallel(nBlocks, km.threads, func(lo, hi int) {
+	parallel.Threads(nBlocks, km.threads, func(lo, hi int) {
 		buf := make([]float32, km.block*k)
 		for b := lo; b < hi; b++ {
 			s := b * km.block

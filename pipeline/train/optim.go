@@ -3,8 +3,8 @@ package train
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
+
+	"github.com/grouploss/pipeline/internal/parallel"
 )
 
 // Tensor is one trainable parameter as the optimizer sees it: its values and the gradient of the
@@ -100,7 +100,7 @@ func (a *adam) Step(params []Tensor, lr float64) {
 			a.st.V[p.Name] = make([]float64, len(p.Value))
 		}
 		v := a.st.V[p.Name]
-		parallelChunks(len(p.Value), func(lo, hi int) {
+		parallel.Range(len(p.Value), 8*len(p.Value), func(lo, hi int) {
 			a.update(p.Value[lo:hi], p.Grad[lo:hi], m[lo:hi], v[lo:hi], lr, bc1, bc2, r, rectified)
 		})
 	}
@@ -153,25 +153,4 @@ func adamStepGo(ws, gs, m, v []float64, k adamConsts) {
 		m[i], v[i] = mi, vi
 		ws[i] = w - k.step*mi/(math.Sqrt(vi)*k.isb+k.eps)
 	}
-}
-
-// parallelChunks calls f on [lo, hi) chunks covering [0, n): one call for small n, else one
-// chunk per CPU (up to 4), concurrently.
-func parallelChunks(n int, f func(lo, hi int)) {
-	const minPerChunk = 1 << 15
-	k := min(runtime.GOMAXPROCS(0), 4, n/minPerChunk)
-	if k <= 1 {
-		f(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for c := range k {
-		lo, hi := c*n/k, (c+1)*n/k
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(lo, hi)
-		}()
-	}
-	wg.Wait()
 }
