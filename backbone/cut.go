@@ -99,7 +99,7 @@ func Cut(m *onnx.ModelProto, feature string) (*onnx.ModelProto, *CutInfo, error)
 	names := onnxpb.Names(g)
 	if names[OutputName] {
 		// Free the name "features" for the output.
-		renamed := unique(names, OutputName+"_src")
+		renamed := onnxpb.UniqueName(names, OutputName+"_src")
 		onnxpb.Rename(g, OutputName, renamed)
 		names[renamed] = true
 		if feature == OutputName {
@@ -121,20 +121,20 @@ func Cut(m *onnx.ModelProto, feature string) (*onnx.ModelProto, *CutInfo, error)
 		if c.ZeroPoint != "" {
 			in = append(in, c.ZeroPoint)
 		}
-		next := unique(names, feature+"_dequantized")
+		next := onnxpb.UniqueName(names, feature+"_dequantized")
 		names[next] = true
-		steps = append(steps, onnxpb.Node("DequantizeLinear", unique(names, "features_dequantize"), in, []string{next}))
+		steps = append(steps, onnxpb.Node("DequantizeLinear", onnxpb.UniqueName(names, "features_dequantize"), in, []string{next}))
 		cur = next
 	}
 	if len(shape) != 2 {
-		next := unique(names, feature+"_flat")
+		next := onnxpb.UniqueName(names, feature+"_flat")
 		names[next] = true
-		steps = append(steps, onnxpb.Node("Flatten", unique(names, "features_flatten"), []string{cur}, []string{next},
+		steps = append(steps, onnxpb.Node("Flatten", onnxpb.UniqueName(names, "features_flatten"), []string{cur}, []string{next},
 			onnxpb.AttrInt("axis", 1)))
 		cur = next
 	}
 	if len(steps) == 0 {
-		steps = append(steps, onnxpb.Node("Identity", unique(names, "features_identity"), []string{cur}, []string{OutputName}))
+		steps = append(steps, onnxpb.Node("Identity", onnxpb.UniqueName(names, "features_identity"), []string{cur}, []string{OutputName}))
 	} else {
 		steps[len(steps)-1].Output[0] = OutputName
 	}
@@ -273,7 +273,7 @@ func unpinReshapes(g *onnx.GraphProto) error {
 		target[0] = 0
 		name := t.GetName()
 		if len(consumers[name]) > 1 {
-			name = unique(names, name+"_batch")
+			name = onnxpb.UniqueName(names, name+"_batch")
 			names[name] = true
 			n.Input[1] = name
 			g.Initializer = append(g.Initializer, onnxpb.Int64Tensor(name, t.GetDims(), target))
@@ -282,17 +282,4 @@ func unpinReshapes(g *onnx.GraphProto) error {
 		t.DataType, t.RawData, t.Int32Data, t.Int64Data = onnxpb.Int64, nil, nil, target
 	}
 	return nil
-}
-
-// unique returns base, or base_N, whichever is not in used.
-func unique(used map[string]bool, base string) string {
-	if !used[base] {
-		return base
-	}
-	for i := 1; ; i++ {
-		s := base + "_" + strconv.Itoa(i)
-		if !used[s] {
-			return s
-		}
-	}
 }

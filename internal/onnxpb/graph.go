@@ -2,6 +2,7 @@ package onnxpb
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 )
@@ -277,5 +278,19 @@ func ValueInfoNoShape(name string, elemType int32) *onnx.ValueInfoProto {
 		Type: &onnx.TypeProto{Value: &onnx.TypeProto_TensorType{
 			TensorType: &onnx.TypeProto_Tensor{ElemType: elemType},
 		}},
+	}
+}
+
+// UniqueName returns base, or base_N with the smallest N >= 1, whichever is not in used: the
+// name of a node or tensor added to a graph whose names are used.
+func UniqueName(used map[string]bool, base string) string {
+	if !used[base] {
+		return base
+	}
+	for i := 1; ; i++ {
+		s := base + "_" + strconv.Itoa(i)
+		if !used[s] {
+			return s
+		}
 	}
 }

@@ -188,3 +188,12 @@ func TestUnmarshalInvalid(t *testing.T) {
 		}
 	}
 }
+
+func TestUniqueName(t *testing.T) {
+	used := map[string]bool{"x": true, "x_1": true, "x_3": true}
+	for base, want := range map[string]string{"x": "x_2", "y": "y", "x_1": "x_1_1"} {
+		if got := UniqueName(used, base); got != want {
+			t.Errorf("UniqueName(%v, %q) = %q, want %q", used, base, got, want)
+		}
+	}
+}

@@ -103,7 +103,7 @@ func Build(cut *onnx.ModelProto, ci *backbone.CutInfo, head []Layer, meta Metada
 	used := onnxpb.Names(g)
 	for _, reserved := range []string{InputName, OutputName} {
 		if used[reserved] && reserved != ci.InputName {
-			free := unique(used, reserved+"_src")
+			free := onnxpb.UniqueName(used, reserved+"_src")
 			onnxpb.Rename(g, reserved, free)
 			used[free] = true
 		}
@@ -223,7 +223,7 @@ func addFlipAverage(m *onnx.ModelProto, used map[string]bool, base string, dim i
 	if opset < 10 {
 		return "", fmt.Errorf("export: flip averaging needs opset >= 10 (Slice with steps), the model has %d", opset)
 	}
-	both := unique(used, base+".input")
+	both := onnxpb.UniqueName(used, base+".input")
 	used[both] = true
 	// Every backbone node now reads the doubled batch; the graph input stays "images".
 	for _, n := range g.Node {
@@ -280,18 +280,6 @@ func names(vis []*onnx.ValueInfoProto) []string {
 		out[i] = vi.GetName()
 	}
 	return out
-}
-
-func unique(used map[string]bool, base string) string {
-	if !used[base] {
-		return base
-	}
-	for i := 1; ; i++ {
-		s := base + "_" + strconv.Itoa(i)
-		if !used[s] {
-			return s
-		}
-	}
 }
 
 func hasPrefix(used map[string]bool, prefix string) bool {

@@ -98,7 +98,7 @@ func addFlip(m *onnx.ModelProto) error {
 		return fmt.Errorf("export: adding the mirror pass: no node reads the backbone's %q", backbone.OutputName)
 	}
 	used := onnxpb.Names(g)
-	mean, err := addFlipAverage(m, used, unique(used, "head.flip"), dim)
+	mean, err := addFlipAverage(m, used, onnxpb.UniqueName(used, "head.flip"), dim)
 	if err != nil {
 		return err
 	}

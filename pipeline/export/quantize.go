@@ -330,7 +330,7 @@ func Quantize(m *onnx.ModelProto, ranges map[string]Range, opts QuantizeOptions)
 	inits := onnxpb.Initializers(g)
 	used := onnxpb.Names(g)
 	fresh := func(base string) string {
-		name := unique(used, base)
+		name := onnxpb.UniqueName(used, base)
 		used[name] = true
 		return name
 	}
