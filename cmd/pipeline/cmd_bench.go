@@ -51,8 +51,8 @@ func (o *benchOptions) addFlags(fs *flag.FlagSet) {
 		"and with onnx the same tail step in PyTorch")
 	fs.StringVar(&o.refScript, "reference-script", "", "the reference timing script (default scripts/bench_ref_head.py of the repository)")
 	fs.IntVar(&o.refEpochs, "reference-epochs", 3, "timed epochs of the reference (50 steps each)")
-	fs.IntVar(&o.tailBlocks, "tail-blocks", 1, "tail fine-tuning step: train the last `K` blocks of the backbone (the config's train_blocks or trainable_from\n"+
-		"when set and this flag is not given; 0 skips the tail benchmark)")
+	fs.IntVar(&o.tailBlocks, "tail-blocks", 1, "tail fine-tuning step: train the last `K` blocks of the backbone (with --config and without this flag, the\n"+
+		"config's train_blocks or trainable_from; 0 skips the tail benchmark)")
 	fs.IntVar(&o.tailSteps, "tail-steps", 10, "timed tail training steps (after 2 untimed ones), ours and the reference's")
 	fs.StringVar(&o.tailScript, "reference-tail-script", "", "the reference tail timing script (default scripts/bench_ref_tail.py of the repository)")
 }
@@ -104,10 +104,7 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 	if o.images < 1 || o.rounds < 1 || o.headSteps < 1 || o.refEpochs < 1 || o.tailSteps < 1 || o.tailBlocks < 0 {
 		return nil, fmt.Errorf("%w: --images, --rounds, --head-steps, --reference-epochs and --tail-steps must be positive, --tail-blocks >= 0", errUsage)
 	}
-	configTail := cfg.Backbone.TrainBlocks > 0 || cfg.Backbone.TrainableFrom != ""
-	if o.tailBlocksSet || !configTail {
-		cfg.Backbone.TrainBlocks, cfg.Backbone.TrainableFrom = o.tailBlocks, ""
-	}
+	benchTailDepth(&cfg.Backbone, o)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
@@ -134,4 +131,14 @@ func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport
 		}
 	}
 	return rep, nil
+}
+
+// benchTailDepth sets the tail the bench times. Without --config it is the flag's (one block by
+// default: the step the README's speed table compares with PyTorch), not the run's default depth;
+// with --config, the config's unless --tail-blocks is given.
+func benchTailDepth(b *config.BackboneConfig, o benchOptions) {
+	configTail := o.config != "" && (b.TrainBlocks > 0 || b.TrainableFrom != "")
+	if o.tailBlocksSet || !configTail {
+		b.TrainBlocks, b.TrainableFrom = o.tailBlocks, ""
+	}
 }

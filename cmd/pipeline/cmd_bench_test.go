@@ -309,3 +309,33 @@ func TestBenchTailReferenceTorch(t *testing.T) {
 			k, tb.MsPerStep, ref.MsPerStep, ref.ForwardMaxDiff, ref.ForwardMax, shapes["tail_layers"])
 	}
 }
+
+// TestBenchTailDepth checks which tail the bench times: the flag's without --config (whatever the
+// run's default depth), the config's with --config, and the flag's when given with --config.
+func TestBenchTailDepth(t *testing.T) {
+	def := config.DefaultConfig().Backbone
+	if def.TrainBlocks == 1 {
+		t.Fatal("the default config trains one block: this test needs a default other than the bench's")
+	}
+	fromFile := def
+	fromFile.TrainBlocks, fromFile.TrainableFrom = 0, "597_quantized"
+	for _, c := range []struct {
+		name      string
+		in        config.BackboneConfig
+		o         benchOptions
+		blocks    int
+		trainFrom string
+	}{
+		{"no config: the flag's default", def, benchOptions{tailBlocks: 1}, 1, ""},
+		{"no config, flag given", def, benchOptions{tailBlocks: 2, tailBlocksSet: true}, 2, ""},
+		{"config", fromFile, benchOptions{config: "c.yaml", tailBlocks: 1}, 0, "597_quantized"},
+		{"config and flag", fromFile, benchOptions{config: "c.yaml", tailBlocks: 2, tailBlocksSet: true}, 2, ""},
+		{"config without a tail", config.BackboneConfig{}, benchOptions{config: "c.yaml", tailBlocks: 1}, 1, ""},
+	} {
+		b := c.in
+		benchTailDepth(&b, c.o)
+		if b.TrainBlocks != c.blocks || b.TrainableFrom != c.trainFrom {
+			t.Errorf("%s: train_blocks %d, trainable_from %q; want %d, %q", c.name, b.TrainBlocks, b.TrainableFrom, c.blocks, c.trainFrom)
+		}
+	}
+}
