@@ -99,12 +99,13 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "make: chromium is missing: run 'sudo apt-get install chromium' (the report's browser test skips without it)"; fi; }
 
-# Debian's python3-torch and python3-onnx: the PyTorch references that tests compare with (the tail step,
+# Debian's python3-torch, python3-onnx and python3-sklearn: the PyTorch references that tests and
+# `pipeline bench --reference-python` compare with (the tail step, the head step, whose reference script imports sklearn,
 # the goldens' scripts); cross-checks only, never part of the product.
 pytorch:
-	@/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-onnx) >/dev/null; \
-	  else echo "make: PyTorch is missing: run 'sudo apt-get install python3-torch python3-onnx' (the PyTorch comparisons skip without it)"; fi; }
+	@/usr/bin/python3 -c 'import torch, onnx, sklearn' >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-onnx python3-sklearn) >/dev/null; \
+	  else echo "make: PyTorch is missing: run 'sudo apt-get install python3-torch python3-onnx python3-sklearn' (the PyTorch comparisons skip without it)"; fi; }
 
 # Debian's dataset-fashion-mnist: real 28x28 grayscale images for the data-shape tests
 # (cmd/pipeline/datashapes_test.go; skipped without it) and `go run ./scripts/fashion-mnist`.
