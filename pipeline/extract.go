@@ -59,7 +59,7 @@ func (r *runner) extract(ctx context.Context, s *tailSetup) (extracted, error) {
 		}
 	}
 	start := time.Now()
-	if !haveF && !haveA && s.featureModel(r.bb) {
+	if !haveF && !haveA && s.onePass(r.bb) {
 		err := r.extractBoth(ctx, s, fo, ao)
 		if err == nil {
 			err = r.finishFeatures(fpath, fo.dst, start)

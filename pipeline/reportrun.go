@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"github.com/grouploss/pipeline/pipeline/config"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -62,7 +63,11 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 	}
 	trained := "trained (" + lossTitle(string(cfg.Loss.Name)) + " head)"
 	if t := s.Tail; t != nil {
-		rows = append(rows, report.Row{Name: "baseline, float backbone", Result: t.BaselineFloat})
+		base := "baseline, float backbone"
+		if t.Prefix == string(config.TailPrefixInt8) {
+			base = "baseline, int8 layers + float tail, untrained"
+		}
+		rows = append(rows, report.Row{Name: base, Result: t.BaselineFloat})
 		trained = "trained (" + lossTitle(string(cfg.Loss.Name)) + ", backbone tail + head)"
 		what := fmt.Sprintf("from %q to %q", t.From, t.To)
 		if t.TrainBlocks > 0 {
@@ -70,7 +75,7 @@ func (r *runner) reportOf(emb []float32, dim int, evalIdx []int) report.Report {
 		}
 		info = slices.Insert(info, 2, report.Field{Name: "fine-tuned backbone",
 			Value: fmt.Sprintf("%s: %d values, lr %g%s", what, t.Params, t.BackboneLR,
-				map[bool]string{true: "; int8 converted to float", false: ""}[t.Dequantized])})
+				tailSource(t))})
 	}
 	if len(s.Members) > 1 {
 		trained = fmt.Sprintf("trained (%s, ensemble of %d heads)", lossTitle(string(cfg.Loss.Name)), len(s.Members))
@@ -152,4 +157,15 @@ func variantFields(e ExportSummary) []report.Field {
 		out = append(out, report.Field{Name: "source backbone", Value: fmt.Sprintf("%.1f images/s (batch 32), timed in the same rounds", e.SourceBackboneImagesPerS)})
 	}
 	return out
+}
+
+// tailSource says where the fine-tuned part's float weights and its input came from.
+func tailSource(t *TailSummary) string {
+	switch {
+	case t.Prefix == string(config.TailPrefixInt8):
+		return "; int8 converted to float after the cut, trained on the int8 layers' activations (tail_prefix int8)"
+	case t.Dequantized:
+		return "; int8 converted to float"
+	}
+	return ""
 }

@@ -58,13 +58,25 @@ func (r *runner) extractActivations(ctx context.Context, s *tailSetup, ao *passO
 }
 
 // extractBoth computes the features and the activations at the cut in one pass: the feature
-// model with the cut tensor as a second output.
+// model with the cut tensor (dequantized, from an int8 model) as a second output.
 func (r *runner) extractBoth(ctx context.Context, s *tailSetup, fo, ao *passOutput) error {
-	model, err := onnxpb.Marshal(r.bb.Cut())
+	m, act := r.bb.Cut(), s.cut
+	if s.int8Prefix {
+		m = onnxpb.Clone(m)
+		g := m.GetGraph()
+		names := onnxpb.Names(g)
+		act = onnxpb.UniqueName(names, s.cut+"_dequantized")
+		in := []string{s.cut, s.cutScale}
+		if s.cutZero != "" {
+			in = append(in, s.cutZero)
+		}
+		g.Node = append(g.Node, onnxpb.Node("DequantizeLinear", onnxpb.UniqueName(names, act+"_node"), in, []string{act}))
+	}
+	model, err := onnxpb.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("pipeline: the feature model: %w", err)
 	}
-	probe, err := ort.NewProbe(model, []string{backbone.OutputName, s.cut}, ort.Options{Threads: r.cfg.Threads})
+	probe, err := ort.NewProbe(model, []string{backbone.OutputName, act}, ort.Options{Threads: r.cfg.Threads})
 	if err != nil {
 		return fmt.Errorf("pipeline: the features and the activations at %q in onnxruntime: %w", s.cut, err)
 	}

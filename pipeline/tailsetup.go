@@ -23,7 +23,13 @@ type tailSetup struct {
 	cut     string           // where the trained part starts
 	feature string           // the feature tensor
 	shape   []int            // per-image shape of the cut tensor
-	prefix  *onnx.ModelProto // the float backbone cut at cut (output "features" [batch, prod(shape)])
+	// prefix is the backbone cut at cut (output "features" [batch, prod(shape)]): the float
+	// backbone's layers, or with int8Prefix the int8 backbone's, dequantized at the cut.
+	prefix     *onnx.ModelProto
+	int8Prefix bool
+	int8       *onnx.ModelProto // the int8 backbone, with int8Prefix
+	// cutScale and cutZero name the int8 cut tensor's scale and zero point, with int8Prefix.
+	cutScale, cutZero string
 	// prefixBytes is prefix serialized: what onnxruntime runs; prefixSHA its SHA-256 in hex, the
 	// activation cache's key.
 	prefixBytes []byte
@@ -39,6 +45,13 @@ type tailSetup struct {
 // (a float backbone, or an int8 one run as its float conversion): the prefix's activations then
 // come out of the features' onnxruntime pass, and the untrained tail computes the features again.
 func (s *tailSetup) featureModel(bb *backbone.Backbone) bool { return s.float == bb.Model() }
+
+// onePass reports whether one onnxruntime pass of the feature model can also give the
+// activations at the cut: the feature model is the prefix's (the float model, or the int8 model
+// with backbone.tail_prefix int8).
+func (s *tailSetup) onePass(bb *backbone.Backbone) bool {
+	return s.featureModel(bb) || (s.int8Prefix && s.int8 == bb.Model())
+}
 
 // prepareTail loads the backbone as a float model, resolves the cut tensor, builds the prefix and
 // decodes the trained part. It runs in runner.prepare, before features or activations are
@@ -93,11 +106,25 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 		return nil, withHint(fmt.Errorf("%w: %s: the features %q are not computed from it", config.ErrInvalid, tailOption(cfg), s.feature),
 			tailCutHint(s.float))
 	}
-	prefix, ci, err := backbone.Cut(s.float, s.cut)
+	prefixModel := s.float
+	runsInt8 := r.bb.Info().Quantized && !r.bb.Dequantized()
+	if cfg.TailPrefix == config.TailPrefixInt8 || (cfg.TailPrefix == config.TailPrefixAuto && runsInt8) {
+		if !runsInt8 {
+			return nil, withHint(fmt.Errorf("%w: backbone.tail_prefix int8: the backbone %q does not run int8 here (not quantized, or run as its float conversion by backbone.dequantize %s)", config.ErrInvalid, path, cfg.Dequantize),
+				"pass --tail-prefix float, or backbone.dequantize never with an int8 backbone (on a CPU without VNNI its int8 kernels lose accuracy)")
+		}
+		prefixModel, s.int8, s.int8Prefix, ts.Prefix = m, m, true, string(config.TailPrefixInt8)
+	} else {
+		ts.Prefix = string(config.TailPrefixFloat)
+	}
+	prefix, ci, err := backbone.Cut(prefixModel, s.cut)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
 	}
 	s.prefix = prefix
+	if s.int8Prefix {
+		s.cutScale, s.cutZero = ci.Scale, ci.ZeroPoint
+	}
 	if s.prefixBytes, err = onnxpb.Marshal(prefix); err != nil {
 		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
 	}

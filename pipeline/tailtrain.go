@@ -47,7 +47,10 @@ type TailSummary struct {
 	Folded     []string `json:"folded,omitempty"`
 	BackboneLR float64  `json:"backbone_lr"`
 	// Dequantized is set when the backbone was int8 and was converted to float.
-	Dequantized       bool    `json:"dequantized"`
+	Dequantized bool `json:"dequantized"`
+	// Prefix is backbone.tail_prefix: "int8" when the activations at the cut came from the int8
+	// backbone's own layers, "float" when from the float (converted) backbone.
+	Prefix            string  `json:"prefix"`
 	ActivationCache   string  `json:"activation_cache"`
 	ActivationHit     bool    `json:"activation_cache_hit"`
 	ActivationSeconds float64 `json:"activation_seconds"`
@@ -307,7 +310,7 @@ func (r *runner) tailProblem(s *tailSetup, acts []float32, views int) (problem, 
 		if ts.BaselineFloat, err = metrics.Evaluate(evalF, len(split.evalIdx), m.featDim, r.ds.Labels(split.evalIdx), mopt); err != nil {
 			return problem{}, err
 		}
-		r.env.Log.Info("baseline (float features, untrained tail)", "recall_at_1", ts.BaselineFloat.RecallAt1, "nmi", ts.BaselineFloat.NMI)
+		r.env.Log.Info("baseline (untrained tail on the "+ts.Prefix+" activations)", "recall_at_1", ts.BaselineFloat.RecallAt1, "nmi", ts.BaselineFloat.NMI)
 	}
 
 	opt, err := newSplitOptimizer(cfg)

@@ -435,6 +435,26 @@ func TestTailValidationBeforeExtraction(t *testing.T) {
 			}
 		})
 	}
+	t.Run("int8 prefix of a float model", func(t *testing.T) {
+		cfg := tinyTailConfig(t)
+		cfg.Backbone.TailPrefix = config.TailPrefixInt8
+		_, err := Run(context.Background(), cfg, RunEnv{})
+		want := `backbone.tail_prefix int8: the backbone "` + cfg.Backbone.Path + `" does not run int8 here`
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v\nwant config.ErrInvalid with %q", err, want)
+		}
+		if h := Hint(err); !strings.Contains(h, "--tail-prefix float") {
+			t.Errorf("hint %q", h)
+		}
+		if _, err := os.Stat(cfg.Cache); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cache folder %q exists (%v): something was extracted", cfg.Cache, err)
+		}
+		cfg.Backbone.TailPrefix = config.TailPrefixAuto // float here: the backbone is float
+		sum, err := Run(context.Background(), cfg, RunEnv{})
+		if err != nil || sum.Tail.Prefix != "float" {
+			t.Fatalf("auto on a float backbone: %v, tail %+v", err, sum.Tail)
+		}
+	})
 	t.Run("suggested value trains", func(t *testing.T) {
 		cfg := tinyTailConfig(t)
 		cfg.Backbone.Path = sigmoid

@@ -32,6 +32,7 @@ type runOptions struct {
 	force        bool
 	trainBlocks  int
 	trainFrom    string
+	tailPrefix   string
 	backboneLR   float64
 	jsonOut      bool
 	verbose      bool
@@ -59,6 +60,7 @@ func (o *runOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.onBadImage, "on-bad-image", "", "what an image that does not decode does: `fail` (stop before training) or skip (leave it out, list it in skipped_images.txt) (default fail)")
 	fs.IntVar(&o.trainBlocks, "train-blocks", 0, "fine-tune the last `K` inverted-residual blocks of the backbone with the head (0: head only)")
 	fs.StringVar(&o.trainFrom, "trainable-from", "", "fine-tune the backbone from this `TENSOR` (or node) on, instead of --train-blocks")
+	fs.StringVar(&o.tailPrefix, "tail-prefix", "", "which model computes the activations the fine-tuned blocks train on: `float` (the int8 backbone's float conversion),\nint8 (its own int8 layers, dequantized at the cut; needs a CPU where the backbone runs int8), or auto (int8 where the backbone runs int8)")
 	fs.Float64Var(&o.backboneLR, "backbone-lr", 0, "learning rate of the fine-tuned backbone part (default 1e-4)")
 	fs.BoolVar(&o.force, "force", false, "reuse a non-empty --out folder: the new run replaces it only if it succeeds")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the run summary as JSON on stdout")
@@ -107,6 +109,8 @@ func (o *runOptions) apply(fs *flag.FlagSet, cfg *config.Config) {
 			cfg.Backbone.TrainBlocks = o.trainBlocks
 		case "trainable-from":
 			cfg.Backbone.TrainableFrom = o.trainFrom
+		case "tail-prefix":
+			cfg.Backbone.TailPrefix = config.TailPrefix(o.tailPrefix)
 		case "backbone-lr":
 			cfg.Backbone.LR = o.backboneLR
 		case "ensemble":

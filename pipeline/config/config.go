@@ -105,6 +105,12 @@ type BackboneConfig struct {
 	// TrainableFrom, instead of TrainBlocks, names the tensor (or node) where the fine-tuned part
 	// of the backbone starts.
 	TrainableFrom string `yaml:"trainable_from" json:"trainable_from"`
+	// TailPrefix is which model computes the activations at the cut that the tail trains on and
+	// that the exported model feeds it: "float", the float conversion of an int8 backbone, or
+	// "int8", the int8 backbone's own layers dequantized at the cut (only where the backbone runs
+	// int8: backbone.dequantize never, or auto on a VNNI CPU), or "auto", int8 where the backbone
+	// runs int8 and float elsewhere.
+	TailPrefix TailPrefix `yaml:"tail_prefix" json:"tail_prefix"`
 	// LR is the learning rate of the fine-tuned backbone part (the head uses optimizer.lr).
 	LR float64 `yaml:"lr" json:"lr"`
 }
@@ -233,7 +239,7 @@ func DefaultConfig() Config {
 		Seed:              1,
 		Threads:           2,
 		OnBadImage:        BadImageFail,
-		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32, Dequantize: DequantizeAuto,
+		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32, Dequantize: DequantizeAuto, TailPrefix: TailPrefixFloat,
 			Flip: true, FlipTTA: true, TrainBlocks: 3, LR: 1e-4},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
@@ -314,7 +320,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.sizeErrors()...)
 	for _, err := range []error{badImagePolicy.check(c.OnBadImage), headInits.check(c.Head.Init), classifierInits.check(c.Head.ClassifierInit),
-		optimizerNames.check(c.Optimizer.Name), dequantizeModes.check(c.Backbone.Dequantize)} {
+		optimizerNames.check(c.Optimizer.Name), dequantizeModes.check(c.Backbone.Dequantize), tailPrefixes.check(c.Backbone.TailPrefix)} {
 		if err != nil {
 			errs = append(errs, strings.TrimPrefix(err.Error(), "config: "))
 		}

@@ -59,6 +59,21 @@ const (
 	DequantizeNever  Dequantize = backbone.DequantizeNever
 )
 
+// TailPrefix is backbone.tail_prefix: which model computes the activations at the cut that the
+// fine-tuned tail trains on.
+type TailPrefix string
+
+const (
+	// TailPrefixFloat: the float conversion of an int8 backbone (or the float backbone itself).
+	TailPrefixFloat TailPrefix = "float"
+	// TailPrefixInt8: the int8 backbone's own layers, dequantized at the cut (onnxruntime's int8
+	// kernels: about twice as fast as the float conversion on VNNI CPUs).
+	TailPrefixInt8 TailPrefix = "int8"
+	// TailPrefixAuto: int8 where an int8 backbone runs its int8 kernels (backbone.dequantize),
+	// float otherwise.
+	TailPrefixAuto TailPrefix = "auto"
+)
+
 // ReduceRange is export.reduce_range: 7-bit weights in the int8 export.
 type ReduceRange string
 
@@ -105,6 +120,7 @@ var (
 	optimizerNames  = enum[OptimizerName]{"optimizer", []OptimizerName{OptimizerAdam, OptimizerAdamW, OptimizerRAdam}}
 	badImagePolicy  = enum[BadImagePolicy]{"on_bad_image", []BadImagePolicy{BadImageFail, BadImageSkip}}
 	dequantizeModes = enum[Dequantize]{"backbone.dequantize", []Dequantize{DequantizeAuto, DequantizeAlways, DequantizeNever}}
+	tailPrefixes    = enum[TailPrefix]{"backbone.tail_prefix", []TailPrefix{TailPrefixAuto, TailPrefixFloat, TailPrefixInt8}}
 	reduceRanges    = enum[ReduceRange]{"export.reduce_range", []ReduceRange{ReduceRangeAuto, ReduceRangeOn, ReduceRangeOff}}
 	calibrations    = enum[Calibration]{"export.calibration", convert[Calibration](export.CalibrationMethods)}
 	headInits       = enum[HeadInit]{"head.init", []HeadInit{HeadInitPCA, HeadInitRandom}}
@@ -184,6 +200,9 @@ func (v *BadImagePolicy) UnmarshalYAML(n *yaml.Node) error {
 func (v Dequantize) MarshalText() ([]byte, error)       { return []byte(v), nil }
 func (v *Dequantize) UnmarshalText(b []byte) error      { return dequantizeModes.unmarshalText(v, b) }
 func (v *Dequantize) UnmarshalYAML(n *yaml.Node) error  { return dequantizeModes.unmarshalYAML(v, n) }
+func (v TailPrefix) MarshalText() ([]byte, error)       { return []byte(v), nil }
+func (v *TailPrefix) UnmarshalText(b []byte) error      { return tailPrefixes.unmarshalText(v, b) }
+func (v *TailPrefix) UnmarshalYAML(n *yaml.Node) error  { return tailPrefixes.unmarshalYAML(v, n) }
 func (v ReduceRange) MarshalText() ([]byte, error)      { return []byte(v), nil }
 func (v *ReduceRange) UnmarshalText(b []byte) error     { return reduceRanges.unmarshalText(v, b) }
 func (v *ReduceRange) UnmarshalYAML(n *yaml.Node) error { return reduceRanges.unmarshalYAML(v, n) }

@@ -57,14 +57,15 @@ const (
 )
 
 // opsetSafeAt13 are the ops whose meaning is the same at opset 13 as at opsets 7-12, so that a
-// model importing an older opset can be raised to 13 for per-axis DequantizeLinear.
+// model importing an older opset can be raised to 13 for per-axis DequantizeLinear (the int8
+// layers of an int8 backbone stay as they are in the export of backbone.tail_prefix int8).
 var opsetSafeAt13 = map[string]bool{
 	"Conv": true, "Relu": true, "Clip": true, "Add": true, "Sub": true, "Mul": true, "Div": true,
 	"GlobalAveragePool": true, "AveragePool": true, "MaxPool": true, "Reshape": true, "Flatten": true,
 	"Gemm": true, "MatMul": true, "Concat": true, "Slice": true, "ReduceMean": true,
 	"LpNormalization": true, "Transpose": true, "Identity": true, "BatchNormalization": true,
 	"Sigmoid": true, "HardSigmoid": true, "Shape": true, "Gather": true, "Constant": true,
-	"QuantizeLinear": true, "DequantizeLinear": true,
+	"QuantizeLinear": true, "DequantizeLinear": true, "QLinearConv": true, "QLinearMatMul": true,
 }
 
 // QuantizeTargets returns the activation tensors Quantize needs a Range for, in graph order.
