@@ -14,7 +14,9 @@ import (
 // C×(N·H·W) matrix whose column (n, p) lives at n·C·H·W + p. A view describes any matrix whose
 // element (i, j) is at d[ro[i]+co[j]], so one product covers the whole batch. Operands are
 // packed into 6-row and 16-column panels (zero-padded) and multiplied by a 6×16 micro-kernel:
-// AVX2/FMA assembly for float32 on amd64 processors that have it, portable Go otherwise.
+// AVX2/FMA assembly for float32 on amd64 processors that have it, portable Go otherwise; on
+// AVX-512 processors full tiles of C take two row panels at once (12×16, one zmm per row), with
+// the same sums bit for bit.
 
 const (
 	mr    = 6   // micro-kernel rows
@@ -148,6 +150,24 @@ func pickAddKernel[T float]() addKernel[T] {
 	return nil
 }
 
+// addKernel2 is addKernel on 2·mr rows: two consecutive packed panels of A (ap holds both) into
+// rows c[0:], c[ldc:], ..., c[11·ldc:], the same sums bit for bit. The AVX-512 assembly kernel for
+// float32 on amd64 processors with AVX-512F, nil elsewhere.
+type addKernel2[T float] func(kb int, ap, bp, c []T, ldc int)
+
+func pickAddKernel2[T float]() addKernel2[T] {
+	var z T
+	if _, ok := any(z).(float32); ok && useAVX512 && useAsmPaths {
+		f := addKernel2[float32](func(kb int, ap, bp, c []float32, ldc int) {
+			_ = c[(2*mr-1)*ldc+nr-1]
+			_ = ap[2*mr*kb-1]
+			sgemmKernel12x16AddZ(kb, &ap[0], &ap[mr*kb], &bp[0], &c[0], ldc)
+		})
+		return any(f).(addKernel2[T])
+	}
+	return nil
+}
+
 // pickPack16 returns the assembly packing of a B panel whose 16 columns are consecutive in
 // memory (dst[16p+j] = src[ro[p]+off+j]) for float32 on amd64 with AVX2, nil elsewhere; the
 // caller checks that every row's 16 values lie inside src.
@@ -249,7 +269,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 	if m == 0 || n == 0 || k == 0 || alpha == 0 {
 		return
 	}
-	kern, addKern, pack16 := pickKernel[T](), pickAddKernel[T](), pickPack16[T]()
+	kern, addKern, addKern2, pack16 := pickKernel[T](), pickAddKernel[T](), pickAddKernel2[T](), pickPack16[T]()
 	workers := runtime.GOMAXPROCS(0)
 	if m*n*k < parallel.MinWork {
 		workers = 1
@@ -382,6 +402,13 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 				for ip := 0; ip < aPanels; ip++ {
 					ib := i0 + ip*mr
 					in := min(mr, i1-ib)
+					if direct && addKern2 != nil && ip+1 < aPanels && i1-ib >= 2*mr {
+						if ldc, ok := evenRows(c.ro[ib : ib+2*mr]); ok {
+							addKern2(kb, ap[ip*mr*kb:(ip+2)*mr*kb], bpan, c.d[c.ro[ib]+co[0]:], ldc)
+							ip++
+							continue
+						}
+					}
 					if direct && in == mr {
 						if ldc, ok := evenRows(c.ro[ib : ib+mr]); ok {
 							addKern(kb, ap[ip*mr*kb:(ip+1)*mr*kb], bpan, c.d[c.ro[ib]+co[0]:], ldc)

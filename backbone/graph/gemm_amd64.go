@@ -15,6 +15,13 @@ func sgemmKernel6x16(k int, ap, bp, acc *float32) {
 //go:noescape
 func sgemmKernel6x16Add(k int, ap, bp, c *float32, ldc int)
 
+// sgemmKernel12x16AddZ is sgemmKernel6x16Add on two consecutive 6-row panels of A (ap0, ap1)
+// at once, with AVX-512 (12 zmm accumulators instead of 12 ymm for 6 rows): the same sums bit
+// for bit, about twice the multiply-adds per instruction.
+//
+//go:noescape
+func sgemmKernel12x16AddZ(k int, ap0, ap1, bp, c *float32, ldc int)
+
 // packPanel16 copies the 16 floats at src + ro[p] + off to dst + 16·p for p < kb (kb ≥ 1; the
 // caller checks the bounds).
 //
@@ -24,8 +31,21 @@ func packPanel16(dst, src *float32, ro *int, kb, off int)
 func cpuid(op, op2 uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 
-// useAsm reports whether the processor and OS support AVX2 and FMA (ymm state enabled).
-var useAsm = hasAVX2FMA()
+// useAsm reports whether the processor and OS support AVX2 and FMA (ymm state enabled);
+// useAVX512 whether they also support AVX-512F (zmm and opmask state enabled).
+var (
+	useAsm    = hasAVX2FMA()
+	useAVX512 = useAsm && hasAVX512F()
+)
+
+func hasAVX512F() bool {
+	// XCR0 bits 1-2 (SSE, AVX) and 5-7 (opmask, upper halves of zmm0-15, zmm16-31)
+	if xcr0, _ := xgetbv(); xcr0&0xe6 != 0xe6 {
+		return false
+	}
+	_, ebx7, _, _ := cpuid(7, 0)
+	return ebx7&(1<<16) != 0
+}
 
 func hasAVX2FMA() bool {
 	maxID, _, _, _ := cpuid(0, 0)

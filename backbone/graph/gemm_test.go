@@ -82,7 +82,7 @@ func f32(x []float64) []float32 {
 // TestGemmInPlace checks that products whose full tiles take the micro-kernel's sums in place
 // (alpha 1, 16 consecutive columns of C, rows equally spaced) give the accumulator path's
 // results bit for bit, on plain rows and on rows of a batched view (unequally spaced across
-// samples, as in a 1×1 convolution's backward pass).
+// samples, as in a 1×1 convolution's backward pass); on AVX-512 CPUs the 12-row kernel's too.
 func TestGemmInPlace(t *testing.T) {
 	if !useAsm {
 		t.Skip("no AVX2 and FMA assembly kernel on this CPU")
@@ -118,6 +118,16 @@ func TestGemmInPlace(t *testing.T) {
 		for i := range want {
 			if got[i] != want[i] {
 				t.Fatalf("%v: c[%d] = %v in place, %v through the accumulator", s, i, got[i], want[i])
+			}
+		}
+		if useAVX512 { // the 12-row AVX-512 kernel against the 6-row AVX2 one, both in place
+			useAVX512 = false
+			ymm := run(true)
+			useAVX512 = true
+			for i := range ymm {
+				if got[i] != ymm[i] {
+					t.Fatalf("%v: c[%d] = %v with AVX-512, %v with AVX2", s, i, got[i], ymm[i])
+				}
 			}
 		}
 	}

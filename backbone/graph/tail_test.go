@@ -231,10 +231,20 @@ func BenchmarkTailForwardBackward(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
-		if _, _, err := st.step([][]float32{x}, gy); err != nil {
-			b.Fatal(err)
-		}
+	kernels := map[string]bool{"avx2": false}
+	if useAVX512 { // the AVX2 kernels as the reference on the same CPU
+		kernels["avx512"] = true
+		defer func() { useAVX512 = true }()
+	}
+	for name, z := range kernels {
+		b.Run(name, func(b *testing.B) {
+			useAVX512 = z
+			for b.Loop() {
+				if _, _, err := st.step([][]float32{x}, gy); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
