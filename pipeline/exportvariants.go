@@ -56,6 +56,9 @@ type ExportVariant struct {
 // Describe is the variant in one line: kind, R@1, NMI, speed.
 func (v ExportVariant) Describe() string {
 	kind := "float"
+	if !v.Int8 && v.Int8Nodes > 0 {
+		kind = "float after the backbone's int8 layers" // backbone.tail_prefix int8
+	}
 	if v.Int8 {
 		kind = "int8 (" + v.Calibration + " calibration"
 		if v.ReduceRange {

@@ -153,3 +153,19 @@ func TestInt8HostileCalibration(t *testing.T) {
 		}
 	}
 }
+
+// TestVariantDescribe: the one-line description names what the file computes in int8.
+func TestVariantDescribe(t *testing.T) {
+	for _, c := range []struct {
+		v    ExportVariant
+		want string
+	}{
+		{ExportVariant{FloatConvs: 52}, "float, without the mirror pass"},
+		{ExportVariant{FlipTTA: true, Int8Nodes: 50, FloatConvs: 10}, "float after the backbone's int8 layers, with the mirror pass"},
+		{ExportVariant{Int8: true, Calibration: "percentile", ReduceRange: true, Int8Nodes: 62}, "int8 (percentile calibration, 7-bit weights), without"},
+	} {
+		if got := c.v.Describe(); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%+v: %q, want it to start with %q", c.v, got, c.want)
+		}
+	}
+}
