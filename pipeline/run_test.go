@@ -44,6 +44,9 @@ func TestRunEndToEndSmall(t *testing.T) {
 	cfg.ValidationClasses = 1
 	cfg.Head.EmbeddingDim = 32
 	cfg.Backbone.TrainBlocks, cfg.Head.Center = 0, false // head only: tail runs have their own tests
+	// The float conversion on every CPU (auto keeps the int8 kernels on VNNI CPUs, and model.onnx is
+	// then int8 already), so that model-int8.onnx is made and checked here.
+	cfg.Backbone.Dequantize = config.DequantizeAlways
 	cfg.Optimizer.Epochs = 3
 	cfg.Optimizer.LR = 1e-4
 	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}

@@ -39,6 +39,7 @@ func TestRunTailEndToEnd(t *testing.T) {
 	cfg.Data = smallCUB(t, shared, 8, 10)
 	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
 	cfg.Backbone.TrainBlocks = 1
+	cfg.Backbone.TailPrefix = config.TailPrefixFloat // the same path on every CPU (TestRunTailInt8Prefix: int8)
 	cfg.Out = filepath.Join(t.TempDir(), "run")
 	cfg.Cache = filepath.Join(t.TempDir(), "cache")
 	cfg.ValidationClasses = 0

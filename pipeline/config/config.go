@@ -239,7 +239,7 @@ func DefaultConfig() Config {
 		Seed:              1,
 		Threads:           2,
 		OnBadImage:        BadImageFail,
-		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32, Dequantize: DequantizeAuto, TailPrefix: TailPrefixFloat,
+		Backbone: BackboneConfig{Path: filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx"), BatchSize: 32, Dequantize: DequantizeAuto, TailPrefix: TailPrefixAuto,
 			Flip: true, FlipTTA: true, TrainBlocks: 3, LR: 1e-4},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
