@@ -18,8 +18,11 @@ import (
 //   - weights int8, symmetric (zero point 0), one scale per output channel, [-127, 127], or
 //     [-64, 64] with reduce range (7-bit weights, see QuantizeOptions.ReduceRange);
 //   - biases int32 with scale input scale x weight scale, zero point 0;
-//   - a Relu or Clip right after a quantized Conv or Add is dropped: the QuantizeLinear of its output,
-//     calibrated on the activation's output, clamps to the same range;
+//   - a Relu or Clip right after a quantized Conv, Add or GlobalAveragePool is dropped: the
+//     QuantizeLinear of its output, calibrated on the activation's output, clamps to the same range;
+//   - a GlobalAveragePool of a quantized activation gets a QuantizeLinear on its output, so that
+//     onnxruntime runs it as QLinearGlobalAveragePool on the uint8 map (in float it first
+//     dequantizes the whole map and transposes it back from its NHWC layout);
 //   - one QuantizeLinear per tensor and one DequantizeLinear per consumer (onnxruntime's
 //     "dedicated QDQ pair"), so every node unit owns its DequantizeLinear.
 
@@ -41,8 +44,9 @@ type QuantizeOptions struct {
 // QuantizeReport says what Quantize did.
 type QuantizeReport struct {
 	Conv, Add     int      // nodes quantized
+	Pool          int      // GlobalAveragePools given a QuantizeLinear on their output
 	Activations   int      // activation tensors given a QuantizeLinear
-	RemovedActs   int      // Relu/Clip nodes folded into the QuantizeLinear of their Conv or Add
+	RemovedActs   int      // Relu/Clip nodes folded into the QuantizeLinear of their Conv, Add or pool
 	Degenerate    []string // activation tensors whose calibrated range was a single value
 	WeightQMax    int      // 127, or 64 with reduce range
 	OpsetRaisedTo int64    // the ai.onnx opset was raised to 13 (per-axis DequantizeLinear), 0 when not
@@ -79,7 +83,7 @@ func QuantizeTargets(m *onnx.ModelProto, opts QuantizeOptions) ([]string, error)
 
 // quantPlan is what Quantize will do to a graph.
 type quantPlan struct {
-	nodes   map[*onnx.NodeProto]bool // Conv and Add nodes to quantize
+	nodes   map[*onnx.NodeProto]bool // Conv, Add and GlobalAveragePool nodes to quantize
 	folded  map[*onnx.NodeProto]bool // Relu/Clip nodes folded into the Q of their Conv or Add
 	tensors []string                 // activation tensors to quantize, graph order
 	renamed map[string]string        // quantized node's output -> the folded activation's output it becomes
@@ -148,6 +152,15 @@ func plan(m *onnx.ModelProto, opts QuantizeOptions) (*quantPlan, error) {
 			p.nodes[n] = true
 			want(in[0])
 			want(in[1])
+			quantizeOutput(n)
+		case "GlobalAveragePool":
+			// Only after a quantized activation (a Conv's or Add's output, planned above in
+			// graph order): its input already has a DequantizeLinear.
+			in := n.GetInput()
+			if len(in) != 1 || !seen[in[0]] || len(n.GetOutput()) != 1 || outputs[n.GetOutput()[0]] {
+				continue
+			}
+			p.nodes[n] = true
 			quantizeOutput(n)
 		}
 	}
@@ -369,8 +382,10 @@ func Quantize(m *onnx.ModelProto, ranges map[string]Range, opts QuantizeOptions)
 				return nil, nil, err
 			}
 			rep.Conv++
-		} else if nodes[n] {
+		} else if nodes[n] && n.GetOpType() == "Add" {
 			rep.Add++
+		} else if nodes[n] {
+			rep.Pool++
 		}
 		if to, ok := p.renamed[n.GetOutput()[0]]; ok && nodes[n] {
 			n.Output[0] = to

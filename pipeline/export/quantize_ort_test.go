@@ -109,3 +109,76 @@ func dequantized(t *testing.T, inits map[string]*onnx.TensorProto, name string) 
 	}
 	return out
 }
+
+// TestQuantizePoolInORT: a GlobalAveragePool after a quantized Conv gets a QuantizeLinear on its
+// output, the Clip after it folding into that QuantizeLinear, so that onnxruntime runs it as
+// QLinearGlobalAveragePool (no float pool left); the fused model agrees with the exact QDQ
+// arithmetic (graph optimizations off) to one step of the pooled output's scale.
+func TestQuantizePoolInORT(t *testing.T) {
+	ortLib(t)
+	g := &onnx.GraphProto{
+		Name:   "pool",
+		Input:  []*onnx.ValueInfoProto{onnxpb.ValueInfo("x", onnxpb.Float, "N", 2, 3, 3)},
+		Output: []*onnx.ValueInfoProto{onnxpb.ValueInfo("y", onnxpb.Float, "N", 4)},
+		Initializer: []*onnx.TensorProto{
+			onnxpb.FloatTensor("w", []int64{4, 2, 1, 1}, []float32{0.5, -1.0, 0.25, 0.125, -0.3, 0.6, 1, 1}),
+			onnxpb.FloatTensor("lo", nil, []float32{0}),
+			onnxpb.FloatTensor("hi", nil, []float32{2}),
+		},
+		Node: []*onnx.NodeProto{
+			onnxpb.Node("Conv", "conv", []string{"x", "w"}, []string{"c"}),
+			onnxpb.Node("GlobalAveragePool", "gap", []string{"c"}, []string{"p"}),
+			onnxpb.Node("Clip", "clip", []string{"p", "lo", "hi"}, []string{"q"}),
+			onnxpb.Node("Flatten", "flatten", []string{"q"}, []string{"y"}),
+		},
+	}
+	m := &onnx.ModelProto{IrVersion: 7, OpsetImport: []*onnx.OperatorSetIdProto{{Domain: "", Version: 13}}, Graph: g}
+	targets, err := QuantizeTargets(m, QuantizeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(targets); got != "[x c q]" {
+		t.Fatalf("targets %s, want [x c q] (the Clip's output, not the pool's)", got)
+	}
+	const qMax = 1.5
+	q, rep, err := Quantize(m, map[string]Range{"x": {-1, 3}, "c": {-3, 3}, "q": {0, qMax}}, QuantizeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Conv != 1 || rep.Pool != 1 || rep.RemovedActs != 1 {
+		t.Fatalf("report %+v: want 1 Conv, 1 pool, the Clip folded", rep)
+	}
+	b := mustMarshal(t, q)
+	ops, err := ort.OptimizedOps(b, ort.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops["QLinearGlobalAveragePool"] != 1 || ops["GlobalAveragePool"] != 0 || ops["Clip"] != 0 || ops["QLinearConv"] != 1 {
+		t.Fatalf("onnxruntime's optimized graph: %v, want QLinearConv and QLinearGlobalAveragePool, no float pool or Clip", ops)
+	}
+	const n = 32
+	r := rand.New(rand.NewPCG(7, 8))
+	x := make([]float32, n*2*9)
+	for i := range x {
+		x[i] = float32(r.Float64()*4 - 1)
+	}
+	run := func(unoptimized bool) []float32 {
+		sess, err := ort.NewSession(b, ort.Options{Threads: 1, Unoptimized: unoptimized})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.Close()
+		y := make([]float32, n*4)
+		if err := sess.Run(x, n, y); err != nil {
+			t.Fatal(err)
+		}
+		return y
+	}
+	fused, exact := run(false), run(true)
+	step := qMax / 255
+	for i := range exact {
+		if d := math.Abs(float64(fused[i] - exact[i])); d > step*1.001 || exact[i] < 0 || exact[i] > qMax*1.001 {
+			t.Fatalf("y[%d]: fused %g, exact QDQ %g (step %g, range [0, %g])", i, fused[i], exact[i], step, qMax)
+		}
+	}
+}
