@@ -133,20 +133,10 @@ func TestInt8Prefixed(t *testing.T) {
 // up to the cut) reproduces the in-process embeddings and says which prefix it holds.
 func TestRunTailInt8Prefix(t *testing.T) {
 	slowEndToEnd(t)
-	shared := sharedDir(t)
-	needORT(t)
-	cfg := config.DefaultConfig()
-	cfg.Data = smallCUB(t, shared, 6, 8)
-	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
+	cfg := smallTailConfig(t, 6, 8)
 	cfg.Backbone.Dequantize = config.DequantizeNever
 	cfg.Backbone.TailPrefix = config.TailPrefixInt8
-	cfg.Backbone.TrainBlocks = 1
-	cfg.Out = filepath.Join(t.TempDir(), "run")
-	cfg.Cache = filepath.Join(t.TempDir(), "cache")
-	cfg.ValidationClasses = 0
-	cfg.Head.EmbeddingDim = 16
 	cfg.Optimizer.Epochs = 1
-	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
 	var logs bytes.Buffer
 	env := RunEnv{Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	sum, err := Run(context.Background(), cfg, env)

@@ -33,19 +33,9 @@ import (
 // checkpoint holding the backbone tensors.
 func TestRunTailEndToEnd(t *testing.T) {
 	slowEndToEnd(t)
-	shared := sharedDir(t)
-	needORT(t)
-	cfg := config.DefaultConfig()
-	cfg.Data = smallCUB(t, shared, 8, 10)
-	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
-	cfg.Backbone.TrainBlocks = 1
+	cfg := smallTailConfig(t, 8, 10)
 	cfg.Backbone.TailPrefix = config.TailPrefixFloat // the same path on every CPU (TestRunTailInt8Prefix: int8)
-	cfg.Out = filepath.Join(t.TempDir(), "run")
-	cfg.Cache = filepath.Join(t.TempDir(), "cache")
-	cfg.ValidationClasses = 0
-	cfg.Head.EmbeddingDim = 16
 	cfg.Optimizer.Epochs = 2
-	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
 	var logs bytes.Buffer
 	env := RunEnv{Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	sum, err := Run(context.Background(), cfg, env)
@@ -336,6 +326,24 @@ func TestPrepareTailCutPoints(t *testing.T) {
 }
 
 // floatModel returns the dequantized model at path.
+// smallTailConfig is a run of the shared model's last block + a 16-d head on `per` images of the
+// first `classes` CUB-100 classes (half trained on, no validation split), in temporary folders.
+func smallTailConfig(t *testing.T, classes, per int) config.Config {
+	t.Helper()
+	shared := sharedDir(t)
+	needORT(t)
+	cfg := config.DefaultConfig()
+	cfg.Data = smallCUB(t, shared, classes, per)
+	cfg.Backbone.Path = filepath.Join(shared, "models", "mobilenetv2-12-int8.onnx")
+	cfg.Backbone.TrainBlocks = 1
+	cfg.Out = filepath.Join(t.TempDir(), "run")
+	cfg.Cache = filepath.Join(t.TempDir(), "cache")
+	cfg.ValidationClasses = 0
+	cfg.Head.EmbeddingDim = 16
+	cfg.Sampler = config.SamplerConfig{ClassesPerBatch: 3, SamplesPerClass: 4}
+	return cfg
+}
+
 func floatModel(t *testing.T, path string) *onnx.ModelProto {
 	t.Helper()
 	m, err := onnxpb.Load(path)
