@@ -2,13 +2,13 @@ package pipeline
 
 import (
 	"fmt"
-	"github.com/grouploss/pipeline/pipeline/config"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/pipeline/data"
 	"github.com/grouploss/pipeline/pipeline/report"
 )

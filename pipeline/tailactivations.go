@@ -61,7 +61,7 @@ func (r *runner) extractActivations(ctx context.Context, s *tailSetup, ao *passO
 // model with the cut tensor (dequantized, from an int8 model) as a second output.
 func (r *runner) extractBoth(ctx context.Context, s *tailSetup, fo, ao *passOutput) error {
 	m, act := r.bb.Cut(), s.cut
-	if s.int8Prefix {
+	if s.int8 != nil {
 		m = onnxpb.Clone(m)
 		g := m.GetGraph()
 		names := onnxpb.Names(g)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/internal/onnxpb"
-	"github.com/grouploss/pipeline/pipeline/config"
 	"github.com/grouploss/pipeline/weights"
 )
 
@@ -32,7 +31,7 @@ func (m *tailModel) fineTunedBackbone(s *tailSetup) (*onnx.ModelProto, *backbone
 	if err != nil {
 		return nil, nil, fmt.Errorf("pipeline: export: %w", err)
 	}
-	if s.int8Prefix {
+	if s.int8 != nil {
 		if wb, err = int8Prefixed(s.int8, wb, s.cut); err != nil {
 			return nil, nil, fmt.Errorf("pipeline: export: %w", err)
 		}
@@ -117,10 +116,7 @@ func (m *tailModel) backbone() (*onnx.ModelProto, *backbone.CutInfo, map[string]
 		return nil, nil, nil, err
 	}
 	meta := map[string]string{"backbone.trained_from": m.setup.cut, "backbone.dequantized": strconv.FormatBool(m.setup.dequantized),
-		"backbone.tail_prefix": string(config.TailPrefixFloat)}
-	if m.setup.int8Prefix {
-		meta["backbone.tail_prefix"] = string(config.TailPrefixInt8)
-	}
+		"backbone.tail_prefix": string(m.setup.prefixKind())}
 	if m.setup.trainBlocks > 0 {
 		meta["backbone.train_blocks"] = strconv.Itoa(m.setup.trainBlocks)
 	}

@@ -24,11 +24,12 @@ type tailSetup struct {
 	feature string           // the feature tensor
 	shape   []int            // per-image shape of the cut tensor
 	// prefix is the backbone cut at cut (output "features" [batch, prod(shape)]): the float
-	// backbone's layers, or with int8Prefix the int8 backbone's, dequantized at the cut.
-	prefix     *onnx.ModelProto
-	int8Prefix bool
-	int8       *onnx.ModelProto // the int8 backbone, with int8Prefix
-	// cutScale and cutZero name the int8 cut tensor's scale and zero point, with int8Prefix.
+	// backbone's layers, or the int8 backbone's (int8 set), dequantized at the cut.
+	prefix *onnx.ModelProto
+	// int8 is the int8 backbone when the prefix is its own layers (backbone.tail_prefix int8),
+	// nil when the prefix is the float model's; cutScale and cutZero then name the int8 cut
+	// tensor's scale and zero point.
+	int8              *onnx.ModelProto
 	cutScale, cutZero string
 	// prefixBytes is prefix serialized: what onnxruntime runs; prefixSHA its SHA-256 in hex, the
 	// activation cache's key.
@@ -50,7 +51,15 @@ func (s *tailSetup) featureModel(bb *backbone.Backbone) bool { return s.float ==
 // activations at the cut: the feature model is the prefix's (the float model, or the int8 model
 // with backbone.tail_prefix int8).
 func (s *tailSetup) onePass(bb *backbone.Backbone) bool {
-	return s.featureModel(bb) || (s.int8Prefix && s.int8 == bb.Model())
+	return s.featureModel(bb) || s.int8 == bb.Model()
+}
+
+// prefixKind is the resolved backbone.tail_prefix: int8 or float.
+func (s *tailSetup) prefixKind() config.TailPrefix {
+	if s.int8 != nil {
+		return config.TailPrefixInt8
+	}
+	return config.TailPrefixFloat
 }
 
 // prepareTail loads the backbone as a float model, resolves the cut tensor, builds the prefix and
@@ -113,16 +122,15 @@ func (r *runner) prepareTail() (*tailSetup, error) {
 			return nil, withHint(fmt.Errorf("%w: backbone.tail_prefix int8: the backbone %q does not run int8 here (not quantized, or run as its float conversion by backbone.dequantize %s)", config.ErrInvalid, path, cfg.Dequantize),
 				"pass --tail-prefix float, or backbone.dequantize never with an int8 backbone (on a CPU without VNNI its int8 kernels lose accuracy)")
 		}
-		prefixModel, s.int8, s.int8Prefix, ts.Prefix = m, m, true, string(config.TailPrefixInt8)
-	} else {
-		ts.Prefix = string(config.TailPrefixFloat)
+		prefixModel, s.int8 = m, m
 	}
+	ts.Prefix = string(s.prefixKind())
 	prefix, ci, err := backbone.Cut(prefixModel, s.cut)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: the backbone before %q: %w", s.cut, err)
 	}
 	s.prefix = prefix
-	if s.int8Prefix {
+	if s.int8 != nil {
 		s.cutScale, s.cutZero = ci.Scale, ci.ZeroPoint
 	}
 	if s.prefixBytes, err = onnxpb.Marshal(prefix); err != nil {

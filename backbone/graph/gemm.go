@@ -402,7 +402,7 @@ func gemmDepth[T float](kc int, alpha T, a, b view[T], beta T, c view[T]) {
 				for ip := 0; ip < aPanels; ip++ {
 					ib := i0 + ip*mr
 					in := min(mr, i1-ib)
-					if direct && addKern2 != nil && ip+1 < aPanels && i1-ib >= 2*mr {
+					if direct && addKern2 != nil && i1-ib >= 2*mr { // two full row panels left
 						if ldc, ok := evenRows(c.ro[ib : ib+2*mr]); ok {
 							addKern2(kb, ap[ip*mr*kb:(ip+2)*mr*kb], bpan, c.d[c.ro[ib]+co[0]:], ldc)
 							ip++
