@@ -102,6 +102,9 @@ func ckptSlots(c *Checkpoint) []*[]float64 {
 		for i := range c.Train.Params {
 			slots = append(slots, &c.Train.Params[i])
 		}
+		for i := range c.Train.EMA {
+			slots = append(slots, &c.Train.EMA[i])
+		}
 	}
 	for _, m := range []map[string][]float64{c.Optimizer.M, c.Optimizer.V} {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
@@ -123,7 +126,7 @@ func ckptSkeleton(c *Checkpoint) (*Checkpoint, [][]float64) {
 	s.Params = append([]NamedTensor(nil), c.Params...)
 	if c.Train != nil {
 		t := *c.Train
-		t.Best, t.Params = make([][]float64, len(t.Best)), make([][]float64, len(t.Params))
+		t.Best, t.Params, t.EMA = make([][]float64, len(t.Best)), make([][]float64, len(t.Params)), make([][]float64, len(t.EMA))
 		s.Train = &t
 	}
 	s.Optimizer.M, s.Optimizer.V = emptied(c.Optimizer.M), emptied(c.Optimizer.V)
@@ -198,7 +201,7 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	// The optimizer moments were filled through copies of the map values: store them back.
 	k := len(c.Params)
 	if c.Train != nil {
-		k += len(c.Train.Best) + len(c.Train.Params)
+		k += len(c.Train.Best) + len(c.Train.Params) + len(c.Train.EMA)
 	}
 	for _, m := range []map[string][]float64{c.Optimizer.M, c.Optimizer.V} {
 		for _, key := range slices.Sorted(maps.Keys(m)) {

@@ -34,7 +34,8 @@ func testCheckpoint(rows, cols int) *Checkpoint {
 			V: map[string][]float64{"emb.weight": vals(rows*cols, 5), "emb.bias": vals(rows, 6)}},
 		Config: cfg,
 		Train: &train.State{Epoch: 4, LR: 1e-4, Best: [][]float64{vals(rows*cols, 7), vals(rows, 8)}, BestEpoch: 3,
-			BestScore: 0.25, Since: 1, Steps: 17, History: []train.EpochStats{{Epoch: 1, Loss: 2.5}, {Epoch: 2, Loss: math.Inf(1)}}},
+			BestScore: 0.25, Since: 1, Steps: 17, History: []train.EpochStats{{Epoch: 1, Loss: 2.5}, {Epoch: 2, Loss: math.Inf(1)}},
+			EMA: [][]float64{vals(rows*cols, 9), vals(rows, 10)}},
 	}
 }
 

@@ -146,7 +146,7 @@ func (r *runner) fit(ctx context.Context, j fitJob) error {
 	fitOpts := train.Options{Epochs: cfg.Optimizer.Epochs,
 		LR: cfg.Optimizer.LR, LRSteps: cfg.Optimizer.LRSteps, LRGamma: cfg.Optimizer.LRGamma,
 		AnchorsPerClass: cfg.Loss.AnchorsPerClass, Seed: cfg.Seed,
-		ReloadBestAfter: cfg.Optimizer.ReloadBestAfter, PretrainEpochs: cfg.Loss.PretrainEpochs}
+		ReloadBestAfter: cfg.Optimizer.ReloadBestAfter, PretrainEpochs: cfg.Loss.PretrainEpochs, EMA: cfg.Optimizer.EMA}
 	flush, err := r.resumable(j.model.Tensors(), j.center, j.base, &hooks, &fitOpts)
 	if err != nil {
 		return err

@@ -212,6 +212,10 @@ type OptimizerConfig struct {
 	// the best validated epoch so far (after that epoch's lr step, the optimizer state kept), as
 	// the reference code does at its learning-rate drops.
 	ReloadBestAfter []int `yaml:"reload_best_after" json:"reload_best_after"`
+	// EMA > 0 keeps an exponential moving average of the parameters with this decay per step
+	// and validates, selects and exports the average instead of the last step's parameters
+	// (train.Options.EMA); 0: off.
+	EMA float64 `yaml:"ema" json:"ema"`
 }
 
 // EvalConfig controls evaluation.
@@ -345,6 +349,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Loss.PretrainEpochs < 0 || (c.Loss.PretrainEpochs > 0 && c.Loss.PretrainEpochs >= c.Optimizer.Epochs) {
 		errs = append(errs, fmt.Sprintf("loss.pretrain_epochs %d must be >= 0 and below optimizer.epochs %d", c.Loss.PretrainEpochs, c.Optimizer.Epochs))
+	}
+	if !(c.Optimizer.EMA >= 0 && c.Optimizer.EMA < 1) {
+		errs = append(errs, fmt.Sprintf("optimizer.ema %g must be in [0, 1) (the moving average's decay per step; 0: off)", c.Optimizer.EMA))
 	}
 	for _, e := range c.Optimizer.ReloadBestAfter {
 		if e < 1 {

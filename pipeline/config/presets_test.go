@@ -127,6 +127,8 @@ func TestPresetOrder(t *testing.T) {
 		{func(c *Config) { c.Loss.PretrainEpochs = c.Optimizer.Epochs }, fmt.Sprintf("loss.pretrain_epochs %d must be >= 0 and below optimizer.epochs %[1]d", DefaultConfig().Optimizer.Epochs)},
 		{func(c *Config) { c.Loss.PretrainEpochs = -1 }, "loss.pretrain_epochs -1"},
 		{func(c *Config) { c.Optimizer.ReloadBestAfter = []int{0} }, "optimizer.reload_best_after: epoch 0 < 1"},
+		{func(c *Config) { c.Optimizer.EMA = 1 }, "optimizer.ema 1 must be in [0, 1)"},
+		{func(c *Config) { c.Optimizer.EMA = -0.5 }, "optimizer.ema -0.5 must be in [0, 1)"},
 	} {
 		cfg := DefaultConfig()
 		c.edit(&cfg)

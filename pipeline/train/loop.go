@@ -55,6 +55,12 @@ type Options struct {
 	// train_finetune.py fine-tuned for classification. The learning rate follows LR and LRSteps
 	// throughout. Pretraining epochs are validated and take part in model selection like the others.
 	PretrainEpochs int
+	// EMA > 0 validates, selects and returns an exponential moving average of the parameters
+	// instead of the parameters themselves: after every step avg = d*avg + (1-d)*params with
+	// d = min(EMA, (1+t)/(10+t)) at step t (the average forgets its start quickly), so the
+	// model kept is the mean of the last ~1/(1-EMA) steps rather than the last step's point
+	// on Adam's noisy path. Training itself goes on from the raw parameters.
+	EMA float64
 }
 
 // State is where training stands after a completed epoch: what Options.Resume needs to continue
@@ -71,6 +77,8 @@ type State struct {
 	Steps     int
 	History   []EpochStats
 	Optimizer OptimizerState
+	// EMA is the moving average of the parameters (Options.EMA; nil without it).
+	EMA [][]float64
 }
 
 // EpochSeed is the seed of epoch's random generator (sampling and augmentation): a mix of the
@@ -153,6 +161,10 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 	}
 	params := m.Tensors()
 	best := snapshot(params, nil)
+	var ema, raw [][]float64 // the moving average (Options.EMA) and the raw parameters while it is validated
+	if o.EMA > 0 {
+		ema = snapshot(params, nil)
+	}
 	res.BestScore = math.Inf(-1)
 	lr := o.LR
 	since, first := 0, 1
@@ -165,6 +177,11 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			copy(p.Value, st.Params[i])
 		}
 		best = snapshot2(st.Best)
+		if ema != nil && len(st.EMA) == len(params) {
+			ema = snapshot2(st.EMA)
+		} else if ema != nil {
+			ema = snapshot(params, ema)
+		}
 		if err := opt.SetState(cloneOptState(st.Optimizer)); err != nil {
 			return res, fmt.Errorf("train: resume: %w", err)
 		}
@@ -224,6 +241,9 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			if name, ok := finite(params); !ok {
 				return res, fmt.Errorf("%w: parameter %q after epoch %d step %d", ErrNonFinite, name, epoch, res.Steps+1)
 			}
+			if ema != nil {
+				average(ema, params, min(o.EMA, float64(1+res.Steps)/float64(10+res.Steps)))
+			}
 			sum += loss
 			n++
 			res.Steps++
@@ -233,6 +253,12 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			st.Loss = sum / float64(n)
 		}
 		res.Epochs = epoch
+		if ema != nil { // validate, select and save the average; training goes on from raw
+			raw = snapshot(params, raw)
+			for i, p := range params {
+				copy(p.Value, ema[i])
+			}
+		}
 		improved := h.Validate == nil
 		if h.Validate != nil {
 			score, err := h.Validate(epoch)
@@ -256,6 +282,11 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		} else {
 			since++
 		}
+		if ema != nil {
+			for i, p := range params {
+				copy(p.Value, raw[i])
+			}
+		}
 		if h.Epoch != nil {
 			h.Epoch(st)
 		}
@@ -267,6 +298,9 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		if st.ReloadBest {
 			for i, p := range params {
 				copy(p.Value, best[i])
+				if ema != nil {
+					copy(ema[i], best[i])
+				}
 			}
 		}
 		stopped = o.Patience > 0 && since >= o.Patience
@@ -274,6 +308,9 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			st := State{Epoch: epoch, LR: lr, Params: snapshot(params, nil), Best: snapshot2(best),
 				BestEpoch: res.BestEpoch, BestScore: res.BestScore, Since: since, Stopped: stopped, Steps: res.Steps,
 				History: append([]EpochStats(nil), res.History...), Optimizer: cloneOptState(opt.State())}
+			if ema != nil {
+				st.EMA = snapshot2(ema)
+			}
 			if err := h.Checkpoint(st); err != nil {
 				return res, err
 			}
@@ -284,6 +321,16 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		copy(p.Value, best[i])
 	}
 	return res, nil
+}
+
+// average moves avg towards params: avg = d*avg + (1-d)*params.
+func average(avg [][]float64, params []Tensor, d float64) {
+	for i, p := range params {
+		a := avg[i]
+		for k, v := range p.Value {
+			a[k] = d*a[k] + (1-d)*v
+		}
+	}
 }
 
 // Anchors marks the first perClass samples of each class in labels, as the reference does.

@@ -251,3 +251,79 @@ func TestFitPretrainSwitch(t *testing.T) {
 		t.Fatalf("model without pretraining: %v", err)
 	}
 }
+
+// recording is an optimizer that keeps a copy of the parameters after every step.
+type recording struct {
+	Optimizer
+	after [][]float64
+}
+
+func (r *recording) Step(params []Tensor, lr float64) {
+	r.Optimizer.Step(params, lr)
+	r.after = append(r.after, append([]float64(nil), params[0].Value...))
+}
+
+// TestFitEMA: with Options.EMA the optimizer's path is the same as without it, validation and
+// the Best hook see the moving average computed by hand from that path, and Fit returns the
+// average of the best epoch.
+func TestFitEMA(t *testing.T) {
+	labels, feats := toyData()
+	batch := func(idx []int, dst []float32, rng *rand.Rand) {
+		for i, k := range idx {
+			copy(dst[i*2:], feats[k*2:k*2+2])
+			dst[i*2] += float32(rng.NormFloat64())
+		}
+	}
+	const decay = 0.9
+	fit := func(ema float64) (*quadratic, *recording, map[int][]float64, Result) {
+		s, _, _ := NewClassSampler(labels, 2, 3, nil)
+		q := &quadratic{w: []float64{5, 5}, g: make([]float64, 2)}
+		opt, _ := NewOptimizer(OptAdam, 0)
+		rec := &recording{Optimizer: opt}
+		seen := map[int][]float64{}
+		scores := []float64{0, 1, 2, 5, 4, 3, 2} // epoch 3 is the best
+		res, err := Fit(context.Background(), q, rec, s, batch, labels, 2, Options{Epochs: 6, LR: 0.3, Seed: 3, EMA: ema},
+			Hooks{Validate: func(e int) (float64, error) { seen[e] = append([]float64(nil), q.w...); return scores[e], nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q, rec, seen, res
+	}
+	_, plain, _, _ := fit(0)
+	q, rec, seen, res := fit(decay)
+	if !reflect.DeepEqual(rec.after, plain.after) {
+		t.Fatal("the moving average changed the optimizer's path")
+	}
+	avg := []float64{5, 5}
+	ends := map[int]int{} // step count -> the epoch it ends
+	for e, n := 1, 0; e < len(res.History); e++ {
+		n += res.History[e].Steps
+		ends[n] = e
+	}
+	checked := 0
+	for i, w := range rec.after {
+		d := min(decay, float64(1+i)/float64(10+i))
+		for j := range avg {
+			avg[j] = d*avg[j] + (1-d)*w[j]
+		}
+		e, ok := ends[i+1]
+		if !ok {
+			continue
+		}
+		checked++
+		for j := range avg {
+			if math.Abs(seen[e][j]-avg[j]) > 1e-12 {
+				t.Fatalf("epoch %d validated %v, want the average %v", e, seen[e], avg)
+			}
+		}
+		if reflect.DeepEqual(seen[e], w) {
+			t.Fatalf("epoch %d validated the raw parameters %v", e, w)
+		}
+	}
+	if checked != 6 {
+		t.Fatalf("checked %d epochs of 6", checked)
+	}
+	if res.BestEpoch != 3 || !reflect.DeepEqual(q.w, seen[3]) {
+		t.Fatalf("best epoch %d, final %v, want epoch 3's average %v", res.BestEpoch, q.w, seen[3])
+	}
+}

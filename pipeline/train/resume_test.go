@@ -38,7 +38,7 @@ func resumeSetup(t *testing.T, w0 float64) (*quadratic, Optimizer, Sampler, Batc
 // parameters, history, best epoch and optimizer steps as an uninterrupted Fit, for every k,
 // with and without validation-based selection, LR steps, early stopping, and with pretraining
 // epochs and reloads of the best parameters (resuming after the switch, after the epoch before
-// it, and after a reload).
+// it, and after a reload), and with a moving average of the parameters (Options.EMA).
 func TestFitResumeEqualsUninterrupted(t *testing.T) {
 	const epochs = 7
 	scoreOf := func(q *quadratic) func(int) (float64, error) {
@@ -48,12 +48,13 @@ func TestFitResumeEqualsUninterrupted(t *testing.T) {
 	type schedule struct {
 		pretrain int
 		reload   []int
+		ema      float64
 	}
 	for _, validate := range []bool{false, true} {
 		for _, patience := range []int{0, 2} {
-			for _, sch := range []schedule{{}, {pretrain: 2, reload: []int{3, 5}}} {
+			for _, sch := range []schedule{{}, {pretrain: 2, reload: []int{3, 5}}, {ema: 0.9}, {pretrain: 2, reload: []int{3, 5}, ema: 0.8}} {
 				o := Options{Epochs: epochs, LR: 0.3, LRSteps: []int{3, 5}, LRGamma: 0.5, Seed: 42, AnchorsPerClass: 1, Patience: patience,
-					PretrainEpochs: sch.pretrain, ReloadBestAfter: sch.reload}
+					PretrainEpochs: sch.pretrain, ReloadBestAfter: sch.reload, EMA: sch.ema}
 				q, opt, s, batch, labels := resumeSetup(t, 5)
 				var states []State
 				h := Hooks{Checkpoint: func(st State) error { states = append(states, st); return nil }}
