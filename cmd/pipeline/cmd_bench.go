@@ -79,6 +79,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // logs one line per measurement to logw.
 func runBench(ctx context.Context, o benchOptions, logw io.Writer) (*benchReport, error) {
 	cfg := config.DefaultConfig()
+	// Without --config the tail step is timed with the Group Loss, the loss the PyTorch reference
+	// implements (the default config trains Multi-Similarity); a config file's loss is kept.
+	cfg.Loss.Name = config.LossGroup
 	if o.config != "" {
 		var err error
 		if cfg, err = config.LoadConfig(o.config); err != nil {

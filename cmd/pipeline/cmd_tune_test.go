@@ -24,7 +24,7 @@ func TestTuneCommand(t *testing.T) {
 		t.Errorf("misspelt key: exit %d\n%s", r.code, r.stderr)
 	}
 	needORT(t)
-	space := badWrite(t, filepath.Join(dir, "space.yaml"), "optimizer.args.lr: loguniform(1e-4, 1e-2)\nloss.args.temperature: [8, 16]\n")
+	space := badWrite(t, filepath.Join(dir, "space.yaml"), "optimizer.args.lr: loguniform(1e-4, 1e-2)\nloss.name: [group]\nloss.args.temperature: [8, 16]\n")
 	out := filepath.Join(dir, "study")
 	r = toolRun("tune", "--config", cfg, "--space", space, "--trials", "2", "--out", out)
 	if r.code != 0 {

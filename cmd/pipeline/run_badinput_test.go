@@ -92,6 +92,7 @@ head:
 sampler:
   args: {classes_per_batch: 2, samples_per_class: 2}
 loss:
+  name: group
   args: {anchors_per_class: 1}
 optimizer:
   epochs: 1

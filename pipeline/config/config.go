@@ -231,8 +231,12 @@ type EvalConfig struct {
 // are fine-tuned with the head (train_blocks 3, backbone lr 1e-4), features centered and
 // L2-normalized, an embedding layer started at the PCA(512) of the training features and a
 // classifier started at the class means scaled by 64 (the loss is meaningful from the first step),
-// RAdam at 1.5e-4 for 15 epochs, training and evaluation on flip-averaged features. For the head
-// alone (TrainBlocks 0) Center false and 20 epochs are better.
+// the Multi-Similarity loss (alpha 2, beta 50, base 0.5, margin 0.1), RAdam at 1.5e-4 for 15
+// epochs with the moving average of the parameters (decay 0.99) validated and exported, training
+// and evaluation on flip-averaged features. With 3 seeds this beat the Group Loss on every metric
+// of the protocol; the Group Loss keeps its reference values (T 24, 1 iteration, NLL scaling 1, 2
+// anchors per class) in the Loss fields for `loss: {name: group}`. For the head alone
+// (TrainBlocks 0) Center false and 20 epochs are better.
 func DefaultConfig() Config {
 	shared := SharedDir()
 	return Config{
@@ -247,10 +251,11 @@ func DefaultConfig() Config {
 			Flip: true, FlipTTA: true, TrainBlocks: 3, LR: 1e-4},
 		Preprocess: PreprocessConfig{Size: [2]int{224, 224}, Resize: "resize", Mean: [3]float32{0.485, 0.456, 0.406},
 			Std: [3]float32{0.229, 0.224, 0.225}, Scale: 1.0 / 255, ChannelOrder: "RGB", Workers: 2},
-		Head:      HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: HeadInitPCA, ClassifierInit: ClassifierInitMeans, ClassifierScale: 64},
-		Loss:      LossConfig{Name: LossGroup, Temperature: 24, Iterations: 1, Scaling: 1, AnchorsPerClass: 2},
+		Head: HeadConfig{EmbeddingDim: 512, Center: true, Normalize: true, Init: HeadInitPCA, ClassifierInit: ClassifierInitMeans, ClassifierScale: 64},
+		Loss: LossConfig{Name: LossMultiSimilarity, MSAlpha: 2, MSBeta: 50, MSBase: 0.5, MSMargin: 0.1,
+			Temperature: 24, Iterations: 1, Scaling: 1, AnchorsPerClass: 2},
 		Sampler:   SamplerConfig{ClassesPerBatch: 6, SamplesPerClass: 9},
-		Optimizer: OptimizerConfig{Name: OptimizerRAdam, LR: 1.5e-4, WeightDecay: 6e-6, Epochs: 15, LRGamma: 0.1},
+		Optimizer: OptimizerConfig{Name: OptimizerRAdam, LR: 1.5e-4, WeightDecay: 6e-6, Epochs: 15, LRGamma: 0.1, EMA: 0.99},
 		Eval:      EvalConfig{KMeansRestarts: 10},
 		Export:    DefaultExportConfig(),
 		Ensemble:  1,
@@ -285,6 +290,9 @@ func ParseConfig(raw []byte, name string) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		if p := fileString(raw, "preset"); p != "" { // e.g. Group Loss args: valid over the preset's loss, not the default's
+			return overPreset(raw, path, p)
+		}
 		return cfg, yamlError(path, raw, err)
 	}
 	var extra yaml.Node

@@ -10,7 +10,8 @@ import (
 )
 
 // TestReadyMadeConfigs: every file of configs/ loads and validates; the paper's settings equal
-// their presets, and the head-only recipe is the default with the frozen backbone.
+// their presets, the head-only recipe is the default with the frozen backbone (and the Group Loss),
+// the Group Loss config the default with that loss, and the best config the default.
 func TestReadyMadeConfigs(t *testing.T) {
 	root := testenv.RepoRoot(t)
 	files, err := filepath.Glob(filepath.Join(root, "configs", "*.yaml"))
@@ -46,8 +47,24 @@ func TestReadyMadeConfigs(t *testing.T) {
 	}
 	want := DefaultConfig()
 	want.Backbone.TrainBlocks, want.Head.Center, want.Optimizer.Epochs = 0, false, 20
+	want.Loss.Name, want.Optimizer.EMA = LossGroup, 0
 	if !reflect.DeepEqual(head, want) {
 		t.Errorf("configs/cub100-head.yaml:\n got %+v\nwant %+v", head, want)
+	}
+	// The Group Loss config is the default but for its loss and the moving average; the best
+	// config is (for now) the default.
+	gl, err := LoadConfig(filepath.Join(root, "configs", "cub100-grouploss.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = DefaultConfig()
+	want.Data, want.Backbone.Path = gl.Data, gl.Backbone.Path // relative in the file
+	want.Loss.Name, want.Optimizer.EMA = LossGroup, 0
+	if !reflect.DeepEqual(gl, want) {
+		t.Errorf("configs/cub100-grouploss.yaml:\n got %+v\nwant %+v", gl, want)
+	}
+	if best, err := LoadConfig(filepath.Join(root, "configs", "cub100-best.yaml")); err != nil || !reflect.DeepEqual(best, DefaultConfig()) {
+		t.Errorf("configs/cub100-best.yaml: %v\n got %+v\nwant the default %+v", err, best, DefaultConfig())
 	}
 	if _, err := os.Stat(filepath.Join(root, "configs", "cub100.yaml")); err != nil {
 		t.Error(err)

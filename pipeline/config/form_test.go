@@ -24,7 +24,7 @@ func TestConfigWrittenRoundTrip(t *testing.T) {
 		edit func(*Config)
 		keys []string // written keys expected
 	}
-	cases := []tc{{"default", func(*Config) {}, []string{"loss.name", "loss.args.temperature", "loss.args.anchors_per_class",
+	cases := []tc{{"default", func(*Config) {}, []string{"loss.name", "loss.args.alpha", "loss.args.margin",
 		"optimizer.args.lr", "optimizer.lr_schedule.args.steps", "sampler.name", "sampler.args.samples_per_class",
 		"head.init", "head.classifier_init.args.scale"}}}
 	for _, p := range PresetNames() {
@@ -165,7 +165,8 @@ func TestConfigComponentErrors(t *testing.T) {
 			`the args of loss "group" are temperature, iterations, scaling, anchors_per_class; margin is an arg of loss triplet, proxy_anchor, multi_similarity`},
 		{"loss:\n  name: softmax\n  args:\n    temperature: 3\n",
 			`line 4: unknown key "loss.args.temperature": loss "softmax" has no arg temperature`, `loss "softmax" takes no args`},
-		{"loss:\n  args: {margin: 0.3}\n", `line 2: unknown key "loss.args.margin": loss "group"`, "triplet"},
+		// args without a name are the default loss's (multi_similarity)
+		{"loss:\n  args: {temperature: 3}\n", `line 2: unknown key "loss.args.temperature": loss "multi_similarity"`, "group"},
 		{"loss:\n  name: group\n  args: {iterations: 2}\n  temperature: 3\n",
 			`line 4: unknown key "loss.temperature"`, "parameters go under its args: temperature is loss.args.temperature of loss group"},
 		// The flat form of earlier versions (parameters beside name) is refused with the new place.
@@ -206,6 +207,7 @@ func TestConfigComponentErrors(t *testing.T) {
 // sampler only when the loss is group.
 func TestValidateAnchorsGroupOnly(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.Loss.Name = LossGroup
 	cfg.Sampler.SamplesPerClass = 2 // anchors_per_class 2
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "anchors_per_class 2 must be below") {
 		t.Errorf("group with 2 anchors of 2 samples: %v", err)

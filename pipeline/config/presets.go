@@ -70,8 +70,8 @@ func ApplyPreset(cfg *Config, name string) error {
 	}
 	cfg.Preset = name
 	cfg.TrainClasses = p.trainClasses
-	cfg.Loss.Name = "group"
-	cfg.Loss.Temperature, cfg.Loss.Iterations, cfg.Loss.Scaling, cfg.Loss.AnchorsPerClass = p.temp, 1, 1, p.anchors
+	cfg.Loss = LossConfig{Name: LossGroup, Temperature: p.temp, Iterations: 1, Scaling: 1, AnchorsPerClass: p.anchors,
+		PretrainEpochs: cfg.Loss.PretrainEpochs}
 	cfg.Sampler = SamplerConfig{ClassesPerBatch: p.classes, SamplesPerClass: p.samples}
 	cfg.Optimizer = OptimizerConfig{Name: "radam", LR: p.lr, WeightDecay: p.weightDecay, Epochs: 70,
 		LRSteps: []int{30}, LRGamma: 0.1, ReloadBestAfter: []int{30, 50}}
