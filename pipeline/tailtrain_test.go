@@ -63,7 +63,7 @@ func TestRunTailEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"baseline, float backbone", "trained (Group Loss, backbone tail &#43; head)", "fine-tuned backbone",
+	for _, want := range []string{"baseline, float backbone", "trained (Multi-Similarity, backbone tail &#43; head)", "fine-tuned backbone",
 		"last 1 block(s), from &#34;452_quantized&#34; to &#34;464_quantized&#34;"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("report.html lacks %q", want)

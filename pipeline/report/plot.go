@@ -44,7 +44,7 @@ func plots(h []train.EpochStats, scoreName string, best int) (loss, score []byte
 	if scoreName != "" {
 		xr[0] = math.Min(xr[0], scoreXY[0].X)
 	}
-	if loss, err = curve("Training loss", "mean Group Loss", lossXY, xr, best, false); err != nil {
+	if loss, err = curve("Training loss", "mean loss per step", lossXY, xr, best, false); err != nil {
 		return nil, nil, "", err
 	}
 	if scoreName == "" {
