@@ -173,14 +173,14 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		if err := st.check(params); err != nil {
 			return res, err
 		}
-		for i, p := range params {
-			copy(p.Value, st.Params[i])
-		}
+		load(params, st.Params)
 		best = snapshot2(st.Best)
-		if ema != nil && len(st.EMA) == len(params) {
-			ema = snapshot2(st.EMA)
-		} else if ema != nil {
-			ema = snapshot(params, ema)
+		if ema != nil {
+			if len(st.EMA) == len(params) {
+				ema = snapshot2(st.EMA)
+			} else { // a state saved without the average: it starts again from the parameters
+				ema = snapshot(params, ema)
+			}
 		}
 		if err := opt.SetState(cloneOptState(st.Optimizer)); err != nil {
 			return res, fmt.Errorf("train: resume: %w", err)
@@ -255,9 +255,7 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		res.Epochs = epoch
 		if ema != nil { // validate, select and save the average; training goes on from raw
 			raw = snapshot(params, raw)
-			for i, p := range params {
-				copy(p.Value, ema[i])
-			}
+			load(params, ema)
 		}
 		improved := h.Validate == nil
 		if h.Validate != nil {
@@ -283,9 +281,7 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			since++
 		}
 		if ema != nil {
-			for i, p := range params {
-				copy(p.Value, raw[i])
-			}
+			load(params, raw)
 		}
 		if h.Epoch != nil {
 			h.Epoch(st)
@@ -296,11 +292,9 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 			}
 		}
 		if st.ReloadBest {
-			for i, p := range params {
-				copy(p.Value, best[i])
-				if ema != nil {
-					copy(ema[i], best[i])
-				}
+			load(params, best)
+			if ema != nil {
+				ema = snapshot(params, ema)
 			}
 		}
 		stopped = o.Patience > 0 && since >= o.Patience
@@ -317,9 +311,7 @@ func Fit(ctx context.Context, m Model, opt Optimizer, s Sampler, batch Batch, la
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
-	for i, p := range params {
-		copy(p.Value, best[i])
-	}
+	load(params, best)
 	return res, nil
 }
 
@@ -344,6 +336,13 @@ func Anchors(labels []int, perClass int) []bool {
 		seen[l]++
 	}
 	return a
+}
+
+// load copies from (in Tensors order, as snapshot makes it) into the parameters' values.
+func load(params []Tensor, from [][]float64) {
+	for i, p := range params {
+		copy(p.Value, from[i])
+	}
 }
 
 func snapshot(params []Tensor, into [][]float64) [][]float64 {
