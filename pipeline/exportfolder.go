@@ -98,6 +98,9 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 	if vo.Calibration == "" {
 		vo.Calibration = cfg.Export.Calibration
 	}
+	if vo.BiasCorrection == nil {
+		vo.BiasCorrection = &cfg.Export.BiasCorrection
+	}
 	if vo.Threads == 0 {
 		vo.Threads = cfg.Threads
 	}
@@ -126,7 +129,8 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 	if err := onnxpb.SaveAtomic(tmp.Name(), v); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	vs := []ExportVariant{{Path: tmp.Name(), Int8: vo.Int8, FlipTTA: vo.FlipTTA, ReduceRange: info.ReduceRange, Calibration: info.Calibration}}
+	vs := []ExportVariant{{Path: tmp.Name(), Int8: vo.Int8, FlipTTA: vo.FlipTTA, ReduceRange: info.ReduceRange, Calibration: info.Calibration,
+		BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift}}
 	if o.KMeansRestarts > 0 {
 		cfg.Eval.KMeansRestarts = o.KMeansRestarts
 	}

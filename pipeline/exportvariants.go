@@ -34,9 +34,13 @@ type ExportVariant struct {
 	// ReduceRange (int8 only): 7-bit weights, for x86 CPUs without VNNI (export.reduce_range).
 	ReduceRange bool `json:"reduce_range,omitempty"`
 	// Calibration (int8 only) is the method that chose the activation ranges.
-	Calibration string  `json:"calibration,omitempty"`
-	RecallAt1   float64 `json:"recall_at_1"`
-	NMI         float64 `json:"nmi"`
+	Calibration string `json:"calibration,omitempty"`
+	// BiasCorrected (int8 only): the features' mean shift was added back (export.bias_correction);
+	// FeatureShift is that shift relative to the float features' mean.
+	BiasCorrected bool    `json:"bias_corrected,omitempty"`
+	FeatureShift  float64 `json:"feature_shift,omitempty"`
+	RecallAt1     float64 `json:"recall_at_1"`
+	NMI           float64 `json:"nmi"`
 	// Scored says where RecallAt1 and NMI come from: the file run in onnxruntime on the
 	// evaluation images, or the run's evaluation of the same model (Evaluated).
 	Scored string `json:"scored,omitempty"`
@@ -64,6 +68,9 @@ func (v ExportVariant) Describe() string {
 		kind = "int8 (" + v.Calibration + " calibration"
 		if v.ReduceRange {
 			kind += ", 7-bit weights"
+		}
+		if v.BiasCorrected {
+			kind += fmt.Sprintf(", bias-corrected: mean shift %.3f", v.FeatureShift)
 		}
 		kind += ")"
 	}
@@ -103,16 +110,23 @@ type VariantOptions struct {
 	Int8, FlipTTA bool
 	ReduceRange   config.ReduceRange // config.ReduceRangeAuto, ReduceRangeOn or ReduceRangeOff; "": the default
 	Calibration   config.Calibration // "": the default
-	Threads       int
-	Log           func(msg string, args ...any) // progress and warnings; nil: silent
+	// BiasCorrection adds back the shift of the int8 features' mean measured on the calibration
+	// images (export.AddToTensor); nil: on, the default.
+	BiasCorrection *bool
+	Threads        int
+	Log            func(msg string, args ...any) // progress and warnings; nil: silent
 }
 
 // VariantInfo is what MakeVariant decided.
 type VariantInfo struct {
 	ReduceRange bool
 	Calibration string
-	Warnings    []string
-	Report      *export.QuantizeReport
+	// BiasCorrected: the int8 features' mean shift, FeatureShift relative to the float features'
+	// mean (L2), was added back.
+	BiasCorrected bool
+	FeatureShift  float64
+	Warnings      []string
+	Report        *export.QuantizeReport
 }
 
 // MakeVariant returns a variant of the exported float model m (images -> embeddings): with or
@@ -161,6 +175,17 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 		info.Warnings = append(info.Warnings, fmt.Sprintf("int8 export: %d of %d activation tensors took a single value on the %d calibration images (e.g. %q), their scale is set to 1: "+
 			"the calibration images do not exercise the model (all alike?); use more, varied training images (export.calibration_images)",
 			len(rep.Degenerate), rep.Activations, len(cal.Items), rep.Degenerate[0]))
+	}
+	if o.BiasCorrection == nil || *o.BiasCorrection {
+		if q, info.FeatureShift, err = correctBias(ctx, plain, q, o.Threads, cal); err != nil {
+			return nil, nil, err
+		}
+		info.BiasCorrected = true
+		onnxpb.SetMetadata(q, export.MetaBiasCorrection, fmt.Sprintf("the features' mean over the %d calibration images restored after the int8 backbone (it had moved by %.3g of the float mean)",
+			len(cal.Items), info.FeatureShift))
+		if o.Log != nil {
+			o.Log("int8 bias correction", "feature_mean_shift", info.FeatureShift)
+		}
 	}
 	onnxpb.SetMetadata(q, "quantization.calibration", string(o.Calibration))
 	onnxpb.SetMetadata(q, "quantization.calibration_images", strconv.Itoa(len(cal.Items)))
@@ -213,6 +238,69 @@ func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o Vari
 		}
 	}
 	return c, warn, ctx.Err()
+}
+
+// correctBias returns q with the shift of its features' mean from the float model's, both
+// averaged over the calibration images, added back after its backbone (see export.FeatureShift),
+// and the shift's relative size.
+func correctBias(ctx context.Context, float, q *onnx.ModelProto, threads int, cal ImageSet) (*onnx.ModelProto, float64, error) {
+	fm, err := featureMean(ctx, float, threads, cal)
+	if err != nil {
+		return nil, 0, err
+	}
+	qm, err := featureMean(ctx, q, threads, cal)
+	if err != nil {
+		return nil, 0, err
+	}
+	delta, rel, err := export.FeatureShift(fm, qm)
+	if err != nil {
+		return nil, 0, err
+	}
+	c, err := export.AddToTensor(q, backbone.OutputName, delta)
+	return c, rel, err
+}
+
+// featureMean is the mean of m's backbone features (backbone.OutputName) over the images of set.
+func featureMean(ctx context.Context, m *onnx.ModelProto, threads int, set ImageSet) ([]float64, error) {
+	b, err := onnxpb.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	probe, err := ort.NewProbe(b, []string{backbone.OutputName}, ort.Options{Threads: threads})
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: bias correction: %w", err)
+	}
+	defer probe.Close()
+	var sum []float64
+	n, chw := 0, set.Pre.Size()
+	for batch := range data.Batches(ctx, set.DS, set.Items, set.Pre, 8, set.Workers) {
+		if batch.Err != nil {
+			return nil, batch.Err
+		}
+		outs, err := probe.Run(batch.Data[:batch.N*chw], batch.N)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: bias correction: %w", err)
+		}
+		f := outs[0]
+		d := len(f) / batch.N
+		if sum == nil {
+			sum = make([]float64, d)
+		}
+		for i, v := range f {
+			sum[i%d] += float64(v)
+		}
+		n += batch.N
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("pipeline: bias correction: no images")
+	}
+	for i := range sum {
+		sum[i] /= float64(n)
+	}
+	return sum, nil
 }
 
 // observeAll adds each target's values to the calibrator, the targets spread over the cores (each
@@ -505,7 +593,7 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 	if cfg.Export.Int8 {
 		cal := ImageSet{DS: r.ds, Items: CalibrationSample(r.split.fitIdx, cfg.Export.CalibrationImages, cfg.Seed), Pre: r.pre, Workers: cfg.Preprocess.Workers}
 		q, info, err = MakeVariant(ctx, m, VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
-			Calibration: cfg.Export.Calibration, Threads: cfg.Threads, Log: log.Info}, cal)
+			Calibration: cfg.Export.Calibration, BiasCorrection: &cfg.Export.BiasCorrection, Threads: cfg.Threads, Log: log.Info}, cal)
 		if errors.Is(err, ErrNothingToQuantize) {
 			w := err.Error() + ": model-int8.onnx not written"
 			log.Warn(w)
@@ -526,7 +614,8 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 			return err
 		}
 		written[qpath] = qb.bytes
-		vs = append(vs, ExportVariant{Path: qpath, Int8: true, FlipTTA: flip, ReduceRange: info.ReduceRange, Calibration: info.Calibration})
+		vs = append(vs, ExportVariant{Path: qpath, Int8: true, FlipTTA: flip, ReduceRange: info.ReduceRange, Calibration: info.Calibration,
+			BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift})
 	}
 	src, err := MeasureVariants(ctx, vs, VariantCheck{
 		Eval:    ImageSet{DS: r.ds, Items: r.split.evalIdx, Pre: r.pre, Workers: cfg.Preprocess.Workers},

@@ -2,9 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"image"
 	"image/png"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,9 +165,126 @@ func TestVariantDescribe(t *testing.T) {
 		{ExportVariant{FloatConvs: 52}, "float, without the mirror pass"},
 		{ExportVariant{FlipTTA: true, Int8Nodes: 50, FloatConvs: 10}, "float after the backbone's int8 layers, with the mirror pass"},
 		{ExportVariant{Int8: true, Calibration: "percentile", ReduceRange: true, Int8Nodes: 62}, "int8 (percentile calibration, 7-bit weights), without"},
+		{ExportVariant{Int8: true, Calibration: "minmax", BiasCorrected: true, FeatureShift: 0.1834}, "int8 (minmax calibration, bias-corrected: mean shift 0.183), without"},
 	} {
 		if got := c.v.Describe(); !strings.HasPrefix(got, c.want) {
 			t.Errorf("%+v: %q, want it to start with %q", c.v, got, c.want)
 		}
 	}
+}
+
+// noiseImages writes n 6x6 PNGs of seeded random pixels as one class of an image folder and loads it.
+func noiseImages(t *testing.T, n int) *data.Dataset {
+	t.Helper()
+	root := t.TempDir()
+	dir := filepath.Join(root, "noise")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < n; i++ {
+		img := image.NewRGBA(image.Rect(0, 0, 6, 6))
+		for j := range img.Pix {
+			img.Pix[j] = uint8(r.IntN(256))
+		}
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%02d.png", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := png.Encode(f, img); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	ds, err := data.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// TestInt8BiasCorrection: with bias correction the int8 model's features average, over the
+// calibration images, what the float model's do (without it they do not: the shift is there to
+// correct); the metadata says so, and with the mirror pass the correction comes before the
+// features are averaged (its Add writes the features the mirror pass reads).
+func TestInt8BiasCorrection(t *testing.T) {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
+		t.Fatal(err)
+	}
+	pre := data.DefaultPreprocess()
+	pre.Width, pre.Height = 6, 6
+	ds := noiseImages(t, 24)
+	cal := ImageSet{DS: ds, Pre: pre, Workers: 1}
+	for i := range ds.Items {
+		cal.Items = append(cal.Items, i)
+	}
+	ctx := context.Background()
+	plain, err := export.SetFlip(tinyExport(t, false), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := featureMean(ctx, plain, 1, cal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gap is the largest |float mean - int8 mean| over the features, relative to the largest |float mean|.
+	gap := func(q *onnx.ModelProto) float64 {
+		got, err := featureMean(ctx, q, 1, cal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d, s float64
+		for i := range want {
+			d, s = math.Max(d, math.Abs(got[i]-want[i])), math.Max(s, math.Abs(want[i]))
+		}
+		return d / s
+	}
+	variant := func(bias bool, flip bool) (*onnx.ModelProto, *VariantInfo) {
+		q, info, err := MakeVariant(ctx, tinyExport(t, false), VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: config.ReduceRangeOn,
+			Calibration: config.CalibrationMinMax, BiasCorrection: &bias, Threads: 1}, cal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q, info
+	}
+	q, info := variant(false, false)
+	if info.BiasCorrected || metaValue(q, export.MetaBiasCorrection) != "" {
+		t.Errorf("bias correction off: info %+v, metadata %q", info, metaValue(q, export.MetaBiasCorrection))
+	}
+	off := gap(q)
+	if off < 1e-3 {
+		t.Fatalf("without bias correction the int8 features' mean is already the float one (gap %.2g): the test shows nothing", off)
+	}
+	q, info = variant(true, false)
+	if g := gap(q); g > 1e-5 {
+		t.Errorf("bias-corrected: features' mean off by %.2g of the float mean (uncorrected %.2g), want < 1e-5", g, off)
+	}
+	if !info.BiasCorrected || !(info.FeatureShift > 0) || !strings.Contains(metaValue(q, export.MetaBiasCorrection), "24 calibration images") {
+		t.Errorf("bias-corrected: info %+v, metadata %q", info, metaValue(q, export.MetaBiasCorrection))
+	}
+	q, _ = variant(true, true)
+	prod := onnxpb.Producers(q.Graph)[backbone.OutputName]
+	readers := onnxpb.Consumers(q.Graph)[backbone.OutputName]
+	if prod == nil || !strings.HasSuffix(prod.GetName(), "_BiasCorrection") || len(readers) != 1 || !strings.Contains(readers[0].GetName(), ".flip.") {
+		t.Fatalf("with the mirror pass: %q is written by %v and read by %v, want the correction's Add and the mirror pass", backbone.OutputName, prod, readers)
+	}
+	b, err := onnxpb.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ort.NewSession(b, ort.Options{Threads: 1})
+	if err != nil {
+		t.Fatalf("with the mirror pass: onnxruntime: %v", err)
+	}
+	sess.Close()
+}
+
+// metaValue is the model's metadata value for key, or "".
+func metaValue(m *onnx.ModelProto, key string) string {
+	for _, p := range m.GetMetadataProps() {
+		if p.GetKey() == key {
+			return p.GetValue()
+		}
+	}
+	return ""
 }

@@ -22,6 +22,7 @@ type exportOptions struct {
 	reduceRange       string
 	calibration       string
 	calibrationImages int
+	biasCorrection    string
 	threads           int
 	kmeansRestarts    int
 	exactInt8         bool
@@ -39,6 +40,8 @@ func (o *exportOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.reduceRange, "reduce-range", "", "with --int8: auto (7-bit weights when this CPU is x86 without VNNI), true or false (default: the run's export.reduce_range)")
 	fs.StringVar(&o.calibration, "calibration", "", "with --int8: minmax, percentile or entropy (default: the run's export.calibration)")
 	fs.IntVar(&o.calibrationImages, "calibration-images", 0, "with --int8: training images to calibrate on (default: the run's export.calibration_images)")
+	fs.StringVar(&o.biasCorrection, "bias-correction", "", "with --int8: true or false, add back the shift of the int8 features' mean measured on the calibration images\n"+
+		"(default: the run's export.bias_correction)")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the run's)")
 	fs.IntVar(&o.kmeansRestarts, "kmeans-restarts", 0, "k-means++ restarts for NMI (default: the run's eval.kmeans_restarts)")
 	onnxruntimeFlag(fs, &o.onnxruntime)
@@ -66,8 +69,10 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	switch {
 	case o.run == "" || o.out == "":
 		return fmt.Errorf("%w: export needs --run RUN_FOLDER and --out FILE", errUsage)
-	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0):
-		return fmt.Errorf("%w: --reduce-range, --calibration and --calibration-images go with --int8", errUsage)
+	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0 || o.biasCorrection != ""):
+		return fmt.Errorf("%w: --reduce-range, --calibration, --calibration-images and --bias-correction go with --int8", errUsage)
+	case o.biasCorrection != "" && o.biasCorrection != "true" && o.biasCorrection != "false":
+		return fmt.Errorf("%w: --bias-correction %q: want true or false", errUsage, o.biasCorrection)
 	case o.reduceRange != "" && config.ReduceRange(o.reduceRange) != config.ReduceRangeAuto && config.ReduceRange(o.reduceRange) != config.ReduceRangeOn && config.ReduceRange(o.reduceRange) != config.ReduceRangeOff:
 		return fmt.Errorf("%w: --reduce-range %q: want auto, true or false", errUsage, o.reduceRange)
 	case o.calibration != "" && !validCalibration(o.calibration):
@@ -75,9 +80,15 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case o.calibrationImages < 0 || o.kmeansRestarts < 0:
 		return fmt.Errorf("%w: --calibration-images and --kmeans-restarts want >= 1 (0: the run's)", errUsage)
 	}
+	var bias *bool
+	if o.biasCorrection != "" {
+		on := o.biasCorrection == "true"
+		bias = &on
+	}
 	log := textLogger(stderr, o.verbose, slog.LevelWarn, slog.LevelInfo)
 	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
-		Variant:           pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: config.ReduceRange(o.reduceRange), Calibration: config.Calibration(o.calibration), Threads: o.threads},
+		Variant: pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: config.ReduceRange(o.reduceRange), Calibration: config.Calibration(o.calibration),
+			BiasCorrection: bias, Threads: o.threads},
 		CalibrationImages: o.calibrationImages, KMeansRestarts: o.kmeansRestarts, ExactInt8: o.exactInt8, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
 	if err != nil {
 		return err

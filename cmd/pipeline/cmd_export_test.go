@@ -49,7 +49,7 @@ func TestExportFromRunFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := res.Variant
-	if v.Path != out || !v.Int8 || v.FlipTTA || !v.ReduceRange || v.Calibration != "percentile" || v.Int8Nodes != 2 || v.FloatConvs != 0 ||
+	if v.Path != out || !v.Int8 || v.FlipTTA || !v.ReduceRange || v.Calibration != "percentile" || !v.BiasCorrected || v.Int8Nodes != 2 || v.FloatConvs != 0 ||
 		v.RecallAt1 <= 0 || v.ImagesPerS <= 0 || v.LatencyMS <= 0 || res.SourceBackboneImagesPerS <= 0 {
 		t.Fatalf("result %+v", res)
 	}
@@ -59,7 +59,7 @@ func TestExportFromRunFolder(t *testing.T) {
 	}
 	r = toolRun("inspect", out)
 	if r.code != 0 || !strings.Contains(r.stdout, "int8: yes (qdq_int8, int8 symmetric per-channel [-64,64], reduce range") ||
-		!strings.Contains(r.stdout, "flip_tta = false") {
+		!strings.Contains(r.stdout, "bias-corrected features") || !strings.Contains(r.stdout, "flip_tta = false") {
 		t.Fatalf("inspect: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 	before, _ := os.ReadFile(out)
@@ -71,6 +71,11 @@ func TestExportFromRunFolder(t *testing.T) {
 	}
 	if r = toolRun("export", "--run", run, "--out", out, "--force"); r.code != 0 {
 		t.Fatalf("--force: %d %s", r.code, r.stderr)
+	}
+	r = toolRun("export", "--run", run, "--int8", "--bias-correction", "false", "--out", out, "--force", "--json")
+	var off pipeline.FolderExportResult
+	if err := json.Unmarshal([]byte(r.stdout), &off); r.code != 0 || err != nil || !off.Variant.Int8 || off.Variant.BiasCorrected {
+		t.Fatalf("--bias-correction false: exit %d, %+v (%v) %s", r.code, off.Variant, err, r.stderr)
 	}
 }
 
@@ -89,6 +94,8 @@ func TestExportBadUsage(t *testing.T) {
 		{[]string{"export", "--run", dir, "--out", out, "--calibration", "entropy"}, 2, "go with --int8"},
 		{[]string{"export", "--run", dir, "--out", out, "--int8", "--calibration", "mean"}, 2, "--calibration \"mean\""},
 		{[]string{"export", "--run", dir, "--out", out, "--int8", "--reduce-range", "maybe"}, 2, "--reduce-range \"maybe\""},
+		{[]string{"export", "--run", dir, "--out", out, "--bias-correction", "false"}, 2, "go with --int8"},
+		{[]string{"export", "--run", dir, "--out", out, "--int8", "--bias-correction", "yes"}, 2, "--bias-correction \"yes\""},
 		{[]string{"export", "--run", dir, "--out", filepath.Join(dir, "model.onnx")}, 2, "the run's own model.onnx"},
 		{[]string{"export", "--run", dir, "--out", out}, 2, "is not a run folder of `pipeline run`: no model.onnx"},
 	} {

@@ -243,5 +243,8 @@ func int8Summary(meta map[string]string) string {
 	if c := meta["quantization.calibration"]; c != "" {
 		s += ", calibration " + c
 	}
+	if meta[export.MetaBiasCorrection] != "" {
+		s += ", bias-corrected features"
+	}
 	return s + ")"
 }

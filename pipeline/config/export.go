@@ -20,11 +20,14 @@ type ExportConfig struct {
 	Calibration Calibration `yaml:"calibration" json:"calibration"`
 	// CalibrationImages is how many training images (a seeded sample) calibrate the activations.
 	CalibrationImages int `yaml:"calibration_images" json:"calibration_images"`
+	// BiasCorrection adds back, after the int8 backbone, the shift of its features' mean from the
+	// float model's, measured on the calibration images (export.AddToTensor).
+	BiasCorrection bool `yaml:"bias_correction" json:"bias_correction"`
 }
 
 // DefaultExportConfig is the export section of DefaultConfig.
 func DefaultExportConfig() ExportConfig {
-	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: CalibrationPercentile, CalibrationImages: 256}
+	return ExportConfig{Int8: true, ReduceRange: ReduceRangeAuto, Calibration: CalibrationPercentile, CalibrationImages: 256, BiasCorrection: true}
 }
 
 func (c ExportConfig) validate() []string {
