@@ -98,6 +98,9 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 	if vo.Calibration == "" {
 		vo.Calibration = cfg.Export.Calibration
 	}
+	if vo.WeightRounding == "" {
+		vo.WeightRounding = cfg.Export.WeightRounding
+	}
 	if vo.BiasCorrection == nil {
 		vo.BiasCorrection = &cfg.Export.BiasCorrection
 	}
@@ -130,7 +133,7 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 		return nil, fmt.Errorf("export: %w", err)
 	}
 	vs := []ExportVariant{{Path: tmp.Name(), Int8: vo.Int8, FlipTTA: vo.FlipTTA, ReduceRange: info.ReduceRange, Calibration: info.Calibration,
-		BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift}}
+		WeightRounding: info.WeightRounding(), BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift}}
 	if o.KMeansRestarts > 0 {
 		cfg.Eval.KMeansRestarts = o.KMeansRestarts
 	}

@@ -35,6 +35,8 @@ type ExportVariant struct {
 	ReduceRange bool `json:"reduce_range,omitempty"`
 	// Calibration (int8 only) is the method that chose the activation ranges.
 	Calibration string `json:"calibration,omitempty"`
+	// WeightRounding (int8 only): gptq when 1x1 Convs were rounded with error feedback, else nearest.
+	WeightRounding string `json:"weight_rounding,omitempty"`
 	// BiasCorrected (int8 only): the features' mean shift was added back (export.bias_correction);
 	// FeatureShift is that shift relative to the float features' mean.
 	BiasCorrected bool    `json:"bias_corrected,omitempty"`
@@ -68,6 +70,9 @@ func (v ExportVariant) Describe() string {
 		kind = "int8 (" + v.Calibration + " calibration"
 		if v.ReduceRange {
 			kind += ", 7-bit weights"
+		}
+		if v.WeightRounding != "" {
+			kind += ", " + v.WeightRounding + " rounding"
 		}
 		if v.BiasCorrected {
 			kind += fmt.Sprintf(", bias-corrected: mean shift %.3f", v.FeatureShift)
@@ -107,9 +112,10 @@ type ImageSet struct {
 
 // VariantOptions describe the variant MakeVariant derives from an exported float model.
 type VariantOptions struct {
-	Int8, FlipTTA bool
-	ReduceRange   config.ReduceRange // config.ReduceRangeAuto, ReduceRangeOn or ReduceRangeOff; "": the default
-	Calibration   config.Calibration // "": the default
+	Int8, FlipTTA  bool
+	ReduceRange    config.ReduceRange    // config.ReduceRangeAuto, ReduceRangeOn or ReduceRangeOff; "": the default
+	Calibration    config.Calibration    // "": the default
+	WeightRounding config.WeightRounding // "": the default (nearest)
 	// BiasCorrection adds back the shift of the int8 features' mean measured on the calibration
 	// images (export.AddToTensor); nil: on, the default.
 	BiasCorrection *bool
@@ -121,6 +127,8 @@ type VariantOptions struct {
 type VariantInfo struct {
 	ReduceRange bool
 	Calibration string
+	// ErrorFeedback is the number of Convs whose weights were rounded with error feedback.
+	ErrorFeedback int
 	// BiasCorrected: the int8 features' mean shift, FeatureShift relative to the float features'
 	// mean (L2), was added back.
 	BiasCorrected bool
@@ -157,10 +165,17 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	if len(targets) == 0 {
 		return nil, nil, fmt.Errorf("%w: the model has no Conv or Add before %q", ErrNothingToQuantize, backbone.OutputName)
 	}
-	c, warn, err := calibrate(ctx, plain, targets, o, cal)
+	var pointwise map[string]int // the inputs whose moments let Quantize round with error feedback
+	if o.WeightRounding == config.WeightRoundingGPTQ {
+		if pointwise, err = export.PointwiseInputs(plain, qo); err != nil {
+			return nil, nil, err
+		}
+	}
+	c, moments, warn, err := calibrate(ctx, plain, targets, pointwise, o, cal)
 	if err != nil {
 		return nil, nil, err
 	}
+	qo.Moments = moments
 	ranges, err := c.Ranges(string(o.Calibration))
 	if err != nil {
 		return nil, nil, err
@@ -170,7 +185,7 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	if err != nil {
 		return nil, nil, err
 	}
-	info.Report = rep
+	info.Report, info.ErrorFeedback = rep, rep.ErrorFeedback
 	if len(rep.Degenerate) > 0 {
 		info.Warnings = append(info.Warnings, fmt.Sprintf("int8 export: %d of %d activation tensors took a single value on the %d calibration images (e.g. %q), their scale is set to 1: "+
 			"the calibration images do not exercise the model (all alike?); use more, varied training images (export.calibration_images)",
@@ -199,45 +214,59 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	return v, info, err
 }
 
+// WeightRounding is how the variant's weights were rounded: gptq when some Conv's were rounded
+// with error feedback, else nearest.
+func (i *VariantInfo) WeightRounding() string {
+	if i.ErrorFeedback > 0 {
+		return string(config.WeightRoundingGPTQ)
+	}
+	return string(config.WeightRoundingNearest)
+}
+
 // ErrNothingToQuantize: the model has no op the int8 export quantizes; its float export is as fast.
 var ErrNothingToQuantize = errors.New("pipeline: int8 export: nothing to quantize")
 
-// calibrate runs the float model on the calibration images and returns the targets' statistics,
-// with warnings for a calibration set too small to be representative.
-func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, o VariantOptions, cal ImageSet) (*export.Calibrator, []string, error) {
+// calibrate runs the float model on the calibration images and returns the targets' statistics
+// and the second moments of the pointwise tensors (a subset of the targets, with their channel
+// counts; nil when none), with warnings for a calibration set too small to be representative.
+func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, pointwise map[string]int, o VariantOptions, cal ImageSet) (*export.Calibrator, *export.Moments, []string, error) {
 	var warn []string
 	if len(cal.Items) < 32 {
 		warn = append(warn, fmt.Sprintf("int8 export: calibrating on %d images only: the activation ranges may not cover other images (a few hundred are usual)", len(cal.Items)))
 	}
 	b, err := onnxpb.Marshal(m)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	probe, err := ort.NewProbe(b, targets, ort.Options{Threads: o.Threads})
 	if err != nil {
-		return nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
+		return nil, nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
 	}
 	defer probe.Close()
 	c := export.NewCalibrator(targets)
+	var moments *export.Moments
+	if len(pointwise) > 0 {
+		moments = export.NewMoments(pointwise)
+	}
 	chw := cal.Pre.Size()
 	done := 0
 	for batch := range data.Batches(ctx, cal.DS, cal.Items, cal.Pre, 8, cal.Workers) {
 		if batch.Err != nil {
-			return nil, nil, batch.Err
+			return nil, nil, nil, batch.Err
 		}
 		outs, err := probe.Run(batch.Data[:batch.N*chw], batch.N)
 		if err != nil {
-			return nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
+			return nil, nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
 		}
-		if err := observeAll(c, targets, outs); err != nil {
-			return nil, nil, err
+		if err := observeAll(c, moments, targets, outs, batch.N); err != nil {
+			return nil, nil, nil, err
 		}
 		done += batch.N
 		if o.Log != nil && done%64 < batch.N {
 			o.Log("int8 calibration", "images", done, "of", len(cal.Items))
 		}
 	}
-	return c, warn, ctx.Err()
+	return c, moments, warn, ctx.Err()
 }
 
 // correctBias returns q with the shift of its features' mean from the float model's, both
@@ -303,15 +332,21 @@ func featureMean(ctx context.Context, m *onnx.ModelProto, threads int, set Image
 	return sum, nil
 }
 
-// observeAll adds each target's values to the calibrator, the targets spread over the cores (each
-// target's statistics are its own); the errors name their tensors.
-func observeAll(c *export.Calibrator, targets []string, outs [][]float32) error {
+// observeAll adds each target's values of a batch of n images to the calibrator and, for the
+// tensors it accumulates, to moments (nil: none), the targets spread over the cores (each target's
+// statistics are its own); the errors name their tensors.
+func observeAll(c *export.Calibrator, moments *export.Moments, targets []string, outs [][]float32, n int) error {
 	errs := make([]error, len(targets))
 	work := 0
 	for _, o := range outs {
 		work += len(o)
 	}
-	parallel.For(len(targets), work, func(i int) { errs[i] = c.Observe(targets[i], outs[i]) })
+	parallel.For(len(targets), work, func(i int) {
+		errs[i] = c.Observe(targets[i], outs[i])
+		if errs[i] == nil && moments != nil && moments.Of(targets[i]) != nil {
+			errs[i] = moments.Observe(targets[i], outs[i], n)
+		}
+	})
 	return errors.Join(errs...)
 }
 
@@ -593,7 +628,8 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 	if cfg.Export.Int8 {
 		cal := ImageSet{DS: r.ds, Items: CalibrationSample(r.split.fitIdx, cfg.Export.CalibrationImages, cfg.Seed), Pre: r.pre, Workers: cfg.Preprocess.Workers}
 		q, info, err = MakeVariant(ctx, m, VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
-			Calibration: cfg.Export.Calibration, BiasCorrection: &cfg.Export.BiasCorrection, Threads: cfg.Threads, Log: log.Info}, cal)
+			Calibration: cfg.Export.Calibration, WeightRounding: cfg.Export.WeightRounding, BiasCorrection: &cfg.Export.BiasCorrection,
+			Threads: cfg.Threads, Log: log.Info}, cal)
 		if errors.Is(err, ErrNothingToQuantize) {
 			w := err.Error() + ": model-int8.onnx not written"
 			log.Warn(w)
@@ -615,7 +651,7 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 		}
 		written[qpath] = qb.bytes
 		vs = append(vs, ExportVariant{Path: qpath, Int8: true, FlipTTA: flip, ReduceRange: info.ReduceRange, Calibration: info.Calibration,
-			BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift})
+			WeightRounding: info.WeightRounding(), BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift})
 	}
 	src, err := MeasureVariants(ctx, vs, VariantCheck{
 		Eval:    ImageSet{DS: r.ds, Items: r.split.evalIdx, Pre: r.pre, Workers: cfg.Preprocess.Workers},

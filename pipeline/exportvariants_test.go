@@ -56,6 +56,39 @@ func tinyExport(t *testing.T, deadBias bool) *onnx.ModelProto {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return exportOf(t, m, deadBias)
+}
+
+// tinyPointwiseExport is tinyExport with a 1x1 Conv (4 -> 4 channels) between the tiny CNN's Relu
+// and its pooling.
+func tinyPointwiseExport(t *testing.T) *onnx.ModelProto {
+	t.Helper()
+	m, err := onnxpb.Load("../backbone/testdata/tiny_cnn.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := m.Graph
+	var nodes []*onnx.NodeProto
+	for _, n := range g.Node {
+		if n.GetOpType() == "GlobalAveragePool" {
+			nodes = append(nodes, onnxpb.Node("Conv", "pointwise", []string{n.Input[0], "pointwise.w"}, []string{"pointwise_out"}))
+			n.Input[0] = "pointwise_out"
+		}
+		nodes = append(nodes, n)
+	}
+	g.Node = nodes
+	w := make([]float32, 16)
+	for i := range w {
+		w[i] = float32(math.Sin(float64(3*i+1))) * 0.7
+	}
+	g.Initializer = append(g.Initializer, onnxpb.FloatTensor("pointwise.w", []int64{4, 4, 1, 1}, w))
+	g.ValueInfo = nil
+	return exportOf(t, m, false)
+}
+
+// exportOf is the exported model of backbone m (see tinyExport).
+func exportOf(t *testing.T, m *onnx.ModelProto, deadBias bool) *onnx.ModelProto {
+	t.Helper()
 	if deadBias {
 		inits := onnxpb.Initializers(m.Graph)
 		for _, n := range m.Graph.Node {
@@ -165,7 +198,8 @@ func TestVariantDescribe(t *testing.T) {
 		{ExportVariant{FloatConvs: 52}, "float, without the mirror pass"},
 		{ExportVariant{FlipTTA: true, Int8Nodes: 50, FloatConvs: 10}, "float after the backbone's int8 layers, with the mirror pass"},
 		{ExportVariant{Int8: true, Calibration: "percentile", ReduceRange: true, Int8Nodes: 62}, "int8 (percentile calibration, 7-bit weights), without"},
-		{ExportVariant{Int8: true, Calibration: "minmax", BiasCorrected: true, FeatureShift: 0.1834}, "int8 (minmax calibration, bias-corrected: mean shift 0.183), without"},
+		{ExportVariant{Int8: true, Calibration: "minmax", WeightRounding: "gptq", BiasCorrected: true, FeatureShift: 0.1834},
+			"int8 (minmax calibration, gptq rounding, bias-corrected: mean shift 0.183), without"},
 	} {
 		if got := c.v.Describe(); !strings.HasPrefix(got, c.want) {
 			t.Errorf("%+v: %q, want it to start with %q", c.v, got, c.want)
@@ -287,4 +321,63 @@ func metaValue(m *onnx.ModelProto, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestInt8WeightRounding: with export.weight_rounding gptq the 1x1 Conv (and only it: the 3x3 one
+// is rounded to nearest) gets its weights rounded with error feedback on the moments gathered in
+// the calibration pass, said in the variant's info and metadata; the model runs in onnxruntime.
+// nearest rounds both to nearest.
+func TestInt8WeightRounding(t *testing.T) {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
+		t.Fatal(err)
+	}
+	pre := data.DefaultPreprocess()
+	pre.Width, pre.Height = 6, 6
+	ds := noiseImages(t, 24)
+	cal := ImageSet{DS: ds, Pre: pre, Workers: 1}
+	for i := range ds.Items {
+		cal.Items = append(cal.Items, i)
+	}
+	for _, tc := range []struct {
+		rounding config.WeightRounding
+		feedback int
+		meta     string
+	}{
+		{config.WeightRoundingGPTQ, 1, "gptq: 1 of 2 Convs"},
+		{config.WeightRoundingNearest, 0, "nearest"},
+		{"", 0, "nearest"},
+	} {
+		q, info, err := MakeVariant(context.Background(), tinyPointwiseExport(t), VariantOptions{Int8: true, FlipTTA: true, ReduceRange: config.ReduceRangeOn,
+			Calibration: config.CalibrationMinMax, WeightRounding: tc.rounding, Threads: 1}, cal)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.rounding, err)
+		}
+		if info.ErrorFeedback != tc.feedback || info.Report.Conv != 2 || !strings.HasPrefix(metaValue(q, export.MetaRounding), tc.meta) {
+			t.Errorf("%q: %d Convs with error feedback of %d, metadata %q; want %d, %q", tc.rounding, info.ErrorFeedback, info.Report.Conv,
+				metaValue(q, export.MetaRounding), tc.feedback, tc.meta)
+		}
+		b, err := onnxpb.Marshal(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := ort.NewSession(b, ort.Options{Threads: 1})
+		if err != nil {
+			t.Fatalf("%q: onnxruntime: %v", tc.rounding, err)
+		}
+		x := make([]float32, 2*3*6*6)
+		for i := range x {
+			x[i] = float32(i%5) - 2
+		}
+		out := make([]float32, 2*int(sess.OutputShape()[0]))
+		err = sess.Run(x, 2, out)
+		sess.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range out {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("%q: embeddings %v", tc.rounding, out)
+			}
+		}
+	}
 }

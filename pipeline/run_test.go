@@ -117,8 +117,8 @@ func TestRunEndToEndSmall(t *testing.T) {
 	if vs[1].Int8Nodes != 52+10+1 || vs[1].FloatConvs != 0 || vs[1].Calibration != "percentile" || vs[0].Int8Nodes != 0 {
 		t.Fatalf("onnxruntime did not fuse the QDQ model into int8 kernels: %+v", vs[1])
 	}
-	if !vs[1].BiasCorrected || !(vs[1].FeatureShift > 0) || vs[0].BiasCorrected {
-		t.Errorf("the int8 variant is not bias-corrected (export.bias_correction, the default): %+v", vs[1])
+	if !vs[1].BiasCorrected || !(vs[1].FeatureShift > 0) || vs[0].BiasCorrected || vs[1].WeightRounding != "nearest" || vs[0].WeightRounding != "" {
+		t.Errorf("the int8 variant is not bias-corrected and rounded to nearest (the defaults): %+v", vs[1])
 	}
 	if d := vs[1].RecallAt1 - vs[0].RecallAt1; d < -0.1 || d > 0.1 {
 		t.Errorf("int8 R@1 %.3f vs float %.3f", vs[1].RecallAt1, vs[0].RecallAt1)

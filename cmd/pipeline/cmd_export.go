@@ -23,6 +23,7 @@ type exportOptions struct {
 	calibration       string
 	calibrationImages int
 	biasCorrection    string
+	weightRounding    string
 	threads           int
 	kmeansRestarts    int
 	exactInt8         bool
@@ -42,6 +43,8 @@ func (o *exportOptions) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.calibrationImages, "calibration-images", 0, "with --int8: training images to calibrate on (default: the run's export.calibration_images)")
 	fs.StringVar(&o.biasCorrection, "bias-correction", "", "with --int8: true or false, add back the shift of the int8 features' mean measured on the calibration images\n"+
 		"(default: the run's export.bias_correction)")
+	fs.StringVar(&o.weightRounding, "weight-rounding", "", "with --int8: nearest, or gptq (1x1 Convs rounded with error feedback on the calibration inputs)\n"+
+		"(default: the run's export.weight_rounding)")
 	fs.IntVar(&o.threads, "threads", 0, "onnxruntime intra-op threads (default: the run's)")
 	fs.IntVar(&o.kmeansRestarts, "kmeans-restarts", 0, "k-means++ restarts for NMI (default: the run's eval.kmeans_restarts)")
 	onnxruntimeFlag(fs, &o.onnxruntime)
@@ -69,8 +72,10 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	switch {
 	case o.run == "" || o.out == "":
 		return fmt.Errorf("%w: export needs --run RUN_FOLDER and --out FILE", errUsage)
-	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0 || o.biasCorrection != ""):
-		return fmt.Errorf("%w: --reduce-range, --calibration, --calibration-images and --bias-correction go with --int8", errUsage)
+	case !o.int8 && (o.reduceRange != "" || o.calibration != "" || o.calibrationImages != 0 || o.biasCorrection != "" || o.weightRounding != ""):
+		return fmt.Errorf("%w: --reduce-range, --calibration, --calibration-images, --weight-rounding and --bias-correction go with --int8", errUsage)
+	case o.weightRounding != "" && config.WeightRounding(o.weightRounding) != config.WeightRoundingGPTQ && config.WeightRounding(o.weightRounding) != config.WeightRoundingNearest:
+		return fmt.Errorf("%w: --weight-rounding %q: want nearest or gptq", errUsage, o.weightRounding)
 	case o.biasCorrection != "" && o.biasCorrection != "true" && o.biasCorrection != "false":
 		return fmt.Errorf("%w: --bias-correction %q: want true or false", errUsage, o.biasCorrection)
 	case o.reduceRange != "" && config.ReduceRange(o.reduceRange) != config.ReduceRangeAuto && config.ReduceRange(o.reduceRange) != config.ReduceRangeOn && config.ReduceRange(o.reduceRange) != config.ReduceRangeOff:
@@ -88,7 +93,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	log := textLogger(stderr, o.verbose, slog.LevelWarn, slog.LevelInfo)
 	res, err := pipeline.ExportFromRun(ctx, o.run, pipeline.FolderExport{Out: o.out, Force: o.force,
 		Variant: pipeline.VariantOptions{Int8: o.int8, FlipTTA: o.flipTTA, ReduceRange: config.ReduceRange(o.reduceRange), Calibration: config.Calibration(o.calibration),
-			BiasCorrection: bias, Threads: o.threads},
+			WeightRounding: config.WeightRounding(o.weightRounding), BiasCorrection: bias, Threads: o.threads},
 		CalibrationImages: o.calibrationImages, KMeansRestarts: o.kmeansRestarts, ExactInt8: o.exactInt8, LibraryPath: o.onnxruntime, Log: log, Progress: stderr})
 	if err != nil {
 		return err

@@ -34,7 +34,8 @@ func exportRunFolder(t *testing.T) string {
 
 // TestExportFromRunFolder: `pipeline export` writes an int8 variant without the mirror pass,
 // reloaded, scored and timed beside the source backbone (the tiny CNN's Conv and pool run as int8
-// kernels); inspect shows the quantization; an
+// kernels; its 3x3 Conv is rounded to nearest, error feedback being for 1x1 Convs); inspect shows
+// the quantization; an
 // existing file is kept unless --force.
 func TestExportFromRunFolder(t *testing.T) {
 	needORT(t)
@@ -49,7 +50,7 @@ func TestExportFromRunFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := res.Variant
-	if v.Path != out || !v.Int8 || v.FlipTTA || !v.ReduceRange || v.Calibration != "percentile" || !v.BiasCorrected || v.Int8Nodes != 2 || v.FloatConvs != 0 ||
+	if v.Path != out || !v.Int8 || v.FlipTTA || !v.ReduceRange || v.Calibration != "percentile" || !v.BiasCorrected || v.WeightRounding != "nearest" || v.Int8Nodes != 2 || v.FloatConvs != 0 ||
 		v.RecallAt1 <= 0 || v.ImagesPerS <= 0 || v.LatencyMS <= 0 || res.SourceBackboneImagesPerS <= 0 {
 		t.Fatalf("result %+v", res)
 	}
@@ -96,6 +97,8 @@ func TestExportBadUsage(t *testing.T) {
 		{[]string{"export", "--run", dir, "--out", out, "--int8", "--reduce-range", "maybe"}, 2, "--reduce-range \"maybe\""},
 		{[]string{"export", "--run", dir, "--out", out, "--bias-correction", "false"}, 2, "go with --int8"},
 		{[]string{"export", "--run", dir, "--out", out, "--int8", "--bias-correction", "yes"}, 2, "--bias-correction \"yes\""},
+		{[]string{"export", "--run", dir, "--out", out, "--weight-rounding", "gptq"}, 2, "go with --int8"},
+		{[]string{"export", "--run", dir, "--out", out, "--int8", "--weight-rounding", "up"}, 2, "--weight-rounding \"up\""},
 		{[]string{"export", "--run", dir, "--out", filepath.Join(dir, "model.onnx")}, 2, "the run's own model.onnx"},
 		{[]string{"export", "--run", dir, "--out", out}, 2, "is not a run folder of `pipeline run`: no model.onnx"},
 	} {

@@ -243,6 +243,9 @@ func int8Summary(meta map[string]string) string {
 	if c := meta["quantization.calibration"]; c != "" {
 		s += ", calibration " + c
 	}
+	if strings.HasPrefix(meta[export.MetaRounding], "gptq") {
+		s += ", 1x1 Conv weights rounded with error feedback (gptq)"
+	}
 	if meta[export.MetaBiasCorrection] != "" {
 		s += ", bias-corrected features"
 	}

@@ -93,6 +93,16 @@ const (
 	CalibrationEntropy    Calibration = export.CalibEntropy
 )
 
+// WeightRounding is export.weight_rounding: how the int8 export rounds the weights of 1x1 Convs.
+type WeightRounding string
+
+const (
+	// WeightRoundingGPTQ: column by column with error feedback on the calibration inputs
+	// (export.QuantizeWeightsGPTQ); other Convs to nearest.
+	WeightRoundingGPTQ    WeightRounding = "gptq"
+	WeightRoundingNearest WeightRounding = "nearest" // every weight to the nearest step
+)
+
 // HeadInit is head.init: how the embedding layer starts.
 type HeadInit string
 
@@ -123,6 +133,7 @@ var (
 	tailPrefixes    = enum[TailPrefix]{"backbone.tail_prefix", []TailPrefix{TailPrefixAuto, TailPrefixFloat, TailPrefixInt8}}
 	reduceRanges    = enum[ReduceRange]{"export.reduce_range", []ReduceRange{ReduceRangeAuto, ReduceRangeOn, ReduceRangeOff}}
 	calibrations    = enum[Calibration]{"export.calibration", convert[Calibration](export.CalibrationMethods)}
+	weightRoundings = enum[WeightRounding]{"export.weight_rounding", []WeightRounding{WeightRoundingNearest, WeightRoundingGPTQ}}
 	headInits       = enum[HeadInit]{"head.init", []HeadInit{HeadInitPCA, HeadInitRandom}}
 	classifierInits = enum[ClassifierInit]{"head.classifier_init", []ClassifierInit{ClassifierInitMeans, ClassifierInitRandom}}
 )
@@ -209,11 +220,16 @@ func (v *ReduceRange) UnmarshalYAML(n *yaml.Node) error { return reduceRanges.un
 func (v Calibration) MarshalText() ([]byte, error)      { return []byte(v), nil }
 func (v *Calibration) UnmarshalText(b []byte) error     { return calibrations.unmarshalText(v, b) }
 func (v *Calibration) UnmarshalYAML(n *yaml.Node) error { return calibrations.unmarshalYAML(v, n) }
-func (v HeadInit) MarshalText() ([]byte, error)         { return []byte(v), nil }
-func (v *HeadInit) UnmarshalText(b []byte) error        { return headInits.unmarshalText(v, b) }
-func (v *HeadInit) UnmarshalYAML(n *yaml.Node) error    { return headInits.unmarshalYAML(v, n) }
-func (v ClassifierInit) MarshalText() ([]byte, error)   { return []byte(v), nil }
-func (v *ClassifierInit) UnmarshalText(b []byte) error  { return classifierInits.unmarshalText(v, b) }
+func (v WeightRounding) MarshalText() ([]byte, error)   { return []byte(v), nil }
+func (v *WeightRounding) UnmarshalText(b []byte) error  { return weightRoundings.unmarshalText(v, b) }
+func (v *WeightRounding) UnmarshalYAML(n *yaml.Node) error {
+	return weightRoundings.unmarshalYAML(v, n)
+}
+func (v HeadInit) MarshalText() ([]byte, error)        { return []byte(v), nil }
+func (v *HeadInit) UnmarshalText(b []byte) error       { return headInits.unmarshalText(v, b) }
+func (v *HeadInit) UnmarshalYAML(n *yaml.Node) error   { return headInits.unmarshalYAML(v, n) }
+func (v ClassifierInit) MarshalText() ([]byte, error)  { return []byte(v), nil }
+func (v *ClassifierInit) UnmarshalText(b []byte) error { return classifierInits.unmarshalText(v, b) }
 func (v *ClassifierInit) UnmarshalYAML(n *yaml.Node) error {
 	return classifierInits.unmarshalYAML(v, n)
 }

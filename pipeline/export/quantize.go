@@ -8,6 +8,7 @@ import (
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	"github.com/grouploss/pipeline/backbone"
 	"github.com/grouploss/pipeline/internal/onnxpb"
+	"gonum.org/v1/gonum/mat"
 )
 
 // Static post-training quantization in onnxruntime's QDQ format: QuantizeLinear/DequantizeLinear
@@ -39,11 +40,15 @@ type QuantizeOptions struct {
 	// Until, when set, limits quantization to the nodes that compute this tensor (the backbone's
 	// features): what follows it (the head, the normalizations) stays float.
 	Until string
+	// Moments, when it holds the second moments of a 1x1 Conv's input (see PointwiseInputs), has
+	// that Conv's weights rounded with error feedback (QuantizeWeightsGPTQ) instead of to nearest.
+	Moments *Moments
 }
 
 // QuantizeReport says what Quantize did.
 type QuantizeReport struct {
 	Conv, Add     int      // nodes quantized
+	ErrorFeedback int      // Convs whose weights were rounded with error feedback (QuantizeWeightsGPTQ)
 	Pool          int      // GlobalAveragePools given a QuantizeLinear on their output
 	Activations   int      // activation tensors given a QuantizeLinear
 	RemovedActs   int      // Relu/Clip nodes folded into the QuantizeLinear of their Conv, Add or pool
@@ -58,6 +63,7 @@ const (
 	MetaReduceRange  = backbone.MetaReduceRange   // "true" for 7-bit weights
 	MetaWeights      = "quantization.weights"     // e.g. "int8 symmetric per-channel [-64,64]"
 	MetaActivations  = "quantization.activations" // e.g. "uint8 asymmetric per-tensor"
+	MetaRounding     = "quantization.weight_rounding"
 )
 
 // opsetSafeAt13 are the ops whose meaning is the same at opset 13 as at opsets 7-12, so that a
@@ -79,6 +85,49 @@ func QuantizeTargets(m *onnx.ModelProto, opts QuantizeOptions) ([]string, error)
 		return nil, err
 	}
 	return p.tensors, nil
+}
+
+// PointwiseInputs returns the input tensors of the 1x1 Convs (one group) that Quantize quantizes,
+// with their channel counts: the tensors whose Moments let Quantize round those Convs' weights with
+// error feedback.
+func PointwiseInputs(m *onnx.ModelProto, opts QuantizeOptions) (map[string]int, error) {
+	p, err := plan(m, opts)
+	if err != nil {
+		return nil, err
+	}
+	inits := onnxpb.Initializers(m.GetGraph())
+	out := map[string]int{}
+	for n := range p.nodes {
+		if c, ok := pointwise(n, inits); ok {
+			out[n.GetInput()[0]] = c
+		}
+	}
+	return out, nil
+}
+
+// pointwise reports whether the Conv n is a 1x1 convolution of one group, a linear map of each
+// position's channel vector, and its number of input channels.
+func pointwise(n *onnx.NodeProto, inits map[string]*onnx.TensorProto) (int, bool) {
+	if n.GetOpType() != "Conv" || len(n.GetInput()) < 2 {
+		return 0, false
+	}
+	if g := onnxpb.Attr(n, "group"); g != nil && g.GetI() != 1 {
+		return 0, false
+	}
+	w := inits[n.GetInput()[1]]
+	if w == nil {
+		return 0, false
+	}
+	d := w.GetDims()
+	for _, k := range d[min(2, len(d)):] {
+		if k != 1 {
+			return 0, false
+		}
+	}
+	if len(d) < 2 || d[1] < 1 {
+		return 0, false
+	}
+	return int(d[1]), true
 }
 
 // quantPlan is what Quantize will do to a graph.
@@ -378,10 +427,17 @@ func Quantize(m *onnx.ModelProto, ranges map[string]Range, opts QuantizeOptions)
 			continue
 		}
 		if nodes[n] && n.GetOpType() == "Conv" {
-			if err := quantizeConvWeights(n, inits, act[n.Input[0]].scale, rep.WeightQMax, fresh, &newInits, &body); err != nil {
+			var h mat.Symmetric
+			if _, ok := pointwise(n, inits); ok && opts.Moments != nil {
+				h = opts.Moments.Of(n.Input[0])
+			}
+			if err := quantizeConvWeights(n, inits, act[n.Input[0]].scale, rep.WeightQMax, h, fresh, &newInits, &body); err != nil {
 				return nil, nil, err
 			}
 			rep.Conv++
+			if h != nil {
+				rep.ErrorFeedback++
+			}
 		} else if nodes[n] && n.GetOpType() == "Add" {
 			rep.Add++
 		} else if nodes[n] {
@@ -417,12 +473,18 @@ func Quantize(m *onnx.ModelProto, ranges map[string]Range, opts QuantizeOptions)
 	onnxpb.SetMetadata(out, MetaReduceRange, fmt.Sprint(opts.ReduceRange))
 	onnxpb.SetMetadata(out, MetaWeights, fmt.Sprintf("int8 symmetric per-channel [-%d,%d]", rep.WeightQMax, rep.WeightQMax))
 	onnxpb.SetMetadata(out, MetaActivations, "uint8 asymmetric per-tensor")
+	rounding := "nearest"
+	if rep.ErrorFeedback > 0 {
+		rounding = fmt.Sprintf("gptq: %d of %d Convs rounded with error feedback on their calibration inputs, the others to nearest", rep.ErrorFeedback, rep.Conv)
+	}
+	onnxpb.SetMetadata(out, MetaRounding, rounding)
 	return out, rep, nil
 }
 
 // quantizeConvWeights replaces the float weight (and bias) initializers of Conv n by int8 (int32)
-// ones read through per-channel DequantizeLinear nodes appended to body.
-func quantizeConvWeights(n *onnx.NodeProto, inits map[string]*onnx.TensorProto, inScale float32, qmax int,
+// ones read through per-channel DequantizeLinear nodes appended to body. With the moments h of a
+// 1x1 Conv's input the weights are rounded with error feedback, else to nearest.
+func quantizeConvWeights(n *onnx.NodeProto, inits map[string]*onnx.TensorProto, inScale float32, qmax int, h mat.Symmetric,
 	fresh func(string) string, newInits *[]*onnx.TensorProto, body *[]*onnx.NodeProto) error {
 	wt := inits[n.Input[1]]
 	w, err := onnxpb.Floats(wt)
@@ -434,7 +496,15 @@ func quantizeConvWeights(n *onnx.NodeProto, inits map[string]*onnx.TensorProto, 
 		return fmt.Errorf("export: quantize: node %q weight %q has shape %v, want [out_channels, ...]", n.GetName(), wt.GetName(), dims)
 	}
 	ch := int(dims[0])
-	q, scales := QuantizeWeights(w, ch, qmax)
+	var q []int8
+	var scales []float32
+	if h != nil {
+		if q, scales, err = QuantizeWeightsGPTQ(w, ch, len(w)/ch, qmax, h); err != nil {
+			return fmt.Errorf("export: quantize: node %q: %w", n.GetName(), err)
+		}
+	} else {
+		q, scales = QuantizeWeights(w, ch, qmax)
+	}
 	base := wt.GetName()
 	qn, sn, zn := fresh(base+"_quantized"), fresh(base+"_scale"), fresh(base+"_zero_point")
 	*newInits = append(*newInits, onnxpb.Int8Tensor(qn, dims, q), onnxpb.FloatTensor(sn, []int64{int64(ch)}, scales),
