@@ -25,18 +25,36 @@ import (
 
 // blackImages writes n all-black 6x6 PNGs as one class of an image folder and loads it.
 func blackImages(t *testing.T, n int) *data.Dataset {
+	return pngClass(t, "black", n, func(*image.RGBA) {})
+}
+
+// noiseImages writes n 6x6 PNGs of seeded random pixels as one class of an image folder and loads it.
+func noiseImages(t *testing.T, n int) *data.Dataset {
+	r := rand.New(rand.NewPCG(1, 2))
+	return pngClass(t, "noise", n, func(img *image.RGBA) {
+		for j := range img.Pix {
+			img.Pix[j] = uint8(r.IntN(256))
+		}
+	})
+}
+
+// pngClass writes n 6x6 PNGs, each drawn by paint on a black image, as the class folder of an
+// image folder, and loads it.
+func pngClass(t *testing.T, class string, n int, paint func(*image.RGBA)) *data.Dataset {
 	t.Helper()
 	root := t.TempDir()
-	dir := filepath.Join(root, "black")
+	dir := filepath.Join(root, class)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		f, err := os.Create(filepath.Join(dir, string(rune('a'+i))+".png"))
+		img := image.NewRGBA(image.Rect(0, 0, 6, 6))
+		paint(img)
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%02d.png", i)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := png.Encode(f, image.NewRGBA(image.Rect(0, 0, 6, 6))); err != nil {
+		if err := png.Encode(f, img); err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
@@ -46,6 +64,45 @@ func blackImages(t *testing.T, n int) *data.Dataset {
 		t.Fatal(err)
 	}
 	return ds
+}
+
+// allImages is every image of ds, preprocessed to 6x6.
+func allImages(ds *data.Dataset) ImageSet {
+	pre := data.DefaultPreprocess()
+	pre.Width, pre.Height = 6, 6
+	set := ImageSet{DS: ds, Pre: pre, Workers: 1}
+	for i := range ds.Items {
+		set.Items = append(set.Items, i)
+	}
+	return set
+}
+
+// embedsFinite runs the model in onnxruntime on two test images and fails unless it loads, runs
+// and gives finite embeddings.
+func embedsFinite(t *testing.T, m *onnx.ModelProto, what string) {
+	t.Helper()
+	b, err := onnxpb.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ort.NewSession(b, ort.Options{Threads: 1})
+	if err != nil {
+		t.Fatalf("%s: onnxruntime: %v", what, err)
+	}
+	defer sess.Close()
+	x := make([]float32, 2*3*6*6)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	out := make([]float32, 2*int(sess.OutputShape()[0]))
+	if err := sess.Run(x, 2, out); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	for _, v := range out {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatalf("%s: embeddings %v", what, out)
+		}
+	}
 }
 
 // tinyExport is the exported model of the 6x6 test CNN (Conv, Relu, pooling) with the mirror pass;
@@ -120,8 +177,6 @@ func TestInt8HostileCalibration(t *testing.T) {
 	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
-	pre := data.DefaultPreprocess()
-	pre.Width, pre.Height = 6, 6
 	for _, tc := range []struct {
 		name     string
 		images   int
@@ -131,15 +186,10 @@ func TestInt8HostileCalibration(t *testing.T) {
 		{"all black, dead activations", 3, true, "took a single value on the 3 calibration images"},
 		{"one image", 1, false, "calibrating on 1 images only"},
 	} {
-		ds := blackImages(t, tc.images)
-		items := make([]int, len(ds.Items))
-		for i := range items {
-			items[i] = i
-		}
+		cal := allImages(blackImages(t, tc.images))
 		for _, method := range export.CalibrationMethods {
 			q, info, err := MakeVariant(context.Background(), tinyExport(t, tc.deadBias),
-				VariantOptions{Int8: true, FlipTTA: true, ReduceRange: config.ReduceRangeOn, Calibration: config.Calibration(method), Threads: 1},
-				ImageSet{DS: ds, Items: items, Pre: pre, Workers: 1})
+				VariantOptions{Int8: true, FlipTTA: true, ReduceRange: config.ReduceRangeOn, Calibration: config.Calibration(method), Threads: 1}, cal)
 			if err != nil {
 				t.Fatalf("%s, %s: %v", tc.name, method, err)
 			}
@@ -167,24 +217,7 @@ func TestInt8HostileCalibration(t *testing.T) {
 			if _, err := onnxpb.Unmarshal(b, "int8"); err != nil {
 				t.Fatalf("%s: our checks: %v", tc.name, err)
 			}
-			sess, err := ort.NewSession(b, ort.Options{Threads: 1})
-			if err != nil {
-				t.Fatalf("%s: onnxruntime: %v", tc.name, err)
-			}
-			x := make([]float32, 2*3*6*6)
-			for i := range x {
-				x[i] = float32(i%7) - 3
-			}
-			out := make([]float32, 2*int(sess.OutputShape()[0]))
-			if err := sess.Run(x, 2, out); err != nil {
-				t.Fatal(err)
-			}
-			sess.Close()
-			for _, v := range out {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					t.Fatalf("%s, %s: embeddings %v", tc.name, method, out)
-				}
-			}
+			embedsFinite(t, q, tc.name+", "+method)
 		}
 	}
 }
@@ -207,36 +240,6 @@ func TestVariantDescribe(t *testing.T) {
 	}
 }
 
-// noiseImages writes n 6x6 PNGs of seeded random pixels as one class of an image folder and loads it.
-func noiseImages(t *testing.T, n int) *data.Dataset {
-	t.Helper()
-	root := t.TempDir()
-	dir := filepath.Join(root, "noise")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i < n; i++ {
-		img := image.NewRGBA(image.Rect(0, 0, 6, 6))
-		for j := range img.Pix {
-			img.Pix[j] = uint8(r.IntN(256))
-		}
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%02d.png", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := png.Encode(f, img); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
-	ds, err := data.Load(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ds
-}
-
 // TestInt8BiasCorrection: with bias correction the int8 model's features average, over the
 // calibration images, what the float model's do (without it they do not: the shift is there to
 // correct); the metadata says so, and with the mirror pass the correction comes before the
@@ -245,13 +248,7 @@ func TestInt8BiasCorrection(t *testing.T) {
 	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
-	pre := data.DefaultPreprocess()
-	pre.Width, pre.Height = 6, 6
-	ds := noiseImages(t, 24)
-	cal := ImageSet{DS: ds, Pre: pre, Workers: 1}
-	for i := range ds.Items {
-		cal.Items = append(cal.Items, i)
-	}
+	cal := allImages(noiseImages(t, 24))
 	ctx := context.Background()
 	plain, err := export.SetFlip(tinyExport(t, false), false)
 	if err != nil {
@@ -302,15 +299,7 @@ func TestInt8BiasCorrection(t *testing.T) {
 	if prod == nil || !strings.HasSuffix(prod.GetName(), "_BiasCorrection") || len(readers) != 1 || !strings.Contains(readers[0].GetName(), ".flip.") {
 		t.Fatalf("with the mirror pass: %q is written by %v and read by %v, want the correction's Add and the mirror pass", backbone.OutputName, prod, readers)
 	}
-	b, err := onnxpb.Marshal(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := ort.NewSession(b, ort.Options{Threads: 1})
-	if err != nil {
-		t.Fatalf("with the mirror pass: onnxruntime: %v", err)
-	}
-	sess.Close()
+	embedsFinite(t, q, "bias-corrected, with the mirror pass")
 }
 
 // metaValue is the model's metadata value for key, or "".
@@ -331,13 +320,7 @@ func TestInt8WeightRounding(t *testing.T) {
 	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
-	pre := data.DefaultPreprocess()
-	pre.Width, pre.Height = 6, 6
-	ds := noiseImages(t, 24)
-	cal := ImageSet{DS: ds, Pre: pre, Workers: 1}
-	for i := range ds.Items {
-		cal.Items = append(cal.Items, i)
-	}
+	cal := allImages(noiseImages(t, 24))
 	for _, tc := range []struct {
 		rounding config.WeightRounding
 		feedback int
@@ -356,28 +339,6 @@ func TestInt8WeightRounding(t *testing.T) {
 			t.Errorf("%q: %d Convs with error feedback of %d, metadata %q; want %d, %q", tc.rounding, info.ErrorFeedback, info.Report.Conv,
 				metaValue(q, export.MetaRounding), tc.feedback, tc.meta)
 		}
-		b, err := onnxpb.Marshal(q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sess, err := ort.NewSession(b, ort.Options{Threads: 1})
-		if err != nil {
-			t.Fatalf("%q: onnxruntime: %v", tc.rounding, err)
-		}
-		x := make([]float32, 2*3*6*6)
-		for i := range x {
-			x[i] = float32(i%5) - 2
-		}
-		out := make([]float32, 2*int(sess.OutputShape()[0]))
-		err = sess.Run(x, 2, out)
-		sess.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range out {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				t.Fatalf("%q: embeddings %v", tc.rounding, out)
-			}
-		}
+		embedsFinite(t, q, "weight rounding "+string(tc.rounding))
 	}
 }
