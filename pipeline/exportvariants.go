@@ -127,8 +127,6 @@ type VariantOptions struct {
 type VariantInfo struct {
 	ReduceRange bool
 	Calibration string
-	// ErrorFeedback is the number of Convs whose weights were rounded with error feedback.
-	ErrorFeedback int
 	// BiasCorrected: the int8 features' mean shift, FeatureShift relative to the float features'
 	// mean (L2), was added back.
 	BiasCorrected bool
@@ -185,7 +183,7 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	if err != nil {
 		return nil, nil, err
 	}
-	info.Report, info.ErrorFeedback = rep, rep.ErrorFeedback
+	info.Report = rep
 	if len(rep.Degenerate) > 0 {
 		info.Warnings = append(info.Warnings, fmt.Sprintf("int8 export: %d of %d activation tensors took a single value on the %d calibration images (e.g. %q), their scale is set to 1: "+
 			"the calibration images do not exercise the model (all alike?); use more, varied training images (export.calibration_images)",
@@ -217,7 +215,7 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 // WeightRounding is how the variant's weights were rounded: gptq when some Conv's were rounded
 // with error feedback, else nearest.
 func (i *VariantInfo) WeightRounding() string {
-	if i.ErrorFeedback > 0 {
+	if i.Report != nil && i.Report.ErrorFeedback > 0 {
 		return string(config.WeightRoundingGPTQ)
 	}
 	return string(config.WeightRoundingNearest)

@@ -335,8 +335,8 @@ func TestInt8WeightRounding(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.rounding, err)
 		}
-		if info.ErrorFeedback != tc.feedback || info.Report.Conv != 2 || !strings.HasPrefix(metaValue(q, export.MetaRounding), tc.meta) {
-			t.Errorf("%q: %d Convs with error feedback of %d, metadata %q; want %d, %q", tc.rounding, info.ErrorFeedback, info.Report.Conv,
+		if info.Report.ErrorFeedback != tc.feedback || info.Report.Conv != 2 || !strings.HasPrefix(metaValue(q, export.MetaRounding), tc.meta) {
+			t.Errorf("%q: %d Convs with error feedback of %d, metadata %q; want %d, %q", tc.rounding, info.Report.ErrorFeedback, info.Report.Conv,
 				metaValue(q, export.MetaRounding), tc.feedback, tc.meta)
 		}
 		embedsFinite(t, q, "weight rounding "+string(tc.rounding))
