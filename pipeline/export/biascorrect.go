@@ -15,7 +15,8 @@ import (
 // features' mean and L2-normalizes: a shift that is small next to the features is large next to
 // what the head keeps. On the default CUB-100 run the int8 features' mean moved by about 18% of the
 // float features' mean, which cost 0.6-1.4 R@1 (README, "Deploying"). The shift measured on the
-// calibration images is added back after the backbone, in float: one Add of a D-vector per image.
+// calibration images is added back after the backbone, in float: folded into the head's centering
+// constant when the head centers (no op added), else one Add of a D-vector per image.
 
 // MetaBiasCorrection is the metadata key describing the correction ("" when none was applied).
 const MetaBiasCorrection = "quantization.bias_correction"
@@ -44,14 +45,20 @@ func FeatureShift(floatMean, quantMean []float64) (delta []float32, relative flo
 }
 
 // AddToTensor returns a copy of m in which tensor t, wherever a node or the graph's outputs read
-// it, has delta added (broadcast over its last axis): t's producer writes "<t>_uncorrected" and an
-// Add right after it writes t, so that what reads t by name (the mirror pass, the head) is unchanged.
+// it, has delta added (broadcast over its last axis). When t's one reader is a Sub of a constant
+// vector of len(delta) values (the head's centering, t - mean), delta is folded into that constant
+// (t - (mean - delta)) and the graph keeps its ops; otherwise t's producer writes
+// "<t>_uncorrected" and an Add right after it writes t, so that what reads t by name (the mirror
+// pass, the head) is unchanged.
 func AddToTensor(m *onnx.ModelProto, t string, delta []float32) (*onnx.ModelProto, error) {
 	out := onnxpb.Clone(m)
 	g := out.Graph
 	prod := onnxpb.Producers(g)[t]
 	if prod == nil {
 		return nil, fmt.Errorf("export: bias correction: no node computes tensor %q", t)
+	}
+	if foldIntoSub(g, t, delta) {
+		return out, nil
 	}
 	used := onnxpb.Names(g)
 	raw := onnxpb.UniqueName(used, t+"_uncorrected")
@@ -74,4 +81,37 @@ func AddToTensor(m *onnx.ModelProto, t string, delta []float32) (*onnx.ModelProt
 	g.Node = nodes
 	g.Initializer = append(g.Initializer, onnxpb.FloatTensor(value, []int64{int64(len(delta))}, delta))
 	return out, nil
+}
+
+// foldIntoSub folds delta into the constant of a Sub that is the one reader of t (t - c becomes
+// t - (c - delta), the constant renamed so that nothing else reading c changes) and reports
+// whether it could.
+func foldIntoSub(g *onnx.GraphProto, t string, delta []float32) bool {
+	readers := onnxpb.Consumers(g)[t]
+	for _, o := range g.GetOutput() {
+		if o.GetName() == t {
+			return false
+		}
+	}
+	if len(readers) != 1 || readers[0].GetOpType() != "Sub" || len(readers[0].Input) != 2 || readers[0].Input[0] != t {
+		return false
+	}
+	sub := readers[0]
+	c := onnxpb.Initializers(g)[sub.Input[1]]
+	if c == nil {
+		return false
+	}
+	v, err := onnxpb.Floats(c)
+	if err != nil || len(v) != len(delta) {
+		return false
+	}
+	folded := make([]float32, len(v))
+	for i := range v {
+		folded[i] = v[i] - delta[i]
+	}
+	name := onnxpb.UniqueName(onnxpb.Names(g), c.GetName()+"_bias_corrected")
+	g.Initializer = append(g.Initializer, onnxpb.FloatTensor(name, c.GetDims(), folded))
+	sub.Input[1] = name
+	g.Initializer = dropUnused(g)
+	return true
 }

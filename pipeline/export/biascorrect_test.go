@@ -71,3 +71,49 @@ func TestAddToTensor(t *testing.T) {
 		t.Error("a tensor no node computes: no error")
 	}
 }
+
+// TestAddToTensorFoldsIntoCentering: when the features' one reader subtracts a constant mean (the
+// head's centering), the correction goes into that constant: no node is added, and onnxruntime
+// computes relu(x) + delta - mean; the original model keeps its mean.
+func TestAddToTensorFoldsIntoCentering(t *testing.T) {
+	ortLib(t)
+	f := backbone.OutputName
+	mean := []float32{0.25, 0.5, -1}
+	m := &onnx.ModelProto{IrVersion: 7, OpsetImport: []*onnx.OperatorSetIdProto{{Domain: "", Version: 13}}, Graph: &onnx.GraphProto{
+		Name:        "centered",
+		Input:       []*onnx.ValueInfoProto{onnxpb.ValueInfo("x", onnxpb.Float, "N", 3)},
+		Output:      []*onnx.ValueInfoProto{onnxpb.ValueInfo("y", onnxpb.Float, "N", 3)},
+		Initializer: []*onnx.TensorProto{onnxpb.FloatTensor("mean", []int64{3}, mean)},
+		Node: []*onnx.NodeProto{
+			onnxpb.Node("Relu", "relu", []string{"x"}, []string{f}),
+			onnxpb.Node("Sub", "center", []string{f, "mean"}, []string{"y"}),
+		},
+	}}
+	delta := []float32{0.5, -1, 0.25}
+	c, err := AddToTensor(m, f, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Graph.Node) != 2 || c.Graph.Node[0].Output[0] != f {
+		t.Fatalf("nodes %v: want the same two, relu still writing %q", c.Graph.Node, f)
+	}
+	if v, _ := onnxpb.Floats(onnxpb.Initializers(m.Graph)["mean"]); v[0] != mean[0] || len(m.Graph.Initializer) != 1 {
+		t.Fatalf("the original model changed: mean %v", v)
+	}
+	sess, err := ort.NewSession(mustMarshal(t, c), ort.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	x := []float32{-1, 2, 0.5, 3, -2, -0.25}
+	y := make([]float32, len(x))
+	if err := sess.Run(x, 2, y); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range x {
+		want := float32(math.Max(float64(v), 0)) + delta[i%3] - mean[i%3]
+		if math.Abs(float64(y[i]-want)) > 1e-6 {
+			t.Fatalf("x %v: y %v, want relu(x) + %v - %v", x, y, delta, mean)
+		}
+	}
+}
