@@ -132,8 +132,7 @@ func ExportFromRun(ctx context.Context, runDir string, o FolderExport) (*FolderE
 	if err := onnxpb.SaveAtomic(tmp.Name(), v); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	vs := []ExportVariant{{Path: tmp.Name(), Int8: vo.Int8, FlipTTA: vo.FlipTTA, ReduceRange: info.ReduceRange, Calibration: info.Calibration,
-		WeightRounding: info.WeightRounding(), BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift}}
+	vs := []ExportVariant{info.Variant(tmp.Name(), vo)}
 	if o.KMeansRestarts > 0 {
 		cfg.Eval.KMeansRestarts = o.KMeansRestarts
 	}

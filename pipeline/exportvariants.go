@@ -169,16 +169,17 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 			return nil, nil, err
 		}
 	}
-	c, moments, warn, err := calibrate(ctx, plain, targets, pointwise, o, cal)
+	bias := o.BiasCorrection == nil || *o.BiasCorrection
+	c, err := calibrate(ctx, plain, targets, pointwise, bias, o, cal)
 	if err != nil {
 		return nil, nil, err
 	}
-	qo.Moments = moments
-	ranges, err := c.Ranges(string(o.Calibration))
+	qo.Moments = c.moments
+	ranges, err := c.ranges.Ranges(string(o.Calibration))
 	if err != nil {
 		return nil, nil, err
 	}
-	info.Warnings = append(info.Warnings, warn...)
+	info.Warnings = append(info.Warnings, c.warnings...)
 	q, rep, err := export.Quantize(plain, ranges, qo)
 	if err != nil {
 		return nil, nil, err
@@ -189,8 +190,8 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 			"the calibration images do not exercise the model (all alike?); use more, varied training images (export.calibration_images)",
 			len(rep.Degenerate), rep.Activations, len(cal.Items), rep.Degenerate[0]))
 	}
-	if o.BiasCorrection == nil || *o.BiasCorrection {
-		if q, info.FeatureShift, err = correctBias(ctx, plain, q, o.Threads, cal); err != nil {
+	if bias {
+		if q, info.FeatureShift, err = correctBias(ctx, c.features, q, o.Threads, cal); err != nil {
 			return nil, nil, err
 		}
 		info.BiasCorrected = true
@@ -212,74 +213,142 @@ func MakeVariant(ctx context.Context, m *onnx.ModelProto, o VariantOptions, cal 
 	return v, info, err
 }
 
-// WeightRounding is how the variant's weights were rounded: gptq when some Conv's were rounded
-// with error feedback, else nearest.
-func (i *VariantInfo) WeightRounding() string {
-	if i.Report != nil && i.Report.ErrorFeedback > 0 {
-		return string(config.WeightRoundingGPTQ)
+// Variant is the ExportVariant entry of the variant MakeVariant made with o, written at path
+// (its measured fields still empty); the int8 fields only for an int8 variant.
+func (i *VariantInfo) Variant(path string, o VariantOptions) ExportVariant {
+	v := ExportVariant{Path: path, Int8: o.Int8, FlipTTA: o.FlipTTA}
+	if !o.Int8 {
+		return v
 	}
-	return string(config.WeightRoundingNearest)
+	v.ReduceRange, v.Calibration = i.ReduceRange, i.Calibration
+	v.WeightRounding = string(config.WeightRoundingNearest)
+	if i.Report != nil && i.Report.ErrorFeedback > 0 {
+		v.WeightRounding = string(config.WeightRoundingGPTQ)
+	}
+	v.BiasCorrected, v.FeatureShift = i.BiasCorrected, i.FeatureShift
+	return v
 }
 
 // ErrNothingToQuantize: the model has no op the int8 export quantizes; its float export is as fast.
 var ErrNothingToQuantize = errors.New("pipeline: int8 export: nothing to quantize")
 
-// calibrate runs the float model on the calibration images and returns the targets' statistics
-// and the second moments of the pointwise tensors (a subset of the targets, with their channel
-// counts; nil when none), with warnings for a calibration set too small to be representative.
-func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, pointwise map[string]int, o VariantOptions, cal ImageSet) (*export.Calibrator, *export.Moments, []string, error) {
-	var warn []string
+// calibration is what the float model gave on the calibration images.
+type calibration struct {
+	ranges   *export.Calibrator
+	moments  *export.Moments // second moments of the pointwise tensors; nil when none
+	features []float64       // the mean of its backbone features; nil unless asked for
+	warnings []string        // the calibration set is too small to be representative
+}
+
+// calibrate runs the float model on the calibration images and gathers the targets' statistics,
+// the second moments of the pointwise tensors (a subset of the targets, with their channel
+// counts), and with features the mean of the backbone features (what bias correction compares
+// the int8 model's with).
+func calibrate(ctx context.Context, m *onnx.ModelProto, targets []string, pointwise map[string]int, features bool, o VariantOptions, cal ImageSet) (*calibration, error) {
+	c := &calibration{ranges: export.NewCalibrator(targets)}
 	if len(cal.Items) < 32 {
-		warn = append(warn, fmt.Sprintf("int8 export: calibrating on %d images only: the activation ranges may not cover other images (a few hundred are usual)", len(cal.Items)))
+		c.warnings = append(c.warnings, fmt.Sprintf("int8 export: calibrating on %d images only: the activation ranges may not cover other images (a few hundred are usual)", len(cal.Items)))
 	}
+	if len(pointwise) > 0 {
+		c.moments = export.NewMoments(pointwise)
+	}
+	probed, at := targets, slices.Index(targets, backbone.OutputName) // at: where the features come out
+	if features && at < 0 {
+		probed, at = append(slices.Clip(targets), backbone.OutputName), len(targets)
+	}
+	var mean rowMean
+	err := probeBatches(ctx, m, probed, o.Threads, cal, "calibration", func(outs [][]float32, n int) error {
+		if features {
+			mean.add(outs[at], n)
+		}
+		return observeAll(c.ranges, c.moments, targets, outs[:len(targets)], n)
+	}, func(images, n int) {
+		if o.Log != nil && images%64 < n {
+			o.Log("int8 calibration", "images", images, "of", len(cal.Items))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if features {
+		if c.features, err = mean.mean("calibration"); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// probeBatches runs m on the images of set, 8 at a time, and hands the values of the probed
+// tensors to each, then the images so far and in the batch to done (nil: none). onnxruntime's
+// errors say what the run was for.
+func probeBatches(ctx context.Context, m *onnx.ModelProto, tensors []string, threads int, set ImageSet, what string,
+	each func(outs [][]float32, n int) error, done func(images, n int)) error {
 	b, err := onnxpb.Marshal(m)
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
-	probe, err := ort.NewProbe(b, targets, ort.Options{Threads: o.Threads})
+	probe, err := ort.NewProbe(b, tensors, ort.Options{Threads: threads})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
+		return fmt.Errorf("pipeline: %s: %w", what, err)
 	}
 	defer probe.Close()
-	c := export.NewCalibrator(targets)
-	var moments *export.Moments
-	if len(pointwise) > 0 {
-		moments = export.NewMoments(pointwise)
-	}
-	chw := cal.Pre.Size()
-	done := 0
-	for batch := range data.Batches(ctx, cal.DS, cal.Items, cal.Pre, 8, cal.Workers) {
+	chw, images := set.Pre.Size(), 0
+	for batch := range data.Batches(ctx, set.DS, set.Items, set.Pre, 8, set.Workers) {
 		if batch.Err != nil {
-			return nil, nil, nil, batch.Err
+			return batch.Err
 		}
 		outs, err := probe.Run(batch.Data[:batch.N*chw], batch.N)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("pipeline: calibration: %w", err)
+			return fmt.Errorf("pipeline: %s: %w", what, err)
 		}
-		if err := observeAll(c, moments, targets, outs, batch.N); err != nil {
-			return nil, nil, nil, err
+		if err := each(outs, batch.N); err != nil {
+			return err
 		}
-		done += batch.N
-		if o.Log != nil && done%64 < batch.N {
-			o.Log("int8 calibration", "images", done, "of", len(cal.Items))
+		images += batch.N
+		if done != nil {
+			done(images, batch.N)
 		}
 	}
-	return c, moments, warn, ctx.Err()
+	return ctx.Err()
 }
 
-// correctBias returns q with the shift of its features' mean from the float model's, both
-// averaged over the calibration images, added back after its backbone (see export.FeatureShift),
-// and the shift's relative size.
-func correctBias(ctx context.Context, float, q *onnx.ModelProto, threads int, cal ImageSet) (*onnx.ModelProto, float64, error) {
-	fm, err := featureMean(ctx, float, threads, cal)
-	if err != nil {
-		return nil, 0, err
+// rowMean accumulates the mean of the rows of batches of [n, d] values.
+type rowMean struct {
+	sum []float64
+	n   int
+}
+
+func (r *rowMean) add(x []float32, n int) {
+	d := len(x) / n
+	if r.sum == nil {
+		r.sum = make([]float64, d)
 	}
+	for i, v := range x {
+		r.sum[i%d] += float64(v)
+	}
+	r.n += n
+}
+
+func (r *rowMean) mean(what string) ([]float64, error) {
+	if r.n == 0 {
+		return nil, fmt.Errorf("pipeline: %s: no images", what)
+	}
+	out := make([]float64, len(r.sum))
+	for i, v := range r.sum {
+		out[i] = v / float64(r.n)
+	}
+	return out, nil
+}
+
+// correctBias returns q with the shift of its features' mean from floatMean (the float model's,
+// from the calibration pass), both over the calibration images, added back after its backbone
+// (see export.FeatureShift), and the shift's relative size.
+func correctBias(ctx context.Context, floatMean []float64, q *onnx.ModelProto, threads int, cal ImageSet) (*onnx.ModelProto, float64, error) {
 	qm, err := featureMean(ctx, q, threads, cal)
 	if err != nil {
 		return nil, 0, err
 	}
-	delta, rel, err := export.FeatureShift(fm, qm)
+	delta, rel, err := export.FeatureShift(floatMean, qm)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -289,45 +358,15 @@ func correctBias(ctx context.Context, float, q *onnx.ModelProto, threads int, ca
 
 // featureMean is the mean of m's backbone features (backbone.OutputName) over the images of set.
 func featureMean(ctx context.Context, m *onnx.ModelProto, threads int, set ImageSet) ([]float64, error) {
-	b, err := onnxpb.Marshal(m)
+	var mean rowMean
+	err := probeBatches(ctx, m, []string{backbone.OutputName}, threads, set, "bias correction", func(outs [][]float32, n int) error {
+		mean.add(outs[0], n)
+		return nil
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
-	probe, err := ort.NewProbe(b, []string{backbone.OutputName}, ort.Options{Threads: threads})
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: bias correction: %w", err)
-	}
-	defer probe.Close()
-	var sum []float64
-	n, chw := 0, set.Pre.Size()
-	for batch := range data.Batches(ctx, set.DS, set.Items, set.Pre, 8, set.Workers) {
-		if batch.Err != nil {
-			return nil, batch.Err
-		}
-		outs, err := probe.Run(batch.Data[:batch.N*chw], batch.N)
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: bias correction: %w", err)
-		}
-		f := outs[0]
-		d := len(f) / batch.N
-		if sum == nil {
-			sum = make([]float64, d)
-		}
-		for i, v := range f {
-			sum[i%d] += float64(v)
-		}
-		n += batch.N
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("pipeline: bias correction: no images")
-	}
-	for i := range sum {
-		sum[i] /= float64(n)
-	}
-	return sum, nil
+	return mean.mean("bias correction")
 }
 
 // observeAll adds each target's values of a batch of n images to the calibrator and, for the
@@ -623,11 +662,13 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 	written := map[string][]byte{path: built.bytes}
 	var q *onnx.ModelProto // the int8 variant, when asked for and the model has ops to quantize
 	var info *VariantInfo
+	var qo VariantOptions
 	if cfg.Export.Int8 {
 		cal := ImageSet{DS: r.ds, Items: CalibrationSample(r.split.fitIdx, cfg.Export.CalibrationImages, cfg.Seed), Pre: r.pre, Workers: cfg.Preprocess.Workers}
-		q, info, err = MakeVariant(ctx, m, VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
+		qo = VariantOptions{Int8: true, FlipTTA: flip, ReduceRange: cfg.Export.ReduceRange,
 			Calibration: cfg.Export.Calibration, WeightRounding: cfg.Export.WeightRounding, BiasCorrection: &cfg.Export.BiasCorrection,
-			Threads: cfg.Threads, Log: log.Info}, cal)
+			Threads: cfg.Threads, Log: log.Info}
+		q, info, err = MakeVariant(ctx, m, qo, cal)
 		if errors.Is(err, ErrNothingToQuantize) {
 			w := err.Error() + ": model-int8.onnx not written"
 			log.Warn(w)
@@ -648,8 +689,7 @@ func (r *runner) exportVariants(ctx context.Context, built builtModel) error {
 			return err
 		}
 		written[qpath] = qb.bytes
-		vs = append(vs, ExportVariant{Path: qpath, Int8: true, FlipTTA: flip, ReduceRange: info.ReduceRange, Calibration: info.Calibration,
-			WeightRounding: info.WeightRounding(), BiasCorrected: info.BiasCorrected, FeatureShift: info.FeatureShift})
+		vs = append(vs, info.Variant(qpath, qo))
 	}
 	src, err := MeasureVariants(ctx, vs, VariantCheck{
 		Eval:    ImageSet{DS: r.ds, Items: r.split.evalIdx, Pre: r.pre, Workers: cfg.Preprocess.Workers},
